@@ -1,0 +1,137 @@
+//! Wiring: the catalog database chosen by configuration, and the web service on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bookstore_domain::BookRepository;
+use bookstore_mysql::MySqlBookRepository;
+use bookstore_sqlite::SqliteBookRepository;
+use bookstore_web::WebState;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, DbKind};
+
+/// The catalog database, by technology. Most code uses it as a `dyn BookRepository`; the
+/// benchmark also uses each adapter's baseline scan.
+#[derive(Debug, Clone)]
+pub enum Catalog {
+    Sqlite(SqliteBookRepository),
+    MySql(MySqlBookRepository),
+}
+
+impl Catalog {
+    pub fn repository(&self) -> Arc<dyn BookRepository> {
+        match self {
+            Self::Sqlite(repo) => Arc::new(repo.clone()),
+            Self::MySql(repo) => Arc::new(repo.clone()),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::MySql(_) => "mysql",
+        }
+    }
+}
+
+/// Connects to the catalog database named by the configuration and runs its migrations.
+pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    let url = config.db_url();
+    let url = url.expose_secret();
+    let max = config.db.max_connections;
+    match config.db_kind()? {
+        DbKind::Sqlite => {
+            config.ensure_data_dir()?;
+            let pool = bookstore_sqlite::connect(url, max)
+                .await
+                .context("cannot open the catalog database (db.url)")?;
+            let repo = SqliteBookRepository::new(pool)
+                .await
+                .context("cannot migrate the SQLite catalog database (db.url)")?;
+            Ok(Catalog::Sqlite(repo))
+        }
+        DbKind::MySql => {
+            let pool = bookstore_mysql::connect(url, max)
+                .await
+                .context("cannot reach the catalog database (db.url)")?;
+            let repo = MySqlBookRepository::new(pool)
+                .await
+                .context("cannot migrate the MySQL catalog database (db.url)")?;
+            Ok(Catalog::MySql(repo))
+        }
+    }
+}
+
+/// The web service, bound and ready to serve.
+pub struct WebApp {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl WebApp {
+    /// Opens the catalog (loading the sample catalog into an empty one) and binds `web.listen`
+    /// (port 0 picks a free port).
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let catalog = open_catalog(config).await?;
+        let books = catalog.repository();
+        bookstore_catalog::sample::load_if_empty(books.as_ref())
+            .await
+            .context("cannot load the sample catalog")?;
+        let state = WebState {
+            books,
+            page_size: config.web.page_size,
+            admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
+        };
+        let listener = TcpListener::bind(config.web.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (web.listen)", config.web.listen))?;
+        Ok(Self {
+            listener,
+            router: bookstore_web::router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        if let Ok(addr) = self.listener.local_addr() {
+            tracing::info!(%addr, "web service listening on http://{addr}");
+        }
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the web server failed")
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

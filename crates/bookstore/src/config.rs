@@ -1,0 +1,270 @@
+//! Configuration: defaults for every key, then a YAML file (`--config`), then environment
+//! variables `BOOKSTORE_<SECTION>__<KEY>` (for example `BOOKSTORE_WEB__LISTEN=127.0.0.1:18000`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded backends keep their files.
+    pub data_dir: PathBuf,
+    pub web: WebConfig,
+    pub db: DbConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address the web service listens on.
+    pub listen: SocketAddr,
+    /// Books per page, and the API's default `limit`.
+    pub page_size: u32,
+    /// Bearer token for `POST /api/books`; unset disables the write API.
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbConfig {
+    /// `sqlite://FILE` or `mysql://user:password@host:port/database`; unset means
+    /// `sqlite://<data_dir>/bookstore.db`.
+    pub url: Option<Secret>,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("bookstore-data"),
+            web: WebConfig::default(),
+            db: DbConfig::default(),
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            page_size: 5,
+            admin_token: None,
+        }
+    }
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+        }
+    }
+}
+
+/// A configured secret (token, URL with a password): never printed, and read from a file or an
+/// environment variable whatever it looks like (`12345` is a string here, not a number).
+#[derive(Debug, Clone)]
+pub struct Secret(pub SecretString);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(SecretString::from(value))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(SecretString::from(value))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::from(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::from(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::from(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::from(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::from(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Which catalog database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    MySql,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("BOOKSTORE_").split("__").filter(|key| {
+            // BOOKSTORE_CONFIG names the file itself; test-harness variables are not config.
+            key != "config" && !key.as_str().starts_with("test_")
+        }));
+        let config: Config = figment.extract().map_err(|err| {
+            // One line per problem, each naming its key and where the value came from.
+            let lines: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", lines.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=100).contains(&self.web.page_size) {
+            bail!(
+                "invalid configuration: web.page_size must be between 1 and 100, got {}",
+                self.web.page_size
+            );
+        }
+        if self.db.max_connections == 0 {
+            bail!("invalid configuration: db.max_connections must be at least 1");
+        }
+        self.db_kind()?;
+        Ok(())
+    }
+
+    /// The catalog database's URL, defaulting to a SQLite file in the data dir.
+    pub fn db_url(&self) -> SecretString {
+        match &self.db.url {
+            Some(url) => url.0.clone(),
+            None => SecretString::from(format!(
+                "sqlite://{}",
+                self.data_dir.join("bookstore.db").display()
+            )),
+        }
+    }
+
+    pub fn db_kind(&self) -> anyhow::Result<DbKind> {
+        db_kind(self.db_url().expose_secret())
+    }
+
+    /// Creates the data dir if the configuration uses it.
+    pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "cannot create the data dir {} (data_dir)",
+                self.data_dir.display()
+            )
+        })
+    }
+}
+
+/// The kind of database a URL names, from its scheme.
+pub fn db_kind(url: &str) -> anyhow::Result<DbKind> {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(DbKind::Sqlite),
+        "mysql" | "mariadb" => Ok(DbKind::MySql),
+        _ => bail!(
+            "invalid configuration: db.url must start with sqlite:// or mysql://, got scheme {scheme:?}"
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's large error.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_a_default() {
+        let config: Config = Figment::new().extract().unwrap();
+        assert_eq!(config.web.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.web.page_size, 5);
+        assert!(config.web.admin_token.is_none());
+        assert_eq!(config.db_kind().unwrap(), DbKind::Sqlite);
+        assert!(
+            config
+                .db_url()
+                .expose_secret()
+                .ends_with("bookstore-data/bookstore.db")
+        );
+    }
+
+    #[test]
+    fn files_and_environment_override_defaults_and_name_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bookstore.yaml",
+                "web:\n  page_size: 7\n  admin_token: from-file\ndb:\n  url: mysql://u:p@127.0.0.1:3306/b\n",
+            )?;
+            jail.set_env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:18000");
+            jail.set_env("BOOKSTORE_WEB__ADMIN_TOKEN", "12345");
+            let config = Config::load(Some(Path::new("bookstore.yaml"))).unwrap();
+            assert_eq!(config.web.page_size, 7);
+            assert_eq!(config.web.listen.port(), 18000);
+            assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "12345");
+            assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+
+            jail.set_env("BOOKSTORE_WEB__PAGE_SIZE", "many");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("page_size"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.yaml", "web:\n  lisen: 127.0.0.1:1\n")?;
+            let err = Config::load(Some(Path::new("typo.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lisen"), "{err}");
+            jail.create_file("bad.yaml", "db:\n  url: postgres://x\n")?;
+            let err = Config::load(Some(Path::new("bad.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("db.url"), "{err}");
+            jail.create_file("zero.yaml", "web:\n  page_size: 0\n")?;
+            let err = Config::load(Some(Path::new("zero.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("web.page_size"), "{err}");
+            Ok(())
+        });
+    }
+}

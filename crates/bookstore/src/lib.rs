@@ -1,0 +1,11 @@
+//! The composition root: configuration, wiring of adapters into services, and the command-line
+//! tools. `main.rs` only parses the command line and calls into here.
+
+pub mod bench;
+pub mod config;
+pub mod telemetry;
+pub mod tools;
+
+mod app;
+
+pub use app::{Catalog, WebApp, open_catalog, shutdown_signal};

@@ -1,0 +1,115 @@
+//! `bookstore import` and `bookstore generate`.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bookstore_catalog::{Format, generate, import, read};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::open_catalog;
+
+/// Imports a catalog file, reporting rejected rows by line number. Fails (non-zero exit) only when
+/// the file cannot be read or the database fails; rejected rows are reported and skipped.
+pub async fn import_file(
+    config: &Config,
+    path: &Path,
+    format: Option<Format>,
+    batch_size: usize,
+) -> anyhow::Result<()> {
+    let format = format
+        .or_else(|| Format::from_path(path))
+        .with_context(|| {
+            format!(
+                "cannot tell the format of {} from its name: pass --format csv or --format jsonl",
+                path.display()
+            )
+        })?;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let catalog = open_catalog(config).await?;
+
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::new(size)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let rows = read::read(progress.wrap_read(file), format)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let started = Instant::now();
+    let report = import(catalog.repository(), rows, batch_size, |n| {
+        progress.set_message(format!("{n} books"));
+    })
+    .await
+    .with_context(|| format!("import of {} stopped", path.display()))?;
+    progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut err = std::io::stderr().lock();
+    for rejected in &report.rejected {
+        let _ = writeln!(err, "line {}: rejected: {}", rejected.line, rejected.reason);
+    }
+    if report.rejected_count > report.rejected.len() as u64 {
+        let _ = writeln!(
+            err,
+            "... and {} more rejected rows",
+            report.rejected_count - report.rejected.len() as u64
+        );
+    }
+    println!(
+        "imported {} books, rejected {} rows, in {:.2} s ({:.0} books/s)",
+        report.imported,
+        report.rejected_count,
+        elapsed,
+        report.imported as f64 / elapsed.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Writes a synthetic catalog of `count` books to `output` (`-` for standard output).
+pub fn generate_file(
+    output: &Path,
+    format: Option<Format>,
+    count: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let to_stdout = output.as_os_str() == "-";
+    let format = match format {
+        Some(format) => format,
+        None if to_stdout => Format::Csv,
+        None => Format::from_path(output).with_context(|| {
+            format!(
+                "cannot tell the format of {} from its name: pass --format csv or --format jsonl",
+                output.display()
+            )
+        })?,
+    };
+    if to_stdout {
+        generate::write(std::io::stdout().lock(), format, count, seed)
+            .context("cannot write the catalog to standard output")?;
+    } else {
+        if output.exists() && output.is_dir() {
+            bail!("{} is a directory", output.display());
+        }
+        let file =
+            File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+        generate::write(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            format,
+            count,
+            seed,
+        )
+        .with_context(|| format!("cannot write {}", output.display()))?;
+        eprintln!("wrote {count} books to {}", output.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! The REST API, on both backends.
+
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, Options, TOKEN, error_body, spawn_app, spawn_app_with};
+
+backend_tests!(
+    listing_pages_through_the_catalog_with_a_total,
+    limit_defaults_to_the_page_size_and_is_capped,
+    pride_finds_pride_and_prejudice_first,
+    prefixes_case_and_accents_do_not_matter,
+    title_matches_rank_above_other_matches,
+    punctuation_and_operators_never_cause_an_error,
+    one_book_by_id,
+    creating_a_book_needs_the_token,
+    created_books_are_searchable,
+    writes_are_forbidden_without_a_configured_token,
+    bad_books_get_422_with_every_field_named,
+    malformed_bodies_get_clear_4xx,
+    bad_query_parameters_get_400,
+    health_and_readiness,
+    unknown_routes_and_methods_are_json_errors,
+);
+
+async fn listing_pages_through_the_catalog_with_a_total(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (first, total) = app.list(&[]).await;
+    assert!(total >= 200, "the sample catalog is loaded: {total}");
+    let (second, total2) = app.list(&[("o", "5")]).await;
+    assert_eq!(total, total2);
+    assert_eq!(first.len(), 5);
+    assert_eq!(second.len(), 5);
+    assert_ne!(first[0]["id"], second[0]["id"]);
+    let (past_end, _) = app.list(&[("o", &total.to_string())]).await;
+    assert!(past_end.is_empty());
+    for field in [
+        "id",
+        "title",
+        "author",
+        "published_at",
+        "description",
+        "created_at",
+    ] {
+        assert!(!first[0][field].is_null(), "{field} in {}", first[0]);
+    }
+}
+
+async fn limit_defaults_to_the_page_size_and_is_capped(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Options {
+            page_size: 7,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(app.list(&[]).await.0.len(), 7);
+    assert_eq!(app.list(&[("limit", "3")]).await.0.len(), 3);
+    assert_eq!(app.list(&[("limit", "1000")]).await.0.len(), 100);
+}
+
+async fn pride_finds_pride_and_prejudice_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (books, total) = app.list(&[("q", "pride")]).await;
+    assert!(total >= 1);
+    assert_eq!(books[0]["title"], "Pride and Prejudice");
+    assert_eq!(books[0]["author"], "Jane Austen");
+    assert_eq!(books[0]["published_at"], "1813-01-28");
+}
+
+async fn prefixes_case_and_accents_do_not_matter(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(
+        app.titles("franken").await.first().map(String::as_str),
+        Some("Frankenstein")
+    );
+    assert_eq!(
+        app.titles("FRANKENSTEIN").await.first().map(String::as_str),
+        Some("Frankenstein")
+    );
+    assert_eq!(
+        app.titles("moby").await.first().map(String::as_str),
+        Some("Moby-Dick")
+    );
+    assert_eq!(
+        app.titles("drac").await.first().map(String::as_str),
+        Some("Dracula")
+    );
+    for q in ["brontë", "bronte", "BRONTE", "Brontë jane"] {
+        let titles = app.titles(q).await;
+        assert!(titles.iter().any(|t| t == "Jane Eyre"), "{q}: {titles:?}");
+    }
+}
+
+async fn title_matches_rank_above_other_matches(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(
+        app.titles("jane eyre").await.first().map(String::as_str),
+        Some("Jane Eyre")
+    );
+    assert_eq!(
+        app.titles("dracula").await.first().map(String::as_str),
+        Some("Dracula")
+    );
+}
+
+async fn punctuation_and_operators_never_cause_an_error(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for q in [
+        "\"",
+        "\"pride",
+        "pride\"",
+        "*",
+        "pride*",
+        "-",
+        "-pride",
+        ":",
+        "title:pride",
+        "(",
+        ")",
+        "(pride",
+        "NEAR(pride",
+        "pride AND",
+        "OR",
+        "NOT",
+        "^pride",
+        "'",
+        "o'neil",
+        "%",
+        "_",
+        "\\",
+        "+",
+        "+pride -prejudice",
+        "@",
+        "~",
+        "<>",
+        ";",
+        "pride; DROP TABLE books",
+        "🙂",
+        "  ",
+        "a",
+        "ab",
+    ] {
+        let response = app
+            .client
+            .get(app.url("/api/books"))
+            .query(&[("q", q)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "q={q:?}");
+        let books: Vec<serde_json::Value> = response.json().await.unwrap();
+        assert!(books.len() <= 5, "q={q:?}");
+    }
+    let titles = app.titles("\"pride\" (prejudice)* -:").await;
+    assert_eq!(
+        titles.first().map(String::as_str),
+        Some("Pride and Prejudice")
+    );
+}
+
+async fn one_book_by_id(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (books, _) = app.list(&[("q", "dracula")]).await;
+    let id = books[0]["id"].as_i64().unwrap();
+    let response = app.get(&format!("/api/books/{id}")).await;
+    assert_eq!(response.status(), 200);
+    let book: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(book, books[0]);
+    error_body(app.get("/api/books/99999999").await, 404).await;
+    error_body(app.get("/api/books/abc").await, 400).await;
+    error_body(app.get("/api/books/-1").await, 400).await;
+    error_body(app.get("/api/books/99999999999999999999999").await, 400).await;
+}
+
+fn emma() -> serde_json::Value {
+    json!({
+        "title": "Emma",
+        "author": "Jane Austen",
+        "published_at": "1815-12-23",
+        "description": "A young matchmaker learns to see her own heart."
+    })
+}
+
+async fn creating_a_book_needs_the_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.post_book(None, &emma()).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
+        Some("Bearer")
+    );
+    error_body(response, 401).await;
+    error_body(app.post_book(Some("wrong"), &emma()).await, 401).await;
+    error_body(
+        app.post_book(Some(&format!("{TOKEN}x")), &emma()).await,
+        401,
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url("/api/books"))
+        .header("authorization", format!("Basic {TOKEN}"))
+        .json(&emma())
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 401).await;
+
+    let response = app.post_book(Some(TOKEN), &emma()).await;
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    assert!(created["id"].as_i64().unwrap() > 0);
+    assert_eq!(created["title"], "Emma");
+    assert_eq!(created["published_at"], "1815-12-23");
+    let created_at = created["created_at"].as_str().unwrap();
+    assert!(
+        created_at.ends_with('Z') && created_at.contains('T'),
+        "{created_at}"
+    );
+}
+
+async fn created_books_are_searchable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let book = json!({
+        "title": "Zxqvian Nights",
+        "author": "Ödön Quixley",
+        "published_at": "1901-02-03"
+    });
+    let response = app.post_book(Some(TOKEN), &book).await;
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    let fetched: serde_json::Value = app
+        .get(&format!("/api/books/{}", created["id"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, created);
+    assert_eq!(fetched["description"], "");
+    assert_eq!(app.titles("zxqv").await, vec!["Zxqvian Nights"]);
+    assert_eq!(app.titles("odon quix").await, vec!["Zxqvian Nights"]);
+}
+
+async fn writes_are_forbidden_without_a_configured_token(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Options {
+            admin_token: None,
+            ..Options::default()
+        },
+    )
+    .await;
+    let body = error_body(app.post_book(Some(TOKEN), &emma()).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("bookstore import"),
+        "{body}"
+    );
+    error_body(app.post_book(None, &emma()).await, 403).await;
+}
+
+async fn bad_books_get_422_with_every_field_named(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let cases: Vec<(serde_json::Value, &[&str])> = vec![
+        (
+            json!({"author": "A", "published_at": "1900-01-01"}),
+            &["title"],
+        ),
+        (
+            json!({"title": "", "author": "A", "published_at": "1900-01-01"}),
+            &["title"],
+        ),
+        (
+            json!({"title": "   ", "author": "A", "published_at": "1900-01-01"}),
+            &["title"],
+        ),
+        (
+            json!({"title": "t".repeat(256), "author": "A", "published_at": "1900-01-01"}),
+            &["title"],
+        ),
+        (
+            json!({"title": "T", "author": "a".repeat(256), "published_at": "1900-01-01"}),
+            &["author"],
+        ),
+        (
+            json!({"title": "T", "published_at": "1900-01-01"}),
+            &["author"],
+        ),
+        (
+            json!({"title": "T", "author": "A", "published_at": "2023-02-29"}),
+            &["published_at"],
+        ),
+        (
+            json!({"title": "T", "author": "A", "published_at": "1900-1-1"}),
+            &["published_at"],
+        ),
+        (
+            json!({"title": "T", "author": "A", "published_at": "yesterday"}),
+            &["published_at"],
+        ),
+        (json!({"title": "T", "author": "A"}), &["published_at"]),
+        (
+            json!({"title": "T", "author": "A", "published_at": "1900-01-01", "description": "d".repeat(10_001)}),
+            &["description"],
+        ),
+        (
+            json!({"title": "T", "author": "A", "published_at": "1900-01-01", "isbn": "123"}),
+            &["isbn"],
+        ),
+        (
+            json!({"title": 5, "author": ["A"], "published_at": "1900-01-01"}),
+            &["title", "author"],
+        ),
+        (json!({}), &["title", "author", "published_at"]),
+    ];
+    for (body, fields) in cases {
+        let response = app.post_book(Some(TOKEN), &body).await;
+        let error = error_body(response, 422).await;
+        for field in fields {
+            assert!(
+                error["fields"][field].is_string(),
+                "{field} not named for {body}: {error}"
+            );
+        }
+    }
+    // The limits themselves are accepted.
+    let edge = json!({
+        "title": "t".repeat(255), "author": "é".repeat(255), "published_at": "2024-02-29",
+        "description": "d".repeat(10_000)
+    });
+    assert_eq!(app.post_book(Some(TOKEN), &edge).await.status(), 201);
+}
+
+async fn malformed_bodies_get_clear_4xx(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        app.client
+            .post(app.url("/api/books"))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    for body in [
+        "{",
+        "not json",
+        "[1]",
+        "\"title\"",
+        "",
+        "{\"title\": \"A\",}",
+    ] {
+        let response = post(body.as_bytes().to_vec(), "application/json")
+            .await
+            .unwrap();
+        error_body(response, 400).await;
+    }
+    let response = post(b"title=A".to_vec(), "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    error_body(response, 415).await;
+    let mut huge =
+        br#"{"title": "A", "author": "B", "published_at": "1900-01-01", "description": ""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    huge.extend(br#""}"#);
+    let response = post(huge, "application/json").await.unwrap();
+    error_body(response, 413).await;
+}
+
+async fn bad_query_parameters_get_400(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for query in [
+        "o=-1",
+        "o=abc",
+        "o=1.5",
+        "limit=0",
+        "limit=-5",
+        "limit=many",
+        "q=x&o=%20-3",
+    ] {
+        let body = error_body(app.get(&format!("/api/books?{query}")).await, 400).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("must be"),
+            "{query}: {body}"
+        );
+    }
+    // Broken percent-encoding is read leniently, never an error.
+    assert_eq!(app.get("/api/books?q=%ZZ%").await.status(), 200);
+}
+
+async fn health_and_readiness(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "ok");
+}
+
+async fn unknown_routes_and_methods_are_json_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    error_body(app.get("/nope").await, 404).await;
+    let response = app
+        .client
+        .delete(app.url("/api/books"))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 405).await;
+    error_body(app.get("/static/../Cargo.toml").await, 404).await;
+}
+
+/// The pool replaces connections that the server dropped (as a restart does) by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_connections_dropped_by_the_server_are_replaced() {
+    use sqlx::Connection;
+    let app = spawn_app(Backend::MySql).await;
+    assert_eq!(app.titles("pride").await[0], "Pride and Prejudice");
+    let database = app.db_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::MySqlConnection::connect(&crate::helpers::mysql_server_url())
+        .await
+        .unwrap();
+    let ids: Vec<u64> = sqlx::query_scalar(
+        "SELECT CAST(id AS UNSIGNED) FROM information_schema.processlist WHERE db = ?",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ids.is_empty(), "the service holds connections");
+    for id in ids {
+        // The connection may already be gone.
+        let _ = sqlx::query("KILL CONNECTION ?")
+            .bind(id)
+            .execute(&mut admin)
+            .await;
+    }
+    for _ in 0..5 {
+        assert_eq!(app.titles("pride").await[0], "Pride and Prejudice");
+    }
+}

@@ -1,0 +1,217 @@
+//! The `bookstore` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, fresh_mysql_database};
+
+fn bookstore() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
+    // The tests choose every setting themselves.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BOOKSTORE_") && !key.starts_with("BOOKSTORE_TEST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[test]
+fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bookstore()
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("http://") {
+                let addr = line[at + 7..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the service logs its address");
+    let body = reqwest::blocking::get(format!("http://{addr}/?q=pride"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(body.contains("Pride and Prejudice"));
+    assert!(
+        dir.path().join("bookstore.db").exists(),
+        "data lives in the data dir"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "it stops on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion and returns (success, stdout, stderr).
+fn run(command: &mut Command) -> (bool, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_invalid_setting_is_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, expected) in [
+        ("BOOKSTORE_WEB__PAGE_SIZE", "lots", "page_size"),
+        ("BOOKSTORE_WEB__LISTEN", "nowhere", "listen"),
+        ("BOOKSTORE_DB__URL", "postgres://x", "db.url"),
+    ] {
+        let (ok, _, stderr) = run(bookstore()
+            .args(["--data-dir", dir.path().to_str().unwrap(), "web"])
+            .env(key, value));
+        assert!(!ok, "{key}={value} must fail");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains(expected),
+            "{expected} named: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(&config, "web:\n  listen: 127.0.0.1:1\n  colour: blue\n").unwrap();
+    let (ok, _, stderr) = run(bookstore().args(["--config", config.to_str().unwrap(), "web"]));
+    assert!(!ok);
+    assert!(stderr.contains("colour"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_naming_the_server() {
+    let (ok, _, stderr) = run(bookstore().arg("web").env(
+        "BOOKSTORE_DB__URL",
+        "mysql://user:secret-password@127.0.0.1:1/books",
+    ));
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1"),
+        "the server is named: {stderr}"
+    );
+    assert!(
+        !stderr.contains("secret-password"),
+        "no secret printed: {stderr}"
+    );
+}
+
+#[test]
+fn generate_is_deterministic_for_a_seed() {
+    let generate = |seed: &str| {
+        let (ok, stdout, _) = run(bookstore().args(["generate", "--count", "300", "--seed", seed]));
+        assert!(ok);
+        stdout
+    };
+    let a = generate("3");
+    assert_eq!(a, generate("3"));
+    assert_ne!(a, generate("4"));
+    assert_eq!(a.lines().count(), 301, "a header and 300 books");
+    assert!(a.starts_with("title,author,published_at,description\n"));
+}
+
+backend_tests!(import_loads_good_rows_and_reports_bad_ones_by_line);
+
+async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("import.db").display()),
+        Backend::MySql => fresh_mysql_database().await,
+    };
+    let csv = dir.path().join("books.csv");
+    std::fs::write(
+        &csv,
+        "title,author,published_at,description\n\
+         Emma,Jane Austen,1815-12-23,A matchmaker.\n\
+         ,No Title,1900-01-01,\n\
+         Persuasion,Jane Austen,1817-12-20,\"Second chances, at last.\"\n\
+         Bad Date,Someone,1817-02-30,\n\
+         Northanger Abbey,Jane Austen,1817-12-20,\n",
+    )
+    .unwrap();
+    let jsonl = dir.path().join("more.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"title\":\"Sanditon\",\"author\":\"Jane Austen\",\"published_at\":\"1925-01-01\"}\n\
+         {\"title\":\"X\",\"author\":\"Y\",\"published_at\":\"1900-01-01\",\"isbn\":\"1\"}\n",
+    )
+    .unwrap();
+    let import = |file: &std::path::Path| {
+        run(bookstore()
+            .args(["import", file.to_str().unwrap(), "--batch-size", "2"])
+            .env("BOOKSTORE_DB__URL", &db_url))
+    };
+    let (ok, stdout, stderr) = import(&csv);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 3 books, rejected 2 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("line 3: rejected") && stderr.contains("title"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: rejected") && stderr.contains("published_at"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = import(&jsonl);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 1 books, rejected 1 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("line 2: rejected") && stderr.contains("isbn"),
+        "{stderr}"
+    );
+
+    let mut config = bookstore::config::Config::default();
+    config.db.url = Some(db_url.clone().into());
+    let catalog = bookstore::open_catalog(&config).await.unwrap();
+    let books = catalog.repository();
+    assert_eq!(books.count().await.unwrap(), 4);
+    let page = books
+        .search(&bookstore_domain::BookQuery::new("persuasion", 0, 5))
+        .await
+        .unwrap();
+    assert_eq!(page.books[0].description, "Second chances, at last.");
+
+    let (ok, _, stderr) = run(bookstore()
+        .args(["import", "missing.csv"])
+        .env("BOOKSTORE_DB__URL", &db_url));
+    assert!(!ok);
+    assert!(stderr.contains("missing.csv"), "{stderr}");
+}

@@ -1,0 +1,179 @@
+use std::net::SocketAddr;
+
+use bookstore::WebApp;
+use bookstore::config::Config;
+use reqwest::{Client, Response};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+pub const TOKEN: &str = "test-admin-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+}
+
+/// Runs each listed test function once per backend, as `sqlite::name` and `mysql::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await; })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::MySql).await; })*
+        }
+    };
+}
+
+/// The MariaDB server the tests use: `BOOKSTORE_TEST_MYSQL_URL`, or `dev/services`' default.
+pub fn mysql_server_url() -> String {
+    std::env::var("BOOKSTORE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://bookstore:bookstore@127.0.0.1:3306".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Creates a uniquely named, empty database and returns its URL.
+pub async fn fresh_mysql_database() -> String {
+    let server = mysql_server_url();
+    let mut conn = sqlx::MySqlConnection::connect(&server)
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "MariaDB is not reachable at {server}: start it with `dev/services start` \
+             (or set BOOKSTORE_TEST_MYSQL_URL): {err}"
+            )
+        });
+    let name = format!("bookstore_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{server}/{name}")
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub db_url: String,
+    _dir: TempDir,
+}
+
+pub struct Options {
+    pub admin_token: Option<&'static str>,
+    pub page_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            admin_token: Some(TOKEN),
+            page_size: 5,
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+/// Starts the real web service on a random port against a fresh database of `backend`.
+pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("books.db").display()),
+        Backend::MySql => fresh_mysql_database().await,
+    };
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    config.web.listen = "127.0.0.1:0".parse().unwrap();
+    config.web.page_size = options.page_size;
+    config.web.admin_token = options.admin_token.map(Into::into);
+    config.db.url = Some(db_url.clone().into());
+    let app = WebApp::build(&config)
+        .await
+        .expect("the web service starts");
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        addr,
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        db_url,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// `GET /api/books` with these query parameters: the books' JSON and `X-Total-Count`.
+    pub async fn list(&self, params: &[(&str, &str)]) -> (Vec<serde_json::Value>, u64) {
+        let response = self
+            .client
+            .get(self.url("/api/books"))
+            .query(params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET /api/books {params:?}");
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .expect("X-Total-Count is set")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (response.json().await.unwrap(), total)
+    }
+
+    /// Titles of the first page of results for `q`.
+    pub async fn titles(&self, q: &str) -> Vec<String> {
+        let (books, _) = self.list(&[("q", q)]).await;
+        books
+            .iter()
+            .map(|b| b["title"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn post_book(&self, token: Option<&str>, body: &serde_json::Value) -> Response {
+        let mut request = self.client.post(self.url("/api/books")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// The JSON error body of a 4xx response, checked for shape.
+pub async fn error_body(response: Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json")),
+        "error bodies are JSON"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error body has a message: {body}"
+    );
+    body
+}

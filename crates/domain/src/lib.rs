@@ -1,0 +1,11 @@
+//! The bookstore's domain: books, the rules a book must follow, search requests, and the ports
+//! (traits) through which services reach their storage. This crate does no I/O; adapters such as
+//! `bookstore-sqlite` and `bookstore-mysql` implement its ports.
+
+pub mod book;
+pub mod ports;
+pub mod search;
+
+pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
+pub use ports::{BookRepository, RepositoryError};
+pub use search::{BookQuery, SearchPage, Term, search_terms};

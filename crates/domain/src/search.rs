@@ -1,0 +1,156 @@
+//! What a search asks for, and how a query is cut into the words that a full-text index matches.
+
+use crate::book::Book;
+
+/// Longest query, in characters, that a search takes into account; the rest is ignored.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// At most this many words of a query are matched.
+pub const MAX_QUERY_TERMS: usize = 12;
+
+/// One word to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// Lower-case letters and digits only.
+    pub text: String,
+    /// Match every word that starts with `text`, or only the word itself. Only the last word of a
+    /// query is a prefix (the reader may still be typing it); the words before it are complete.
+    pub prefix: bool,
+}
+
+/// Words so common that they narrow nothing and only cost time; they are left out of a query
+/// that has other words.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "it", "of", "on", "or",
+    "s", "the", "to", "with",
+];
+
+/// A page of books for a query (or of the whole catalog when the query is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookQuery {
+    text: String,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+impl BookQuery {
+    pub fn new(text: &str, offset: u64, limit: u32) -> Self {
+        let text: String = text.trim().chars().take(MAX_QUERY_CHARS).collect();
+        Self {
+            text,
+            offset,
+            limit,
+        }
+    }
+
+    /// The query as typed, trimmed.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The words to match; empty means "list the catalog".
+    pub fn terms(&self) -> Vec<Term> {
+        let mut words = search_terms(&self.text);
+        if words.iter().any(|w| !STOP_WORDS.contains(&w.as_str())) {
+            words.retain(|w| !STOP_WORDS.contains(&w.as_str()));
+        }
+        let last = words.len().saturating_sub(1);
+        words
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| Term {
+                prefix: i == last,
+                text,
+            })
+            .collect()
+    }
+}
+
+/// One page of results and the number of books that match in all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchPage {
+    pub books: Vec<Book>,
+    pub total: u64,
+}
+
+/// Cuts a query into lower-case words of letters and digits. Everything else (quotes, `*`, `-`,
+/// `:`, parentheses, operators of any index syntax) separates words and is dropped, so no query can
+/// inject syntax into a full-text index. Adapters match every word as a prefix.
+pub fn search_terms(query: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in query
+        .chars()
+        .take(MAX_QUERY_CHARS)
+        .collect::<String>()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let word = word.to_lowercase();
+        if !terms.contains(&word) {
+            terms.push(word);
+        }
+        if terms.len() == MAX_QUERY_TERMS {
+            break;
+        }
+    }
+    terms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_lowercased_and_split_on_anything_else() {
+        assert_eq!(
+            search_terms(r#"  "Pride" AND (prejudice)* -jane:austen "#),
+            vec!["pride", "and", "prejudice", "jane", "austen"]
+        );
+    }
+
+    #[test]
+    fn accents_and_other_scripts_are_kept_as_letters() {
+        assert_eq!(
+            search_terms("Brontë Émile 東京"),
+            vec!["brontë", "émile", "東京"]
+        );
+    }
+
+    #[test]
+    fn operators_alone_give_no_terms() {
+        assert!(search_terms(r#" "*" - : () ^ ~ + "#).is_empty());
+        assert!(search_terms("").is_empty());
+    }
+
+    #[test]
+    fn repeated_words_count_once_and_terms_are_bounded() {
+        assert_eq!(search_terms("rust Rust RUST"), vec!["rust"]);
+        let many: String = (0..50).map(|i| format!("w{i} ")).collect();
+        assert_eq!(search_terms(&many).len(), MAX_QUERY_TERMS);
+    }
+
+    fn shape(q: &str) -> Vec<(String, bool)> {
+        BookQuery::new(q, 0, 5)
+            .terms()
+            .into_iter()
+            .map(|t| (t.text, t.prefix))
+            .collect()
+    }
+
+    #[test]
+    fn the_last_word_is_a_prefix_and_stop_words_are_dropped() {
+        let expected = vec![("printer".to_owned(), false), ("legacy".to_owned(), true)];
+        assert_eq!(shape("The Printer's Legacy"), expected);
+        assert_eq!(shape("franken"), vec![("franken".to_owned(), true)]);
+        assert_eq!(
+            shape("the and"),
+            vec![("the".to_owned(), false), ("and".to_owned(), true)],
+            "a query of stop words only keeps them"
+        );
+    }
+
+    #[test]
+    fn queries_are_trimmed_and_bounded() {
+        let q = BookQuery::new(&format!("  {}  ", "a".repeat(500)), 0, 5);
+        assert_eq!(q.text().len(), MAX_QUERY_CHARS);
+    }
+}

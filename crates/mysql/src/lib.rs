@@ -1,0 +1,68 @@
+//! MySQL/MariaDB adapters. [`MySqlBookRepository`] keeps the catalog in InnoDB tables searched
+//! through FULLTEXT indexes in boolean mode, ranked by relevance.
+
+mod books;
+
+pub use books::MySqlBookRepository;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bookstore_domain::RepositoryError;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid MySQL URL (expected mysql://user:password@host:port/database)")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("cannot connect to MySQL at {host}:{port}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the MySQL database")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Connects a pool of up to `max_connections` to the database at `url`
+/// (`mysql://user:password@host:port/database`). Connections are checked before use and replaced
+/// when the server restarted, so the pool recovers by itself.
+pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, OpenError> {
+    let options = MySqlConnectOptions::from_str(url)
+        .map_err(OpenError::InvalidUrl)?
+        .charset("utf8mb4");
+    let host = options.get_host().to_owned();
+    let port = options.get_port();
+    MySqlPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await
+        .map_err(|source| OpenError::Connect { host, port, source })
+}
+
+pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => RepositoryError::Unavailable(Box::new(err)),
+        // Lock wait timeout, deadlock, server shutting down, too many connections.
+        sqlx::Error::Database(ref db)
+            if matches!(
+                db.code().as_deref(),
+                Some("HY000" | "40001" | "08S01" | "08004")
+            ) && db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| matches!(e.number(), 1205 | 1213 | 1053 | 1040 | 2006 | 2013)) =>
+        {
+            RepositoryError::Unavailable(Box::new(err))
+        }
+        other => RepositoryError::Internal(Box::new(other)),
+    }
+}

@@ -1,0 +1,229 @@
+use async_trait::async_trait;
+use bookstore_domain::{
+    Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::repo_error;
+
+/// Rows per multi-row INSERT; 4 bound values each stays far below SQLite's variable limit.
+const INSERT_CHUNK: usize = 1_000;
+
+/// The selected columns, as a macro so that every query stays one compile-time string.
+macro_rules! columns {
+    () => {
+        "b.id, b.title, b.author, b.published_at, b.description, b.created_at"
+    };
+}
+
+/// The catalog in SQLite, searched through the `books_fts` FTS5 index (see the migrations).
+#[derive(Debug, Clone)]
+pub struct SqliteBookRepository {
+    pool: SqlitePool,
+}
+
+#[derive(sqlx::FromRow)]
+struct BookRow {
+    id: i64,
+    title: String,
+    author: String,
+    published_at: NaiveDate,
+    description: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<BookRow> for Book {
+    fn from(row: BookRow) -> Self {
+        Book {
+            id: BookId(row.id),
+            title: row.title,
+            author: row.author,
+            published_at: row.published_at,
+            description: row.description,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl SqliteBookRepository {
+    /// Runs the catalog's migrations on `pool` and returns the repository.
+    pub async fn new(pool: SqlitePool) -> Result<Self, sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The tutorial's search, kept only as the benchmark's baseline: an unindexed
+    /// `LIKE '%q%'` scan over three columns, unranked, `LIMIT offset, size`.
+    pub async fn search_like_scan(
+        &self,
+        text: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<Book>, RepositoryError> {
+        let pattern = format!("%{}%", text.trim());
+        let rows: Vec<BookRow> = sqlx::query_as(
+            "SELECT b.id, b.title, b.author, b.published_at, b.description, b.created_at \
+             FROM books b WHERE b.title LIKE ?1 OR b.author LIKE ?1 OR b.description LIKE ?1 \
+             LIMIT ?2, ?3",
+        )
+        .bind(pattern)
+        .bind(to_i64(offset))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(rows.into_iter().map(Book::from).collect())
+    }
+}
+
+/// The FTS5 query for `terms`: every term quoted, as a prefix (`"franken"*`) or a whole word
+/// (`"s"`), all required. Terms hold only letters and digits, and quoting makes FTS5 read each one
+/// as a plain string, never as syntax.
+fn fts_match(terms: &[Term]) -> String {
+    terms
+        .iter()
+        .map(|t| {
+            let star = if t.prefix { "*" } else { "" };
+            format!("\"{}\"{star}", t.text.replace('"', "\"\""))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl BookRepository for SqliteBookRepository {
+    async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError> {
+        let terms = query.terms();
+        let (rows, total): (Vec<BookRow>, i64) = if terms.is_empty() {
+            let rows = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books b ORDER BY b.id LIMIT ?1 OFFSET ?2"
+            ))
+            .bind(i64::from(query.limit))
+            .bind(to_i64(query.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(repo_error)?;
+            let total = sqlx::query_scalar("SELECT count(*) FROM books")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(repo_error)?;
+            (rows, total)
+        } else {
+            let expr = fts_match(&terms);
+            let rows = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM (SELECT rowid AS id, rank FROM books_fts \
+                 WHERE books_fts MATCH ?1 ORDER BY rank LIMIT ?2 OFFSET ?3) AS m \
+                 JOIN books b ON b.id = m.id ORDER BY m.rank"
+            ))
+            .bind(&expr)
+            .bind(i64::from(query.limit))
+            .bind(to_i64(query.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(repo_error)?;
+            let total =
+                sqlx::query_scalar("SELECT count(*) FROM books_fts WHERE books_fts MATCH ?1")
+                    .bind(&expr)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(repo_error)?;
+            (rows, total)
+        };
+        Ok(SearchPage {
+            books: rows.into_iter().map(Book::from).collect(),
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn get(&self, id: BookId) -> Result<Option<Book>, RepositoryError> {
+        let row: Option<BookRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM books b WHERE b.id = ?1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.map(Book::from))
+    }
+
+    async fn create(&self, book: &NewBook) -> Result<Book, RepositoryError> {
+        let row: BookRow = sqlx::query_as(
+            "INSERT INTO books (title, author, published_at, description) VALUES (?1, ?2, ?3, ?4) \
+             RETURNING id, title, author, published_at, description, created_at",
+        )
+        .bind(book.title())
+        .bind(book.author())
+        .bind(book.published_at())
+        .bind(book.description())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.into())
+    }
+
+    async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        let mut stored = 0;
+        for chunk in books.chunks(INSERT_CHUNK) {
+            let mut insert: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO books (title, author, published_at, description) ");
+            insert.push_values(chunk, |mut row, book| {
+                row.push_bind(book.title())
+                    .push_bind(book.author())
+                    .push_bind(book.published_at())
+                    .push_bind(book.description());
+            });
+            stored += insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_error)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored)
+    }
+
+    async fn count(&self) -> Result<u64, RepositoryError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM books")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_term_is_a_quoted_prefix() {
+        let terms = BookQuery::new("Mary Shelley's Franken", 0, 5).terms();
+        assert_eq!(fts_match(&terms), r#""mary" "shelley" "franken"*"#);
+    }
+}

@@ -1,0 +1,151 @@
+//! The API's errors: every one is a JSON body `{"error": "...", "fields": {...}}` with the right
+//! status. Internal causes are logged, never sent to the client.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bookstore_domain::{FieldErrors, RepositoryError};
+use serde::Serialize;
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    BadRequest(String),
+    /// The request is well formed but its fields break the rules (422).
+    Invalid(FieldErrors),
+    /// No such resource (404).
+    NotFound(String),
+    /// No valid credentials (401).
+    Unauthorized,
+    /// Writes are disabled on this instance (403).
+    WritesDisabled,
+    /// The body is over [`crate::MAX_BODY_BYTES`] (413).
+    TooLarge,
+    /// The body is not JSON (415).
+    UnsupportedMediaType,
+    /// A backend is down; try again later (503).
+    Unavailable,
+    /// A bug; details are in the log (500).
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a FieldErrors>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::WritesDisabled => StatusCode::FORBIDDEN,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::BadRequest(message) | Self::NotFound(message) => message.clone(),
+            Self::Invalid(_) => "the book is invalid; see fields".to_owned(),
+            Self::Unauthorized => {
+                "missing or wrong credentials: send Authorization: Bearer <token>".to_owned()
+            }
+            Self::WritesDisabled => {
+                "the write API is disabled on this server (no web.admin_token is configured); \
+                 load books with `bookstore import`"
+                    .to_owned()
+            }
+            Self::TooLarge => format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ),
+            Self::UnsupportedMediaType => {
+                "the request body must be JSON (Content-Type: application/json)".to_owned()
+            }
+            Self::Unavailable => "the database is unavailable; try again shortly".to_owned(),
+            Self::Internal => "internal error".to_owned(),
+        }
+    }
+}
+
+impl From<RepositoryError> for ApiError {
+    fn from(err: RepositoryError) -> Self {
+        match &err {
+            RepositoryError::Unavailable(_) => {
+                tracing::warn!(error = %error_chain(&err), "database unavailable");
+                Self::Unavailable
+            }
+            RepositoryError::Internal(_) => {
+                tracing::error!(error = %error_chain(&err), "database error");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.message();
+        let fields = match &self {
+            Self::Invalid(fields) => Some(fields),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: &message,
+            fields,
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// An error and all its causes, `outer: inner: innermost`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let body = ErrorBody {
+        error: &format!("method {method} is not allowed on {}", uri.path()),
+        fields: None,
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    ApiError::Internal.into_response()
+}

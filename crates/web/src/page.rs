@@ -1,0 +1,97 @@
+//! `GET /`: the bookstore page.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use bookstore_domain::{Book, BookQuery, RepositoryError};
+
+use crate::WebState;
+use crate::error::error_chain;
+use crate::params::ListParams;
+use crate::visitor::Visitor;
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage<'a> {
+    q: &'a str,
+    books: &'a [Book],
+    total: u64,
+    /// 1-based position of the first and last book shown.
+    first: u64,
+    last: u64,
+    prev_offset: Option<u64>,
+    next_offset: Option<u64>,
+    error: Option<String>,
+}
+
+pub async fn index(
+    State(state): State<WebState>,
+    _visitor: Visitor,
+    params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => {
+            ListParams::parse(&params).map_err(|fields| format!("Invalid address: {fields}."))
+        }
+        Err(err) => Err(format!("Invalid address: {}.", err.body_text())),
+    };
+    let params = match params {
+        Ok(params) => params,
+        Err(message) => return render(StatusCode::BAD_REQUEST, &error_page("", message)),
+    };
+    let page_size = state.page_size.max(1);
+    let query = BookQuery::new(&params.q, params.offset, page_size);
+    match state.books.search(&query).await {
+        Ok(page) => {
+            let shown = page.books.len() as u64;
+            let view = IndexPage {
+                q: query.text(),
+                books: &page.books,
+                total: page.total,
+                first: params.offset.saturating_add(1),
+                last: params.offset.saturating_add(shown),
+                prev_offset: (params.offset > 0)
+                    .then(|| params.offset.saturating_sub(u64::from(page_size))),
+                next_offset: Some(params.offset.saturating_add(u64::from(page_size)))
+                    .filter(|next| *next < page.total),
+                error: None,
+            };
+            render(StatusCode::OK, &view)
+        }
+        Err(err) => {
+            let status = match err {
+                RepositoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RepositoryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::warn!(error = %error_chain(&err), "the page could not search the catalog");
+            let message = "The catalog is unavailable right now. Please try again in a moment.";
+            render(status, &error_page(query.text(), message.to_owned()))
+        }
+    }
+}
+
+fn error_page(q: &str, message: String) -> IndexPage<'_> {
+    IndexPage {
+        q,
+        books: &[],
+        total: 0,
+        first: 0,
+        last: 0,
+        prev_offset: None,
+        next_offset: None,
+        error: Some(message),
+    }
+}
+
+fn render(status: StatusCode, page: &IndexPage<'_>) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "the page template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Query-string parameters shared by the page and the API, with clear messages for bad values.
+
+use std::collections::HashMap;
+
+use bookstore_domain::FieldErrors;
+
+/// `q`, `o` and `limit` of a book listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParams {
+    pub q: String,
+    pub offset: u64,
+    pub limit: Option<u32>,
+}
+
+impl ListParams {
+    /// Reads the listing parameters; unknown parameters are ignored.
+    pub fn parse(params: &HashMap<String, String>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let offset = match params.get("o").map(|o| o.trim()) {
+            None | Some("") => 0,
+            Some(raw) => parse_saturating(raw).unwrap_or_else(|| {
+                errors.add("o", "must be a non-negative integer");
+                0
+            }),
+        };
+        let limit = match params.get("limit").map(|l| l.trim()) {
+            None | Some("") => None,
+            Some(raw) => match parse_saturating(raw) {
+                Some(0) | None => {
+                    errors.add("limit", "must be a positive integer");
+                    None
+                }
+                Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX).min(crate::MAX_LIMIT)),
+            },
+        };
+        if errors.is_empty() {
+            Ok(Self {
+                q: params.get("q").cloned().unwrap_or_default(),
+                offset,
+                limit,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A decimal number of digits only; one too large for `u64` saturates.
+fn parse_saturating(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(raw.parse().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ListParams, FieldErrors> {
+        ListParams::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_and_caps() {
+        assert_eq!(
+            parse(&[]).unwrap(),
+            ListParams {
+                q: String::new(),
+                offset: 0,
+                limit: None
+            }
+        );
+        assert_eq!(parse(&[("limit", "1000")]).unwrap().limit, Some(100));
+        assert_eq!(
+            parse(&[("limit", "99999999999999999999")]).unwrap().limit,
+            Some(100)
+        );
+        assert_eq!(
+            parse(&[("o", "99999999999999999999")]).unwrap().offset,
+            u64::MAX
+        );
+        assert_eq!(parse(&[("o", "20"), ("q", "x")]).unwrap().offset, 20);
+    }
+
+    #[test]
+    fn bad_numbers_are_named() {
+        for (key, value) in [
+            ("o", "-1"),
+            ("o", "ten"),
+            ("o", "1.5"),
+            ("o", "+1"),
+            ("limit", "0"),
+            ("limit", "-3"),
+        ] {
+            let err = parse(&[(key, value)]).unwrap_err();
+            assert!(err.get(key).is_some(), "{key}={value}");
+        }
+    }
+}
