@@ -137,9 +137,6 @@ pub async fn run(catalog: &Catalog, bench: &SearchBench) -> anyhow::Result<Vec<M
         let t = Instant::now();
         let page = repo.search(&BookQuery::new(q, 0, bench.page_size)).await?;
         let elapsed = t.elapsed();
-        if std::env::var_os("BENCH_DEBUG").is_some() && elapsed > Duration::from_millis(10) {
-            eprintln!("slow {elapsed:?} {q:?} total={}", page.total);
-        }
         record(&mut hist, elapsed);
         let (kind_hist, kind_time, kind_count) = &mut by_kind[i % QUERY_KINDS.len()];
         record(kind_hist, elapsed);

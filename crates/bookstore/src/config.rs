@@ -247,6 +247,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.yaml");
+        let config: Config = Figment::new()
+            .merge(Yaml::file_exact(&path))
+            .extract()
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("typo.yaml", "web:\n  lisen: 127.0.0.1:1\n")?;

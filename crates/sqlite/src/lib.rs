@@ -50,7 +50,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, Open
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
-        .pragma("cache_size", "-65536");
+        .pragma("cache_size", "-65536")
+        // Read pages straight from the OS page cache instead of copying them: index lookups on a
+        // large catalog are several times faster. It reserves address space, not memory.
+        .pragma("mmap_size", "4294967296");
     SqlitePoolOptions::new()
         .max_connections(max_connections.max(1))
         .min_connections(1)
