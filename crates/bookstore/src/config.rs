@@ -248,7 +248,8 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.yaml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.yaml");
         let config: Config = Figment::new()
             .merge(Yaml::file_exact(&path))
             .extract()

@@ -34,6 +34,13 @@ struct BookRow {
     created_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
+struct RankedRow {
+    #[sqlx(flatten)]
+    book: BookRow,
+    total: i64,
+}
+
 impl From<BookRow> for Book {
     fn from(row: BookRow) -> Self {
         Book {
@@ -121,12 +128,14 @@ impl BookRepository for SqliteBookRepository {
                 .map_err(repo_error)?;
             (rows, total)
         } else {
+            // One pass over the index gives the page and, through the window function, the
+            // number of matches: merging the terms' doclists is most of a search's cost.
             let expr = fts_match(&terms);
-            let rows = sqlx::query_as(concat!(
+            let rows: Vec<RankedRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM (SELECT rowid AS id, rank FROM books_fts \
-                 WHERE books_fts MATCH ?1 ORDER BY rank LIMIT ?2 OFFSET ?3) AS m \
+                ", m.total FROM (SELECT rowid AS id, rank, count(*) OVER () AS total \
+                 FROM books_fts WHERE books_fts MATCH ?1 ORDER BY rank LIMIT ?2 OFFSET ?3) AS m \
                  JOIN books b ON b.id = m.id ORDER BY m.rank"
             ))
             .bind(&expr)
@@ -135,13 +144,18 @@ impl BookRepository for SqliteBookRepository {
             .fetch_all(&self.pool)
             .await
             .map_err(repo_error)?;
-            let total =
-                sqlx::query_scalar("SELECT count(*) FROM books_fts WHERE books_fts MATCH ?1")
-                    .bind(&expr)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(repo_error)?;
-            (rows, total)
+            let total = match rows.first() {
+                Some(row) => row.total,
+                // A page past the end has no row to carry the total.
+                None => {
+                    sqlx::query_scalar("SELECT count(*) FROM books_fts WHERE books_fts MATCH ?1")
+                        .bind(&expr)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(repo_error)?
+                }
+            };
+            (rows.into_iter().map(|r| r.book).collect(), total)
         };
         Ok(SearchPage {
             books: rows.into_iter().map(Book::from).collect(),
