@@ -140,7 +140,8 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("BOOKSTORE_").split("__").filter(|key| {
             // BOOKSTORE_CONFIG names the file itself; test-harness variables are not config.
-            key != "config" && !key.as_str().starts_with("test_")
+            let key = key.as_str().to_ascii_lowercase();
+            key != "config" && !key.starts_with("test_")
         }));
         let config: Config = figment.extract().map_err(|err| {
             // One line per problem, each naming its key and where the value came from.
@@ -232,6 +233,8 @@ mod tests {
             )?;
             jail.set_env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:18000");
             jail.set_env("BOOKSTORE_WEB__ADMIN_TOKEN", "12345");
+            jail.set_env("BOOKSTORE_TEST_KAFKA_BROKERS", "not config");
+            jail.set_env("BOOKSTORE_CONFIG", "bookstore.yaml");
             let config = Config::load(Some(Path::new("bookstore.yaml"))).unwrap();
             assert_eq!(config.web.page_size, 7);
             assert_eq!(config.web.listen.port(), 18000);

@@ -45,8 +45,9 @@ fn bad_params(fields: FieldErrors) -> ApiError {
 /// `GET /api/books/{id}`.
 pub async fn get_book(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Book>, ApiError> {
+    let Path(id) = id.map_err(|err| ApiError::BadRequest(err.body_text()))?;
     let id = id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::BadRequest(format!("book id must be a positive integer, got {id:?}"))
     })?;

@@ -172,6 +172,8 @@ async fn one_book_by_id(backend: Backend) {
     error_body(app.get("/api/books/abc").await, 400).await;
     error_body(app.get("/api/books/-1").await, 400).await;
     error_body(app.get("/api/books/99999999999999999999999").await, 400).await;
+    error_body(app.get("/api/books/%FF%FE").await, 400).await;
+    assert_eq!(app.get("/api/books?q=%FF%FE").await.status(), 200);
 }
 
 fn emma() -> serde_json::Value {
