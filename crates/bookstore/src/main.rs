@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<FileFormat>,
         /// Books per transaction.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 50_000)]
         batch_size: usize,
     },
     /// Write a synthetic catalog (deterministic for a seed) for benchmarks.
