@@ -11,7 +11,8 @@ use bookstore_web::WebState;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DbKind};
+use crate::config::{Config, DbKind, EventsConfig};
+use crate::events::{EventBus, Publisher, flush_publisher};
 
 /// The catalog database, by technology. Most code uses it as a `dyn BookRepository`; the
 /// benchmark also uses each adapter's baseline scan.
@@ -69,6 +70,8 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
 pub struct WebApp {
     listener: TcpListener,
     router: axum::Router,
+    publisher: Publisher,
+    events: EventsConfig,
 }
 
 impl WebApp {
@@ -80,8 +83,11 @@ impl WebApp {
         bookstore_catalog::sample::load_if_empty(books.as_ref())
             .await
             .context("cannot load the sample catalog")?;
+        let bus = EventBus::open(config).await?;
+        let publisher = bus.publisher(&config.events).await?;
         let state = WebState {
             books,
+            events: publisher.publisher.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
         };
@@ -91,6 +97,8 @@ impl WebApp {
         Ok(Self {
             listener,
             router: bookstore_web::router(state),
+            publisher,
+            events: config.events.clone(),
         })
     }
 
@@ -98,7 +106,8 @@ impl WebApp {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight and delivers the
+    /// queued events (within `events.flush_timeout_ms`).
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -106,10 +115,12 @@ impl WebApp {
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(%addr, "web service listening on http://{addr}");
         }
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("the web server failed")
+            .context("the web server failed");
+        flush_publisher(&self.publisher, &self.events).await;
+        served
     }
 }
 

@@ -1,7 +1,9 @@
 //! Configuration: defaults for every key, then a YAML file (`--config`), then environment
 //! variables `BOOKSTORE_<SECTION>__<KEY>` (for example `BOOKSTORE_WEB__LISTEN=127.0.0.1:18000`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -18,6 +20,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub web: WebConfig,
     pub db: DbConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +32,100 @@ pub struct WebConfig {
     pub page_size: u32,
     /// Bearer token for `POST /api/books`; unset disables the write API.
     pub admin_token: Option<Secret>,
+}
+
+/// Which event log carries the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsBackend {
+    /// The embedded log: a SQLite file in the data dir, shared by the processes of one machine.
+    Embedded,
+    /// Apache Kafka.
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    pub backend: EventsBackend,
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// The topic of search events.
+    pub topic: String,
+    /// Partitions and replication factor of topics the services create.
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// Events the publisher holds while the log is unreachable; past it they are dropped.
+    pub queue_capacity: usize,
+    /// Kafka producer batching: `linger.ms` and `compression.type`.
+    pub linger_ms: u64,
+    pub compression: String,
+    /// How long Kafka may take to accept an event before it counts as failed.
+    pub message_timeout_ms: u64,
+    /// How long shutdown waits for queued events to be delivered.
+    pub flush_timeout_ms: u64,
+    /// How long a service waits at start for a topic's metadata.
+    pub topic_timeout_ms: u64,
+    /// Consumer batches: at most this many events, waiting at most this long.
+    pub batch_size: usize,
+    pub batch_wait_ms: u64,
+    /// How long a silent consumer keeps its partitions before its group reassigns them.
+    pub session_timeout_ms: u64,
+    /// librdkafka properties passed through as they are (security.protocol, sasl.*, ssl.*, ...).
+    /// Set through the environment, `_` stands for `.`:
+    /// `BOOKSTORE_EVENTS__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            backend: EventsBackend::Embedded,
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic: "lr-book-searches".to_owned(),
+            partitions: 3,
+            replication_factor: 1,
+            queue_capacity: 100_000,
+            linger_ms: 5,
+            compression: "lz4".to_owned(),
+            message_timeout_ms: 300_000,
+            flush_timeout_ms: 5_000,
+            topic_timeout_ms: 30_000,
+            batch_size: 1_000,
+            batch_wait_ms: 100,
+            session_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn broker_list(&self) -> Vec<String> {
+        self.brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The pass-through properties with librdkafka's names (`security_protocol` from the
+    /// environment becomes `security.protocol`).
+    pub fn librdkafka_properties(&self) -> BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase().replace('_', "."), v.clone()))
+            .collect()
+    }
+
+    /// Where the embedded log lives.
+    pub fn log_path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join("events.db")
+    }
+
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.flush_timeout_ms)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +144,7 @@ impl Default for Config {
             data_dir: PathBuf::from("bookstore-data"),
             web: WebConfig::default(),
             db: DbConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -163,6 +261,19 @@ impl Config {
             bail!("invalid configuration: db.max_connections must be at least 1");
         }
         self.db_kind()?;
+        let events = &self.events;
+        if events.topic.trim().is_empty() {
+            bail!("invalid configuration: events.topic must not be empty");
+        }
+        if events.partitions == 0 || events.replication_factor == 0 {
+            bail!("invalid configuration: events.partitions and events.replication_factor must be at least 1");
+        }
+        if events.queue_capacity == 0 || events.batch_size == 0 {
+            bail!("invalid configuration: events.queue_capacity and events.batch_size must be at least 1");
+        }
+        if events.backend == EventsBackend::Kafka && events.broker_list().is_empty() {
+            bail!("invalid configuration: events.brokers must name at least one host:port when events.backend is kafka");
+        }
         Ok(())
     }
 
@@ -216,6 +327,10 @@ mod tests {
         assert_eq!(config.web.page_size, 5);
         assert!(config.web.admin_token.is_none());
         assert_eq!(config.db_kind().unwrap(), DbKind::Sqlite);
+        assert_eq!(config.events.backend, EventsBackend::Embedded);
+        assert_eq!(config.events.topic, "lr-book-searches");
+        assert_eq!(config.events.partitions, 3);
+        assert_eq!(config.events.replication_factor, 1);
         assert!(
             config
                 .db_url()
@@ -240,6 +355,22 @@ mod tests {
             assert_eq!(config.web.listen.port(), 18000);
             assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+
+            jail.set_env("BOOKSTORE_EVENTS__BACKEND", "kafka");
+            jail.set_env("BOOKSTORE_EVENTS__BROKERS", "a:9092, b:9093");
+            jail.set_env("BOOKSTORE_EVENTS__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL");
+            let config = Config::load(Some(Path::new("bookstore.yaml"))).unwrap();
+            assert_eq!(config.events.backend, EventsBackend::Kafka);
+            assert_eq!(config.events.broker_list(), ["a:9092", "b:9093"]);
+            assert_eq!(
+                config.events.librdkafka_properties().get("security.protocol").map(String::as_str),
+                Some("SASL_SSL")
+            );
+
+            jail.set_env("BOOKSTORE_EVENTS__BACKEND", "carrier-pigeon");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("events.backend"), "{err}");
+            jail.set_env("BOOKSTORE_EVENTS__BACKEND", "embedded");
 
             jail.set_env("BOOKSTORE_WEB__PAGE_SIZE", "many");
             let err = Config::load(None).unwrap_err().to_string();

@@ -2,7 +2,9 @@
 //! tools. `main.rs` only parses the command line and calls into here.
 
 pub mod bench;
+pub mod bench_events;
 pub mod config;
+pub mod events;
 pub mod telemetry;
 pub mod tools;
 

@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bookstore::config::Config;
+use std::sync::Arc;
+
+use bookstore::config::{Config, EventsBackend};
+use bookstore::events::EventBus;
+use bookstore_sqlite::SqliteQueryCounts;
+use tokio_util::sync::CancellationToken;
 use bookstore::telemetry::{self, LogFormat};
-use bookstore::{WebApp, bench, open_catalog, shutdown_signal, tools};
+use bookstore::{WebApp, bench, bench_events, open_catalog, shutdown_signal, tools};
 use bookstore_catalog::Format;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -60,6 +65,26 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Event pipeline tools.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Consume search events into a count per normalized query, exactly once, until stopped: the
+    /// smallest consumer there is, to check a deployment's events end to end.
+    Count {
+        /// Consumer group.
+        #[arg(long, default_value = "query-counts")]
+        group: String,
+        /// SQLite file holding the counts and the group's positions [default: DATA_DIR/query-counts.db].
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+        /// Print the counts (count, tab, query) and exit instead of consuming.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +107,35 @@ enum BenchCommand {
         #[arg(long, value_name = "URL")]
         db_url: Option<String>,
     },
+    /// Event pipeline throughput and end-to-end latency, per backend, against plain rdkafka.
+    Events {
+        /// Events for the throughput runs.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Events per second during the latency run.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds the latency run lasts.
+        #[arg(long, default_value_t = 10)]
+        latency_secs: u64,
+        /// Backends to measure, comma-separated: embedded, kafka.
+        #[arg(long, value_delimiter = ',', default_value = "embedded,kafka")]
+        backends: Vec<BenchBackend>,
+        /// Kafka bootstrap servers [default: events.brokers].
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        /// Consumer batch size.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BenchBackend {
+    Embedded,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -173,10 +227,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&temp);
             Ok(())
         }
+        Command::Bench(BenchCommand::Events {
+            events,
+            rate,
+            latency_secs,
+            backends,
+            brokers,
+            partitions,
+            batch_size,
+        }) => {
+            let temp = tempfile_dir()?;
+            let spec = bench_events::EventsBench {
+                events,
+                rate,
+                latency_secs,
+                backends: backends
+                    .into_iter()
+                    .map(|b| match b {
+                        BenchBackend::Embedded => EventsBackend::Embedded,
+                        BenchBackend::Kafka => EventsBackend::Kafka,
+                    })
+                    .collect(),
+                brokers: brokers.unwrap_or_else(|| config.events.brokers.clone()),
+                partitions,
+                batch_size,
+            };
+            let report = bench_events::run(&spec, &temp).await;
+            let _ = std::fs::remove_dir_all(&temp);
+            print!("{}", bench_events::table(&report?));
+            Ok(())
+        }
+        Command::Events(EventsCommand::Count { group, db, print }) => {
+            count_queries(&config, group, db, print).await
+        }
     }
 }
 
 /// A fresh directory for the benchmark's database under the system's temporary directory.
+async fn count_queries(config: &Config, group: String, db: Option<PathBuf>, print: bool) -> anyhow::Result<()> {
+    config.ensure_data_dir()?;
+    let db = db.unwrap_or_else(|| config.data_dir.join("query-counts.db"));
+    let pool = bookstore_sqlite::connect(&format!("sqlite://{}", db.display()), 4)
+        .await
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let counts = SqliteQueryCounts::new(pool).await.context("cannot create the counts tables")?;
+    if print {
+        for (query, count) in counts.counts().await? {
+            println!("{count}\t{query}");
+        }
+        return Ok(());
+    }
+    let bus = EventBus::open(config).await?;
+    let stop = CancellationToken::new();
+    let consumer = bus
+        .consumer(&config.events, &group, vec![config.events.topic.clone()], Arc::new(counts), stop.clone())
+        .await?;
+    let task = tokio::spawn(consumer.run());
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = stop.cancelled() => {}
+    }
+    stop.cancel();
+    task.await.context("the consumer task failed")?
+}
+
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("bookstore-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

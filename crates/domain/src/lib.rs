@@ -3,9 +3,13 @@
 //! `bookstore-sqlite` and `bookstore-mysql` implement its ports.
 
 pub mod book;
+pub mod events;
 pub mod ports;
 pub mod search;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
-pub use ports::{BookRepository, RepositoryError};
+pub use ports::{
+    Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Position, PositionUpdate,
+    Published, Record, RepositoryError, TopicPartition,
+};
 pub use search::{BookQuery, SearchPage, Term, search_terms};

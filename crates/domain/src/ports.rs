@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::book::{Book, BookId, NewBook};
+use crate::events::Event;
 use crate::search::{BookQuery, SearchPage};
 
 /// Why a store could not do what was asked.
@@ -43,4 +44,112 @@ pub trait BookRepository: Send + Sync + 'static {
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// What a publisher did with an event handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Accepted into the publisher's bounded queue; delivery is reported later, in counters.
+    Queued,
+    /// The queue was full (the log is down or too slow): the event was dropped and counted.
+    Dropped,
+}
+
+/// Sends events to the event log without making the caller wait for it.
+///
+/// Contract: `publish` never blocks and never fails. When the log cannot keep up, events are
+/// dropped past a bounded queue and counted, so a search never waits for, or fails because of,
+/// the broker.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    fn publish(&self, event: &Event) -> Published;
+
+    /// Delivers what is queued, waiting at most `timeout`, and returns how many events were
+    /// still undelivered when it gave up.
+    async fn flush(&self, timeout: std::time::Duration) -> u64;
+}
+
+/// A partition of a topic: the unit of ordering and of ownership within a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// One decoded event and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Event,
+}
+
+/// Where a consumer group stands in one partition: the next offset it will read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// A move of a group's position in one partition, from what the consumer believes is stored
+/// (`None`: nothing stored yet) to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionUpdate {
+    pub topic: String,
+    pub partition: i32,
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+/// Events to apply, in log order within each partition, and the positions they take the group
+/// to. `records` may be empty when only positions move (past dead-lettered messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub group: String,
+    pub records: Vec<Record>,
+    pub positions: Vec<PositionUpdate>,
+}
+
+/// Why a handler did not apply a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The store is unreachable or busy. Nothing was applied; the batch is retried with backoff.
+    #[error("store unavailable: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The batch can never be applied (an event breaks a rule of the store). Nothing was applied;
+    /// the consumer finds the offending event, dead-letters it, and goes on.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The stored positions are not the batch's `from`: another consumer has moved them (this one
+    /// lost its partitions, or is a stale instance). Nothing was applied; the consumer reloads the
+    /// positions and reads again from there.
+    #[error("stale position: {0}")]
+    StalePosition(String),
+}
+
+/// Applies events to a store, exactly once.
+///
+/// Contract: `apply` changes the state AND moves the stored positions in one atomic unit (one SQL
+/// transaction, one Redis script), after checking that every stored position equals its update's
+/// `from`; otherwise it applies nothing and returns [`HandlerError::StalePosition`]. `positions`
+/// returns what `apply` stored. A consumer that resumes from `positions` therefore never loses an
+/// event and never applies one twice, whatever crashed and whenever.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// A short name for logs and metrics, such as `trend`.
+    fn name(&self) -> &str;
+
+    /// The positions stored for `group`.
+    async fn positions(&self, group: &str) -> Result<Vec<Position>, HandlerError>;
+
+    /// Applies `batch` atomically with its position updates.
+    async fn apply(&self, batch: &Batch) -> Result<(), HandlerError>;
 }

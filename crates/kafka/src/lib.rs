@@ -1,6 +1,16 @@
-//! Apache Kafka adapters, on rdkafka (librdkafka). This crate holds what every Kafka client of the
-//! bookstore shares: building a client configuration from the bookstore's settings, and creating a
-//! topic and waiting until its metadata is visible.
+//! Apache Kafka adapters, on rdkafka (librdkafka): the event publisher, the consumer-group member
+//! that feeds the consumer framework, the dead-letter topic, and what they share (client settings,
+//! creating a topic and waiting until its metadata is visible).
+
+mod consumer;
+mod dead_letters;
+mod publisher;
+
+pub use consumer::{GroupSettings, KafkaConsumer};
+pub use dead_letters::{
+    DLQ_ERROR, DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, KafkaDeadLetters, dead_letter_topic,
+};
+pub use publisher::{KafkaPublisher, PublisherSettings};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +43,20 @@ impl KafkaSettings {
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", self.brokers.join(","));
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A client configuration with `defaults` set first, so that the pass-through properties can
+    /// override any of them.
+    pub fn client_config_with(&self, defaults: &[(&str, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.brokers.join(","));
+        for (key, value) in defaults {
+            config.set(*key, value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }

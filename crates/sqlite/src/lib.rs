@@ -2,8 +2,11 @@
 //! searched through an FTS5 index ranked with bm25.
 
 mod books;
+pub mod positions;
+mod query_counts;
 
 pub use books::SqliteBookRepository;
+pub use query_counts::SqliteQueryCounts;
 
 use std::str::FromStr;
 use std::time::Duration;

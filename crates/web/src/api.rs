@@ -14,6 +14,8 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::events::publish_search;
+use crate::visitor::Visitor;
 use crate::params::ListParams;
 use crate::{MAX_BODY_BYTES, WebState};
 
@@ -21,6 +23,7 @@ use crate::{MAX_BODY_BYTES, WebState};
 /// of matching books in `X-Total-Count`.
 pub async fn list_books(
     State(state): State<WebState>,
+    visitor: Visitor,
     params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|err| ApiError::BadRequest(err.body_text()))?;
@@ -31,6 +34,9 @@ pub async fn list_books(
         params.limit.unwrap_or(state.page_size),
     );
     let page = state.books.search(&query).await?;
+    // An API call names its user only through a `uid` cookie it sent.
+    let user = (!visitor.is_new).then_some(visitor.uid);
+    publish_search(&state, user, &params.q, params.offset, &page.books);
     let mut response = Json(page.books).into_response();
     response
         .headers_mut()

@@ -7,6 +7,7 @@
 mod api;
 mod assets;
 mod error;
+mod events;
 mod health;
 mod page;
 mod params;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use bookstore_domain::BookRepository;
+use bookstore_domain::{BookRepository, EventPublisher};
 use secrecy::SecretString;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -35,6 +36,8 @@ pub const MAX_LIMIT: u32 = 100;
 #[derive(Clone)]
 pub struct WebState {
     pub books: Arc<dyn BookRepository>,
+    /// Where search events go.
+    pub events: Arc<dyn EventPublisher>,
     /// Books per page on the page, and the API's default `limit`.
     pub page_size: u32,
     /// The bearer token that allows writes; `None` disables the write API.

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use bookstore_domain::{Book, BookQuery, RepositoryError};
 
 use crate::WebState;
+use crate::events::publish_search;
 use crate::error::error_chain;
 use crate::params::ListParams;
 use crate::visitor::Visitor;
@@ -29,7 +30,7 @@ struct IndexPage<'a> {
 
 pub async fn index(
     State(state): State<WebState>,
-    _visitor: Visitor,
+    visitor: Visitor,
     params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let params = match params {
@@ -46,6 +47,13 @@ pub async fn index(
     let query = BookQuery::new(&params.q, params.offset, page_size);
     match state.books.search(&query).await {
         Ok(page) => {
+            publish_search(
+                &state,
+                Some(visitor.uid),
+                &params.q,
+                params.offset,
+                &page.books,
+            );
             let shown = page.books.len() as u64;
             let view = IndexPage {
                 q: query.text(),

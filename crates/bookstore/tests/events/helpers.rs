@@ -1,0 +1,295 @@
+//! A test event bus per backend (a fresh topic on the real Kafka from `dev/services`, or a fresh
+//! embedded log), the web service on it, consumers, and an in-memory recording handler.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bookstore::config::{Config, EventsBackend};
+use bookstore::events::{EventBus, Publisher};
+use bookstore::WebApp;
+use bookstore_domain::events::Event;
+use bookstore_domain::{Batch, EventHandler, HandlerError, Position, Record, TopicPartition};
+use bookstore_events::ConsumerStats;
+use bookstore_sqlite::SqliteQueryCounts;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Kafka,
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// Runs a test body once per backend: `both!(name, body)` makes `name::embedded` and
+/// `name::kafka`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$name($crate::helpers::Backend::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kafka() {
+                super::$name($crate::helpers::Backend::Kafka).await;
+            }
+        }
+    };
+}
+
+pub struct TestBus {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub bus: EventBus,
+}
+
+impl TestBus {
+    /// A fresh topic (Kafka) or log (embedded). Panics, naming the fix, when Kafka is unreachable.
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_owned();
+        config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.events.batch_wait_ms = 20;
+        config.events.topic_timeout_ms = 30_000;
+        match backend {
+            Backend::Embedded => {
+                config.events.backend = EventsBackend::Embedded;
+                config.events.session_timeout_ms = 1_000;
+            }
+            Backend::Kafka => {
+                config.events.backend = EventsBackend::Kafka;
+                config.events.brokers = kafka_brokers();
+                config.events.session_timeout_ms = 6_000;
+            }
+        }
+        let bus = EventBus::open(&config).await.unwrap();
+        if let Err(error) = bus
+            .ensure_topics(&config.events, &[config.events.topic.clone()])
+            .await
+        {
+            panic!(
+                "Kafka at {} is unreachable ({error:#}); start it with `dev/services start` \
+                 (or point BOOKSTORE_TEST_KAFKA_BROKERS at a broker)",
+                config.events.brokers
+            );
+        }
+        Self { backend, dir, config, bus }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.config.events.topic
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The configuration as environment variables, for a `bookstore` child process.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let e = &self.config.events;
+        let backend = match self.backend {
+            Backend::Embedded => "embedded",
+            Backend::Kafka => "kafka",
+        };
+        vec![
+            ("BOOKSTORE_DATA_DIR".into(), self.dir.path().display().to_string()),
+            ("BOOKSTORE_EVENTS__BACKEND".into(), backend.into()),
+            ("BOOKSTORE_EVENTS__BROKERS".into(), e.brokers.clone()),
+            ("BOOKSTORE_EVENTS__TOPIC".into(), e.topic.clone()),
+            ("BOOKSTORE_EVENTS__BATCH_WAIT_MS".into(), e.batch_wait_ms.to_string()),
+            ("BOOKSTORE_EVENTS__SESSION_TIMEOUT_MS".into(), e.session_timeout_ms.to_string()),
+        ]
+    }
+
+    pub async fn publisher(&self) -> Publisher {
+        self.bus.publisher(&self.config.events).await.unwrap()
+    }
+
+    /// Writes a message as a foreign producer would: plain rdkafka, or a raw append.
+    pub async fn produce_raw(&self, key: Option<&[u8]>, value: &[u8]) {
+        match &self.bus {
+            EventBus::Embedded { log, partitions } => {
+                log.append(self.topic(), *partitions, &[(key.map(<[u8]>::to_vec), value.to_vec())])
+                    .await
+                    .unwrap();
+            }
+            EventBus::Kafka(settings) => {
+                let producer: FutureProducer = settings.client_config().create().unwrap();
+                let mut record: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(self.topic()).payload(value);
+                if let Some(key) = key {
+                    record = record.key(key);
+                }
+                producer.send(record, Duration::from_secs(10)).await.unwrap();
+            }
+        }
+    }
+
+    /// A consumer-group member running in this process.
+    pub async fn consumer(&self, group: &str, handler: Arc<dyn EventHandler>) -> RunningConsumer {
+        let stop = CancellationToken::new();
+        let consumer = self
+            .bus
+            .consumer(&self.config.events, group, vec![self.topic().to_owned()], handler, stop.clone())
+            .await
+            .unwrap();
+        let stats = consumer.stats();
+        let task = tokio::spawn(consumer.run());
+        RunningConsumer { stop, task, stats }
+    }
+
+    /// The web service on this bus, on a free port, with its catalog in the temporary directory.
+    pub async fn web(&self) -> RunningWeb {
+        let app = WebApp::build(&self.config).await.unwrap();
+        let addr = app.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        RunningWeb { addr, stop: Some(tx), task: Some(task) }
+    }
+}
+
+pub struct RunningConsumer {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+    pub stats: Arc<ConsumerStats>,
+}
+
+impl RunningConsumer {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the consumer stops within 30 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn owned(&self) -> u64 {
+        self.stats.owned_partitions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.stats.applied.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub struct RunningWeb {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningWeb {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An in-memory handler with the full contract (positions checked and moved with each batch),
+/// that keeps every record it applied.
+#[derive(Default)]
+pub struct Recorder {
+    state: Mutex<(BTreeMap<TopicPartition, i64>, Vec<Record>)>,
+}
+
+impl Recorder {
+    pub fn records(&self) -> Vec<Record> {
+        self.state.lock().unwrap().1.clone()
+    }
+
+    pub fn searches(&self) -> Vec<bookstore_domain::events::SearchEvent> {
+        self.records()
+            .into_iter()
+            .map(|r| match r.event {
+                Event::BookSearched(e) => e,
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().1.len()
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn positions(&self, _: &str) -> Result<Vec<Position>, HandlerError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .0
+            .iter()
+            .map(|(tp, n)| Position { topic: tp.topic.clone(), partition: tp.partition, next_offset: *n })
+            .collect())
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
+        let mut state = self.state.lock().unwrap();
+        for u in &batch.positions {
+            let tp = TopicPartition { topic: u.topic.clone(), partition: u.partition };
+            if state.0.get(&tp).copied() != u.from {
+                return Err(HandlerError::StalePosition(tp.to_string()));
+            }
+        }
+        for u in &batch.positions {
+            state.0.insert(TopicPartition { topic: u.topic.clone(), partition: u.partition }, u.to);
+        }
+        state.1.extend(batch.records.iter().cloned());
+        Ok(())
+    }
+}
+
+/// The query-count store in `path`.
+pub async fn counts_store(path: &Path) -> SqliteQueryCounts {
+    let pool = bookstore_sqlite::connect(&format!("sqlite://{}", path.display()), 4)
+        .await
+        .unwrap();
+    SqliteQueryCounts::new(pool).await.unwrap()
+}
+
+pub async fn total(counts: &SqliteQueryCounts) -> u64 {
+    counts.counts().await.map(|c| c.values().sum()).unwrap_or(0)
+}

@@ -1,0 +1,487 @@
+//! Events that cross service boundaries, their wire format, and the rules for reading them.
+//!
+//! The schema is documented in `docs/events.md`. Two wire versions are read:
+//!
+//! - **version 1** (what this project writes): a JSON object with `type` and `version`;
+//! - **version 0** (the tutorial system's format): the Kafka key is `<query>` or `<query>:<uid>` and the
+//!   value a JSON array of books. The user id is the text after the *last* `:`, so a query that
+//!   contains `:` keeps it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+/// The `type` of a search event.
+pub const BOOK_SEARCHED: &str = "book.searched";
+/// The version of `book.searched` this code writes.
+pub const BOOK_SEARCHED_VERSION: u32 = 1;
+/// The wire version given to events in the tutorial's format.
+pub const LEGACY_VERSION: u32 = 0;
+/// Kafka header carrying the event type.
+pub const TYPE_HEADER: &str = "type";
+/// Kafka header carrying the event version.
+pub const VERSION_HEADER: &str = "version";
+
+/// Namespace for the deterministic ids given to version-0 events, which carry none.
+const LEGACY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c2f_3b1e_8a55_4d0e_9f4c_0a6b_b3e1_7d42);
+
+/// A book as it appears in a search event's results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultBook {
+    pub id: i64,
+    pub title: String,
+    pub author: String,
+    /// `YYYY-MM-DD`; absent when a version-0 producer sent none or an unreadable one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<NaiveDate>,
+}
+
+/// "Someone searched the catalog": who, for what, and which books came back, in result order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchEvent {
+    /// UUID v7 for events this project writes; a name-based UUID for version-0 events.
+    pub id: Uuid,
+    /// The wire version the event was read from (or will be written as).
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    /// The `uid` cookie of the visitor; `None` for anonymous API calls.
+    pub user_id: Option<String>,
+    /// The query as typed.
+    pub query: String,
+    /// [`normalize_query`] of `query`.
+    pub query_normalized: String,
+    /// The offset of the result page.
+    pub offset: u64,
+    pub results: Vec<ResultBook>,
+}
+
+impl SearchEvent {
+    /// A version-1 event. `id` should be a fresh UUID v7.
+    pub fn new(
+        id: Uuid,
+        occurred_at: DateTime<Utc>,
+        user_id: Option<String>,
+        query: &str,
+        offset: u64,
+        results: Vec<ResultBook>,
+    ) -> Self {
+        Self {
+            id,
+            version: BOOK_SEARCHED_VERSION,
+            occurred_at,
+            user_id,
+            query: query.to_owned(),
+            query_normalized: normalize_query(query),
+            offset,
+            results,
+        }
+    }
+
+    /// The Kafka key: the user id, or the normalized query for anonymous searches, so that one
+    /// user's events stay in order on one partition.
+    pub fn key(&self) -> &str {
+        self.user_id.as_deref().unwrap_or(&self.query_normalized)
+    }
+
+    /// The version-1 JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = SearchEventV1 {
+            id: self.id,
+            kind: BOOK_SEARCHED.to_owned(),
+            version: BOOK_SEARCHED_VERSION,
+            occurred_at: self.occurred_at,
+            user_id: self.user_id.clone(),
+            query: self.query.clone(),
+            query_normalized: self.query_normalized.clone(),
+            offset: self.offset,
+            results: self.results.clone(),
+        };
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SearchEventV1 {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    query: String,
+    query_normalized: String,
+    offset: u64,
+    results: Vec<ResultBook>,
+}
+
+/// Only the fields needed to route an object to its decoder.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+}
+
+/// A book in the tutorial's event value. Extra fields (`description`, `created_at`) are ignored.
+#[derive(Deserialize)]
+struct LegacyBook {
+    id: i64,
+    title: String,
+    author: String,
+    #[serde(default)]
+    published_at: Option<String>,
+}
+
+/// Any event a consumer can receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    BookSearched(SearchEvent),
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::BookSearched(_) => BOOK_SEARCHED,
+        }
+    }
+
+    /// The wire version this event was read from, or is written as.
+    pub fn version(&self) -> u32 {
+        match self {
+            Event::BookSearched(e) => e.version,
+        }
+    }
+
+    /// The log key: events with the same key stay in order on one partition.
+    pub fn key(&self) -> &str {
+        match self {
+            Event::BookSearched(e) => e.key(),
+        }
+    }
+
+    /// The current-version JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        match self {
+            Event::BookSearched(e) => e.to_json(),
+        }
+    }
+}
+
+/// Why a message could not be read as an event. Such a message is dead-lettered, never retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the value is not JSON: {0}")]
+    NotJson(String),
+    #[error("the value is a JSON {0}, not an object or an array")]
+    WrongShape(&'static str),
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{kind} version {version} is not supported (this build reads up to {supported})")]
+    UnsupportedVersion { kind: String, version: u32, supported: u32 },
+    #[error("invalid {kind} event: {reason}")]
+    Invalid { kind: String, reason: String },
+    #[error("a version-0 event needs a key holding the query")]
+    MissingKey,
+    #[error("the key is not UTF-8")]
+    KeyNotUtf8,
+    #[error("the query is empty")]
+    EmptyQuery,
+}
+
+/// Reads one message. `timestamp` is the log's timestamp, used for version-0 events, which carry
+/// no time of their own.
+pub fn decode(
+    key: Option<&[u8]>,
+    value: &[u8],
+    timestamp: Option<DateTime<Utc>>,
+) -> Result<Event, DecodeError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    match json {
+        serde_json::Value::Array(_) => decode_legacy(key, value, json, timestamp),
+        serde_json::Value::Object(_) => decode_object(json),
+        serde_json::Value::Null => Err(DecodeError::WrongShape("null")),
+        serde_json::Value::Bool(_) => Err(DecodeError::WrongShape("boolean")),
+        serde_json::Value::Number(_) => Err(DecodeError::WrongShape("number")),
+        serde_json::Value::String(_) => Err(DecodeError::WrongShape("string")),
+    }
+}
+
+fn decode_object(json: serde_json::Value) -> Result<Event, DecodeError> {
+    let envelope: Envelope =
+        serde_json::from_value(json.clone()).map_err(|e| DecodeError::Invalid {
+            kind: "event".into(),
+            reason: e.to_string(),
+        })?;
+    match envelope.kind.as_str() {
+        BOOK_SEARCHED => {
+            if envelope.version != BOOK_SEARCHED_VERSION {
+                return Err(DecodeError::UnsupportedVersion {
+                    kind: envelope.kind,
+                    version: envelope.version,
+                    supported: BOOK_SEARCHED_VERSION,
+                });
+            }
+            let wire: SearchEventV1 =
+                serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
+                    kind: BOOK_SEARCHED.into(),
+                    reason: e.to_string(),
+                })?;
+            let query_normalized = normalize_query(&wire.query_normalized);
+            if query_normalized.is_empty() {
+                return Err(DecodeError::EmptyQuery);
+            }
+            Ok(Event::BookSearched(SearchEvent {
+                id: wire.id,
+                version: wire.version,
+                occurred_at: wire.occurred_at,
+                user_id: wire.user_id.filter(|u| !u.is_empty()),
+                query: wire.query,
+                query_normalized,
+                offset: wire.offset,
+                results: wire.results,
+            }))
+        }
+        _ => Err(DecodeError::UnknownType(envelope.kind)),
+    }
+}
+
+fn decode_legacy(
+    key: Option<&[u8]>,
+    raw_value: &[u8],
+    json: serde_json::Value,
+    timestamp: Option<DateTime<Utc>>,
+) -> Result<Event, DecodeError> {
+    let key = key.ok_or(DecodeError::MissingKey)?;
+    let key = std::str::from_utf8(key).map_err(|_| DecodeError::KeyNotUtf8)?;
+    let (query, user_id) = split_legacy_key(key);
+    let query_normalized = normalize_query(query);
+    if query_normalized.is_empty() {
+        return Err(DecodeError::EmptyQuery);
+    }
+    let books: Vec<LegacyBook> = serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
+        kind: "version-0 search".into(),
+        reason: e.to_string(),
+    })?;
+    let results = books
+        .into_iter()
+        .map(|b| ResultBook {
+            id: b.id,
+            title: b.title,
+            author: b.author,
+            published_at: b
+                .published_at
+                .and_then(|d| NaiveDate::parse_from_str(d.get(..10).unwrap_or(&d), "%Y-%m-%d").ok()),
+        })
+        .collect();
+    let mut name = Vec::with_capacity(key.len() + raw_value.len() + 1);
+    name.extend_from_slice(key.as_bytes());
+    name.push(0);
+    name.extend_from_slice(raw_value);
+    Ok(Event::BookSearched(SearchEvent {
+        id: Uuid::new_v5(&LEGACY_ID_NAMESPACE, &name),
+        version: LEGACY_VERSION,
+        occurred_at: timestamp.unwrap_or(DateTime::UNIX_EPOCH),
+        user_id: user_id.map(str::to_owned),
+        query: query.to_owned(),
+        query_normalized,
+        offset: 0,
+        results,
+    }))
+}
+
+/// Splits a tutorial key into the query and the user: the user is the text after the LAST `:`
+/// (user ids never contain one); `<query>:` and a bare `<query>` are anonymous.
+pub fn split_legacy_key(key: &str) -> (&str, Option<&str>) {
+    match key.rsplit_once(':') {
+        Some((query, user)) if !user.is_empty() => (query, Some(user)),
+        Some((query, _)) => (query, None),
+        None => (key, None),
+    }
+}
+
+/// The form under which queries are compared and counted: Unicode NFKC, case-folded, trimmed, with
+/// runs of inner whitespace collapsed to one space. `"  Ｒust\tBOOKS "` becomes `"rust books"`.
+pub fn normalize_query(query: &str) -> String {
+    let composed: String = query.nfkc().collect();
+    let folded = caseless::default_case_fold_str(&composed);
+    let mut out = String::with_capacity(folded.len());
+    for word in folded.nfkc().collect::<String>().split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SearchEvent {
+        SearchEvent::new(
+            Uuid::now_v7(),
+            DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            Some("0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e".into()),
+            "  Pride   and Prejudice ",
+            5,
+            vec![ResultBook {
+                id: 7,
+                title: "Pride and Prejudice".into(),
+                author: "Jane Austen".into(),
+                published_at: NaiveDate::from_ymd_opt(1813, 1, 28),
+            }],
+        )
+    }
+
+    #[test]
+    fn version_1_round_trips_every_field() {
+        let event = sample();
+        let decoded = decode(Some(event.key().as_bytes()), &event.to_json(), None).unwrap();
+        assert_eq!(decoded, Event::BookSearched(event));
+    }
+
+    #[test]
+    fn version_1_wire_shape() {
+        let event = sample();
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(json["type"], "book.searched");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["occurred_at"], "2026-11-26T10:00:00Z");
+        assert_eq!(json["query"], "  Pride   and Prejudice ");
+        assert_eq!(json["query_normalized"], "pride and prejudice");
+        assert_eq!(json["offset"], 5);
+        assert_eq!(json["results"][0]["published_at"], "1813-01-28");
+        assert_eq!(json["id"].as_str().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn anonymous_events_omit_the_user_and_key_on_the_query() {
+        let mut event = sample();
+        event.user_id = None;
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert!(json.get("user_id").is_none());
+        assert_eq!(event.key(), "pride and prejudice");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_within_a_version() {
+        let event = sample();
+        let mut json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        json["added_later"] = serde_json::json!({"x": 1});
+        let decoded = decode(None, json.to_string().as_bytes(), None).unwrap();
+        assert_eq!(decoded, Event::BookSearched(event));
+    }
+
+    #[test]
+    fn newer_versions_and_unknown_types_are_rejected() {
+        let event = sample();
+        let mut json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        json["version"] = 2.into();
+        assert!(matches!(
+            decode(None, json.to_string().as_bytes(), None),
+            Err(DecodeError::UnsupportedVersion { version: 2, .. })
+        ));
+        json["type"] = "book.sold".into();
+        assert!(matches!(
+            decode(None, json.to_string().as_bytes(), None),
+            Err(DecodeError::UnknownType(t)) if t == "book.sold"
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for value in [
+            &b""[..],
+            b"not json",
+            b"null",
+            b"42",
+            b"\"s\"",
+            b"{}",
+            b"{\"type\":\"book.searched\",\"version\":1}",
+            b"[{\"id\":\"x\"}]",
+            b"\xff\xfe",
+        ] {
+            assert!(decode(Some(b"q:u"), value, None).is_err(), "{value:?}");
+        }
+        assert_eq!(decode(None, b"[]", None), Err(DecodeError::MissingKey));
+        assert_eq!(decode(Some(b"\xff"), b"[]", None), Err(DecodeError::KeyNotUtf8));
+        assert_eq!(decode(Some(b"  :u"), b"[]", None), Err(DecodeError::EmptyQuery));
+    }
+
+    const LEGACY_VALUE: &[u8] = br#"[{"id": 3, "title": "Dune", "author": "Frank Herbert",
+        "published_at": "1965-08-01", "description": "Spice.", "created_at": "2024-05-01 10:00:00"}]"#;
+
+    fn legacy(key: &str) -> SearchEvent {
+        let ts = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        match decode(Some(key.as_bytes()), LEGACY_VALUE, Some(ts)).unwrap() {
+            Event::BookSearched(e) => e,
+        }
+    }
+
+    #[test]
+    fn version_0_reads_query_user_and_books() {
+        let e = legacy("Dune:ab12x");
+        assert_eq!(e.version, 0);
+        assert_eq!(e.query, "Dune");
+        assert_eq!(e.query_normalized, "dune");
+        assert_eq!(e.user_id.as_deref(), Some("ab12x"));
+        assert_eq!(e.results.len(), 1);
+        assert_eq!(e.results[0].title, "Dune");
+        assert_eq!(e.results[0].published_at, NaiveDate::from_ymd_opt(1965, 8, 1));
+        assert_eq!(e.occurred_at.to_rfc3339(), "2024-05-01T10:00:00+00:00");
+        // The same message always gets the same id.
+        assert_eq!(e.id, legacy("Dune:ab12x").id);
+        assert_ne!(e.id, legacy("Dune:zz99z").id);
+    }
+
+    #[test]
+    fn version_0_query_with_colons_keeps_them() {
+        let e = legacy("c++: the language: 2nd ed:ab12x");
+        assert_eq!(e.query, "c++: the language: 2nd ed");
+        assert_eq!(e.user_id.as_deref(), Some("ab12x"));
+    }
+
+    #[test]
+    fn version_0_api_and_bare_keys_are_anonymous() {
+        let api = legacy("rust:");
+        assert_eq!((api.query.as_str(), api.user_id), ("rust", None));
+        let bare = legacy("rust");
+        assert_eq!((bare.query.as_str(), bare.user_id), ("rust", None));
+        let colon_api = legacy("std::io:");
+        assert_eq!((colon_api.query.as_str(), colon_api.user_id), ("std::io", None));
+    }
+
+    #[test]
+    fn version_0_tolerates_missing_or_odd_dates() {
+        let v = br#"[{"id":1,"title":"T","author":"A"},{"id":2,"title":"T","author":"A","published_at":"1999"}]"#;
+        let Event::BookSearched(e) = decode(Some(b"q:"), v, None).unwrap();
+        assert_eq!(e.results[0].published_at, None);
+        assert_eq!(e.results[1].published_at, None);
+    }
+
+    #[test]
+    fn normalization() {
+        assert_eq!(normalize_query("Rust"), "rust");
+        assert_eq!(normalize_query(" rust "), "rust");
+        assert_eq!(normalize_query("RUST\t\n  programming"), "rust programming");
+        // Compatibility forms: full-width letters, ligatures, superscripts.
+        assert_eq!(normalize_query("Ｒｕｓｔ"), "rust");
+        assert_eq!(normalize_query("ﬁnance"), "finance");
+        assert_eq!(normalize_query("x²"), "x2");
+        // Full case folding, not just lower-casing.
+        assert_eq!(normalize_query("Straße"), "strasse");
+        assert_eq!(normalize_query("ΣΊΣΥΦΟΣ"), normalize_query("σίσυφος"));
+        // Composed and decomposed accents are one query.
+        assert_eq!(normalize_query("Bronte\u{308}"), normalize_query("Brontë"));
+        assert_eq!(normalize_query(" \u{3000} "), "");
+    }
+}

@@ -1,0 +1,20 @@
+//! The embedded event log, the default when no Kafka cluster is configured.
+//!
+//! One SQLite file (WAL mode) holds, like a small Kafka: topics split into partitions, each an
+//! append-only sequence of messages numbered by offset; consumer groups whose live members share
+//! the partitions through expiring leases; each group's committed offsets (a fallback and a
+//! measure of lag; the handlers' stores hold the authoritative positions); and a dead-letter table.
+//! Every `bookstore` process on the machine can open the same file: a web process appends, consumer
+//! processes read, and nothing is lost across restarts.
+//!
+//! Consumers wake when the file changes (inotify or the platform's equivalent, through `notify`)
+//! and, inside one process, straight from the publisher, so an idle consumer sees an event within
+//! milliseconds without polling; a slow timer is only a safety net.
+
+mod consumer;
+mod log;
+mod publisher;
+
+pub use consumer::{EmbeddedConsumer, GroupSettings};
+pub use log::{EventLog, EventLogError, StoredDeadLetter};
+pub use publisher::EmbeddedPublisher;

@@ -1,0 +1,445 @@
+//! The log file: topics, partitions, messages, group membership, offsets and dead letters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bookstore_domain::{Position, TopicPartition};
+use bookstore_events::{DeadLetter, DeadLetters, RawMessage, SinkError};
+use chrono::{DateTime, Utc};
+use notify::{EventKind, RecursiveMode, Watcher};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::watch;
+
+/// Why the log could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    #[error("cannot open the event log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: bookstore_sqlite::OpenError,
+    },
+    #[error("cannot create the event log's tables")]
+    Schema(#[source] sqlx::Error),
+    #[error("event log error")]
+    Sql(#[from] sqlx::Error),
+    #[error("topic {0:?} does not exist in the event log")]
+    NoSuchTopic(String),
+    #[error("a topic needs at least one partition")]
+    NoPartitions,
+}
+
+/// A dead letter as stored, with when it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    pub letter: DeadLetter,
+    pub dead_at: DateTime<Utc>,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS topics (
+        name TEXT PRIMARY KEY,
+        partitions INTEGER NOT NULL CHECK (partitions > 0)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS messages (
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        key BLOB,
+        value BLOB NOT NULL,
+        appended_at INTEGER NOT NULL,
+        PRIMARY KEY (topic, partition, offset)
+    ) STRICT, WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS group_members (
+        group_id TEXT NOT NULL,
+        member TEXT NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        PRIMARY KEY (group_id, member)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS partition_owners (
+        group_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        member TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (group_id, topic, partition)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS committed_offsets (
+        group_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (group_id, topic, partition)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        key BLOB,
+        value BLOB NOT NULL,
+        error TEXT NOT NULL,
+        dead_at INTEGER NOT NULL
+    ) STRICT",
+];
+
+/// An open event log file.
+pub struct EventLog {
+    pool: SqlitePool,
+    path: PathBuf,
+    changes: watch::Sender<u64>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").field("path", &self.path).finish()
+    }
+}
+
+impl EventLog {
+    /// Opens the log at `path`, creating it if needed, and starts watching it for appends made by
+    /// other processes.
+    pub async fn open(path: &Path) -> Result<Arc<Self>, EventLogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| EventLogError::Open {
+                path: path.to_owned(),
+                source: bookstore_sqlite::OpenError::Connect {
+                    url: path.display().to_string(),
+                    source: sqlx::Error::Io(e),
+                },
+            })?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let pool = bookstore_sqlite::connect(&url, 8)
+            .await
+            .map_err(|source| EventLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        for statement in SCHEMA {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .map_err(EventLogError::Schema)?;
+        }
+        let (changes, _) = watch::channel(0);
+        let watcher = watch_file(path, changes.clone());
+        Ok(Arc::new(Self {
+            pool,
+            path: path.to_owned(),
+            changes,
+            _watcher: watcher,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A receiver that changes whenever the log file may hold something new.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn notify_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Creates `topic` with `partitions` partitions if it does not exist, and returns its
+    /// partition count (an existing topic keeps its own).
+    pub async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<u32, EventLogError> {
+        if partitions == 0 {
+            return Err(EventLogError::NoPartitions);
+        }
+        sqlx::query("INSERT INTO topics (name, partitions) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(topic)
+            .bind(i64::from(partitions))
+            .execute(&self.pool)
+            .await?;
+        self.partitions(topic).await
+    }
+
+    /// How many partitions `topic` has.
+    pub async fn partitions(&self, topic: &str) -> Result<u32, EventLogError> {
+        let count: Option<i64> = sqlx::query_scalar("SELECT partitions FROM topics WHERE name = ?")
+            .bind(topic)
+            .fetch_optional(&self.pool)
+            .await?;
+        count
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| EventLogError::NoSuchTopic(topic.to_owned()))
+    }
+
+    /// Appends messages to `topic` in one transaction: each goes to the partition its key hashes
+    /// to (keyless ones to partition 0), after the partition's last offset.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partitions: u32,
+        messages: &[(Option<Vec<u8>>, Vec<u8>)],
+    ) -> Result<(), EventLogError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        for (key, value) in messages {
+            let partition = partition_for(key.as_deref(), partitions);
+            // A write is the transaction's first statement, so it takes the write lock before
+            // reading the last offset: concurrent appenders (other processes) queue behind it.
+            sqlx::query(concat!(
+                "INSERT INTO messages (topic, partition, offset, key, value, appended_at) ",
+                "SELECT ?1, ?2, COALESCE(MAX(offset) + 1, 0), ?3, ?4, ?5 ",
+                "FROM messages WHERE topic = ?1 AND partition = ?2"
+            ))
+            .bind(topic)
+            .bind(i64::from(partition))
+            .bind(key.as_deref())
+            .bind(value.as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.notify_change();
+        Ok(())
+    }
+
+    /// Up to `limit` messages of one partition from offset `from` on.
+    pub async fn read(
+        &self,
+        tp: &TopicPartition,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<RawMessage>, EventLogError> {
+        let rows = sqlx::query(concat!(
+            "SELECT offset, key, value, appended_at FROM messages ",
+            "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?"
+        ))
+        .bind(&tp.topic)
+        .bind(tp.partition)
+        .bind(from)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RawMessage {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: row.try_get("offset")?,
+                    key: row.try_get("key")?,
+                    value: row.try_get("value")?,
+                    timestamp: DateTime::from_timestamp_millis(row.try_get("appended_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// The offset after the last message of each partition of `topic`.
+    pub async fn end_offsets(&self, topic: &str) -> Result<Vec<Position>, EventLogError> {
+        let partitions = self.partitions(topic).await?;
+        let mut ends = Vec::new();
+        for partition in 0..partitions {
+            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+            let end: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(offset) + 1, 0) FROM messages WHERE topic = ? AND partition = ?",
+            )
+            .bind(topic)
+            .bind(partition)
+            .fetch_one(&self.pool)
+            .await?;
+            ends.push(Position {
+                topic: topic.to_owned(),
+                partition,
+                next_offset: end,
+            });
+        }
+        Ok(ends)
+    }
+
+    /// Records how far `group` got (the fallback start for a handler with no stored position,
+    /// and the measure of lag).
+    pub async fn commit(&self, group: &str, positions: &[Position]) -> Result<(), EventLogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for p in positions {
+            sqlx::query(concat!(
+                "INSERT INTO committed_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?) ",
+                "ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset"
+            ))
+            .bind(group)
+            .bind(&p.topic)
+            .bind(p.partition)
+            .bind(p.next_offset)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The offsets `group` committed.
+    pub async fn committed(&self, group: &str) -> Result<Vec<Position>, EventLogError> {
+        let rows = sqlx::query(
+            "SELECT topic, partition, next_offset FROM committed_offsets WHERE group_id = ? ORDER BY topic, partition",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Position {
+                    topic: row.try_get("topic")?,
+                    partition: row.try_get("partition")?,
+                    next_offset: row.try_get("next_offset")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The dead letters of `group`, oldest first.
+    pub async fn dead_letters(&self, group: &str) -> Result<Vec<StoredDeadLetter>, EventLogError> {
+        let rows = sqlx::query(concat!(
+            "SELECT group_id, topic, partition, offset, key, value, error, dead_at ",
+            "FROM dead_letters WHERE group_id = ? ORDER BY id"
+        ))
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredDeadLetter {
+                    letter: DeadLetter {
+                        group: row.try_get("group_id")?,
+                        message: RawMessage {
+                            topic: row.try_get("topic")?,
+                            partition: row.try_get("partition")?,
+                            offset: row.try_get("offset")?,
+                            key: row.try_get("key")?,
+                            value: row.try_get("value")?,
+                            timestamp: None,
+                        },
+                        error: row.try_get("error")?,
+                    },
+                    dead_at: DateTime::from_timestamp_millis(row.try_get("dead_at")?)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Sqlite>, EventLogError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// The dead-letter table as the consumer framework's sink.
+#[async_trait]
+impl DeadLetters for EventLog {
+    async fn send(&self, letter: &DeadLetter) -> Result<(), SinkError> {
+        let m = &letter.message;
+        sqlx::query(concat!(
+            "INSERT INTO dead_letters (group_id, topic, partition, offset, key, value, error, dead_at) ",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&letter.group)
+        .bind(&m.topic)
+        .bind(m.partition)
+        .bind(m.offset)
+        .bind(m.key.as_deref())
+        .bind(m.value.as_slice())
+        .bind(&letter.error)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| SinkError(e.to_string()))
+    }
+}
+
+/// The partition a key goes to: a stable hash, so a key always lands on the same partition.
+pub(crate) fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
+    match key {
+        Some(key) if partitions > 1 => crc32fast::hash(key) % partitions,
+        _ => 0,
+    }
+}
+
+/// Watches the log's files so that consumers in other processes learn of appends at once.
+/// Without a watcher (an unsupported file system), consumers fall back to their slow timer.
+fn watch_file(path: &Path, changes: watch::Sender<u64>) -> Option<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if !matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
+            return;
+        }
+        let ours = event.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(name.as_str()))
+        });
+        if ours {
+            changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the event log; consumers will poll"))
+    .ok()?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the event log; consumers will poll"))
+        .ok()?;
+    Some(watcher)
+}
+
+/// How long a slow timer waits when no change notice comes (the safety net).
+pub(crate) const SAFETY_POLL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_always_land_on_the_same_partition() {
+        assert_eq!(partition_for(Some(b"user-1"), 3), partition_for(Some(b"user-1"), 3));
+        assert_eq!(partition_for(None, 3), 0);
+        assert_eq!(partition_for(Some(b"x"), 1), 0);
+        let spread: std::collections::BTreeSet<u32> = (0..100)
+            .map(|i| partition_for(Some(format!("user-{i}").as_bytes()), 3))
+            .collect();
+        assert_eq!(spread.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn append_and_read_in_order_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db")).await.unwrap();
+        assert_eq!(log.ensure_topic("t", 2).await.unwrap(), 2);
+        // An existing topic keeps its partition count.
+        assert_eq!(log.ensure_topic("t", 5).await.unwrap(), 2);
+        let key = Some(b"k".to_vec());
+        let messages: Vec<_> = (0..5).map(|i| (key.clone(), format!("{i}").into_bytes())).collect();
+        log.append("t", 2, &messages).await.unwrap();
+        let partition = i32::try_from(partition_for(key.as_deref(), 2)).unwrap();
+        let tp = TopicPartition { topic: "t".into(), partition };
+        let read = log.read(&tp, 2, 10).await.unwrap();
+        let values: Vec<_> = read.iter().map(|m| String::from_utf8(m.value.clone()).unwrap()).collect();
+        assert_eq!(values, ["2", "3", "4"]);
+        assert_eq!(read[0].offset, 2);
+        let ends = log.end_offsets("t").await.unwrap();
+        assert_eq!(ends.iter().map(|p| p.next_offset).sum::<i64>(), 5);
+        assert!(matches!(log.partitions("missing").await, Err(EventLogError::NoSuchTopic(_))));
+    }
+}

@@ -1,0 +1,41 @@
+//! The "book searched" event every search with a non-empty query publishes.
+
+use bookstore_domain::events::{Event, ResultBook, SearchEvent, normalize_query};
+use bookstore_domain::{Book, Published};
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::WebState;
+
+/// Publishes the search without waiting: the publisher only enqueues (or drops and counts when
+/// its bounded queue is full), so the response never waits for the event log.
+pub fn publish_search(
+    state: &WebState,
+    user_id: Option<Uuid>,
+    query: &str,
+    offset: u64,
+    results: &[Book],
+) {
+    if normalize_query(query).is_empty() {
+        return;
+    }
+    let event = SearchEvent::new(
+        Uuid::now_v7(),
+        Utc::now(),
+        user_id.map(|u| u.to_string()),
+        query,
+        offset,
+        results
+            .iter()
+            .map(|b| ResultBook {
+                id: b.id.0,
+                title: b.title.clone(),
+                author: b.author.clone(),
+                published_at: Some(b.published_at),
+            })
+            .collect(),
+    );
+    if state.events.publish(&Event::BookSearched(event)) == Published::Dropped {
+        tracing::debug!("search event dropped");
+    }
+}
