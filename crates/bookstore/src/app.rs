@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bookstore_domain::BookRepository;
+use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
 use bookstore_web::WebState;
@@ -104,6 +105,11 @@ impl WebApp {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The search-event publisher's counters (queued, delivered, failed, dropped).
+    pub fn publisher_stats(&self) -> Arc<PublisherStats> {
+        self.publisher.stats.clone()
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight and delivers the

@@ -84,13 +84,17 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
     };
     for backend in &spec.backends {
         let run_id = Uuid::new_v4().simple().to_string();
-        let mut config = Config::default();
-        config.data_dir = scratch.join(format!("events-{run_id}"));
+        let mut config = Config {
+            data_dir: scratch.join(format!("events-{run_id}")),
+            ..Config::default()
+        };
         config.events.backend = *backend;
         config.events.brokers = spec.brokers.clone();
         config.events.partitions = spec.partitions;
         config.events.batch_size = spec.batch_size;
-        config.events.queue_capacity = usize::try_from(spec.events).unwrap_or(usize::MAX).saturating_add(1);
+        config.events.queue_capacity = usize::try_from(spec.events)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         config.events.session_timeout_ms = 6_000;
         config.events.topic = format!("bench-events-{run_id}");
         let name = match backend {
@@ -99,7 +103,8 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         };
         eprintln!("{name}: producing {} events", events.len());
         let bus = EventBus::open(&config).await?;
-        bus.ensure_topics(&config.events, &[config.events.topic.clone()]).await?;
+        bus.ensure_topics(&config.events, &[config.events.topic.clone()])
+            .await?;
 
         // Producer through the publisher port.
         let publisher = bus.publisher(&config.events).await?;
@@ -113,16 +118,32 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         let left = publisher.publisher.flush(Duration::from_secs(120)).await;
         let seconds = started.elapsed().as_secs_f64();
         check_delivered(&publisher.stats, spec.events + 1, left)?;
-        report.throughput.push(Throughput { backend: name, path: "producer (bookstore publisher)", events: spec.events, seconds });
+        report.throughput.push(Throughput {
+            backend: name,
+            path: "producer (bookstore publisher)",
+            events: spec.events,
+            seconds,
+        });
 
         if let EventBus::Kafka(settings) = &bus {
             let raw_topic = format!("{}-raw", config.events.topic);
-            bus.ensure_topics(&config.events, &[raw_topic.clone()]).await?;
+            bus.ensure_topics(&config.events, std::slice::from_ref(&raw_topic))
+                .await?;
             let seconds = raw_produce(settings, &config, &raw_topic, &events).await?;
-            report.throughput.push(Throughput { backend: name, path: "producer (plain rdkafka, baseline)", events: spec.events, seconds });
+            report.throughput.push(Throughput {
+                backend: name,
+                path: "producer (plain rdkafka, baseline)",
+                events: spec.events,
+                seconds,
+            });
             eprintln!("{name}: consuming with plain rdkafka");
             let seconds = raw_consume(settings, &config.events.topic, spec.events + 1).await?;
-            report.throughput.push(Throughput { backend: name, path: "consumer (plain rdkafka, reads only, baseline)", events: spec.events, seconds });
+            report.throughput.push(Throughput {
+                backend: name,
+                path: "consumer (plain rdkafka, reads only, baseline)",
+                events: spec.events,
+                seconds,
+            });
         }
 
         // Consumer through the framework into SQLite.
@@ -130,18 +151,34 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         let counts = query_counts(&config.data_dir.join("counts.db")).await?;
         let stop = CancellationToken::new();
         let consumer = bus
-            .consumer(&config.events, &format!("bench-{run_id}"), vec![config.events.topic.clone()], Arc::new(counts), stop.clone())
+            .consumer(
+                &config.events,
+                &format!("bench-{run_id}"),
+                vec![config.events.topic.clone()],
+                Arc::new(counts),
+                stop.clone(),
+            )
             .await?;
         let stats = consumer_stats(&consumer);
         let task = tokio::spawn(consumer.run());
         let seconds = wait_applied(&stats, spec.events + 1, Duration::from_secs(300)).await?;
         stop.cancel();
         task.await.context("consumer task")??;
-        report.throughput.push(Throughput { backend: name, path: "consumer (framework, SQLite handler, exactly once)", events: spec.events, seconds });
+        report.throughput.push(Throughput {
+            backend: name,
+            path: "consumer (framework, SQLite handler, exactly once)",
+            events: spec.events,
+            seconds,
+        });
 
         // End-to-end latency at a fixed rate.
-        eprintln!("{name}: latency at {} events/s for {} s", spec.rate, spec.latency_secs);
-        report.latency.push(latency(&bus, &config, name, spec, &run_id).await?);
+        eprintln!(
+            "{name}: latency at {} events/s for {} s",
+            spec.rate, spec.latency_secs
+        );
+        report
+            .latency
+            .push(latency(&bus, &config, name, spec, &run_id).await?);
 
         if let EventBus::Kafka(settings) = &bus {
             delete_topics(settings, &config.events.topic).await;
@@ -176,7 +213,11 @@ fn consumer_stats(consumer: &crate::events::Consumer) -> Arc<ConsumerStats> {
 }
 
 /// Seconds from the first event consumed to the last one applied.
-async fn wait_applied(stats: &ConsumerStats, expected: u64, limit: Duration) -> anyhow::Result<f64> {
+async fn wait_applied(
+    stats: &ConsumerStats,
+    expected: u64,
+    limit: Duration,
+) -> anyhow::Result<f64> {
     let deadline = Instant::now() + limit;
     let mut first = None;
     loop {
@@ -208,10 +249,16 @@ async fn raw_produce(
             ("acks", "all".to_owned()),
             ("linger.ms", config.events.linger_ms.to_string()),
             ("compression.type", config.events.compression.clone()),
-            ("queue.buffering.max.messages", (events.len() + 1).to_string()),
+            (
+                "queue.buffering.max.messages",
+                (events.len() + 1).to_string(),
+            ),
         ])
         .create()?;
-    let payloads: Vec<(String, Vec<u8>)> = events.iter().map(|e| (e.key().to_owned(), e.to_json())).collect();
+    let payloads: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.key().to_owned(), e.to_json()))
+        .collect();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         // The same warm-up as the publisher's.
@@ -233,7 +280,11 @@ async fn raw_produce(
     .await?
 }
 
-async fn raw_consume(settings: &bookstore_kafka::KafkaSettings, topic: &str, expected: u64) -> anyhow::Result<f64> {
+async fn raw_consume(
+    settings: &bookstore_kafka::KafkaSettings,
+    topic: &str,
+    expected: u64,
+) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = settings
         .client_config_with(&[
             ("group.id", format!("bench-raw-{}", Uuid::new_v4().simple())),
@@ -303,7 +354,8 @@ async fn latency(
 ) -> anyhow::Result<Latency> {
     let mut config_latency = config.events.clone();
     config_latency.topic = format!("{}-latency", config.events.topic);
-    bus.ensure_topics(&config_latency, &[config_latency.topic.clone()]).await?;
+    bus.ensure_topics(&config_latency, &[config_latency.topic.clone()])
+        .await?;
     let counts = query_counts(&config.data_dir.join("latency.db")).await?;
     let timed = Arc::new(Timed {
         inner: Arc::new(counts),
@@ -311,7 +363,13 @@ async fn latency(
     });
     let stop = CancellationToken::new();
     let consumer = bus
-        .consumer(&config_latency, &format!("bench-latency-{run_id}"), vec![config_latency.topic.clone()], timed.clone(), stop.clone())
+        .consumer(
+            &config_latency,
+            &format!("bench-latency-{run_id}"),
+            vec![config_latency.topic.clone()],
+            timed.clone(),
+            stop.clone(),
+        )
         .await?;
     let stats = consumer.stats();
     let task = tokio::spawn(consumer.run());
@@ -329,7 +387,11 @@ async fn latency(
     // Warm-up events trail in for a moment; wait until they stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let warm = stats.applied.load(Ordering::Relaxed).max(warm);
-    timed.histogram.lock().unwrap_or_else(|e| e.into_inner()).reset();
+    timed
+        .histogram
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reset();
     let total = spec.rate * spec.latency_secs;
     let pause = Duration::from_secs_f64(1.0 / spec.rate.max(1) as f64);
     let started = tokio::time::Instant::now();
@@ -364,7 +426,10 @@ async fn latency(
 async fn delete_topics(settings: &bookstore_kafka::KafkaSettings, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let Ok(admin) = settings.client_config().create::<AdminClient<DefaultClientContext>>() else {
+    let Ok(admin) = settings
+        .client_config()
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
         return;
     };
     let names = [
@@ -406,13 +471,16 @@ pub fn sample_events(count: u64) -> Vec<Event> {
 
 /// The report as Markdown tables.
 pub fn table(report: &Report) -> String {
-    let mut out = format!(
-        "| backend | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n"
-    );
+    let mut out =
+        "| backend | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n".to_owned();
     for t in &report.throughput {
         out.push_str(&format!(
             "| {} | {} | {} | {:.2} | {:.0} |\n",
-            t.backend, t.path, t.events, t.seconds, t.per_second()
+            t.backend,
+            t.path,
+            t.events,
+            t.seconds,
+            t.per_second()
         ));
     }
     let find = |backend: &str, prefix: &str| {
@@ -422,10 +490,19 @@ pub fn table(report: &Report) -> String {
             .find(|t| t.backend == backend && t.path.starts_with(prefix))
             .map(Throughput::per_second)
     };
-    if let (Some(ours), Some(raw)) = (find("kafka", "producer (bookstore"), find("kafka", "producer (plain")) {
-        out.push_str(&format!("\nKafka producer: {:.0}% of plain rdkafka\n", 100.0 * ours / raw));
+    if let (Some(ours), Some(raw)) = (
+        find("kafka", "producer (bookstore"),
+        find("kafka", "producer (plain"),
+    ) {
+        out.push_str(&format!(
+            "\nKafka producer: {:.0}% of plain rdkafka\n",
+            100.0 * ours / raw
+        ));
     }
-    if let (Some(ours), Some(raw)) = (find("kafka", "consumer (framework"), find("kafka", "consumer (plain")) {
+    if let (Some(ours), Some(raw)) = (
+        find("kafka", "consumer (framework"),
+        find("kafka", "consumer (plain"),
+    ) {
         out.push_str(&format!("Kafka consumer framework (with its SQLite commits): {:.0}% of a plain read-only consumer\n", 100.0 * ours / raw));
     }
     out.push_str(&format!(

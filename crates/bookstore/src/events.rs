@@ -68,7 +68,11 @@ impl EventBus {
 
     /// Creates `topics` on Kafka if missing and waits for their metadata (nothing to do on the
     /// embedded log, whose topics are created on open). Gives up after `events.topic_timeout_ms`.
-    pub async fn ensure_topics(&self, events: &EventsConfig, topics: &[String]) -> anyhow::Result<()> {
+    pub async fn ensure_topics(
+        &self,
+        events: &EventsConfig,
+        topics: &[String],
+    ) -> anyhow::Result<()> {
         match self {
             Self::Embedded { log, .. } => {
                 for topic in topics {
@@ -84,9 +88,13 @@ impl EventBus {
                         replication_factor: i32::try_from(events.replication_factor)
                             .unwrap_or(i32::MAX),
                     };
-                    ensure_topic(settings, &spec, Duration::from_millis(events.topic_timeout_ms))
-                        .await
-                        .with_context(|| format!("cannot set up the Kafka topic {topic:?}"))?;
+                    ensure_topic(
+                        settings,
+                        &spec,
+                        Duration::from_millis(events.topic_timeout_ms),
+                    )
+                    .await
+                    .with_context(|| format!("cannot set up the Kafka topic {topic:?}"))?;
                 }
                 Ok(())
             }
@@ -97,10 +105,14 @@ impl EventBus {
     pub async fn publisher(&self, events: &EventsConfig) -> anyhow::Result<Publisher> {
         match self {
             Self::Embedded { log, partitions } => {
-                let publisher =
-                    EmbeddedPublisher::start(log.clone(), &events.topic, *partitions, events.queue_capacity)
-                        .await
-                        .context("cannot start the embedded event publisher")?;
+                let publisher = EmbeddedPublisher::start(
+                    log.clone(),
+                    &events.topic,
+                    *partitions,
+                    events.queue_capacity,
+                )
+                .await
+                .context("cannot start the embedded event publisher")?;
                 let stats = publisher.stats();
                 Ok(Publisher {
                     publisher: Arc::new(publisher),
@@ -167,7 +179,8 @@ impl EventBus {
                     topics,
                     pipeline,
                     bookstore_eventlog::GroupSettings {
-                        heartbeat: (session_timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                        heartbeat: (session_timeout / 5)
+                            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
                         session_timeout,
                     },
                 );

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use bookstore::config::{Config, EventsBackend};
 use bookstore::events::EventBus;
-use bookstore_sqlite::SqliteQueryCounts;
-use tokio_util::sync::CancellationToken;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{WebApp, bench, bench_events, open_catalog, shutdown_signal, tools};
 use bookstore_catalog::Format;
+use bookstore_sqlite::SqliteQueryCounts;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(name = "bookstore", version, about = "An event-driven bookstore.")]
@@ -263,14 +263,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A fresh directory for the benchmark's database under the system's temporary directory.
-async fn count_queries(config: &Config, group: String, db: Option<PathBuf>, print: bool) -> anyhow::Result<()> {
+/// `bookstore events count`: consume into per-query counts until SIGINT/SIGTERM, or print them.
+async fn count_queries(
+    config: &Config,
+    group: String,
+    db: Option<PathBuf>,
+    print: bool,
+) -> anyhow::Result<()> {
     config.ensure_data_dir()?;
     let db = db.unwrap_or_else(|| config.data_dir.join("query-counts.db"));
     let pool = bookstore_sqlite::connect(&format!("sqlite://{}", db.display()), 4)
         .await
         .with_context(|| format!("cannot open {}", db.display()))?;
-    let counts = SqliteQueryCounts::new(pool).await.context("cannot create the counts tables")?;
+    let counts = SqliteQueryCounts::new(pool)
+        .await
+        .context("cannot create the counts tables")?;
     if print {
         for (query, count) in counts.counts().await? {
             println!("{count}\t{query}");
@@ -280,17 +287,25 @@ async fn count_queries(config: &Config, group: String, db: Option<PathBuf>, prin
     let bus = EventBus::open(config).await?;
     let stop = CancellationToken::new();
     let consumer = bus
-        .consumer(&config.events, &group, vec![config.events.topic.clone()], Arc::new(counts), stop.clone())
+        .consumer(
+            &config.events,
+            &group,
+            vec![config.events.topic.clone()],
+            Arc::new(counts),
+            stop.clone(),
+        )
         .await?;
-    let task = tokio::spawn(consumer.run());
+    let mut task = tokio::spawn(consumer.run());
     tokio::select! {
-        () = shutdown_signal() => {}
-        () = stop.cancelled() => {}
+        () = shutdown_signal() => {
+            stop.cancel();
+            task.await.context("the consumer task failed")?
+        }
+        result = &mut task => result.context("the consumer task failed")?,
     }
-    stop.cancel();
-    task.await.context("the consumer task failed")?
 }
 
+/// A fresh directory for the benchmark's database under the system's temporary directory.
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("bookstore-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

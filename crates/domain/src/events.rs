@@ -180,7 +180,11 @@ pub enum DecodeError {
     #[error("unknown event type {0:?}")]
     UnknownType(String),
     #[error("{kind} version {version} is not supported (this build reads up to {supported})")]
-    UnsupportedVersion { kind: String, version: u32, supported: u32 },
+    UnsupportedVersion {
+        kind: String,
+        version: u32,
+        supported: u32,
+    },
     #[error("invalid {kind} event: {reason}")]
     Invalid { kind: String, reason: String },
     #[error("a version-0 event needs a key holding the query")]
@@ -262,19 +266,20 @@ fn decode_legacy(
     if query_normalized.is_empty() {
         return Err(DecodeError::EmptyQuery);
     }
-    let books: Vec<LegacyBook> = serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
-        kind: "version-0 search".into(),
-        reason: e.to_string(),
-    })?;
+    let books: Vec<LegacyBook> =
+        serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
+            kind: "version-0 search".into(),
+            reason: e.to_string(),
+        })?;
     let results = books
         .into_iter()
         .map(|b| ResultBook {
             id: b.id,
             title: b.title,
             author: b.author,
-            published_at: b
-                .published_at
-                .and_then(|d| NaiveDate::parse_from_str(d.get(..10).unwrap_or(&d), "%Y-%m-%d").ok()),
+            published_at: b.published_at.and_then(|d| {
+                NaiveDate::parse_from_str(d.get(..10).unwrap_or(&d), "%Y-%m-%d").ok()
+            }),
         })
         .collect();
     let mut name = Vec::with_capacity(key.len() + raw_value.len() + 1);
@@ -411,8 +416,14 @@ mod tests {
             assert!(decode(Some(b"q:u"), value, None).is_err(), "{value:?}");
         }
         assert_eq!(decode(None, b"[]", None), Err(DecodeError::MissingKey));
-        assert_eq!(decode(Some(b"\xff"), b"[]", None), Err(DecodeError::KeyNotUtf8));
-        assert_eq!(decode(Some(b"  :u"), b"[]", None), Err(DecodeError::EmptyQuery));
+        assert_eq!(
+            decode(Some(b"\xff"), b"[]", None),
+            Err(DecodeError::KeyNotUtf8)
+        );
+        assert_eq!(
+            decode(Some(b"  :u"), b"[]", None),
+            Err(DecodeError::EmptyQuery)
+        );
     }
 
     const LEGACY_VALUE: &[u8] = br#"[{"id": 3, "title": "Dune", "author": "Frank Herbert",
@@ -436,7 +447,10 @@ mod tests {
         assert_eq!(e.user_id.as_deref(), Some("ab12x"));
         assert_eq!(e.results.len(), 1);
         assert_eq!(e.results[0].title, "Dune");
-        assert_eq!(e.results[0].published_at, NaiveDate::from_ymd_opt(1965, 8, 1));
+        assert_eq!(
+            e.results[0].published_at,
+            NaiveDate::from_ymd_opt(1965, 8, 1)
+        );
         assert_eq!(e.occurred_at.to_rfc3339(), "2024-05-01T10:00:00+00:00");
         // The same message always gets the same id.
         assert_eq!(e.id, legacy("Dune:ab12x").id);
@@ -457,7 +471,10 @@ mod tests {
         let bare = legacy("rust");
         assert_eq!((bare.query.as_str(), bare.user_id), ("rust", None));
         let colon_api = legacy("std::io:");
-        assert_eq!((colon_api.query.as_str(), colon_api.user_id), ("std::io", None));
+        assert_eq!(
+            (colon_api.query.as_str(), colon_api.user_id),
+            ("std::io", None)
+        );
     }
 
     #[test]

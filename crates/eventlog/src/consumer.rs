@@ -333,7 +333,9 @@ impl EmbeddedConsumer {
         self.pipeline.revoke(&owned);
         self.log.notify_change();
         match result {
-            Ok(()) => tracing::info!(group = %group, member = %self.member, "left the consumer group"),
+            Ok(()) => {
+                tracing::info!(group = %group, member = %self.member, "left the consumer group")
+            }
             Err(error) => tracing::warn!(%error, "could not leave the consumer group cleanly"),
         }
     }

@@ -97,7 +97,9 @@ pub struct EventLog {
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLog").field("path", &self.path).finish()
+        f.debug_struct("EventLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -115,12 +117,13 @@ impl EventLog {
             })?;
         }
         let url = format!("sqlite://{}", path.display());
-        let pool = bookstore_sqlite::connect(&url, 8)
-            .await
-            .map_err(|source| EventLogError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let pool =
+            bookstore_sqlite::connect(&url, 8)
+                .await
+                .map_err(|source| EventLogError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
         for statement in SCHEMA {
             sqlx::query(statement)
                 .execute(&pool)
@@ -156,11 +159,13 @@ impl EventLog {
         if partitions == 0 {
             return Err(EventLogError::NoPartitions);
         }
-        sqlx::query("INSERT INTO topics (name, partitions) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(topic)
-            .bind(i64::from(partitions))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO topics (name, partitions) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(topic)
+        .bind(i64::from(partitions))
+        .execute(&self.pool)
+        .await?;
         self.partitions(topic).await
     }
 
@@ -413,7 +418,10 @@ mod tests {
 
     #[test]
     fn keys_always_land_on_the_same_partition() {
-        assert_eq!(partition_for(Some(b"user-1"), 3), partition_for(Some(b"user-1"), 3));
+        assert_eq!(
+            partition_for(Some(b"user-1"), 3),
+            partition_for(Some(b"user-1"), 3)
+        );
         assert_eq!(partition_for(None, 3), 0);
         assert_eq!(partition_for(Some(b"x"), 1), 0);
         let spread: std::collections::BTreeSet<u32> = (0..100)
@@ -430,16 +438,27 @@ mod tests {
         // An existing topic keeps its partition count.
         assert_eq!(log.ensure_topic("t", 5).await.unwrap(), 2);
         let key = Some(b"k".to_vec());
-        let messages: Vec<_> = (0..5).map(|i| (key.clone(), format!("{i}").into_bytes())).collect();
+        let messages: Vec<_> = (0..5)
+            .map(|i| (key.clone(), format!("{i}").into_bytes()))
+            .collect();
         log.append("t", 2, &messages).await.unwrap();
         let partition = i32::try_from(partition_for(key.as_deref(), 2)).unwrap();
-        let tp = TopicPartition { topic: "t".into(), partition };
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition,
+        };
         let read = log.read(&tp, 2, 10).await.unwrap();
-        let values: Vec<_> = read.iter().map(|m| String::from_utf8(m.value.clone()).unwrap()).collect();
+        let values: Vec<_> = read
+            .iter()
+            .map(|m| String::from_utf8(m.value.clone()).unwrap())
+            .collect();
         assert_eq!(values, ["2", "3", "4"]);
         assert_eq!(read[0].offset, 2);
         let ends = log.end_offsets("t").await.unwrap();
         assert_eq!(ends.iter().map(|p| p.next_offset).sum::<i64>(), 5);
-        assert!(matches!(log.partitions("missing").await, Err(EventLogError::NoSuchTopic(_))));
+        assert!(matches!(
+            log.partitions("missing").await,
+            Err(EventLogError::NoSuchTopic(_))
+        ));
     }
 }

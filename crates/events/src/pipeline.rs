@@ -160,9 +160,10 @@ impl Pipeline {
     }
 
     fn update_owned(&self) {
-        self.stats
-            .owned_partitions
-            .store(self.stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.owned_partitions.store(
+            self.stored.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The partitions this consumer owns.
@@ -212,7 +213,8 @@ impl Pipeline {
             self.stored.remove(tp);
             self.read.remove(tp);
         }
-        self.pending.retain(|(_, raw)| !partitions.contains(&raw.topic_partition()));
+        self.pending
+            .retain(|(_, raw)| !partitions.contains(&raw.topic_partition()));
         if self.read.is_empty() {
             self.opened_at = None;
         }
@@ -237,15 +239,14 @@ impl Pipeline {
             return Ok(());
         }
         add(&self.stats.consumed, 1);
-        if self.read_position(&tp).is_some_and(|next| message.offset < next) {
+        if self
+            .read_position(&tp)
+            .is_some_and(|next| message.offset < next)
+        {
             add(&self.stats.skipped, 1);
             return Ok(());
         }
-        match decode(
-            message.key.as_deref(),
-            &message.value,
-            message.timestamp,
-        ) {
+        match decode(message.key.as_deref(), &message.value, message.timestamp) {
             Ok(event) => {
                 let record = Record {
                     topic: message.topic.clone(),
@@ -394,9 +395,12 @@ impl Pipeline {
                         %reason,
                         "event rejected by the handler sent to the dead-letter sink"
                     );
-                    self.dead_letter(raw, format!("rejected by {}: {reason}", self.handler.name()))
-                        .await
-                        .map_err(|Stopped| ApplyError::Stopped)?;
+                    self.dead_letter(
+                        raw,
+                        format!("rejected by {}: {reason}", self.handler.name()),
+                    )
+                    .await
+                    .map_err(|Stopped| ApplyError::Stopped)?;
                     self.apply(&self.batch(Vec::new(), &step)).await?;
                 }
                 Err(e) => return Err(e),
@@ -542,7 +546,11 @@ mod tests {
             Ok(state
                 .0
                 .iter()
-                .map(|(tp, n)| Position { topic: tp.topic.clone(), partition: tp.partition, next_offset: *n })
+                .map(|(tp, n)| Position {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    next_offset: *n,
+                })
                 .collect())
         }
         async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
@@ -555,7 +563,10 @@ mod tests {
             }
             let mut state = self.state.lock().unwrap();
             for u in &batch.positions {
-                let tp = TopicPartition { topic: u.topic.clone(), partition: u.partition };
+                let tp = TopicPartition {
+                    topic: u.topic.clone(),
+                    partition: u.partition,
+                };
                 if state.0.get(&tp).copied() != u.from {
                     return Err(HandlerError::StalePosition("moved".into()));
                 }
@@ -571,7 +582,13 @@ mod tests {
                 return Err(HandlerError::Rejected("poison".into()));
             }
             for u in &batch.positions {
-                state.0.insert(TopicPartition { topic: u.topic.clone(), partition: u.partition }, u.to);
+                state.0.insert(
+                    TopicPartition {
+                        topic: u.topic.clone(),
+                        partition: u.partition,
+                    },
+                    u.to,
+                );
             }
             state.1.extend(queries);
             Ok(())
@@ -590,7 +607,14 @@ mod tests {
     }
 
     fn message(partition: i32, offset: i64, query: &str) -> RawMessage {
-        let event = SearchEvent::new(uuid::Uuid::now_v7(), chrono::Utc::now(), None, query, 0, vec![]);
+        let event = SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            None,
+            query,
+            0,
+            vec![],
+        );
         RawMessage {
             topic: "t".into(),
             partition,
@@ -602,25 +626,42 @@ mod tests {
     }
 
     fn tp(partition: i32) -> TopicPartition {
-        TopicPartition { topic: "t".into(), partition }
+        TopicPartition {
+            topic: "t".into(),
+            partition,
+        }
     }
 
     fn pipeline(handler: Arc<Memory>, letters: Arc<Letters>) -> Pipeline {
-        Pipeline::new("g", handler, letters, BatchSettings { max_events: 3, max_wait: Duration::from_secs(60) }, CancellationToken::new())
+        Pipeline::new(
+            "g",
+            handler,
+            letters,
+            BatchSettings {
+                max_events: 3,
+                max_wait: Duration::from_secs(60),
+            },
+            CancellationToken::new(),
+        )
     }
 
     #[tokio::test]
     async fn batches_apply_with_their_positions_and_duplicates_are_skipped() {
         let memory = Arc::new(Memory::default());
         let mut p = pipeline(memory.clone(), Arc::default());
-        assert_eq!(p.assign(&[tp(0), tp(1)]).await.unwrap(), vec![(tp(0), None), (tp(1), None)]);
+        assert_eq!(
+            p.assign(&[tp(0), tp(1)]).await.unwrap(),
+            vec![(tp(0), None), (tp(1), None)]
+        );
         p.offer(message(0, 0, "a")).await.unwrap();
         p.offer(message(1, 5, "b")).await.unwrap();
         assert!(!p.due());
         p.offer(message(0, 1, "c")).await.unwrap();
         assert!(p.due());
         assert_eq!(p.read_position(&tp(0)), Some(2));
-        let Flushed::Applied(positions) = p.flush().await.unwrap() else { panic!() };
+        let Flushed::Applied(positions) = p.flush().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(positions.len(), 2);
         // Re-delivered messages below the stored position are skipped.
         p.offer(message(0, 1, "c")).await.unwrap();
@@ -640,10 +681,16 @@ mod tests {
         first.assign(&[tp(0)]).await.unwrap();
         first.offer(message(0, 0, "a")).await.unwrap();
         first.flush().await.unwrap();
-        first.offer(message(0, 1, "lost-with-the-crash")).await.unwrap();
+        first
+            .offer(message(0, 1, "lost-with-the-crash"))
+            .await
+            .unwrap();
         drop(first);
         let mut second = pipeline(memory.clone(), Arc::default());
-        assert_eq!(second.assign(&[tp(0)]).await.unwrap(), vec![(tp(0), Some(1))]);
+        assert_eq!(
+            second.assign(&[tp(0)]).await.unwrap(),
+            vec![(tp(0), Some(1))]
+        );
     }
 
     #[tokio::test]
@@ -657,7 +704,10 @@ mod tests {
         owner.offer(message(0, 1, "b")).await.unwrap();
         owner.flush().await.unwrap();
         zombie.offer(message(0, 0, "a")).await.unwrap();
-        assert_eq!(zombie.flush().await.unwrap(), Flushed::Reseek(vec![(tp(0), Some(2))]));
+        assert_eq!(
+            zombie.flush().await.unwrap(),
+            Flushed::Reseek(vec![(tp(0), Some(2))])
+        );
         assert_eq!(zombie.read_position(&tp(0)), Some(2));
         assert_eq!(memory.state.lock().unwrap().1, ["a", "b"]);
     }
@@ -669,10 +719,21 @@ mod tests {
         let mut p = pipeline(memory.clone(), letters.clone());
         p.assign(&[tp(0)]).await.unwrap();
         p.offer(message(0, 0, "a")).await.unwrap();
-        p.offer(RawMessage { value: b"{not json".to_vec(), ..message(0, 1, "x") }).await.unwrap();
+        p.offer(RawMessage {
+            value: b"{not json".to_vec(),
+            ..message(0, 1, "x")
+        })
+        .await
+        .unwrap();
         p.offer(message(0, 2, "poison")).await.unwrap();
         p.offer(message(0, 3, "b")).await.unwrap();
-        p.offer(RawMessage { value: b"[]".to_vec(), key: None, ..message(0, 4, "x") }).await.unwrap();
+        p.offer(RawMessage {
+            value: b"[]".to_vec(),
+            key: None,
+            ..message(0, 4, "x")
+        })
+        .await
+        .unwrap();
         p.flush().await.unwrap();
         let state = memory.state.lock().unwrap();
         assert_eq!(state.1, ["a", "b"]);
@@ -680,8 +741,16 @@ mod tests {
         let letters = letters.0.lock().unwrap();
         let offsets: Vec<i64> = letters.iter().map(|l| l.message.offset).collect();
         assert_eq!(offsets, [1, 4, 2]);
-        assert!(letters[0].error.contains("not JSON"), "{}", letters[0].error);
-        assert!(letters[2].error.contains("rejected by memory"), "{}", letters[2].error);
+        assert!(
+            letters[0].error.contains("not JSON"),
+            "{}",
+            letters[0].error
+        );
+        assert!(
+            letters[2].error.contains("rejected by memory"),
+            "{}",
+            letters[2].error
+        );
     }
 
     #[tokio::test(start_paused = true)]

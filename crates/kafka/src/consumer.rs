@@ -64,7 +64,10 @@ impl ConsumerContext for GroupContext {
                 partition: e.partition(),
             })
             .collect();
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Start each partition where the handler's store says; with no stored position,
@@ -76,9 +79,11 @@ impl ConsumerContext for GroupContext {
                 if let Ok(starts) = starts {
                     for (tp, start) in starts {
                         if let Some(offset) = start {
-                            if let Err(error) =
-                                tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
-                            {
+                            if let Err(error) = tpl.set_partition_offset(
+                                &tp.topic,
+                                tp.partition,
+                                Offset::Offset(offset),
+                            ) {
                                 tracing::warn!(%error, "cannot set a partition's start offset");
                             }
                         }
@@ -167,7 +172,9 @@ impl KafkaConsumer {
             ),
             (
                 "heartbeat.interval.ms",
-                (self.group.session_timeout.as_millis() / 4).max(100).to_string(),
+                (self.group.session_timeout.as_millis() / 4)
+                    .max(100)
+                    .to_string(),
             ),
         ]);
         let consumer: BaseConsumer<GroupContext> = config.create_with_context(GroupContext {
@@ -234,7 +241,8 @@ fn flush(
         Flushed::Applied(positions) if !positions.is_empty() => {
             let mut tpl = TopicPartitionList::new();
             for p in &positions {
-                let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset));
+                let _ =
+                    tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset));
             }
             if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(%error, "cannot commit offsets to Kafka (only a fallback)");
@@ -244,7 +252,9 @@ fn flush(
         Flushed::Reseek(starts) => {
             for (tp, start) in starts {
                 let offset = start.map_or(Offset::Beginning, Offset::Offset);
-                if let Err(error) = consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(5)) {
+                if let Err(error) =
+                    consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(5))
+                {
                     tracing::warn!(%error, topic = %tp.topic, partition = tp.partition, "cannot seek");
                 }
             }

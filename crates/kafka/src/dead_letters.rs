@@ -49,13 +49,29 @@ impl DeadLetters for KafkaDeadLetters {
         let partition = m.partition.to_string();
         let offset = m.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: DLQ_ERROR, value: Some(letter.error.as_str()) })
-            .insert(Header { key: DLQ_GROUP, value: Some(letter.group.as_str()) })
-            .insert(Header { key: DLQ_TOPIC, value: Some(m.topic.as_str()) })
-            .insert(Header { key: DLQ_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: DLQ_OFFSET, value: Some(offset.as_str()) });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&topic).payload(m.value.as_slice()).headers(headers);
+            .insert(Header {
+                key: DLQ_ERROR,
+                value: Some(letter.error.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_GROUP,
+                value: Some(letter.group.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_TOPIC,
+                value: Some(m.topic.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+            .payload(m.value.as_slice())
+            .headers(headers);
         if let Some(key) = &m.key {
             record = record.key(key.as_slice());
         }

@@ -66,7 +66,10 @@ pub struct KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    pub fn new(settings: &KafkaSettings, publisher: &PublisherSettings) -> Result<Self, KafkaError> {
+    pub fn new(
+        settings: &KafkaSettings,
+        publisher: &PublisherSettings,
+    ) -> Result<Self, KafkaError> {
         let stats = Arc::new(PublisherStats::default());
         let config = settings.client_config_with(&[
             ("enable.idempotence", "true".to_owned()),

@@ -2,8 +2,8 @@
 //! the position it reaches commit in one transaction.
 
 use bookstore_domain::{Batch, HandlerError, Position};
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 /// Creates the positions table if it is missing.
 pub async fn create_table(pool: &SqlitePool) -> Result<(), sqlx::Error> {
@@ -43,27 +43,31 @@ pub async fn load(pool: &SqlitePool, group: &str) -> Result<Vec<Position>, Handl
 pub async fn advance(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), HandlerError> {
     for update in &batch.positions {
         let result = match update.from {
-            Some(from) => sqlx::query(concat!(
-                "UPDATE consumer_positions SET next_offset = ? ",
-                "WHERE group_id = ? AND topic = ? AND partition = ? AND next_offset = ?"
-            ))
-            .bind(update.to)
-            .bind(&batch.group)
-            .bind(&update.topic)
-            .bind(update.partition)
-            .bind(from)
-            .execute(&mut *conn)
-            .await,
-            None => sqlx::query(concat!(
-                "INSERT INTO consumer_positions (group_id, topic, partition, next_offset) ",
-                "VALUES (?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO NOTHING"
-            ))
-            .bind(&batch.group)
-            .bind(&update.topic)
-            .bind(update.partition)
-            .bind(update.to)
-            .execute(&mut *conn)
-            .await,
+            Some(from) => {
+                sqlx::query(concat!(
+                    "UPDATE consumer_positions SET next_offset = ? ",
+                    "WHERE group_id = ? AND topic = ? AND partition = ? AND next_offset = ?"
+                ))
+                .bind(update.to)
+                .bind(&batch.group)
+                .bind(&update.topic)
+                .bind(update.partition)
+                .bind(from)
+                .execute(&mut *conn)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(
+                    "INSERT INTO consumer_positions (group_id, topic, partition, next_offset) ",
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO NOTHING"
+                ))
+                .bind(&batch.group)
+                .bind(&update.topic)
+                .bind(update.partition)
+                .bind(update.to)
+                .execute(&mut *conn)
+                .await
+            }
         }
         .map_err(handler_error)?;
         if result.rows_affected() != 1 {

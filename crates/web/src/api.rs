@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::events::publish_search;
-use crate::visitor::Visitor;
 use crate::params::ListParams;
+use crate::visitor::Visitor;
 use crate::{MAX_BODY_BYTES, WebState};
 
 /// `GET /api/books?q=&o=&limit=`: a plain JSON array of books, best match first, with the number

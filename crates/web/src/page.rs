@@ -9,8 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use bookstore_domain::{Book, BookQuery, RepositoryError};
 
 use crate::WebState;
-use crate::events::publish_search;
 use crate::error::error_chain;
+use crate::events::publish_search;
 use crate::params::ListParams;
 use crate::visitor::Visitor;
 

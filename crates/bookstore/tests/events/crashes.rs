@@ -30,7 +30,10 @@ fn counter(bus: &TestBus, instance: &str) -> Child {
 }
 
 fn terminate(child: &mut Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -38,7 +41,10 @@ fn terminate(child: &mut Child) {
             assert!(status.success(), "the counter exits 0 on SIGTERM: {status}");
             return;
         }
-        assert!(Instant::now() < deadline, "the counter did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the counter did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -58,7 +64,14 @@ async fn killed_consumers_lose_nothing_and_count_nothing_twice(backend: Backend)
             for i in 0..EVENTS {
                 let query = format!("Query {}", i % 23);
                 *expected.entry(query.to_lowercase()).or_default() += 1;
-                let event = SearchEvent::new(uuid::Uuid::now_v7(), Utc::now(), Some(format!("user-{}", i % 50)), &query, 0, vec![]);
+                let event = SearchEvent::new(
+                    uuid::Uuid::now_v7(),
+                    Utc::now(),
+                    Some(format!("user-{}", i % 50)),
+                    &query,
+                    0,
+                    vec![],
+                );
                 publisher.publish(&Event::BookSearched(event));
                 if i % 50 == 0 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -90,8 +103,15 @@ async fn killed_consumers_lose_nothing_and_count_nothing_twice(backend: Backend)
     // Give a duplicate, if there were one, the time to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
     terminate(&mut child);
-    assert!(applied_before_recovery > 0, "the killed consumers applied events before dying");
-    assert_eq!(counts.counts().await.unwrap(), expected, "no event lost, none counted twice");
+    assert!(
+        applied_before_recovery > 0,
+        "the killed consumers applied events before dying"
+    );
+    assert_eq!(
+        counts.counts().await.unwrap(),
+        expected,
+        "no event lost, none counted twice"
+    );
 }
 
 /// An idle consumer in another process sees an event within milliseconds, not the safety poll's
@@ -123,7 +143,10 @@ async fn embedded_consumers_in_other_processes_wake_at_once() {
             if counts.counts().await.unwrap().contains_key(&query) {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "event {i} never arrived");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "event {i} never arrived"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         delays.push(started.elapsed());
@@ -134,5 +157,8 @@ async fn embedded_consumers_in_other_processes_wake_at_once() {
     delays.sort();
     let median = delays[delays.len() / 2];
     eprintln!("cross-process delivery delays: {delays:?}");
-    assert!(median < Duration::from_millis(400), "median {median:?}: consumers are not woken by appends");
+    assert!(
+        median < Duration::from_millis(400),
+        "median {median:?}: consumers are not woken by appends"
+    );
 }

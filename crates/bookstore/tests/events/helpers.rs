@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bookstore::WebApp;
 use bookstore::config::{Config, EventsBackend};
 use bookstore::events::{EventBus, Publisher};
-use bookstore::WebApp;
 use bookstore_domain::events::Event;
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, Record, TopicPartition};
-use bookstore_events::ConsumerStats;
+use bookstore_events::{ConsumerStats, PublisherStats};
 use bookstore_sqlite::SqliteQueryCounts;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
@@ -59,8 +59,10 @@ impl TestBus {
     /// A fresh topic (Kafka) or log (embedded). Panics, naming the fix, when Kafka is unreachable.
     pub async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_owned();
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.batch_wait_ms = 20;
@@ -87,7 +89,12 @@ impl TestBus {
                 config.events.brokers
             );
         }
-        Self { backend, dir, config, bus }
+        Self {
+            backend,
+            dir,
+            config,
+            bus,
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -106,12 +113,21 @@ impl TestBus {
             Backend::Kafka => "kafka",
         };
         vec![
-            ("BOOKSTORE_DATA_DIR".into(), self.dir.path().display().to_string()),
+            (
+                "BOOKSTORE_DATA_DIR".into(),
+                self.dir.path().display().to_string(),
+            ),
             ("BOOKSTORE_EVENTS__BACKEND".into(), backend.into()),
             ("BOOKSTORE_EVENTS__BROKERS".into(), e.brokers.clone()),
             ("BOOKSTORE_EVENTS__TOPIC".into(), e.topic.clone()),
-            ("BOOKSTORE_EVENTS__BATCH_WAIT_MS".into(), e.batch_wait_ms.to_string()),
-            ("BOOKSTORE_EVENTS__SESSION_TIMEOUT_MS".into(), e.session_timeout_ms.to_string()),
+            (
+                "BOOKSTORE_EVENTS__BATCH_WAIT_MS".into(),
+                e.batch_wait_ms.to_string(),
+            ),
+            (
+                "BOOKSTORE_EVENTS__SESSION_TIMEOUT_MS".into(),
+                e.session_timeout_ms.to_string(),
+            ),
         ]
     }
 
@@ -123,9 +139,13 @@ impl TestBus {
     pub async fn produce_raw(&self, key: Option<&[u8]>, value: &[u8]) {
         match &self.bus {
             EventBus::Embedded { log, partitions } => {
-                log.append(self.topic(), *partitions, &[(key.map(<[u8]>::to_vec), value.to_vec())])
-                    .await
-                    .unwrap();
+                log.append(
+                    self.topic(),
+                    *partitions,
+                    &[(key.map(<[u8]>::to_vec), value.to_vec())],
+                )
+                .await
+                .unwrap();
             }
             EventBus::Kafka(settings) => {
                 let producer: FutureProducer = settings.client_config().create().unwrap();
@@ -134,7 +154,10 @@ impl TestBus {
                 if let Some(key) = key {
                     record = record.key(key);
                 }
-                producer.send(record, Duration::from_secs(10)).await.unwrap();
+                producer
+                    .send(record, Duration::from_secs(10))
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -144,7 +167,13 @@ impl TestBus {
         let stop = CancellationToken::new();
         let consumer = self
             .bus
-            .consumer(&self.config.events, group, vec![self.topic().to_owned()], handler, stop.clone())
+            .consumer(
+                &self.config.events,
+                group,
+                vec![self.topic().to_owned()],
+                handler,
+                stop.clone(),
+            )
             .await
             .unwrap();
         let stats = consumer.stats();
@@ -156,11 +185,17 @@ impl TestBus {
     pub async fn web(&self) -> RunningWeb {
         let app = WebApp::build(&self.config).await.unwrap();
         let addr = app.local_addr().unwrap();
+        let stats = app.publisher_stats();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        RunningWeb { addr, stop: Some(tx), task: Some(task) }
+        RunningWeb {
+            addr,
+            stats,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 }
 
@@ -171,9 +206,9 @@ pub struct RunningConsumer {
 }
 
 impl RunningConsumer {
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
             .await
             .expect("the consumer stops within 30 s")
             .unwrap()
@@ -181,16 +216,29 @@ impl RunningConsumer {
     }
 
     pub fn owned(&self) -> u64 {
-        self.stats.owned_partitions.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .owned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn applied(&self) -> u64 {
-        self.stats.applied.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RunningConsumer {
+    /// A test that panics still stops its consumer: a consumer thread left polling would keep
+    /// the test binary from exiting.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
 pub struct RunningWeb {
     pub addr: SocketAddr,
+    pub stats: Arc<PublisherStats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -218,7 +266,10 @@ where
 {
     let deadline = Instant::now() + limit;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -262,20 +313,33 @@ impl EventHandler for Recorder {
             .unwrap()
             .0
             .iter()
-            .map(|(tp, n)| Position { topic: tp.topic.clone(), partition: tp.partition, next_offset: *n })
+            .map(|(tp, n)| Position {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                next_offset: *n,
+            })
             .collect())
     }
 
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
         let mut state = self.state.lock().unwrap();
         for u in &batch.positions {
-            let tp = TopicPartition { topic: u.topic.clone(), partition: u.partition };
+            let tp = TopicPartition {
+                topic: u.topic.clone(),
+                partition: u.partition,
+            };
             if state.0.get(&tp).copied() != u.from {
                 return Err(HandlerError::StalePosition(tp.to_string()));
             }
         }
         for u in &batch.positions {
-            state.0.insert(TopicPartition { topic: u.topic.clone(), partition: u.partition }, u.to);
+            state.0.insert(
+                TopicPartition {
+                    topic: u.topic.clone(),
+                    partition: u.partition,
+                },
+                u.to,
+            );
         }
         state.1.extend(batch.records.iter().cloned());
         Ok(())

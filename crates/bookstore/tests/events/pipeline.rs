@@ -15,9 +15,14 @@ use crate::helpers::{Backend, Recorder, TestBus, counts_store, total, wait_until
 const USER_1: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
 const USER_2: &str = "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60";
 
+/// A message as read back: key, value, headers.
+type Read = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
 /// Reads every message of `topic` with plain rdkafka: (key, value, headers).
-fn read_all(bus: &TestBus, topic: &str, expected: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>)> {
-    let EventBus::Kafka(settings) = &bus.bus else { panic!("Kafka only") };
+fn read_all(bus: &TestBus, topic: &str, expected: usize) -> Vec<Read> {
+    let EventBus::Kafka(settings) = &bus.bus else {
+        panic!("Kafka only")
+    };
     let consumer: BaseConsumer = settings
         .client_config_with(&[
             ("group.id", format!("reader-{}", uuid::Uuid::new_v4())),
@@ -36,11 +41,20 @@ fn read_all(bus: &TestBus, topic: &str, expected: usize) -> Vec<(Option<Vec<u8>>
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((message.key().map(<[u8]>::to_vec), message.payload().unwrap_or_default().to_vec(), headers));
+            out.push((
+                message.key().map(<[u8]>::to_vec),
+                message.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
         }
     }
     out
@@ -56,33 +70,90 @@ async fn searches_arrive_with_every_field(backend: Backend) {
     let before = Utc::now();
 
     // The page, as user 1; the API anonymously; the API with user 2's cookie, page 2.
-    let page = http.get(web.url("/?q=%20%20Pride%20%20and%20PREJUDICE")).header("cookie", format!("uid={USER_1}")).send().await.unwrap();
+    let page = http
+        .get(web.url("/?q=%20%20Pride%20%20and%20PREJUDICE"))
+        .header("cookie", format!("uid={USER_1}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
-    let austen: Value = http.get(web.url("/api/books?q=austen")).send().await.unwrap().json().await.unwrap();
-    let dune: Value = http.get(web.url("/api/books?q=Dune&o=0")).header("cookie", format!("uid={USER_2}")).send().await.unwrap().json().await.unwrap();
-    let page2: Value = http.get(web.url("/api/books?q=the&o=5")).send().await.unwrap().json().await.unwrap();
+    let austen: Value = http
+        .get(web.url("/api/books?q=austen"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let frank: Value = http
+        .get(web.url("/api/books?q=Frankenstein&o=0"))
+        .header("cookie", format!("uid={USER_2}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page2: Value = http
+        .get(web.url("/api/books?q=the&o=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // No query, or only spaces: no event.
-    assert_eq!(http.get(web.url("/api/books")).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(web.url("/?q=%20%20")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(web.url("/api/books"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(web.url("/?q=%20%20"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
-    wait_until(Duration::from_secs(60), "4 search events", || async { recorder.len() >= 4 }).await;
+    wait_until(Duration::from_secs(60), "4 search events", || async {
+        recorder.len() >= 4
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut events = recorder.searches();
+    let queued = web.stats.queued.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(queued, 4, "one event per search with a query");
+    assert_eq!(
+        web.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     assert_eq!(events.len(), 4, "{events:#?}");
     events.sort_by_key(|e| e.id); // UUID v7: in time order
-    let [pride, austen_event, dune_event, the]: [SearchEvent; 4] = events.try_into().unwrap();
+    let [pride, austen_event, frank_event, the]: [SearchEvent; 4] = events.try_into().unwrap();
 
     assert_eq!(pride.user_id.as_deref(), Some(USER_1));
     assert_eq!(pride.query, "  Pride  and PREJUDICE");
     assert_eq!(pride.query_normalized, "pride and prejudice");
     assert_eq!(pride.results[0].title, "Pride and Prejudice");
 
-    assert_eq!(austen_event.user_id, None, "an API call without a cookie is anonymous");
+    assert_eq!(
+        austen_event.user_id, None,
+        "an API call without a cookie is anonymous"
+    );
     assert_eq!(austen_event.query, "austen");
-    assert_eq!(dune_event.user_id.as_deref(), Some(USER_2));
+    assert_eq!(frank_event.user_id.as_deref(), Some(USER_2));
     assert_eq!(the.offset, 5);
 
-    for (event, response) in [(&austen_event, &austen), (&dune_event, &dune), (&the, &page2)] {
+    for (event, response) in [
+        (&austen_event, &austen),
+        (&frank_event, &frank),
+        (&the, &page2),
+    ] {
         let books = response.as_array().unwrap();
         assert!(!books.is_empty());
         assert_eq!(event.results.len(), books.len());
@@ -90,13 +161,18 @@ async fn searches_arrive_with_every_field(backend: Backend) {
             assert_eq!(r.id, b["id"].as_i64().unwrap());
             assert_eq!(r.title, b["title"].as_str().unwrap());
             assert_eq!(r.author, b["author"].as_str().unwrap());
-            assert_eq!(r.published_at.unwrap().to_string(), b["published_at"].as_str().unwrap());
+            assert_eq!(
+                r.published_at.unwrap().to_string(),
+                b["published_at"].as_str().unwrap()
+            );
         }
     }
-    for e in [&pride, &austen_event, &dune_event, &the] {
+    for e in [&pride, &austen_event, &frank_event, &the] {
         assert_eq!(e.version, 1);
         assert_eq!(e.id.get_version_num(), 7);
-        assert!(e.occurred_at >= before - chrono::Duration::seconds(1) && e.occurred_at <= Utc::now());
+        assert!(
+            e.occurred_at >= before - chrono::Duration::seconds(1) && e.occurred_at <= Utc::now()
+        );
         assert_eq!(e.query_normalized, normalize_query(&e.query));
     }
 
@@ -107,9 +183,15 @@ async fn searches_arrive_with_every_field(backend: Backend) {
         messages.sort_by(|a, b| a.1.cmp(&b.1));
         for (key, value, headers) in &messages {
             let json: Value = serde_json::from_slice(value).unwrap();
-            let expected_key = json["user_id"].as_str().or(json["query_normalized"].as_str()).unwrap();
+            let expected_key = json["user_id"]
+                .as_str()
+                .or(json["query_normalized"].as_str())
+                .unwrap();
             assert_eq!(key.as_deref(), Some(expected_key.as_bytes()));
-            assert_eq!(headers.get("type").map(String::as_str), Some("book.searched"));
+            assert_eq!(
+                headers.get("type").map(String::as_str),
+                Some("book.searched")
+            );
             assert_eq!(headers.get("version").map(String::as_str), Some("1"));
             assert_eq!(json["type"], "book.searched");
         }
@@ -122,14 +204,29 @@ both!(poison_goes_to_the_dead_letters_and_consumption_goes_on);
 async fn poison_goes_to_the_dead_letters_and_consumption_goes_on(backend: Backend) {
     let bus = TestBus::new(backend).await;
     let recorder = Arc::new(Recorder::default());
-    let event = |q: &str| SearchEvent::new(uuid::Uuid::now_v7(), Utc::now(), Some("u1".into()), q, 0, vec![]);
+    let event = |q: &str| {
+        SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            Utc::now(),
+            Some("u1".into()),
+            q,
+            0,
+            vec![],
+        )
+    };
     // One key, so one partition, in this order.
-    bus.produce_raw(Some(b"u1"), &event("before").to_json()).await;
+    bus.produce_raw(Some(b"u1"), &event("before").to_json())
+        .await;
     bus.produce_raw(Some(b"u1"), b"{this is not json").await;
-    bus.produce_raw(Some(b"u1"), br#"{"type":"book.searched","version":99}"#).await;
-    bus.produce_raw(Some(b"u1"), &event("after").to_json()).await;
+    bus.produce_raw(Some(b"u1"), br#"{"type":"book.searched","version":99}"#)
+        .await;
+    bus.produce_raw(Some(b"u1"), &event("after").to_json())
+        .await;
     let consumer = bus.consumer("poison", recorder.clone()).await;
-    wait_until(Duration::from_secs(60), "the good events", || async { recorder.len() >= 2 }).await;
+    wait_until(Duration::from_secs(60), "the good events", || async {
+        recorder.len() >= 2
+    })
+    .await;
     let queries: Vec<String> = recorder.searches().into_iter().map(|e| e.query).collect();
     assert_eq!(queries, ["before", "after"]);
 
@@ -151,9 +248,18 @@ async fn poison_goes_to_the_dead_letters_and_consumption_goes_on(backend: Backen
         EventBus::Kafka(_) => {
             let dlq = format!("{}.dlq", bus.topic());
             let messages = read_all(&bus, &dlq, 2);
-            assert_eq!(messages[0].2.get("dlq.offset").map(String::as_str), Some("1"));
-            assert_eq!(messages[0].2.get("dlq.topic").map(String::as_str), Some(bus.topic()));
-            assert_eq!(messages[0].2.get("dlq.group").map(String::as_str), Some("poison"));
+            assert_eq!(
+                messages[0].2.get("dlq.offset").map(String::as_str),
+                Some("1")
+            );
+            assert_eq!(
+                messages[0].2.get("dlq.topic").map(String::as_str),
+                Some(bus.topic())
+            );
+            assert_eq!(
+                messages[0].2.get("dlq.group").map(String::as_str),
+                Some("poison")
+            );
             messages
                 .into_iter()
                 .map(|(k, v, h)| (k, v, h.get("dlq.error").cloned().unwrap_or_default()))
@@ -171,9 +277,11 @@ async fn poison_goes_to_the_dead_letters_and_consumption_goes_on(backend: Backen
 both!(tutorial_format_events_are_applied);
 async fn tutorial_format_events_are_applied(backend: Backend) {
     let bus = TestBus::new(backend).await;
-    let books = br#"[{"id": 1, "title": "The C++ Programming Language", "author": "Bjarne Stroustrup",
+    let books =
+        br#"[{"id": 1, "title": "The C++ Programming Language", "author": "Bjarne Stroustrup",
         "published_at": "1985-10-01", "description": "", "created_at": "2024-05-01 10:00:00"}]"#;
-    bus.produce_raw(Some(b"c++: the language:ab12x"), books).await;
+    bus.produce_raw(Some(b"c++: the language:ab12x"), books)
+        .await;
     bus.produce_raw(Some(b"Rust:"), b"[]").await;
     bus.produce_raw(Some(b"dune"), b"[]").await;
     let counts = Arc::new(counts_store(&bus.path("counts.db")).await);
@@ -187,14 +295,26 @@ async fn tutorial_format_events_are_applied(backend: Backend) {
     let counted = counts.counts().await.unwrap();
     assert_eq!(
         counted,
-        BTreeMap::from([("c++: the language".to_owned(), 1), ("dune".to_owned(), 1), ("rust".to_owned(), 1)])
+        BTreeMap::from([
+            ("c++: the language".to_owned(), 1),
+            ("dune".to_owned(), 1),
+            ("rust".to_owned(), 1)
+        ])
     );
     let events = recorder.searches();
-    let cpp = events.iter().find(|e| e.query == "c++: the language").unwrap();
+    let cpp = events
+        .iter()
+        .find(|e| e.query == "c++: the language")
+        .unwrap();
     assert_eq!(cpp.user_id.as_deref(), Some("ab12x"));
     assert_eq!(cpp.version, 0);
     assert_eq!(cpp.results[0].author, "Bjarne Stroustrup");
-    assert!(events.iter().filter(|e| e.query != "c++: the language").all(|e| e.user_id.is_none()));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.query != "c++: the language")
+            .all(|e| e.user_id.is_none())
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -205,11 +325,19 @@ async fn two_consumers_split_the_partitions_and_take_over(backend: Backend) {
     let partitions = u64::from(bus.config.events.partitions);
     // Two instances of one service share one store.
     let store = bus.path("shared.db");
-    let first = bus.consumer("split", Arc::new(counts_store(&store).await)).await;
-    let second = bus.consumer("split", Arc::new(counts_store(&store).await)).await;
-    wait_until(Duration::from_secs(60), "both members to own partitions", || async {
-        first.owned() > 0 && second.owned() > 0 && first.owned() + second.owned() == partitions
-    })
+    let first = bus
+        .consumer("split", Arc::new(counts_store(&store).await))
+        .await;
+    let second = bus
+        .consumer("split", Arc::new(counts_store(&store).await))
+        .await;
+    wait_until(
+        Duration::from_secs(60),
+        "both members to own partitions",
+        || async {
+            first.owned() > 0 && second.owned() > 0 && first.owned() + second.owned() == partitions
+        },
+    )
     .await;
 
     let publisher = bus.publisher().await;
@@ -218,25 +346,45 @@ async fn two_consumers_split_the_partitions_and_take_over(backend: Backend) {
         for i in range {
             let query = format!("query {}", i % 17);
             *expected.entry(query.clone()).or_default() += 1;
-            let event = SearchEvent::new(uuid::Uuid::now_v7(), Utc::now(), Some(format!("user-{}", i % 40)), &query, 0, vec![]);
+            let event = SearchEvent::new(
+                uuid::Uuid::now_v7(),
+                Utc::now(),
+                Some(format!("user-{}", i % 40)),
+                &query,
+                0,
+                vec![],
+            );
             publisher.publisher.publish(&Event::BookSearched(event));
         }
     };
     publish(0..600);
     let counts = counts_store(&store).await;
-    wait_until(Duration::from_secs(60), "600 applied", || async { total(&counts).await == 600 }).await;
-    assert!(first.applied() > 0 && second.applied() > 0, "both members applied events: {} and {}", first.applied(), second.applied());
+    wait_until(Duration::from_secs(60), "600 applied", || async {
+        total(&counts).await == 600
+    })
+    .await;
+    assert!(
+        first.applied() > 0 && second.applied() > 0,
+        "both members applied events: {} and {}",
+        first.applied(),
+        second.applied()
+    );
     assert_eq!(first.applied() + second.applied(), 600);
 
     // The first leaves; the second takes over its partitions.
     first.shutdown().await;
-    wait_until(Duration::from_secs(60), "the second member to own every partition", || async {
-        second.owned() == partitions
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the second member to own every partition",
+        || async { second.owned() == partitions },
+    )
     .await;
     let before = second.applied();
     publish(600..1200);
-    wait_until(Duration::from_secs(60), "1200 applied", || async { total(&counts).await == 1200 }).await;
+    wait_until(Duration::from_secs(60), "1200 applied", || async {
+        total(&counts).await == 1200
+    })
+    .await;
     assert_eq!(second.applied() - before, 600);
     assert_eq!(counts.counts().await.unwrap(), expected);
     second.shutdown().await;
