@@ -86,27 +86,44 @@ impl SearchEvent {
 
     /// The version-1 JSON encoding.
     pub fn to_json(&self) -> Vec<u8> {
-        let wire = SearchEventV1 {
+        let wire = SearchEventV1Out {
             id: self.id,
-            kind: BOOK_SEARCHED.to_owned(),
+            kind: BOOK_SEARCHED,
             version: BOOK_SEARCHED_VERSION,
             occurred_at: self.occurred_at,
-            user_id: self.user_id.clone(),
-            query: self.query.clone(),
-            query_normalized: self.query_normalized.clone(),
+            user_id: self.user_id.as_deref(),
+            query: &self.query,
+            query_normalized: &self.query_normalized,
             offset: self.offset,
-            results: self.results.clone(),
+            results: &self.results,
         };
-        // Serializing plain data with string keys cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+        let mut out = Vec::with_capacity(256 + self.results.len() * 128);
+        // Serializing plain data with string keys into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &wire);
+        out
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SearchEventV1 {
+/// Version 1 as written: borrows the event, so writing copies no string.
+#[derive(Serialize)]
+struct SearchEventV1Out<'a> {
     id: Uuid,
     #[serde(rename = "type")]
-    kind: String,
+    kind: &'a str,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    query: &'a str,
+    query_normalized: &'a str,
+    offset: u64,
+    results: &'a [ResultBook],
+}
+
+/// Version 1 as read.
+#[derive(Debug, Deserialize)]
+struct SearchEventV1 {
+    id: Uuid,
     version: u32,
     occurred_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,24 +219,35 @@ pub fn decode(
     value: &[u8],
     timestamp: Option<DateTime<Utc>>,
 ) -> Result<Event, DecodeError> {
-    let json: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    match json {
-        serde_json::Value::Array(_) => decode_legacy(key, value, json, timestamp),
-        serde_json::Value::Object(_) => decode_object(json),
-        serde_json::Value::Null => Err(DecodeError::WrongShape("null")),
-        serde_json::Value::Bool(_) => Err(DecodeError::WrongShape("boolean")),
-        serde_json::Value::Number(_) => Err(DecodeError::WrongShape("number")),
-        serde_json::Value::String(_) => Err(DecodeError::WrongShape("string")),
+    // The first byte tells the versions apart: an object is version 1 or later, an array is the
+    // tutorial's version 0. Each is read straight into its struct, never through a `Value`.
+    match value.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => decode_object(value),
+        Some(b'[') => decode_legacy(key, value, timestamp),
+        _ => Err(match serde_json::from_slice::<serde_json::Value>(value) {
+            Err(e) => DecodeError::NotJson(e.to_string()),
+            Ok(serde_json::Value::Null) => DecodeError::WrongShape("null"),
+            Ok(serde_json::Value::Bool(_)) => DecodeError::WrongShape("boolean"),
+            Ok(serde_json::Value::Number(_)) => DecodeError::WrongShape("number"),
+            Ok(_) => DecodeError::WrongShape("string"),
+        }),
     }
 }
 
-fn decode_object(json: serde_json::Value) -> Result<Event, DecodeError> {
-    let envelope: Envelope =
-        serde_json::from_value(json.clone()).map_err(|e| DecodeError::Invalid {
-            kind: "event".into(),
-            reason: e.to_string(),
-        })?;
+/// A JSON error while reading a `kind`: broken JSON, or JSON of the wrong shape.
+fn json_error(kind: &str, error: &serde_json::Error) -> DecodeError {
+    if error.is_syntax() || error.is_eof() {
+        DecodeError::NotJson(error.to_string())
+    } else {
+        DecodeError::Invalid {
+            kind: kind.to_owned(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
+    let envelope: Envelope = serde_json::from_slice(value).map_err(|e| json_error("event", &e))?;
     match envelope.kind.as_str() {
         BOOK_SEARCHED => {
             if envelope.version != BOOK_SEARCHED_VERSION {
@@ -230,10 +258,7 @@ fn decode_object(json: serde_json::Value) -> Result<Event, DecodeError> {
                 });
             }
             let wire: SearchEventV1 =
-                serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
-                    kind: BOOK_SEARCHED.into(),
-                    reason: e.to_string(),
-                })?;
+                serde_json::from_slice(value).map_err(|e| json_error(BOOK_SEARCHED, &e))?;
             let query_normalized = normalize_query(&wire.query_normalized);
             if query_normalized.is_empty() {
                 return Err(DecodeError::EmptyQuery);
@@ -256,7 +281,6 @@ fn decode_object(json: serde_json::Value) -> Result<Event, DecodeError> {
 fn decode_legacy(
     key: Option<&[u8]>,
     raw_value: &[u8],
-    json: serde_json::Value,
     timestamp: Option<DateTime<Utc>>,
 ) -> Result<Event, DecodeError> {
     let key = key.ok_or(DecodeError::MissingKey)?;
@@ -267,10 +291,7 @@ fn decode_legacy(
         return Err(DecodeError::EmptyQuery);
     }
     let books: Vec<LegacyBook> =
-        serde_json::from_value(json).map_err(|e| DecodeError::Invalid {
-            kind: "version-0 search".into(),
-            reason: e.to_string(),
-        })?;
+        serde_json::from_slice(raw_value).map_err(|e| json_error("version-0 search", &e))?;
     let results = books
         .into_iter()
         .map(|b| ResultBook {

@@ -105,7 +105,7 @@ impl KafkaPublisher {
 /// The type and version headers of an event.
 pub(crate) fn event_headers(event: &Event) -> OwnedHeaders {
     let version = event.version().to_string();
-    OwnedHeaders::new()
+    OwnedHeaders::new_with_capacity(2)
         .insert(Header {
             key: TYPE_HEADER,
             value: Some(event.kind()),

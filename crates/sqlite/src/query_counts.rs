@@ -58,19 +58,22 @@ impl EventHandler for SqliteQueryCounts {
                 Event::BookSearched(e) => *per_query.entry(&e.query_normalized).or_default() += 1,
             }
         }
+        // One statement per batch, whatever the number of queries: the counts go in as a JSON
+        // array of [query, n] pairs.
+        let rows: Vec<(&str, i64)> = per_query.into_iter().collect();
+        let rows =
+            serde_json::to_string(&rows).map_err(|e| HandlerError::Rejected(e.to_string()))?;
         let mut tx = self.pool.begin().await.map_err(positions::handler_error)?;
         positions::advance(&mut tx, batch).await?;
-        for (query, n) in per_query {
-            sqlx::query(concat!(
-                "INSERT INTO query_counts (query, count) VALUES (?, ?) ",
-                "ON CONFLICT (query) DO UPDATE SET count = count + excluded.count"
-            ))
-            .bind(query)
-            .bind(n)
-            .execute(&mut *tx)
-            .await
-            .map_err(positions::handler_error)?;
-        }
+        sqlx::query(concat!(
+            "INSERT INTO query_counts (query, count) ",
+            "SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true ",
+            "ON CONFLICT (query) DO UPDATE SET count = count + excluded.count"
+        ))
+        .bind(rows)
+        .execute(&mut *tx)
+        .await
+        .map_err(positions::handler_error)?;
         tx.commit().await.map_err(positions::handler_error)
     }
 }
