@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bookstore_domain::BookRepository;
 use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
-use bookstore_web::WebState;
+use bookstore_web::{RemoteTrends, WebState};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -79,6 +80,15 @@ impl WebApp {
     /// Opens the catalog (loading the sample catalog into an empty one) and binds `web.listen`
     /// (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_trends(config, config.trend_url()).await
+    }
+
+    /// [`WebApp::build`], with the page calling the trend service at `trend_url` (`None`: no
+    /// Trends section).
+    pub async fn build_with_trends(
+        config: &Config,
+        trend_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let catalog = open_catalog(config).await?;
         let books = catalog.repository();
         bookstore_catalog::sample::load_if_empty(books.as_ref())
@@ -91,6 +101,17 @@ impl WebApp {
             events: publisher.publisher.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
+            trends: match trend_url {
+                Some(url) => Some(Arc::new(
+                    RemoteTrends::new(
+                        &url,
+                        Duration::from_millis(config.web.remote_timeout_ms),
+                        Duration::from_millis(config.web.remote_cache_ms),
+                    )
+                    .context("cannot create the trend service client")?,
+                )),
+                None => None,
+            },
         };
         let listener = TcpListener::bind(config.web.listen)
             .await
@@ -151,4 +172,31 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Every service in one process (`bookstore serve`): the trend service first, then the web
+/// service calling it; both stop on `shutdown`.
+pub async fn serve_all(
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let trend = crate::TrendApp::build(config).await?;
+    let trend_url = match &config.web.trend_url {
+        None => Some(format!("http://{}", trend.local_addr()?)),
+        Some(_) => config.trend_url(),
+    };
+    let web = WebApp::build_with_trends(config, trend_url).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let (web, trend) = tokio::join!(
+        web.run_until_stopped(stop.clone().cancelled_owned()),
+        trend.run_until_stopped(stop.clone().cancelled_owned()),
+    );
+    web.and(trend)
 }

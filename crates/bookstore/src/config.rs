@@ -21,6 +21,68 @@ pub struct Config {
     pub web: WebConfig,
     pub db: DbConfig,
     pub events: EventsConfig,
+    pub trend: TrendConfig,
+}
+
+/// Where the trend service keeps its trends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrendStoreKind {
+    /// A SQLite file in the data dir (`trends.db`).
+    Embedded,
+    /// Redis at `trend.redis_url`.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrendConfig {
+    /// Address of the trend service's HTTP API.
+    pub listen: SocketAddr,
+    /// Its consumer group.
+    pub group_id: String,
+    pub store: TrendStoreKind,
+    pub redis_url: Secret,
+    /// Prefix of every Redis key the trend store writes.
+    pub redis_prefix: String,
+    /// Seconds for a search's weight in the score to halve.
+    pub half_life: u64,
+    /// Searches per user and query that add to the score within a window of `user_window` seconds.
+    pub user_cap: u32,
+    pub user_window: u64,
+    /// Trends whose decayed score falls below this are pruned…
+    pub min_score: f64,
+    /// …and at most this many are kept.
+    pub max_trends: usize,
+}
+
+impl Default for TrendConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            group_id: "trend-svr".to_owned(),
+            store: TrendStoreKind::Embedded,
+            redis_url: Secret(SecretString::from("redis://127.0.0.1:6379")),
+            redis_prefix: "bookstore:trends:".to_owned(),
+            half_life: 3600,
+            user_cap: 3,
+            user_window: 3600,
+            min_score: 0.01,
+            max_trends: 10_000,
+        }
+    }
+}
+
+impl TrendConfig {
+    pub fn settings(&self) -> bookstore_domain::trends::TrendSettings {
+        bookstore_domain::trends::TrendSettings {
+            half_life: Duration::from_secs(self.half_life),
+            user_cap: self.user_cap,
+            user_window: Duration::from_secs(self.user_window),
+            min_score: self.min_score,
+            max_trends: self.max_trends,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +94,12 @@ pub struct WebConfig {
     pub page_size: u32,
     /// Bearer token for `POST /api/books`; unset disables the write API.
     pub admin_token: Option<Secret>,
+    /// The trend service's base URL [default: http://<trend.listen>]; "" leaves the Trends
+    /// section out.
+    pub trend_url: Option<String>,
+    /// How long the page waits for the trend service, and caches its answer.
+    pub remote_timeout_ms: u64,
+    pub remote_cache_ms: u64,
 }
 
 /// Which event log carries the events.
@@ -145,6 +213,7 @@ impl Default for Config {
             web: WebConfig::default(),
             db: DbConfig::default(),
             events: EventsConfig::default(),
+            trend: TrendConfig::default(),
         }
     }
 }
@@ -155,6 +224,9 @@ impl Default for WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             page_size: 5,
             admin_token: None,
+            trend_url: None,
+            remote_timeout_ms: 300,
+            remote_cache_ms: 2_000,
         }
     }
 }
@@ -237,9 +309,10 @@ impl Config {
             figment = figment.merge(Yaml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed("BOOKSTORE_").split("__").filter(|key| {
-            // BOOKSTORE_CONFIG names the file itself; test-harness variables are not config.
+            // BOOKSTORE_CONFIG names the file itself; the test harness's variables and
+            // dev/services' (BOOKSTORE_SERVICES_*) are not config.
             let key = key.as_str().to_ascii_lowercase();
-            key != "config" && !key.starts_with("test_")
+            key != "config" && !key.starts_with("test_") && !key.starts_with("services_")
         }));
         let config: Config = figment.extract().map_err(|err| {
             // One line per problem, each naming its key and where the value came from.
@@ -280,7 +353,34 @@ impl Config {
                 "invalid configuration: events.brokers must name at least one host:port when events.backend is kafka"
             );
         }
+        let trend = &self.trend;
+        if trend.half_life == 0 || trend.user_window == 0 {
+            bail!(
+                "invalid configuration: trend.half_life and trend.user_window must be at least 1 second"
+            );
+        }
+        if trend.user_cap == 0 || trend.max_trends == 0 {
+            bail!("invalid configuration: trend.user_cap and trend.max_trends must be at least 1");
+        }
+        if !(trend.min_score.is_finite() && trend.min_score > 0.0) {
+            bail!("invalid configuration: trend.min_score must be a positive number");
+        }
+        if trend.group_id.trim().is_empty() {
+            bail!("invalid configuration: trend.group_id must not be empty");
+        }
+        if self.web.remote_timeout_ms == 0 {
+            bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The trend service the page calls, if any.
+    pub fn trend_url(&self) -> Option<String> {
+        match &self.web.trend_url {
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => Some(url.clone()),
+            None => Some(format!("http://{}", self.trend.listen)),
+        }
     }
 
     /// The catalog database's URL, defaulting to a SQLite file in the data dir.
@@ -355,6 +455,7 @@ mod tests {
             jail.set_env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:18000");
             jail.set_env("BOOKSTORE_WEB__ADMIN_TOKEN", "12345");
             jail.set_env("BOOKSTORE_TEST_KAFKA_BROKERS", "not config");
+            jail.set_env("BOOKSTORE_SERVICES_DIR", "not config either");
             jail.set_env("BOOKSTORE_CONFIG", "bookstore.yaml");
             let config = Config::load(Some(Path::new("bookstore.yaml"))).unwrap();
             assert_eq!(config.web.page_size, 7);

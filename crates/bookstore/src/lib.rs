@@ -7,7 +7,9 @@ pub mod config;
 pub mod events;
 pub mod telemetry;
 pub mod tools;
+pub mod trend;
 
 mod app;
 
-pub use app::{Catalog, WebApp, open_catalog, shutdown_signal};
+pub use app::{Catalog, WebApp, open_catalog, serve_all, shutdown_signal};
+pub use trend::TrendApp;

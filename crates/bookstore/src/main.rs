@@ -10,7 +10,9 @@ use std::sync::Arc;
 use bookstore::config::{Config, EventsBackend};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
-use bookstore::{WebApp, bench, bench_events, open_catalog, shutdown_signal, tools};
+use bookstore::{
+    TrendApp, WebApp, bench, bench_events, open_catalog, serve_all, shutdown_signal, tools,
+};
 use bookstore_catalog::Format;
 use bookstore_sqlite::SqliteQueryCounts;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +41,8 @@ enum Command {
     Serve,
     /// Run the web service alone: the page and the REST API.
     Web,
+    /// Run the trend service alone: its consumer group and `GET /trends`.
+    Trend,
     /// Load books from a CSV (with a header row) or JSON Lines file into the catalog.
     Import {
         file: PathBuf,
@@ -182,8 +186,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve | Command::Web => {
+        Command::Serve => serve_all(&config, shutdown_signal()).await,
+        Command::Web => {
             let app = WebApp::build(&config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Trend => {
+            let app = TrendApp::build(&config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Import {

@@ -6,10 +6,11 @@ pub mod book;
 pub mod events;
 pub mod ports;
 pub mod search;
+pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
 pub use ports::{
     Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Position, PositionUpdate,
-    Published, Record, RepositoryError, TopicPartition,
+    Published, Record, RepositoryError, TopicPartition, TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

@@ -153,3 +153,18 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Applies `batch` atomically with its position updates.
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError>;
 }
+
+/// The trends a trend store holds (it is also the [`EventHandler`] that fills them).
+#[async_trait]
+pub trait TrendStore: Send + Sync + 'static {
+    /// The best `n` trends at `now`, ranked `by`.
+    async fn top(
+        &self,
+        n: usize,
+        by: crate::trends::TrendRanking,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::trends::Trend>, RepositoryError>;
+
+    /// Whether the store answers (`/readyz`).
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}

@@ -4,9 +4,11 @@
 mod books;
 pub mod positions;
 mod query_counts;
+mod trends;
 
 pub use books::SqliteBookRepository;
 pub use query_counts::SqliteQueryCounts;
+pub use trends::SqliteTrends;
 
 use std::str::FromStr;
 use std::time::Duration;

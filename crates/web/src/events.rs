@@ -35,6 +35,9 @@ pub fn publish_search(
             })
             .collect(),
     );
+    if let Some(trends) = &state.trends {
+        trends.searched();
+    }
     if state.events.publish(&Event::BookSearched(event)) == Published::Dropped {
         tracing::debug!("search event dropped");
     }

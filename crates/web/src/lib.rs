@@ -11,6 +11,7 @@ mod events;
 mod health;
 mod page;
 mod params;
+mod remote;
 mod visitor;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use remote::RemoteTrends;
 pub use visitor::Visitor;
 
 /// Largest request body accepted, in bytes.
@@ -42,6 +44,8 @@ pub struct WebState {
     pub page_size: u32,
     /// The bearer token that allows writes; `None` disables the write API.
     pub admin_token: Option<SecretString>,
+    /// The trend service, for the page's Trends section; `None`: no section.
+    pub trends: Option<Arc<RemoteTrends>>,
 }
 
 /// The web service's routes, with tracing, a request timeout and panic safety.

@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use bookstore_domain::trends::Trend;
 use bookstore_domain::{Book, BookQuery, RepositoryError};
 
 use crate::WebState;
@@ -26,6 +27,8 @@ struct IndexPage<'a> {
     prev_offset: Option<u64>,
     next_offset: Option<u64>,
     error: Option<String>,
+    /// `None`: the trend service is not configured or did not answer; no section.
+    trends: Option<&'a [Trend]>,
 }
 
 pub async fn index(
@@ -45,7 +48,17 @@ pub async fn index(
     };
     let page_size = state.page_size.max(1);
     let query = BookQuery::new(&params.q, params.offset, page_size);
-    match state.books.search(&query).await {
+    // The catalog and the trend service at the same time: the page waits for the slower one,
+    // and the trend call is bounded by its own timeout.
+    let trends = async {
+        match &state.trends {
+            Some(remote) => remote.get().await,
+            None => None,
+        }
+    };
+    let (searched, trends) = tokio::join!(state.books.search(&query), trends);
+    let trends = trends.as_deref().map(Vec::as_slice);
+    match searched {
         Ok(page) => {
             publish_search(
                 &state,
@@ -66,6 +79,7 @@ pub async fn index(
                 next_offset: Some(params.offset.saturating_add(u64::from(page_size)))
                     .filter(|next| *next < page.total),
                 error: None,
+                trends,
             };
             render(StatusCode::OK, &view)
         }
@@ -76,7 +90,13 @@ pub async fn index(
             };
             tracing::warn!(error = %error_chain(&err), "the page could not search the catalog");
             let message = "The catalog is unavailable right now. Please try again in a moment.";
-            render(status, &error_page(query.text(), message.to_owned()))
+            render(
+                status,
+                &IndexPage {
+                    trends,
+                    ..error_page(query.text(), message.to_owned())
+                },
+            )
         }
     }
 }
@@ -91,6 +111,7 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
         prev_offset: None,
         next_offset: None,
         error: Some(message),
+        trends: None,
     }
 }
 

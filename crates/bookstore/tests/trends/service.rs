@@ -1,0 +1,301 @@
+//! Searches through the web service show up in `GET /trends` and on the page.
+
+use std::time::{Duration, Instant};
+
+use bookstore::config::TrendStoreKind;
+use bookstore::{TrendApp, WebApp, serve_all};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::helpers::{Backend, TestBus, wait_until};
+use crate::{stores, use_store};
+
+const USER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
+
+struct Running {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("stops within 30 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn start_trend(bus: &TestBus) -> Running {
+    let app = TrendApp::build(&bus.config).await.unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
+    let app = WebApp::build_with_trends(&bus.config, Some(trend_url.to_owned()))
+        .await
+        .unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn trends(http: &reqwest::Client, trend: &Running, query: &str) -> Vec<Value> {
+    let response = http
+        .get(format!("{}/trends?{query}", trend.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn count_of(trends: &[Value], normalized: &str) -> u64 {
+    trends
+        .iter()
+        .find(|t| t["query_normalized"] == normalized)
+        .and_then(|t| t["count"].as_u64())
+        .unwrap_or(0)
+}
+
+stores!(searches_show_up_in_trends_with_exact_counts);
+async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: TrendStoreKind) {
+    let mut bus = TestBus::new(backend).await;
+    use_store(&mut bus.config, store);
+    let trend = start_trend(&bus).await;
+    let web = start_web(&bus, &trend.url).await;
+    let http = reqwest::Client::new();
+
+    // `rust` three ways (one trend, shown as its most common spelling), from the API
+    // anonymously, with a cookie, and from the page; `frankenstein` twice.
+    for q in ["rust", "rust", "rust", "Rust", "%20RUST%20%20"] {
+        let status = http
+            .get(format!("{}/api/books?q={q}", web.url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    let page = http
+        .get(format!("{}/?q=Rust", web.url))
+        .header("cookie", format!("uid={USER_A}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    for _ in 0..2 {
+        http.get(format!("{}/api/books?q=Frankenstein", web.url))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    wait_until(
+        Duration::from_secs(30),
+        "the searches in /trends",
+        || async {
+            let all = trends(&http, &trend, "ps=100&by=count").await;
+            count_of(&all, "rust") >= 6 && count_of(&all, "frankenstein") >= 2
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let by_count = trends(&http, &trend, "ps=100&by=count").await;
+    assert_eq!(by_count.len(), 2, "{by_count:#?}");
+    assert_eq!(count_of(&by_count, "rust"), 6, "exactly once");
+    assert_eq!(count_of(&by_count, "frankenstein"), 2);
+    let rust = &by_count[0];
+    assert_eq!(rust["query"], "rust", "the most common spelling");
+    let frankenstein = &by_count[1];
+    assert_eq!(frankenstein["query"], "Frankenstein");
+    assert_eq!(frankenstein["books"][0]["title"], "Frankenstein");
+    assert_eq!(frankenstein["books"][0]["author"], "Mary Shelley");
+    assert!(frankenstein["books"][0]["id"].as_i64().is_some());
+    assert!(frankenstein["last_searched_at"].as_str().is_some());
+    // Six fresh searches score about six, two about two.
+    let score = |t: &Value| t["score"].as_f64().unwrap();
+    assert!((5.9..=6.0).contains(&score(rust)), "{rust}");
+    assert!((1.9..=2.0).contains(&score(frankenstein)), "{frankenstein}");
+    let by_score = trends(&http, &trend, "ps=1").await;
+    assert_eq!(by_score.len(), 1);
+    assert_eq!(by_score[0]["query_normalized"], "rust");
+
+    // Bad parameters: 400 with a JSON message.
+    for bad in ["ps=0", "ps=101", "ps=ten", "by=popularity"] {
+        let response = http
+            .get(format!("{}/trends?{bad}", trend.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        http.get(format!("{}/readyz", trend.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The page shows them, each query a link that runs its search.
+    wait_until(Duration::from_secs(5), "the trends on the page", || async {
+        let html = http
+            .get(format!("{}/", web.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        html.contains(r#"id="trends""#)
+            && html.contains(r#"href="/?q=rust""#)
+            && html.contains(r#"href="/?q=Frankenstein""#)
+    })
+    .await;
+
+    web.shutdown().await;
+    trend.shutdown().await;
+}
+
+/// The all-in-one `bookstore` on embedded defaults (batches waiting up to the default 100 ms):
+/// a search on the page is under Trends on the next page within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_on_the_page_is_under_trends_within_a_second() {
+    let mut bus = TestBus::new(Backend::Embedded).await;
+    use_store(&mut bus.config, TrendStoreKind::Embedded);
+    bus.config.events.batch_wait_ms = 100;
+    bus.config.trend.listen = "127.0.0.1:0".parse().unwrap();
+    // Ports chosen here, as serve_all binds the trend service before the web service.
+    let web_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web_listener.local_addr().unwrap();
+    drop(web_listener);
+    bus.config.web.listen = web_addr;
+    let (tx, rx) = oneshot::channel::<()>();
+    let config = std::mem::take(&mut bus.config);
+    let task = tokio::spawn(async move {
+        serve_all(&config, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{web_addr}");
+    wait_until(Duration::from_secs(30), "the service to start", || async {
+        http.get(format!("{url}/healthz")).send().await.is_ok()
+    })
+    .await;
+
+    for (i, query) in ["Wuthering Heights", "moby dick", "Middlemarch"]
+        .iter()
+        .enumerate()
+    {
+        let searched = Instant::now();
+        let page = http
+            .get(format!("{url}/?q={query}"))
+            .header("cookie", format!("uid={USER_A}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
+        loop {
+            let html = http
+                .get(format!("{url}/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if html.contains(&link) {
+                break;
+            }
+            assert!(
+                searched.elapsed() < Duration::from_secs(1),
+                "search {i} ({query}) not under Trends after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{query}: under Trends after {:?}", searched.elapsed());
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A trend service that never answers, or is not there: the page still answers within the
+/// timeout, without the Trends section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_does_not_wait_for_a_dead_or_hung_trend_service() {
+    let bus = TestBus::new(Backend::Embedded).await;
+    // Hung: accepts connections, never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    // Dead: nothing listens.
+    let dead_url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let http = reqwest::Client::new();
+    for trend_url in [hung_url, dead_url] {
+        let web = start_web(&bus, &trend_url).await;
+        for round in 0..3 {
+            let started = Instant::now();
+            let response = http
+                .get(format!("{}/?q=austen", web.url))
+                .send()
+                .await
+                .unwrap();
+            let elapsed = started.elapsed();
+            assert_eq!(response.status(), 200);
+            let html = response.text().await.unwrap();
+            assert!(html.contains("Jane Austen"), "the search itself works");
+            assert!(
+                !html.contains(r#"id="trends""#),
+                "no Trends section when the service fails"
+            );
+            assert!(
+                elapsed < Duration::from_millis(800),
+                "{trend_url} round {round}: the page took {elapsed:?} (timeout 300 ms)"
+            );
+        }
+        web.shutdown().await;
+    }
+}

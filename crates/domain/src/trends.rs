@@ -1,0 +1,460 @@
+//! Trends: what readers search for now. The rules every trend store follows (SQLite in Rust, Redis
+//! in a Lua script), as pure functions, and an in-memory board that is the reference for them.
+//!
+//! **Score.** Each search adds weight 1 that halves every `half_life`. A trend's score at time
+//! `now` is `Σ 2^-((now - tᵢ)/half_life)`. Stores keep `log_score = log2 Σ 2^(tᵢ/half_life)`, the
+//! score relative to the Unix epoch in log space: a new search adds `tᵢ/half_life` to it in log
+//! space ([`log2_add`]), no entry is ever rewritten as time passes, ranking by `log_score` is
+//! ranking by the current score (every entry shares the reference time), and the current score is
+//! `2^(log_score - now/half_life)` ([`score_at`]). Logs never overflow, so there is nothing to
+//! rebase.
+//!
+//! **Per-user cap.** Within each window of `user_window` (fixed windows, counted from the epoch),
+//! only a user's first `user_cap` searches for a query add to its score; all of them add to its
+//! `count`. Anonymous searches have no user to cap and always count.
+//!
+//! **Pruning.** After each batch, trends whose current score is below `min_score` are removed, and
+//! only the best `max_trends` by score are kept. A pruned trend that comes back starts again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::events::SearchEvent;
+
+/// Books kept per trend (the results of its most recent search).
+pub const BOOKS_PER_TREND: usize = 10;
+
+/// The rules' parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendSettings {
+    pub half_life: Duration,
+    /// Searches per user, query and window that add to the score.
+    pub user_cap: u32,
+    pub user_window: Duration,
+    /// Trends whose current score falls below this are pruned.
+    pub min_score: f64,
+    /// At most this many trends are kept.
+    pub max_trends: usize,
+}
+
+impl Default for TrendSettings {
+    fn default() -> Self {
+        Self {
+            half_life: Duration::from_secs(3600),
+            user_cap: 3,
+            user_window: Duration::from_secs(3600),
+            min_score: 0.01,
+            max_trends: 10_000,
+        }
+    }
+}
+
+impl TrendSettings {
+    /// `t / half_life`: the log2 weight of a search at `t` relative to the epoch.
+    pub fn log_weight(&self, t: DateTime<Utc>) -> f64 {
+        seconds(t) / self.half_life.as_secs_f64().max(1e-3)
+    }
+
+    /// The current score of a trend whose stored value is `log_score`.
+    pub fn score_at(&self, log_score: f64, now: DateTime<Utc>) -> f64 {
+        (log_score - self.log_weight(now)).exp2()
+    }
+
+    /// Trends whose `log_score` is below this are pruned at `now`.
+    pub fn prune_below(&self, now: DateTime<Utc>) -> f64 {
+        self.log_weight(now) + self.min_score.max(f64::MIN_POSITIVE).log2()
+    }
+
+    /// The fixed window a search at `t` falls in, for the per-user cap.
+    pub fn window(&self, t: DateTime<Utc>) -> i64 {
+        let window = self.user_window.as_millis().max(1) as i64;
+        t.timestamp_millis().div_euclid(window)
+    }
+}
+
+fn seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// `log2(2^a + 2^b)`, without overflow.
+pub fn log2_add(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp2().ln_1p() / std::f64::consts::LN_2
+}
+
+/// How a query is shown: as typed, trimmed, inner whitespace collapsed. The most common spelling
+/// of a trend is the one shown.
+pub fn spelling(query: &str) -> String {
+    query.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A book as a trend shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrendBook {
+    pub id: i64,
+    pub title: String,
+    pub author: String,
+}
+
+/// The books a search event makes a trend show.
+pub fn trend_books(event: &SearchEvent) -> Vec<TrendBook> {
+    event
+        .results
+        .iter()
+        .take(BOOKS_PER_TREND)
+        .map(|b| TrendBook {
+            id: b.id,
+            title: b.title.clone(),
+            author: b.author.clone(),
+        })
+        .collect()
+}
+
+/// A trend as served by `GET /trends`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trend {
+    /// The most common spelling.
+    pub query: String,
+    pub query_normalized: String,
+    /// All-time number of searches.
+    pub count: u64,
+    /// Time-decayed popularity now.
+    pub score: f64,
+    /// The results of the most recent search.
+    pub books: Vec<TrendBook>,
+    pub last_searched_at: DateTime<Utc>,
+}
+
+/// What `GET /trends` ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrendRanking {
+    #[default]
+    Score,
+    Count,
+}
+
+/// The state of one trend, as the stores keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendState {
+    pub log_score: f64,
+    pub count: u64,
+    pub display: String,
+    pub spellings: BTreeMap<String, u64>,
+    pub books: Vec<TrendBook>,
+    pub last_searched_at: DateTime<Utc>,
+}
+
+impl TrendState {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self {
+            log_score: f64::NEG_INFINITY,
+            count: 0,
+            display: String::new(),
+            spellings: BTreeMap::new(),
+            books: Vec::new(),
+            last_searched_at: at,
+        }
+    }
+
+    /// One search of this trend. `scores`: whether it adds to the score (the per-user cap).
+    pub fn add(&mut self, settings: &TrendSettings, event: &SearchEvent, scores: bool) {
+        self.count += 1;
+        let spelled = spelling(&event.query);
+        let n = self.spellings.entry(spelled.clone()).or_default();
+        *n += 1;
+        let n = *n;
+        let shown = self.spellings.get(&self.display).copied().unwrap_or(0);
+        if self.display.is_empty() || (n > shown && spelled != self.display) {
+            self.display = spelled;
+        }
+        if self.count == 1 || event.occurred_at >= self.last_searched_at {
+            self.last_searched_at = event.occurred_at;
+            self.books = trend_books(event);
+        }
+        if scores {
+            self.log_score = log2_add(self.log_score, settings.log_weight(event.occurred_at));
+        }
+    }
+
+    pub fn to_trend(
+        &self,
+        query_normalized: &str,
+        settings: &TrendSettings,
+        now: DateTime<Utc>,
+    ) -> Trend {
+        Trend {
+            query: self.display.clone(),
+            query_normalized: query_normalized.to_owned(),
+            count: self.count,
+            score: if self.log_score.is_finite() {
+                settings.score_at(self.log_score, now)
+            } else {
+                0.0
+            },
+            books: self.books.clone(),
+            last_searched_at: self.last_searched_at,
+        }
+    }
+}
+
+/// The per-user cap: how many searches each (window, user, query) has scored so far.
+pub type CapKey = (i64, String, String);
+
+/// Whether `event` adds to its trend's score, given (and updating) the per-user counters.
+pub fn passes_cap(
+    settings: &TrendSettings,
+    caps: &mut BTreeMap<CapKey, u32>,
+    event: &SearchEvent,
+) -> bool {
+    let Some(user) = &event.user_id else {
+        return true;
+    };
+    let key = (
+        settings.window(event.occurred_at),
+        user.clone(),
+        event.query_normalized.clone(),
+    );
+    let n = caps.entry(key).or_default();
+    *n += 1;
+    *n <= settings.user_cap
+}
+
+/// Ranks trends: by score (then count), or by count (then score); ties by query.
+pub fn rank(trends: &mut [Trend], by: TrendRanking) {
+    trends.sort_by(|a, b| {
+        let order = match by {
+            TrendRanking::Score => b.score.total_cmp(&a.score).then(b.count.cmp(&a.count)),
+            TrendRanking::Count => b.count.cmp(&a.count).then(b.score.total_cmp(&a.score)),
+        };
+        order.then_with(|| a.query_normalized.cmp(&b.query_normalized))
+    });
+}
+
+/// The whole rule set in memory: the reference the stores are tested against.
+#[derive(Debug, Default, Clone)]
+pub struct TrendBoard {
+    pub settings: TrendSettings,
+    pub trends: BTreeMap<String, TrendState>,
+    pub caps: BTreeMap<CapKey, u32>,
+}
+
+impl TrendBoard {
+    pub fn new(settings: TrendSettings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    pub fn apply(&mut self, event: &SearchEvent) {
+        let scores = passes_cap(&self.settings, &mut self.caps, event);
+        self.trends
+            .entry(event.query_normalized.clone())
+            .or_insert_with(|| TrendState::new(event.occurred_at))
+            .add(&self.settings, event, scores);
+    }
+
+    /// Removes what has decayed below `min_score` at `now`, then all but the best `max_trends`.
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        let below = self.settings.prune_below(now);
+        self.trends.retain(|_, t| t.log_score >= below);
+        if self.trends.len() > self.settings.max_trends {
+            let mut scores: Vec<f64> = self.trends.values().map(|t| t.log_score).collect();
+            scores.sort_by(|a, b| b.total_cmp(a));
+            let keep_from = scores[self.settings.max_trends - 1];
+            self.trends.retain(|_, t| t.log_score >= keep_from);
+        }
+        let current = self.settings.window(now);
+        self.caps.retain(|(window, _, _), _| *window >= current - 1);
+    }
+
+    pub fn top(&self, n: usize, by: TrendRanking, now: DateTime<Utc>) -> Vec<Trend> {
+        let mut all: Vec<Trend> = self
+            .trends
+            .iter()
+            .map(|(q, t)| t.to_trend(q, &self.settings, now))
+            .collect();
+        rank(&mut all, by);
+        all.truncate(n);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::ResultBook;
+    use chrono::TimeZone;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn search(user: Option<&str>, query: &str, t: DateTime<Utc>) -> SearchEvent {
+        let book = ResultBook {
+            id: 1,
+            title: format!("About {query}"),
+            author: "A".into(),
+            published_at: None,
+        };
+        SearchEvent::new(
+            uuid::Uuid::nil(),
+            t,
+            user.map(str::to_owned),
+            query,
+            0,
+            vec![book],
+        )
+    }
+
+    fn settings() -> TrendSettings {
+        TrendSettings {
+            user_cap: 1000,
+            ..TrendSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_search_halves_in_weight_every_half_life() {
+        let s = settings();
+        let log = s.log_weight(at(0));
+        assert!((s.score_at(log, at(0)) - 1.0).abs() < 1e-9);
+        assert!((s.score_at(log, at(3600)) - 0.5).abs() < 1e-9);
+        assert!((s.score_at(log, at(7200)) - 0.25).abs() < 1e-9);
+        // A day later a search weighs 2^-24 of a fresh one.
+        assert!(s.score_at(log, at(86_400)) < 1e-7);
+    }
+
+    #[test]
+    fn log_scores_add_like_scores() {
+        let s = settings();
+        let two_now = log2_add(s.log_weight(at(0)), s.log_weight(at(0)));
+        assert!((s.score_at(two_now, at(0)) - 2.0).abs() < 1e-9);
+        let old_and_new = log2_add(s.log_weight(at(-3600)), s.log_weight(at(0)));
+        assert!((s.score_at(old_and_new, at(0)) - 1.5).abs() < 1e-9);
+        assert_eq!(log2_add(f64::NEG_INFINITY, 3.0), 3.0);
+        // Far apart values neither overflow nor lose the larger one.
+        assert!((log2_add(1e6, 0.0) - 1e6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_recent_search_outranks_many_old_ones() {
+        let mut board = TrendBoard::new(settings());
+        for _ in 0..100 {
+            board.apply(&search(None, "old news", at(-86_400)));
+        }
+        board.apply(&search(None, "fresh", at(-60)));
+        let top = board.top(10, TrendRanking::Score, at(0));
+        assert_eq!(top[0].query, "fresh");
+        assert_eq!(top[1].query, "old news");
+        let by_count = board.top(10, TrendRanking::Count, at(0));
+        assert_eq!(by_count[0].query, "old news");
+        assert_eq!(by_count[0].count, 100);
+    }
+
+    #[test]
+    fn one_user_cannot_flood_a_query_within_a_window() {
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 3,
+            ..TrendSettings::default()
+        });
+        for i in 0..50 {
+            board.apply(&search(Some("flooder"), "my book", at(i)));
+        }
+        for (i, user) in ["a", "b", "c", "d"].iter().enumerate() {
+            board.apply(&search(Some(user), "real trend", at(i as i64)));
+        }
+        let top = board.top(10, TrendRanking::Score, at(60));
+        assert_eq!(top[0].query, "real trend");
+        assert_eq!(top[1].query, "my book");
+        assert_eq!(top[1].count, 50, "every search is counted");
+        assert!(
+            (top[1].score - 3.0).abs() < 0.05,
+            "only 3 add to the score: {}",
+            top[1].score
+        );
+        // The next window the user counts again.
+        board.apply(&search(Some("flooder"), "my book", at(3600 * 2)));
+        let top = board.top(10, TrendRanking::Count, at(3600 * 2));
+        assert_eq!(top[0].count, 51);
+        // Anonymous searches are not capped.
+        for i in 0..10 {
+            board.apply(&search(None, "anon", at(3600 * 2 + i)));
+        }
+        let top = board.top(1, TrendRanking::Score, at(3600 * 2 + 10));
+        assert_eq!(top[0].query, "anon");
+    }
+
+    #[test]
+    fn decayed_trends_are_pruned_and_the_number_kept_is_capped() {
+        let mut board = TrendBoard::new(TrendSettings {
+            min_score: 0.01,
+            max_trends: 3,
+            ..settings()
+        });
+        board.apply(&search(None, "ancient", at(-8 * 3600))); // 2^-8 < 0.01
+        board.apply(&search(None, "recent", at(-6 * 3600))); // 2^-6 > 0.01
+        board.prune(at(0));
+        assert_eq!(board.trends.keys().collect::<Vec<_>>(), ["recent"]);
+        for (i, q) in ["a", "b", "c", "d"].iter().enumerate() {
+            board.apply(&search(None, q, at(i as i64)));
+        }
+        board.prune(at(10));
+        let kept: Vec<&String> = board.trends.keys().collect();
+        assert_eq!(kept, ["b", "c", "d"], "the three best scores");
+    }
+
+    #[test]
+    fn the_most_common_spelling_is_shown_and_the_latest_books() {
+        let mut board = TrendBoard::new(settings());
+        let mut e = search(None, "  Rust  ", at(0));
+        e.query_normalized = "rust".into();
+        board.apply(&e);
+        board.apply(&search(None, "rust", at(1)));
+        board.apply(&search(None, "rust", at(2)));
+        let mut late = search(None, "RUST", at(3));
+        late.results[0].title = "Latest".into();
+        board.apply(&late);
+        // An older event arriving late does not replace the books.
+        board.apply(&search(None, "RUST", at(-100)));
+        let top = board.top(1, TrendRanking::Score, at(4));
+        assert_eq!(top[0].query, "rust");
+        assert_eq!(top[0].count, 5);
+        assert_eq!(top[0].books[0].title, "Latest");
+        assert_eq!(top[0].last_searched_at, at(3));
+    }
+
+    #[test]
+    fn normalization_makes_one_trend() {
+        let mut board = TrendBoard::new(settings());
+        for q in [
+            "Rust",
+            "rust",
+            " rust ",
+            "ＲＵＳＴ",
+            "RUST\tlang",
+            "rust  lang",
+        ] {
+            board.apply(&search(None, q, at(0)));
+        }
+        let top = board.top(10, TrendRanking::Count, at(0));
+        assert_eq!(top.len(), 2);
+        assert_eq!(
+            (top[0].query_normalized.as_str(), top[0].count),
+            ("rust", 4)
+        );
+        assert_eq!(
+            (top[1].query_normalized.as_str(), top[1].count),
+            ("rust lang", 2)
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The trend store on Redis.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bookstore_domain::events::Event;
+use bookstore_domain::trends::{
+    Trend, TrendBook, TrendRanking, TrendSettings, rank, spelling, trend_books,
+};
+use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+/// Connects to Redis at `url` with a connection manager that reconnects by itself; each command
+/// waits at most `timeout`.
+pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// Trends in Redis under `prefix`.
+pub struct RedisTrends {
+    redis: ConnectionManager,
+    prefix: String,
+    settings: TrendSettings,
+    script: redis::Script,
+}
+
+/// What the script gets for one batch (see `trends.lua`).
+#[derive(Serialize)]
+struct ScriptBatch<'a> {
+    group: &'a str,
+    positions: Vec<(String, i64, i64)>,
+    events: Vec<(&'a str, String, &'a str, i64, f64, i64, String)>,
+    user_cap: u32,
+    cap_ttl_ms: u64,
+    prune_below: f64,
+    max_trends: usize,
+}
+
+impl RedisTrends {
+    pub fn new(redis: ConnectionManager, prefix: &str, settings: TrendSettings) -> Self {
+        Self {
+            redis,
+            prefix: prefix.to_owned(),
+            settings,
+            script: redis::Script::new(include_str!("trends.lua")),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// Sorts a Redis error: a stale position, or the store being away (retried).
+fn handler_error(error: redis::RedisError) -> HandlerError {
+    if error.code() == Some("STALE") {
+        HandlerError::StalePosition(error.detail().unwrap_or_default().to_owned())
+    } else {
+        HandlerError::Transient(Box::new(error))
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> RepositoryError {
+    RepositoryError::Unavailable(Box::new(error))
+}
+
+#[async_trait]
+impl EventHandler for RedisTrends {
+    fn name(&self) -> &str {
+        "trends"
+    }
+
+    async fn positions(&self, group: &str) -> Result<Vec<Position>, HandlerError> {
+        let stored: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.key(&format!("pos:{group}")))
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(handler_error)?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(key, next_offset)| {
+                let (topic, partition) = key.rsplit_once('/')?;
+                Some(Position {
+                    topic: topic.to_owned(),
+                    partition: partition.parse().ok()?,
+                    next_offset,
+                })
+            })
+            .collect())
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
+        let mut events = Vec::with_capacity(batch.records.len());
+        for record in &batch.records {
+            let Event::BookSearched(e) = &record.event;
+            let books = serde_json::to_string(&trend_books(e))
+                .map_err(|e| HandlerError::Rejected(e.to_string()))?;
+            events.push((
+                e.query_normalized.as_str(),
+                spelling(&e.query),
+                e.user_id.as_deref().unwrap_or(""),
+                self.settings.window(e.occurred_at),
+                self.settings.log_weight(e.occurred_at),
+                e.occurred_at.timestamp_millis(),
+                books,
+            ));
+        }
+        let payload = ScriptBatch {
+            group: &batch.group,
+            positions: batch
+                .positions
+                .iter()
+                .map(|u| {
+                    (
+                        format!("{}/{}", u.topic, u.partition),
+                        u.from.unwrap_or(-1),
+                        u.to,
+                    )
+                })
+                .collect(),
+            events,
+            user_cap: self.settings.user_cap,
+            cap_ttl_ms: (self.settings.user_window.as_millis() as u64)
+                .saturating_mul(2)
+                .max(1),
+            prune_below: self.settings.prune_below(Utc::now()),
+            max_trends: self.settings.max_trends.max(1),
+        };
+        let payload =
+            serde_json::to_string(&payload).map_err(|e| HandlerError::Rejected(e.to_string()))?;
+        let _: String = self
+            .script
+            .arg(&self.prefix)
+            .arg(payload)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(handler_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TrendStore for RedisTrends {
+    async fn top(
+        &self,
+        n: usize,
+        by: TrendRanking,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Trend>, RepositoryError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let ranked_by = match by {
+            TrendRanking::Score => self.key("score"),
+            TrendRanking::Count => self.key("count"),
+        };
+        let mut redis = self.redis.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&ranked_by)
+            .arg(0)
+            .arg(n as i64 - 1)
+            .arg("REV")
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for query in &members {
+            pipe.cmd("ZSCORE").arg(self.key("score")).arg(query);
+            pipe.cmd("ZSCORE").arg(self.key("count")).arg(query);
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("q:{query}")))
+                .arg("display")
+                .arg("last")
+                .arg("books");
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+        let mut trends = Vec::with_capacity(members.len());
+        for (query, reply) in members.iter().zip(replies.chunks(3)) {
+            let [score, count, fields] = reply else {
+                continue;
+            };
+            let log_score: Option<f64> = redis::from_redis_value_ref(score).ok().flatten();
+            let count: Option<f64> = redis::from_redis_value_ref(count).ok().flatten();
+            let (display, last, books): (Option<String>, Option<i64>, Option<String>) =
+                redis::from_redis_value_ref(fields).unwrap_or((None, None, None));
+            let Some(display) = display else { continue }; // pruned between the two calls
+            let log_score = log_score.unwrap_or(f64::NEG_INFINITY);
+            trends.push(Trend {
+                query: display,
+                query_normalized: query.clone(),
+                count: count.unwrap_or(0.0).max(0.0) as u64,
+                score: if log_score.is_finite() {
+                    self.settings.score_at(log_score, now)
+                } else {
+                    0.0
+                },
+                books: books
+                    .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
+                    .unwrap_or_default(),
+                last_searched_at: last
+                    .and_then(DateTime::from_timestamp_millis)
+                    .unwrap_or_default(),
+            });
+        }
+        rank(&mut trends, by);
+        Ok(trends)
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! The trend store on SQLite (the embedded default): the rules of `bookstore_domain::trends`,
+//! applied per batch in one transaction together with the consumed positions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use bookstore_domain::events::Event;
+use bookstore_domain::trends::{
+    CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, passes_cap, rank,
+};
+use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
+use chrono::{DateTime, Utc};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::positions;
+
+const SCHEMA: [&str; 5] = [
+    concat!(
+        "CREATE TABLE IF NOT EXISTS trends (query_normalized TEXT PRIMARY KEY, display TEXT NOT NULL, ",
+        "count INTEGER NOT NULL, log_score REAL NOT NULL, books TEXT NOT NULL, ",
+        "last_searched_at INTEGER NOT NULL) STRICT"
+    ),
+    "CREATE INDEX IF NOT EXISTS trends_by_score ON trends (log_score DESC)",
+    "CREATE INDEX IF NOT EXISTS trends_by_count ON trends (count DESC)",
+    concat!(
+        "CREATE TABLE IF NOT EXISTS trend_spellings (query_normalized TEXT NOT NULL, ",
+        "spelling TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (query_normalized, spelling)) ",
+        "STRICT, WITHOUT ROWID"
+    ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS trend_caps (window INTEGER NOT NULL, user_id TEXT NOT NULL, ",
+        "query_normalized TEXT NOT NULL, n INTEGER NOT NULL, ",
+        "PRIMARY KEY (window, user_id, query_normalized)) STRICT, WITHOUT ROWID"
+    ),
+];
+
+/// Stored instead of minus infinity (a trend none of whose searches scored).
+const NO_SCORE: f64 = -1e300;
+
+/// Trends in a SQLite database (`<data_dir>/trends.db` by default).
+pub struct SqliteTrends {
+    pool: SqlitePool,
+    settings: TrendSettings,
+}
+
+impl SqliteTrends {
+    pub async fn new(pool: SqlitePool, settings: TrendSettings) -> Result<Self, sqlx::Error> {
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        positions::create_table(&pool).await?;
+        Ok(Self { pool, settings })
+    }
+
+    async fn load(
+        conn: &mut SqliteConnection,
+        query: &str,
+    ) -> Result<Option<TrendState>, sqlx::Error> {
+        let Some(row) = sqlx::query(concat!(
+            "SELECT display, count, log_score, books, last_searched_at FROM trends ",
+            "WHERE query_normalized = ?"
+        ))
+        .bind(query)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let spellings =
+            sqlx::query("SELECT spelling, n FROM trend_spellings WHERE query_normalized = ?")
+                .bind(query)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>(0)?,
+                        r.try_get::<i64, _>(1)?.max(0) as u64,
+                    ))
+                })
+                .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()?;
+        Ok(Some(state_from_row(&row, spellings)?))
+    }
+}
+
+fn state_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    spellings: BTreeMap<String, u64>,
+) -> Result<TrendState, sqlx::Error> {
+    let log_score: f64 = row.try_get("log_score")?;
+    let books: String = row.try_get("books")?;
+    Ok(TrendState {
+        log_score: if log_score <= NO_SCORE {
+            f64::NEG_INFINITY
+        } else {
+            log_score
+        },
+        count: row.try_get::<i64, _>("count")?.max(0) as u64,
+        display: row.try_get("display")?,
+        spellings,
+        books: serde_json::from_str::<Vec<TrendBook>>(&books).unwrap_or_default(),
+        last_searched_at: DateTime::from_timestamp_millis(row.try_get("last_searched_at")?)
+            .unwrap_or_default(),
+    })
+}
+
+fn unavailable(error: sqlx::Error) -> RepositoryError {
+    RepositoryError::Unavailable(Box::new(error))
+}
+
+#[async_trait]
+impl EventHandler for SqliteTrends {
+    fn name(&self) -> &str {
+        "trends"
+    }
+
+    async fn positions(&self, group: &str) -> Result<Vec<Position>, HandlerError> {
+        positions::load(&self.pool, group).await
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await.map_err(positions::handler_error)?;
+        positions::advance(&mut tx, batch).await?;
+
+        // Read what the batch touches, apply the rules in memory, write back.
+        let mut states: BTreeMap<String, TrendState> = BTreeMap::new();
+        let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
+        let mut touched_spellings: BTreeSet<(String, String)> = BTreeSet::new();
+        for record in &batch.records {
+            let Event::BookSearched(event) = &record.event;
+            let query = &event.query_normalized;
+            if !states.contains_key(query) {
+                let state = Self::load(&mut tx, query)
+                    .await
+                    .map_err(positions::handler_error)?
+                    .unwrap_or_else(|| TrendState::new(event.occurred_at));
+                states.insert(query.clone(), state);
+            }
+            if let Some(user) = &event.user_id {
+                let key = (
+                    self.settings.window(event.occurred_at),
+                    user.clone(),
+                    query.clone(),
+                );
+                if let std::collections::btree_map::Entry::Vacant(slot) = caps.entry(key) {
+                    let (window, user, query) = slot.key();
+                    let n: Option<i64> = sqlx::query_scalar(concat!(
+                        "SELECT n FROM trend_caps ",
+                        "WHERE window = ? AND user_id = ? AND query_normalized = ?"
+                    ))
+                    .bind(*window)
+                    .bind(user)
+                    .bind(query)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(positions::handler_error)?;
+                    slot.insert(n.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32);
+                }
+            }
+            let scores = passes_cap(&self.settings, &mut caps, event);
+            if let Some(state) = states.get_mut(query) {
+                state.add(&self.settings, event, scores);
+            }
+            touched_spellings.insert((
+                query.clone(),
+                bookstore_domain::trends::spelling(&event.query),
+            ));
+        }
+
+        for (query, state) in &states {
+            let books = serde_json::to_string(&state.books)
+                .map_err(|e| HandlerError::Rejected(e.to_string()))?;
+            sqlx::query(concat!(
+                "INSERT INTO trends (query_normalized, display, count, log_score, books, last_searched_at) ",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (query_normalized) DO UPDATE SET ",
+                "display = excluded.display, count = excluded.count, log_score = excluded.log_score, ",
+                "books = excluded.books, last_searched_at = excluded.last_searched_at"
+            ))
+            .bind(query)
+            .bind(&state.display)
+            .bind(i64::try_from(state.count).unwrap_or(i64::MAX))
+            .bind(if state.log_score.is_finite() { state.log_score } else { NO_SCORE })
+            .bind(books)
+            .bind(state.last_searched_at.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(positions::handler_error)?;
+        }
+        for (query, spelling) in &touched_spellings {
+            let n = states
+                .get(query)
+                .and_then(|s| s.spellings.get(spelling))
+                .copied()
+                .unwrap_or(0);
+            sqlx::query(concat!(
+                "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?) ",
+                "ON CONFLICT (query_normalized, spelling) DO UPDATE SET n = excluded.n"
+            ))
+            .bind(query)
+            .bind(spelling)
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(positions::handler_error)?;
+        }
+        for ((window, user, query), n) in &caps {
+            sqlx::query(concat!(
+                "INSERT INTO trend_caps (window, user_id, query_normalized, n) VALUES (?, ?, ?, ?) ",
+                "ON CONFLICT (window, user_id, query_normalized) DO UPDATE SET n = excluded.n"
+            ))
+            .bind(window)
+            .bind(user)
+            .bind(query)
+            .bind(i64::from(*n))
+            .execute(&mut *tx)
+            .await
+            .map_err(positions::handler_error)?;
+        }
+
+        prune(&mut tx, &self.settings, Utc::now())
+            .await
+            .map_err(positions::handler_error)?;
+        tx.commit().await.map_err(positions::handler_error)
+    }
+}
+
+/// Removes decayed trends and all but the best `max_trends`, and cap counters of past windows.
+async fn prune(
+    conn: &mut SqliteConnection,
+    settings: &TrendSettings,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut removed = sqlx::query("DELETE FROM trends WHERE log_score < ?")
+        .bind(settings.prune_below(now))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    removed += sqlx::query(concat!(
+        "DELETE FROM trends WHERE log_score < ",
+        "(SELECT log_score FROM trends ORDER BY log_score DESC LIMIT 1 OFFSET ?)"
+    ))
+    .bind(i64::try_from(settings.max_trends.max(1) - 1).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if removed > 0 {
+        sqlx::query(concat!(
+            "DELETE FROM trend_spellings WHERE query_normalized NOT IN ",
+            "(SELECT query_normalized FROM trends)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("DELETE FROM trend_caps WHERE window < ?")
+        .bind(settings.window(now) - 1)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl TrendStore for SqliteTrends {
+    async fn top(
+        &self,
+        n: usize,
+        by: TrendRanking,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Trend>, RepositoryError> {
+        let statement = match by {
+            TrendRanking::Score => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at ",
+                "FROM trends ORDER BY log_score DESC, count DESC, query_normalized LIMIT ?"
+            ),
+            TrendRanking::Count => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at ",
+                "FROM trends ORDER BY count DESC, log_score DESC, query_normalized LIMIT ?"
+            ),
+        };
+        let rows = sqlx::query(statement)
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut trends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let query: String = row.try_get("query_normalized").map_err(unavailable)?;
+            let state = state_from_row(row, BTreeMap::new()).map_err(unavailable)?;
+            trends.push(state.to_trend(&query, &self.settings, now));
+        }
+        rank(&mut trends, by);
+        Ok(trends)
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bookstore_domain::events::{ResultBook, SearchEvent};
+    use bookstore_domain::trends::TrendBoard;
+    use bookstore_domain::{PositionUpdate, Record};
+
+    fn search(i: usize) -> SearchEvent {
+        let query = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma"][i % 6];
+        let user = ["a", "b", "a"][i % 3];
+        let book = ResultBook {
+            id: i as i64,
+            title: format!("T{i}"),
+            author: "A".into(),
+            published_at: None,
+        };
+        let at = DateTime::from_timestamp(Utc::now().timestamp() - 100 + i as i64, 0).unwrap();
+        SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            at,
+            Some(user.into()),
+            query,
+            0,
+            vec![book],
+        )
+    }
+
+    /// The store gives what the in-memory reference gives, across batches.
+    #[tokio::test]
+    async fn the_store_follows_the_reference_rules() {
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        let settings = TrendSettings {
+            user_cap: 2,
+            ..TrendSettings::default()
+        };
+        let store = SqliteTrends::new(pool, settings.clone()).await.unwrap();
+        let mut board = TrendBoard::new(settings);
+        let events: Vec<SearchEvent> = (0..60).map(search).collect();
+        let mut from = None;
+        for (n, chunk) in events.chunks(7).enumerate() {
+            let records = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Record {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: (n * 7 + i) as i64,
+                    event: Event::BookSearched(e.clone()),
+                })
+                .collect();
+            let to = (n * 7 + chunk.len()) as i64;
+            let batch = Batch {
+                group: "g".into(),
+                records,
+                positions: vec![PositionUpdate {
+                    topic: "t".into(),
+                    partition: 0,
+                    from,
+                    to,
+                }],
+            };
+            store.apply(&batch).await.unwrap();
+            // The same batch again is refused: its start is no longer the stored position.
+            assert!(matches!(
+                store.apply(&batch).await,
+                Err(HandlerError::StalePosition(_))
+            ));
+            from = Some(to);
+            chunk.iter().for_each(|e| board.apply(e));
+        }
+        let now = Utc::now();
+        for by in [TrendRanking::Score, TrendRanking::Count] {
+            let stored = store.top(10, by, now).await.unwrap();
+            let expected = board.top(10, by, now);
+            assert_eq!(stored.len(), expected.len());
+            for (s, e) in stored.iter().zip(&expected) {
+                assert_eq!(
+                    (&s.query, &s.query_normalized, s.count),
+                    (&e.query, &e.query_normalized, e.count)
+                );
+                assert!(
+                    (s.score - e.score).abs() < 1e-9,
+                    "{} vs {}",
+                    s.score,
+                    e.score
+                );
+                assert_eq!(s.books, e.books);
+                assert_eq!(s.last_searched_at, e.last_searched_at);
+            }
+        }
+        assert_eq!(store.positions("g").await.unwrap()[0].next_offset, 60);
+    }
+}

@@ -1,0 +1,147 @@
+//! The trend service's HTTP API over a [`TrendStore`]:
+//!
+//! - `GET /trends?ps=N&by=score|count`: the top N (default 10, 1 to 100) trends, by time-decayed
+//!   score (default) or all-time count, as a JSON array of `{query, query_normalized, count, score,
+//!   books, last_searched_at}`;
+//! - `GET /healthz`, `GET /readyz` (the store answers).
+//!
+//! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bookstore_domain::TrendStore;
+use bookstore_domain::trends::TrendRanking;
+use serde_json::json;
+
+/// Trends per response by default, and at most.
+pub const DEFAULT_TRENDS: usize = 10;
+pub const MAX_TRENDS: usize = 100;
+
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct TrendState {
+    pub store: Arc<dyn TrendStore>,
+}
+
+pub fn router(state: TrendState) -> Router {
+    Router::new()
+        .route("/trends", get(trends))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// `ps` and `by`, checked.
+fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking), String> {
+    let n = match params.get("ps").map(String::as_str) {
+        None | Some("") => DEFAULT_TRENDS,
+        Some(ps) => match ps.parse::<usize>() {
+            Ok(n) if (1..=MAX_TRENDS).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "ps must be a whole number from 1 to {MAX_TRENDS}, not {ps:?}"
+                ));
+            }
+        },
+    };
+    let by = match params.get("by").map(String::as_str) {
+        None | Some("") | Some("score") => TrendRanking::Score,
+        Some("count") => TrendRanking::Count,
+        Some(other) => return Err(format!("by must be score or count, not {other:?}")),
+    };
+    Ok((n, by))
+}
+
+async fn trends(
+    State(state): State<TrendState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    };
+    let (n, by) = match parse(&params) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.top(n, by, chrono::Utc::now())).await {
+        Ok(Ok(trends)) => Json(trends).into_response(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "cannot read the trends");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the trend store is unavailable",
+            )
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the trend store did not answer in time",
+        ),
+    }
+}
+
+async fn readyz(State(state): State<TrendState>) -> Response {
+    let store = match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(_)) => "unavailable",
+        Err(_) => "timeout",
+    };
+    let ready = store == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": { "store": store } })))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert_eq!(parse(&params(&[])), Ok((10, TrendRanking::Score)));
+        assert_eq!(
+            parse(&params(&[("ps", "3"), ("by", "count")])),
+            Ok((3, TrendRanking::Count))
+        );
+        assert_eq!(
+            parse(&params(&[("ps", "100")])),
+            Ok((100, TrendRanking::Score))
+        );
+        for bad in ["0", "101", "-1", "ten", "1e3"] {
+            assert!(parse(&params(&[("ps", bad)])).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&params(&[("by", "popularity")]))
+                .unwrap_err()
+                .contains("score or count")
+        );
+    }
+}
