@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{Config, EventsBackend};
+use crate::config::{Config, EventsBackend, TrendStoreKind};
 use crate::events::EventBus;
 
 /// What to measure.
@@ -40,6 +40,9 @@ pub struct EventsBench {
     pub brokers: String,
     pub partitions: u32,
     pub batch_size: usize,
+    /// Trend stores to measure the trend handler on.
+    pub trend_stores: Vec<TrendStoreKind>,
+    pub redis_url: String,
 }
 
 /// One throughput figure.
@@ -76,6 +79,8 @@ pub struct Report {
     pub payload_bytes: usize,
     /// Microseconds to encode one event as JSON, alone on one thread.
     pub encode_us: f64,
+    /// The trend handler per store, and its baseline.
+    pub trends: Vec<Throughput>,
 }
 
 /// Runs every measurement on every requested backend, with its files in `scratch`.
@@ -228,7 +233,112 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         }
         let _ = std::fs::remove_dir_all(&config.data_dir);
     }
+    if !spec.trend_stores.is_empty() {
+        report.trends = trend_bench(spec, &events, scratch).await?;
+    }
     Ok(report)
+}
+
+/// Events the one-update-per-event baseline handles (it is slow).
+const BASELINE_EVENTS: usize = 20_000;
+
+/// The trend handler through the framework, per store, from an embedded log already holding
+/// the events; and the tutorial's trend consumer as the baseline: per event, one `ZINCRBY` and
+/// one `SET` of the books, each waiting for its answer.
+async fn trend_bench(
+    spec: &EventsBench,
+    events: &[Event],
+    scratch: &Path,
+) -> anyhow::Result<Vec<Throughput>> {
+    let run_id = Uuid::new_v4().simple().to_string();
+    let mut config = Config {
+        data_dir: scratch.join(format!("trends-{run_id}")),
+        ..Config::default()
+    };
+    config.events.backend = EventsBackend::Embedded;
+    config.events.topic = format!("bench-trends-{run_id}");
+    config.events.batch_size = spec.batch_size;
+    config.trend.redis_url = crate::config::Secret(spec.redis_url.clone().into());
+    config.trend.redis_prefix = format!("bench:{run_id}:");
+    let bus = EventBus::open(&config).await?;
+    bus.ensure_topics(&config.events, &[config.events.topic.clone()])
+        .await?;
+    eprintln!("trends: writing {} events to an embedded log", events.len());
+    let publisher = bus.publisher(&config.events).await?;
+    publish_all(&publisher, events).await?;
+
+    let mut out = Vec::new();
+    for store in &spec.trend_stores {
+        config.trend.store = *store;
+        let name = match store {
+            TrendStoreKind::Embedded => "embedded (SQLite)",
+            TrendStoreKind::Redis => "redis",
+        };
+        eprintln!("trends: applying through the framework to {name}");
+        let handler = crate::trend::open_trend_store(&config).await?;
+        let stop = CancellationToken::new();
+        let consumer = bus
+            .consumer(
+                &config.events,
+                // A group per store: a group's committed offsets are where a store without
+                // positions of its own starts.
+                &format!("bench-trends-{run_id}-{}", out.len()),
+                vec![config.events.topic.clone()],
+                handler,
+                stop.clone(),
+            )
+            .await?;
+        let stats = consumer_stats(&consumer);
+        let task = tokio::spawn(consumer.run());
+        let seconds =
+            wait_applied(&stats, events.len() as u64 + 1, Duration::from_secs(600)).await?;
+        stop.cancel();
+        task.await.context("consumer task")??;
+        out.push(Throughput {
+            backend: name,
+            path: "trend handler (framework, batches, exactly once)",
+            events: events.len() as u64,
+            seconds,
+        });
+    }
+
+    if spec.trend_stores.contains(&TrendStoreKind::Redis) {
+        eprintln!("trends: the tutorial's one update per event on redis");
+        let mut redis = bookstore_redis::connect(&spec.redis_url, Duration::from_secs(5)).await?;
+        let sample = &events[..events.len().min(BASELINE_EVENTS)];
+        let started = Instant::now();
+        for event in sample {
+            let Event::BookSearched(e) = event;
+            let books = serde_json::to_string(&e.results)?;
+            let _: f64 = redis::cmd("ZINCRBY")
+                .arg(format!("bench:{run_id}:baseline:trends"))
+                .arg(1)
+                .arg(&e.query)
+                .query_async(&mut redis)
+                .await?;
+            let _: () = redis::cmd("SET")
+                .arg(format!("bench:{run_id}:baseline:q-{}", e.query))
+                .arg(books)
+                .query_async(&mut redis)
+                .await?;
+        }
+        out.push(Throughput {
+            backend: "redis",
+            path: "baseline: ZINCRBY + SET per event (the tutorial)",
+            events: sample.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        // Leave Redis as it was.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("bench:{run_id}:*"))
+            .query_async(&mut redis)
+            .await?;
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut redis).await?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+    Ok(out)
 }
 
 /// Rounds of the Kafka producer comparison.
@@ -607,6 +717,35 @@ pub fn table(report: &Report) -> String {
             "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             l.backend, l.rate, l.events, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
         ));
+    }
+    if !report.trends.is_empty() {
+        out.push_str(
+            "\n| trend store | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n",
+        );
+        for t in &report.trends {
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {:.0} |\n",
+                t.backend,
+                t.path,
+                t.events,
+                t.seconds,
+                t.per_second()
+            ));
+        }
+        let ours = report
+            .trends
+            .iter()
+            .find(|t| t.backend == "redis" && t.path.starts_with("trend handler"));
+        let baseline = report
+            .trends
+            .iter()
+            .find(|t| t.path.starts_with("baseline"));
+        if let (Some(ours), Some(baseline)) = (ours, baseline) {
+            out.push_str(&format!(
+                "\nRedis trend handler: {:.0}x the one-update-per-event baseline\n",
+                ours.per_second() / baseline.per_second()
+            ));
+        }
     }
     out
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::sync::Arc;
 
-use bookstore::config::{Config, EventsBackend};
+use bookstore::config::{Config, EventsBackend, TrendStoreKind};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{
@@ -133,6 +133,13 @@ enum BenchCommand {
         /// Consumer batch size.
         #[arg(long, default_value_t = 1_000)]
         batch_size: usize,
+        /// Trend stores to measure the trend handler on, comma-separated: embedded, redis; none
+        /// to skip.
+        #[arg(long, value_delimiter = ',', default_value = "embedded,redis")]
+        trend_stores: Vec<BenchTrendStore>,
+        /// Redis for the trend store [default: trend.redis_url].
+        #[arg(long)]
+        redis_url: Option<String>,
     },
 }
 
@@ -140,6 +147,13 @@ enum BenchCommand {
 enum BenchBackend {
     Embedded,
     Kafka,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchTrendStore {
+    Embedded,
+    Redis,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -244,6 +258,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             brokers,
             partitions,
             batch_size,
+            trend_stores,
+            redis_url,
         }) => {
             let temp = tempfile_dir()?;
             let spec = bench_events::EventsBench {
@@ -260,6 +276,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 brokers: brokers.unwrap_or_else(|| config.events.brokers.clone()),
                 partitions,
                 batch_size,
+                trend_stores: trend_stores
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        BenchTrendStore::Embedded => Some(TrendStoreKind::Embedded),
+                        BenchTrendStore::Redis => Some(TrendStoreKind::Redis),
+                        BenchTrendStore::None => None,
+                    })
+                    .collect(),
+                redis_url: redis_url.unwrap_or_else(|| config.trend.redis_url.expose().to_owned()),
             };
             let report = bench_events::run(&spec, &temp).await;
             let _ = std::fs::remove_dir_all(&temp);

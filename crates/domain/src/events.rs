@@ -332,6 +332,23 @@ pub fn split_legacy_key(key: &str) -> (&str, Option<&str>) {
 /// The form under which queries are compared and counted: Unicode NFKC, case-folded, trimmed, with
 /// runs of inner whitespace collapsed to one space. `"  Ｒust\tBOOKS "` becomes `"rust books"`.
 pub fn normalize_query(query: &str) -> String {
+    if query.is_ascii() {
+        // NFKC leaves ASCII as it is and case folding ASCII is lower-casing: the same result,
+        // without the Unicode tables.
+        let mut out = String::with_capacity(query.len());
+        for word in query.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        return out;
+    }
+    normalize_unicode(query)
+}
+
+/// [`normalize_query`] for any text.
+fn normalize_unicode(query: &str) -> String {
     let composed: String = query.nfkc().collect();
     let folded = caseless::default_case_fold_str(&composed);
     let mut out = String::with_capacity(folded.len());
@@ -504,6 +521,19 @@ mod tests {
         let Event::BookSearched(e) = decode(Some(b"q:"), v, None).unwrap();
         assert_eq!(e.results[0].published_at, None);
         assert_eq!(e.results[1].published_at, None);
+    }
+
+    #[test]
+    fn the_ascii_shortcut_normalizes_like_the_unicode_path() {
+        let every_ascii: String = (0u8..128).map(char::from).collect();
+        for text in [
+            every_ascii.as_str(),
+            "  Rust\x0bLANG\t\x1c x ",
+            "C++: The Language",
+            "ABC xyz 123",
+        ] {
+            assert_eq!(normalize_query(text), normalize_unicode(text), "{text:?}");
+        }
     }
 
     #[test]

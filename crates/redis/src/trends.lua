@@ -5,9 +5,10 @@
 --   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
 --   user or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, cap_ttl_ms,
 --   prune_below, max_trends.
--- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>q:<query> (hash:
--- display, last, books), <p>sp:<query> (hash: spelling -> count), <p>cap:<window> (hash:
--- user \31 query -> searches), <p>pos:<group> (hash: partition -> next offset).
+-- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>q:<query> (hash: d
+-- display, dn its count, l last search ms, b books JSON, ls log2 score, s:<spelling> counts),
+-- <p>cap:<window> (hash: user \31 query -> searches), <p>pos:<group> (hash: partition -> next
+-- offset). Five commands per event, none of them a scan.
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])
 
@@ -35,38 +36,47 @@ end
 
 local scores = p .. 'score'
 local counts = p .. 'count'
+local expiring = {}
 for _, e in ipairs(b.events) do
-  local query, spelled, user = e[1], e[2], e[3]
+  local query, spelled, user, at = e[1], e[2], e[3], e[6]
   local h = p .. 'q:' .. query
   local scored = true
   if user ~= '' then
     local caps = p .. 'cap:' .. e[4]
     local n = redis.call('HINCRBY', caps, user .. '\31' .. query, 1)
-    redis.call('PEXPIRE', caps, b.cap_ttl_ms)
+    if not expiring[caps] then
+      redis.call('PEXPIRE', caps, b.cap_ttl_ms)
+      expiring[caps] = true
+    end
     scored = n <= b.user_cap
   end
-  local first = redis.call('ZSCORE', counts, query) == false
-  redis.call('ZINCRBY', counts, 1, query)
-  local sp = p .. 'sp:' .. query
-  local n = redis.call('HINCRBY', sp, spelled, 1)
-  local display = redis.call('HGET', h, 'display')
+  local count = tonumber(redis.call('ZINCRBY', counts, 1, query))
+  local state = redis.call('HMGET', h, 'd', 'dn', 'l', 'ls', 's:' .. spelled)
+  local display, shown, last, log_score = state[1], tonumber(state[2] or '0'), state[3], state[4]
+  local n = tonumber(state[5] or '0') + 1
+  local fields = { 's:' .. spelled, n }
   if not display then
-    redis.call('HSET', h, 'display', spelled)
-  elseif display ~= spelled then
-    local shown = tonumber(redis.call('HGET', sp, display) or '0')
-    if n > shown then redis.call('HSET', h, 'display', spelled) end
+    fields[#fields + 1] = 'd'; fields[#fields + 1] = spelled
+    fields[#fields + 1] = 'dn'; fields[#fields + 1] = n
+  elseif display == spelled then
+    fields[#fields + 1] = 'dn'; fields[#fields + 1] = n
+  elseif n > shown then
+    fields[#fields + 1] = 'd'; fields[#fields + 1] = spelled
+    fields[#fields + 1] = 'dn'; fields[#fields + 1] = n
   end
-  local last = redis.call('HGET', h, 'last')
-  if first or (not last) or e[6] >= tonumber(last) then
-    redis.call('HSET', h, 'last', string.format('%d', e[6]), 'books', e[7])
+  if count == 1 or (not last) or at >= tonumber(last) then
+    fields[#fields + 1] = 'l'; fields[#fields + 1] = string.format('%d', at)
+    fields[#fields + 1] = 'b'; fields[#fields + 1] = e[7]
   end
-  local current = redis.call('ZSCORE', scores, query)
   if scored then
-    local new = log2_add(current and tonumber(current), e[5])
-    redis.call('ZADD', scores, string.format('%.17g', new), query)
-  elseif not current then
+    local new = string.format('%.17g', log2_add(log_score and tonumber(log_score), e[5]))
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = new
+    redis.call('ZADD', scores, new, query)
+  elseif not log_score then
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = '-inf'
     redis.call('ZADD', scores, '-inf', query)
   end
+  redis.call('HSET', h, unpack(fields))
 end
 
 -- Prune: decayed trends, then all but the best max_trends.
@@ -74,7 +84,7 @@ local function forget(members)
   for _, query in ipairs(members) do
     redis.call('ZREM', scores, query)
     redis.call('ZREM', counts, query)
-    redis.call('DEL', p .. 'q:' .. query, p .. 'sp:' .. query)
+    redis.call('DEL', p .. 'q:' .. query)
   end
 end
 forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. string.format('%.17g', b.prune_below)))

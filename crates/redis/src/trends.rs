@@ -180,9 +180,9 @@ impl TrendStore for RedisTrends {
             pipe.cmd("ZSCORE").arg(self.key("count")).arg(query);
             pipe.cmd("HMGET")
                 .arg(self.key(&format!("q:{query}")))
-                .arg("display")
-                .arg("last")
-                .arg("books");
+                .arg("d")
+                .arg("l")
+                .arg("b");
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
         let mut trends = Vec::with_capacity(members.len());

@@ -24,6 +24,7 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
     let mut child = bookstore()
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:0")
+        .env("BOOKSTORE_TREND__LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -31,6 +32,9 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !line.contains("web service listening") {
+                continue;
+            }
             if let Some(at) = line.find("http://") {
                 let addr = line[at + 7..]
                     .split_whitespace()

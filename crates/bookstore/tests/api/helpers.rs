@@ -95,6 +95,8 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     config.web.listen = "127.0.0.1:0".parse().unwrap();
     config.web.page_size = options.page_size;
     config.web.admin_token = options.admin_token.map(Into::into);
+    // No trend service here: the page leaves its Trends section out at once.
+    config.web.trend_url = Some(String::new());
     config.db.url = Some(db_url.clone().into());
     let app = WebApp::build(&config)
         .await
