@@ -194,9 +194,15 @@ pub async fn serve_all(
             stop.cancel();
         }
     });
-    let (web, trend) = tokio::join!(
-        web.run_until_stopped(stop.clone().cancelled_owned()),
-        trend.run_until_stopped(stop.clone().cancelled_owned()),
-    );
-    web.and(trend)
+    // When either service ends (a fatal error), the other stops too, and the error is returned.
+    let mut web = tokio::spawn(web.run_until_stopped(stop.clone().cancelled_owned()));
+    let mut trend = tokio::spawn(trend.run_until_stopped(stop.clone().cancelled_owned()));
+    let (first, second) = tokio::select! {
+        done = &mut web => (done, trend),
+        done = &mut trend => (done, web),
+    };
+    stop.cancel();
+    let first = first.context("a service task failed")?;
+    let second = second.await.context("a service task failed")?;
+    first.and(second)
 }

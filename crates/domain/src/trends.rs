@@ -14,7 +14,11 @@
 //! `count`. Anonymous searches have no user to cap and always count.
 //!
 //! **Pruning.** After each batch, trends whose current score is below `min_score` are removed, and
-//! only the best `max_trends` by score are kept. A pruned trend that comes back starts again.
+//! only the best `max_trends` by score are kept (ties at the cut are kept). A pruned trend that
+//! comes back starts again. Cap counters are kept for the newest window that has seen a search
+//! and the two before it (event time, so a consumer catching up keeps capping).
+//!
+//! Times count in milliseconds, as the stores keep them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,6 +76,26 @@ impl TrendSettings {
     pub fn window(&self, t: DateTime<Utc>) -> i64 {
         let window = self.user_window.as_millis().max(1) as i64;
         t.timestamp_millis().div_euclid(window)
+    }
+
+    /// Cap counters of windows below this are forgotten, given the newest window seen.
+    pub fn oldest_cap_window(newest: i64) -> i64 {
+        newest - 2
+    }
+}
+
+/// `t` to the millisecond, as stored.
+pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// The current score, finite whatever the input (a search dated far in the future cannot make
+/// it infinite, which JSON cannot carry).
+pub fn finite_score(log_score: f64, settings: &TrendSettings, now: DateTime<Utc>) -> f64 {
+    if log_score.is_finite() {
+        settings.score_at(log_score, now).min(f64::MAX)
+    } else {
+        0.0
     }
 }
 
@@ -174,8 +198,9 @@ impl TrendState {
         if self.display.is_empty() || (n > shown && spelled != self.display) {
             self.display = spelled;
         }
-        if self.count == 1 || event.occurred_at >= self.last_searched_at {
-            self.last_searched_at = event.occurred_at;
+        let at = to_millis(event.occurred_at);
+        if self.count == 1 || at >= self.last_searched_at {
+            self.last_searched_at = at;
             self.books = trend_books(event);
         }
         if scores {
@@ -193,11 +218,7 @@ impl TrendState {
             query: self.display.clone(),
             query_normalized: query_normalized.to_owned(),
             count: self.count,
-            score: if self.log_score.is_finite() {
-                settings.score_at(self.log_score, now)
-            } else {
-                0.0
-            },
+            score: finite_score(self.log_score, settings, now),
             books: self.books.clone(),
             last_searched_at: self.last_searched_at,
         }
@@ -271,8 +292,10 @@ impl TrendBoard {
             let keep_from = scores[self.settings.max_trends - 1];
             self.trends.retain(|_, t| t.log_score >= keep_from);
         }
-        let current = self.settings.window(now);
-        self.caps.retain(|(window, _, _), _| *window >= current - 1);
+        if let Some(newest) = self.caps.keys().map(|(window, _, _)| *window).max() {
+            let oldest = TrendSettings::oldest_cap_window(newest);
+            self.caps.retain(|(window, _, _), _| *window >= oldest);
+        }
     }
 
     pub fn top(&self, n: usize, by: TrendRanking, now: DateTime<Utc>) -> Vec<Trend> {
@@ -431,6 +454,53 @@ mod tests {
         assert_eq!(top[0].count, 5);
         assert_eq!(top[0].books[0].title, "Latest");
         assert_eq!(top[0].last_searched_at, at(3));
+    }
+
+    #[test]
+    fn a_consumer_catching_up_keeps_capping() {
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 3,
+            ..TrendSettings::default()
+        });
+        // Six searches at 09:10 applied at 12:30, in two batches with pruning between.
+        for i in 0..3 {
+            board.apply(&search(Some("u"), "x", at(i)));
+        }
+        board.prune(at(3 * 3600 + 1200));
+        for i in 3..6 {
+            board.apply(&search(Some("u"), "x", at(i)));
+        }
+        let top = board.top(1, TrendRanking::Count, at(6));
+        assert_eq!(top[0].count, 6);
+        assert!((top[0].score - 3.0).abs() < 0.01, "{}", top[0].score);
+        // Counters three windows older than the newest search are forgotten.
+        board.apply(&search(Some("v"), "y", at(3 * 3600 + 60)));
+        board.prune(at(3 * 3600 + 61));
+        assert!(board.caps.keys().all(|(_, user, _)| user == "v"));
+    }
+
+    #[test]
+    fn times_count_in_milliseconds() {
+        let mut board = TrendBoard::new(settings());
+        let mut first = search(None, "q", at(0) + chrono::Duration::microseconds(700));
+        first.results[0].title = "First".into();
+        board.apply(&first);
+        // Later in the log, earlier within the same millisecond: the same time, so it wins.
+        board.apply(&search(
+            None,
+            "q",
+            at(0) + chrono::Duration::microseconds(300),
+        ));
+        let top = board.top(1, TrendRanking::Count, at(1));
+        assert_eq!(top[0].last_searched_at, at(0));
+        assert_eq!(top[0].books[0].title, "About q");
+        // A search dated far in the future keeps the score finite.
+        board.apply(&search(None, "future", at(1_000_000_000_000)));
+        assert!(
+            board.top(1, TrendRanking::Score, at(0))[0]
+                .score
+                .is_finite()
+        );
     }
 
     #[test]

@@ -3,12 +3,13 @@
 --
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
 --   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
---   user or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, cap_ttl_ms,
---   prune_below, max_trends.
+--   user or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, prune_below,
+--   max_trends.
 -- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>q:<query> (hash: d
 -- display, dn its count, l last search ms, b books JSON, ls log2 score, s:<spelling> counts),
--- <p>cap:<window> (hash: user \31 query -> searches), <p>pos:<group> (hash: partition -> next
--- offset). Five commands per event, none of them a scan.
+-- <p>cap:<window> (hash: user \31 query -> searches), <p>capw (zset of the windows with
+-- counters), <p>pos:<group> (hash: partition -> next offset). Five commands per event, none of
+-- them a scan.
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])
 
@@ -36,7 +37,7 @@ end
 
 local scores = p .. 'score'
 local counts = p .. 'count'
-local expiring = {}
+local windows = {}
 for _, e in ipairs(b.events) do
   local query, spelled, user, at = e[1], e[2], e[3], e[6]
   local h = p .. 'q:' .. query
@@ -44,9 +45,9 @@ for _, e in ipairs(b.events) do
   if user ~= '' then
     local caps = p .. 'cap:' .. e[4]
     local n = redis.call('HINCRBY', caps, user .. '\31' .. query, 1)
-    if not expiring[caps] then
-      redis.call('PEXPIRE', caps, b.cap_ttl_ms)
-      expiring[caps] = true
+    if not windows[e[4]] then
+      redis.call('ZADD', p .. 'capw', e[4], e[4])
+      windows[e[4]] = true
     end
     scored = n <= b.user_cap
   end
@@ -88,8 +89,19 @@ local function forget(members)
   end
 end
 forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. string.format('%.17g', b.prune_below)))
-local extra = redis.call('ZCARD', scores) - b.max_trends
-if extra > 0 then
-  forget(redis.call('ZRANGE', scores, 0, extra - 1))
+if redis.call('ZCARD', scores) > b.max_trends then
+  -- Keep the best max_trends, and whatever ties with the last of them.
+  local last = redis.call('ZREVRANGE', scores, b.max_trends - 1, b.max_trends - 1, 'WITHSCORES')
+  forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. last[2]))
+end
+
+-- Cap counters: keep the newest window that has seen a search and the two before it.
+local newest = redis.call('ZREVRANGE', p .. 'capw', 0, 0)[1]
+if newest then
+  local oldest = tonumber(newest) - 2
+  for _, window in ipairs(redis.call('ZRANGEBYSCORE', p .. 'capw', '-inf', '(' .. oldest)) do
+    redis.call('DEL', p .. 'cap:' .. window)
+  end
+  redis.call('ZREMRANGEBYSCORE', p .. 'capw', '-inf', '(' .. oldest)
 end
 return 'OK'

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bookstore_domain::events::Event;
 use bookstore_domain::trends::{
-    Trend, TrendBook, TrendRanking, TrendSettings, rank, spelling, trend_books,
+    Trend, TrendBook, TrendRanking, TrendSettings, finite_score, rank, spelling, trend_books,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -24,6 +24,9 @@ pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<Connect
     ConnectionManager::new_with_config(client, config).await
 }
 
+/// Trends tied at the cut of `GET /trends` that are ranked by the rules; beyond, by name.
+const TIES: usize = 500;
+
 /// Trends in Redis under `prefix`.
 pub struct RedisTrends {
     redis: ConnectionManager,
@@ -39,7 +42,6 @@ struct ScriptBatch<'a> {
     positions: Vec<(String, i64, i64)>,
     events: Vec<(&'a str, String, &'a str, i64, f64, i64, String)>,
     user_cap: u32,
-    cap_ttl_ms: u64,
     prune_below: f64,
     max_trends: usize,
 }
@@ -128,9 +130,6 @@ impl EventHandler for RedisTrends {
                 .collect(),
             events,
             user_cap: self.settings.user_cap,
-            cap_ttl_ms: (self.settings.user_window.as_millis() as u64)
-                .saturating_mul(2)
-                .max(1),
             prune_below: self.settings.prune_below(Utc::now()),
             max_trends: self.settings.max_trends.max(1),
         };
@@ -163,17 +162,37 @@ impl TrendStore for RedisTrends {
             TrendRanking::Count => self.key("count"),
         };
         let mut redis = self.redis.clone();
-        let members: Vec<String> = redis::cmd("ZRANGE")
+        let best: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&ranked_by)
             .arg(0)
             .arg(n as i64 - 1)
             .arg("REV")
+            .arg("WITHSCORES")
             .query_async(&mut redis)
             .await
             .map_err(unavailable)?;
-        if members.is_empty() {
+        let Some((_, boundary)) = best.last().cloned() else {
             return Ok(Vec::new());
-        }
+        };
+        // Redis orders ties by name; the rules order them by the other ranking, then by query.
+        // So everything tied with the last one (up to TIES) is ranked here before the cut.
+        let mut members: Vec<String> = best
+            .into_iter()
+            .filter(|(_, value)| *value > boundary)
+            .map(|(member, _)| member)
+            .collect();
+        let ties: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&ranked_by)
+            .arg(boundary)
+            .arg(boundary)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(TIES)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        members.extend(ties);
         let mut pipe = redis::pipe();
         for query in &members {
             pipe.cmd("ZSCORE").arg(self.key("score")).arg(query);
@@ -200,11 +219,7 @@ impl TrendStore for RedisTrends {
                 query: display,
                 query_normalized: query.clone(),
                 count: count.unwrap_or(0.0).max(0.0) as u64,
-                score: if log_score.is_finite() {
-                    self.settings.score_at(log_score, now)
-                } else {
-                    0.0
-                },
+                score: finite_score(log_score, &self.settings, now),
                 books: books
                     .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
                     .unwrap_or_default(),
@@ -214,6 +229,7 @@ impl TrendStore for RedisTrends {
             });
         }
         rank(&mut trends, by);
+        trends.truncate(n);
         Ok(trends)
     }
 

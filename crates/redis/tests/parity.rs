@@ -17,7 +17,14 @@ fn redis_url() -> String {
 }
 
 fn search(i: usize, base: i64) -> SearchEvent {
-    let query = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma", "ＲＵＳＴ"][i % 7];
+    let spellings = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma", "ＲＵＳＴ"];
+    // Seven spellings of four queries, and ten more queries: ties, and more than max_trends.
+    let query = if i % 3 == 0 {
+        format!("topic {}", i % 10)
+    } else {
+        spellings[i % 7].to_owned()
+    };
+    let query = query.as_str();
     let user = [Some("a"), Some("b"), None, Some("a")][i % 4];
     let book = ResultBook {
         id: i as i64,
@@ -25,8 +32,9 @@ fn search(i: usize, base: i64) -> SearchEvent {
         author: "A".into(),
         published_at: None,
     };
-    // Seconds apart, some out of order.
-    let at = DateTime::from_timestamp(base + (i as i64 * 7) % 50, 0).unwrap();
+    // Milliseconds apart with microseconds, some out of order.
+    let at = DateTime::from_timestamp(base, 0).unwrap()
+        + chrono::Duration::microseconds(((i as i64 * 7919) % 50_000) * 1000 + 700);
     SearchEvent::new(
         uuid::Uuid::now_v7(),
         at,
@@ -89,11 +97,17 @@ async fn the_redis_store_follows_the_reference_rules() {
         );
         from = Some(to);
         chunk.iter().for_each(|e| board.apply(e));
+        board.prune(Utc::now());
     }
     let now = Utc::now();
-    for by in [TrendRanking::Score, TrendRanking::Count] {
-        let stored = store.top(10, by, now).await.unwrap();
-        let expected = board.top(10, by, now);
+    for (n, by) in [
+        (10, TrendRanking::Score),
+        (10, TrendRanking::Count),
+        (3, TrendRanking::Count),
+        (2, TrendRanking::Score),
+    ] {
+        let stored = store.top(n, by, now).await.unwrap();
+        let expected = board.top(n, by, now);
         assert_eq!(stored.len(), expected.len());
         for (s, e) in stored.iter().zip(&expected) {
             assert_eq!(

@@ -251,10 +251,13 @@ async fn prune(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query("DELETE FROM trend_caps WHERE window < ?")
-        .bind(settings.window(now) - 1)
-        .execute(&mut *conn)
-        .await?;
+    // Cap counters of the newest window and the two before it are kept (event time).
+    sqlx::query(concat!(
+        "DELETE FROM trend_caps WHERE window < ",
+        "(SELECT MAX(window) FROM trend_caps) - 2"
+    ))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -308,7 +311,14 @@ mod tests {
     use bookstore_domain::{PositionUpdate, Record};
 
     fn search(i: usize) -> SearchEvent {
-        let query = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma"][i % 6];
+        let spellings = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma"];
+        // Six spellings of three queries, and ten more queries: ties, and more than max_trends.
+        let query = if i % 3 == 0 {
+            format!("topic {}", i % 10)
+        } else {
+            spellings[i % 6].to_owned()
+        };
+        let query = query.as_str();
         let user = ["a", "b", "a"][i % 3];
         let book = ResultBook {
             id: i as i64,
@@ -316,7 +326,9 @@ mod tests {
             author: "A".into(),
             published_at: None,
         };
-        let at = DateTime::from_timestamp(Utc::now().timestamp() - 100 + i as i64, 0).unwrap();
+        // Milliseconds apart with microseconds, some out of order.
+        let at = DateTime::from_timestamp(Utc::now().timestamp() - 100, 0).unwrap()
+            + chrono::Duration::microseconds(((i as i64 * 7919) % 50_000) * 1000 + 700);
         SearchEvent::new(
             uuid::Uuid::now_v7(),
             at,
@@ -369,11 +381,17 @@ mod tests {
             ));
             from = Some(to);
             chunk.iter().for_each(|e| board.apply(e));
+            board.prune(Utc::now());
         }
         let now = Utc::now();
-        for by in [TrendRanking::Score, TrendRanking::Count] {
-            let stored = store.top(10, by, now).await.unwrap();
-            let expected = board.top(10, by, now);
+        for (n, by) in [
+            (10, TrendRanking::Score),
+            (10, TrendRanking::Count),
+            (3, TrendRanking::Count),
+            (2, TrendRanking::Score),
+        ] {
+            let stored = store.top(n, by, now).await.unwrap();
+            let expected = board.top(n, by, now);
             assert_eq!(stored.len(), expected.len());
             for (s, e) in stored.iter().zip(&expected) {
                 assert_eq!(

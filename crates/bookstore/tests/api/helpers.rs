@@ -103,7 +103,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         .expect("the web service starts");
     let addr = app.local_addr().unwrap();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    TestApp {
+    let app = TestApp {
         addr,
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -111,7 +111,13 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             .unwrap(),
         db_url,
         _dir: dir,
+    };
+    if backend == Backend::MySql {
+        // MariaDB adds committed rows to its full-text index a moment after the commit under
+        // load; the sample catalog is searchable once a search finds it.
+        app.wait_searchable("frankenstein").await;
     }
+    app
 }
 
 impl TestApp {
@@ -145,6 +151,24 @@ impl TestApp {
     }
 
     /// Titles of the first page of results for `q`.
+    /// Waits (at most 5 s) until a search for `q` finds something.
+    pub async fn wait_searchable(&self, q: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        let mut waited = false;
+        while self.titles(q).await.is_empty() {
+            waited = true;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{q:?} is not searchable after 5 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if waited {
+            eprintln!("{q:?} became searchable after {:?}", started.elapsed());
+        }
+    }
+
     pub async fn titles(&self, q: &str) -> Vec<String> {
         let (books, _) = self.list(&[("q", q)]).await;
         books
