@@ -299,3 +299,111 @@ async fn the_page_does_not_wait_for_a_dead_or_hung_trend_service() {
         web.shutdown().await;
     }
 }
+
+/// A free loopback port (bound, then released for a child process to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The web service and the trend service as separate `bookstore` processes on Kafka and Redis:
+/// a search on the page is under Trends on the next page within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
+    let mut bus = TestBus::new(Backend::Kafka).await;
+    use_store(&mut bus.config, TrendStoreKind::Redis);
+    let (web_port, trend_port) = (free_port(), free_port());
+    let spawn = |command: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bookstore"))
+            .arg(command)
+            .envs(bus.env())
+            .envs(crate::store_env(&bus.config))
+            .env("BOOKSTORE_EVENTS__BATCH_WAIT_MS", "100")
+            .env("BOOKSTORE_TREND__LISTEN", format!("127.0.0.1:{trend_port}"))
+            .env("BOOKSTORE_WEB__LISTEN", format!("127.0.0.1:{web_port}"))
+            .env(
+                "BOOKSTORE_WEB__TREND_URL",
+                format!("http://127.0.0.1:{trend_port}"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut trend = spawn("trend");
+    let mut web = spawn("web");
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{web_port}");
+    let trend_url = format!("http://127.0.0.1:{trend_port}");
+    wait_until(
+        Duration::from_secs(60),
+        "both services to start",
+        || async {
+            http.get(format!("{url}/healthz")).send().await.is_ok()
+                && http
+                    .get(format!("{trend_url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    // The trend service has joined its group once a first search shows up.
+    http.get(format!("{url}/?q=warm%20up"))
+        .send()
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the trend service to join",
+        || async {
+            let html = http
+                .get(format!("{url}/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            html.contains(r#"href="/?q=warm%20up""#)
+        },
+    )
+    .await;
+
+    for query in ["Wuthering Heights", "moby dick", "Middlemarch"] {
+        let searched = Instant::now();
+        let page = http.get(format!("{url}/?q={query}")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
+        loop {
+            let html = http
+                .get(format!("{url}/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if html.contains(&link) {
+                break;
+            }
+            assert!(
+                searched.elapsed() < Duration::from_secs(1),
+                "{query} not under Trends after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{query}: under Trends after {:?}", searched.elapsed());
+    }
+    for child in [&mut web, &mut trend] {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exits 0 on SIGTERM: {status}");
+    }
+}
