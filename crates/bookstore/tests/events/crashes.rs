@@ -10,9 +10,9 @@ use chrono::Utc;
 use rand::{Rng, SeedableRng};
 
 use crate::both;
-use crate::helpers::{Backend, TestBus, counts_store, total, wait_until};
+use crate::helpers::{Backend, KillOnDrop, TestBus, counts_store, total, wait_until};
 
-fn counter(bus: &TestBus, instance: &str) -> Child {
+fn counter(bus: &TestBus, instance: &str) -> KillOnDrop {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
     command
         .args(["events", "count", "--group", "crash-test", "--db"])
@@ -26,7 +26,7 @@ fn counter(bus: &TestBus, instance: &str) -> Child {
         // waiting for the killed one's session to time out.
         command.env("BOOKSTORE_EVENTS__PROPERTIES__GROUP_INSTANCE_ID", instance);
     }
-    command.spawn().unwrap()
+    KillOnDrop(command.spawn().unwrap())
 }
 
 fn terminate(child: &mut Child) {

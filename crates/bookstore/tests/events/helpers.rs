@@ -357,3 +357,29 @@ pub async fn counts_store(path: &Path) -> SqliteQueryCounts {
 pub async fn total(counts: &SqliteQueryCounts) -> u64 {
     counts.counts().await.map(|c| c.values().sum()).unwrap_or(0)
 }
+
+/// A child process that is killed (SIGKILL) if the test ends, or panics, while it still runs:
+/// no test leaves a process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}

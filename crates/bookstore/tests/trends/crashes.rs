@@ -4,7 +4,7 @@
 //! same counts.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bookstore::TrendApp;
@@ -13,21 +13,23 @@ use bookstore_domain::events::{Event, SearchEvent};
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{Backend, TestBus, wait_until};
+use crate::helpers::{Backend, KillOnDrop, TestBus, wait_until};
 use crate::{counts, store_env, use_store};
 
-fn trend_service(bus: &TestBus) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bookstore"))
-        .arg("trend")
-        .envs(bus.env())
-        .envs(store_env(&bus.config))
-        // Static membership: a restarted instance takes its partitions back at once.
-        .env("BOOKSTORE_EVENTS__PROPERTIES__GROUP_INSTANCE_ID", "trend-1")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+fn trend_service(bus: &TestBus) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_bookstore"))
+            .arg("trend")
+            .envs(bus.env())
+            .envs(store_env(&bus.config))
+            // Static membership: a restarted instance takes its partitions back at once.
+            .env("BOOKSTORE_EVENTS__PROPERTIES__GROUP_INSTANCE_ID", "trend-1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn killed_trend_services_count_every_search_once(store: TrendStoreKind) {

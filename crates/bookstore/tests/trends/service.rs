@@ -334,8 +334,8 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
             .spawn()
             .unwrap()
     };
-    let mut trend = spawn("trend");
-    let mut web = spawn("web");
+    let mut trend = crate::helpers::KillOnDrop(spawn("trend"));
+    let mut web = crate::helpers::KillOnDrop(spawn("web"));
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{web_port}");
     let trend_url = format!("http://127.0.0.1:{trend_port}");
