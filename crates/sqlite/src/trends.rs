@@ -305,109 +305,16 @@ impl TrendStore for SqliteTrends {
 
 #[cfg(test)]
 mod tests {
+    use bookstore_domain::trends::conformance;
+
     use super::*;
-    use bookstore_domain::events::{ResultBook, SearchEvent};
-    use bookstore_domain::trends::TrendBoard;
-    use bookstore_domain::{PositionUpdate, Record};
 
-    fn search(i: usize) -> SearchEvent {
-        let spellings = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma"];
-        // Six spellings of three queries, and ten more queries: ties, and more than max_trends.
-        let query = if i % 3 == 0 {
-            format!("topic {}", i % 10)
-        } else {
-            spellings[i % 6].to_owned()
-        };
-        let query = query.as_str();
-        let user = ["a", "b", "a"][i % 3];
-        let book = ResultBook {
-            id: i as i64,
-            title: format!("T{i}"),
-            author: "A".into(),
-            published_at: None,
-        };
-        // Milliseconds apart with microseconds, some out of order.
-        let at = DateTime::from_timestamp(Utc::now().timestamp() - 100, 0).unwrap()
-            + chrono::Duration::microseconds(((i as i64 * 7919) % 50_000) * 1000 + 700);
-        SearchEvent::new(
-            uuid::Uuid::now_v7(),
-            at,
-            Some(user.into()),
-            query,
-            0,
-            vec![book],
-        )
-    }
-
-    /// The store gives what the in-memory reference gives, across batches.
     #[tokio::test]
     async fn the_store_follows_the_reference_rules() {
         let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
-        let settings = TrendSettings {
-            user_cap: 2,
-            ..TrendSettings::default()
-        };
-        let store = SqliteTrends::new(pool, settings.clone()).await.unwrap();
-        let mut board = TrendBoard::new(settings);
-        let events: Vec<SearchEvent> = (0..60).map(search).collect();
-        let mut from = None;
-        for (n, chunk) in events.chunks(7).enumerate() {
-            let records = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, e)| Record {
-                    topic: "t".into(),
-                    partition: 0,
-                    offset: (n * 7 + i) as i64,
-                    event: Event::BookSearched(e.clone()),
-                })
-                .collect();
-            let to = (n * 7 + chunk.len()) as i64;
-            let batch = Batch {
-                group: "g".into(),
-                records,
-                positions: vec![PositionUpdate {
-                    topic: "t".into(),
-                    partition: 0,
-                    from,
-                    to,
-                }],
-            };
-            store.apply(&batch).await.unwrap();
-            // The same batch again is refused: its start is no longer the stored position.
-            assert!(matches!(
-                store.apply(&batch).await,
-                Err(HandlerError::StalePosition(_))
-            ));
-            from = Some(to);
-            chunk.iter().for_each(|e| board.apply(e));
-            board.prune(Utc::now());
-        }
-        let now = Utc::now();
-        for (n, by) in [
-            (10, TrendRanking::Score),
-            (10, TrendRanking::Count),
-            (3, TrendRanking::Count),
-            (2, TrendRanking::Score),
-        ] {
-            let stored = store.top(n, by, now).await.unwrap();
-            let expected = board.top(n, by, now);
-            assert_eq!(stored.len(), expected.len());
-            for (s, e) in stored.iter().zip(&expected) {
-                assert_eq!(
-                    (&s.query, &s.query_normalized, s.count),
-                    (&e.query, &e.query_normalized, e.count)
-                );
-                assert!(
-                    (s.score - e.score).abs() < 1e-9,
-                    "{} vs {}",
-                    s.score,
-                    e.score
-                );
-                assert_eq!(s.books, e.books);
-                assert_eq!(s.last_searched_at, e.last_searched_at);
-            }
-        }
-        assert_eq!(store.positions("g").await.unwrap()[0].next_offset, 60);
+        let store = SqliteTrends::new(pool, conformance::settings())
+            .await
+            .unwrap();
+        conformance::check_store(&store).await;
     }
 }

@@ -185,6 +185,41 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
     trend.shutdown().await;
 }
 
+/// Three searches on the page of the web service at `url` (as one reader): each is under Trends
+/// on a page loaded within a second of it.
+async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url: &str) {
+    for query in ["Wuthering Heights", "moby dick", "Middlemarch"] {
+        let searched = Instant::now();
+        let page = http
+            .get(format!("{url}/?q={query}"))
+            .header("cookie", format!("uid={USER_A}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
+        loop {
+            let html = http
+                .get(format!("{url}/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if html.contains(&link) {
+                break;
+            }
+            assert!(
+                searched.elapsed() < Duration::from_secs(1),
+                "{query} not under Trends after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{query}: under Trends after {:?}", searched.elapsed());
+    }
+}
+
 /// The all-in-one `bookstore` on embedded defaults (batches waiting up to the default 100 ms):
 /// a search on the page is under Trends on the next page within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -213,39 +248,7 @@ async fn a_search_on_the_page_is_under_trends_within_a_second() {
     })
     .await;
 
-    for (i, query) in ["Wuthering Heights", "moby dick", "Middlemarch"]
-        .iter()
-        .enumerate()
-    {
-        let searched = Instant::now();
-        let page = http
-            .get(format!("{url}/?q={query}"))
-            .header("cookie", format!("uid={USER_A}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(page.status(), 200);
-        let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
-        loop {
-            let html = http
-                .get(format!("{url}/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if html.contains(&link) {
-                break;
-            }
-            assert!(
-                searched.elapsed() < Duration::from_secs(1),
-                "search {i} ({query}) not under Trends after a second"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("{query}: under Trends after {:?}", searched.elapsed());
-    }
+    searches_show_under_trends_within_a_second(&http, &url).await;
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -374,31 +377,7 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
     )
     .await;
 
-    for query in ["Wuthering Heights", "moby dick", "Middlemarch"] {
-        let searched = Instant::now();
-        let page = http.get(format!("{url}/?q={query}")).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
-        loop {
-            let html = http
-                .get(format!("{url}/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if html.contains(&link) {
-                break;
-            }
-            assert!(
-                searched.elapsed() < Duration::from_secs(1),
-                "{query} not under Trends after a second"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("{query}: under Trends after {:?}", searched.elapsed());
-    }
+    searches_show_under_trends_within_a_second(&http, &url).await;
     for child in [&mut web, &mut trend] {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

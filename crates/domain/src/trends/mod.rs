@@ -20,6 +20,9 @@
 //!
 //! Times count in milliseconds, as the stores keep them.
 
+#[doc(hidden)]
+pub mod conformance;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
