@@ -99,6 +99,19 @@ pub struct Position {
     pub next_offset: i64,
 }
 
+impl Position {
+    /// The partition and the next offset to read in it.
+    pub fn into_entry(self) -> (TopicPartition, i64) {
+        (
+            TopicPartition {
+                topic: self.topic,
+                partition: self.partition,
+            },
+            self.next_offset,
+        )
+    }
+}
+
 /// A move of a group's position in one partition, from what the consumer believes is stored
 /// (`None`: nothing stored yet) to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]

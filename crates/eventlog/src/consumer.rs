@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore_domain::TopicPartition;
+use bookstore_domain::{Position, TopicPartition};
 use bookstore_events::{Flushed, Pipeline, Stopped};
 use chrono::Utc;
 use sqlx::Row;
@@ -201,15 +201,7 @@ impl EmbeddedConsumer {
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| {
-                    (
-                        TopicPartition {
-                            topic: p.topic,
-                            partition: p.partition,
-                        },
-                        p.next_offset,
-                    )
-                })
+                .map(Position::into_entry)
                 .collect();
             for (tp, start) in self.pipeline.assign(&assigned).await? {
                 if start.is_none() {

@@ -443,18 +443,7 @@ impl Pipeline {
         loop {
             match self.handler.positions(&self.group).await {
                 Ok(positions) => {
-                    return Ok(positions
-                        .into_iter()
-                        .map(|p| {
-                            (
-                                TopicPartition {
-                                    topic: p.topic,
-                                    partition: p.partition,
-                                },
-                                p.next_offset,
-                            )
-                        })
-                        .collect());
+                    return Ok(positions.into_iter().map(Position::into_entry).collect());
                 }
                 Err(error) => {
                     add(&self.stats.retries, 1);

@@ -31,18 +31,27 @@ impl Running {
     }
 }
 
-async fn start_trend(bus: &TestBus) -> Running {
-    let app = TrendApp::build(&bus.config).await.unwrap();
-    let url = format!("http://{}", app.local_addr().unwrap());
+/// Runs a service until its `Running` is shut down.
+fn run_until_shutdown<F>(url: String, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
     Running {
         url,
         stop: Some(tx),
-        task,
+        task: tokio::spawn(run(rx)),
     }
+}
+
+async fn start_trend(bus: &TestBus) -> Running {
+    let app = TrendApp::build(&bus.config).await.unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    run_until_shutdown(url, |rx| {
+        app.run_until_stopped(async move {
+            let _ = rx.await;
+        })
+    })
 }
 
 async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
@@ -50,15 +59,11 @@ async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
         .await
         .unwrap();
     let url = format!("http://{}", app.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        url,
-        stop: Some(tx),
-        task,
-    }
+    run_until_shutdown(url, |rx| {
+        app.run_until_stopped(async move {
+            let _ = rx.await;
+        })
+    })
 }
 
 async fn trends(http: &reqwest::Client, trend: &Running, query: &str) -> Vec<Value> {
