@@ -308,7 +308,7 @@ async fn trend_bench(
         let sample = &events[..events.len().min(BASELINE_EVENTS)];
         let started = Instant::now();
         for event in sample {
-            let Event::BookSearched(e) = event;
+            let Some(e) = event.as_search() else { continue };
             let books = serde_json::to_string(&e.results)?;
             let _: f64 = redis::cmd("ZINCRBY")
                 .arg(format!("bench:{run_id}:baseline:trends"))
@@ -533,7 +533,9 @@ impl EventHandler for Timed {
         let now = Utc::now();
         let mut histogram = self.histogram.lock().unwrap_or_else(|e| e.into_inner());
         for record in &batch.records {
-            let Event::BookSearched(e) = &record.event;
+            let Some(e) = record.event.as_search() else {
+                continue;
+            };
             let micros = (now - e.occurred_at).num_microseconds().unwrap_or(i64::MAX);
             let _ = histogram.record(u64::try_from(micros).unwrap_or(0).max(1));
         }
@@ -594,8 +596,9 @@ async fn latency(
     for i in 0..total {
         tokio::time::sleep_until(started + pause.mul_f64(i as f64)).await;
         let mut event = sample_events(1).remove(0);
-        let Event::BookSearched(e) = &mut event;
-        e.occurred_at = Utc::now();
+        if let Event::BookSearched(e) = &mut event {
+            e.occurred_at = Utc::now();
+        }
         publisher.publisher.publish(&event);
     }
     let expected = warm + total;

@@ -18,6 +18,10 @@ pub const BOOK_SEARCHED: &str = "book.searched";
 pub const BOOK_SEARCHED_VERSION: u32 = 1;
 /// The wire version given to events in the tutorial's format.
 pub const LEGACY_VERSION: u32 = 0;
+/// The `type` of a catalog event: a book was added to the catalog.
+pub const BOOK_CREATED: &str = "book.created";
+/// The version of `book.created` this code writes.
+pub const BOOK_CREATED_VERSION: u32 = 1;
 /// Kafka header carrying the event type.
 pub const TYPE_HEADER: &str = "type";
 /// Kafka header carrying the event version.
@@ -152,16 +156,90 @@ struct LegacyBook {
     published_at: Option<String>,
 }
 
+/// A book as a catalog event carries it: every field of the catalog's book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogBook {
+    pub id: i64,
+    pub title: String,
+    pub author: String,
+    pub published_at: NaiveDate,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// "A book was added to the catalog", written to the outbox in the transaction that adds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookCreatedEvent {
+    /// UUID v7.
+    pub id: Uuid,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub book: CatalogBook,
+    /// The log key: the book id, so that a book's events stay in order.
+    key: String,
+}
+
+impl BookCreatedEvent {
+    pub fn new(id: Uuid, occurred_at: DateTime<Utc>, book: CatalogBook) -> Self {
+        let key = book.id.to_string();
+        Self {
+            id,
+            version: BOOK_CREATED_VERSION,
+            occurred_at,
+            book,
+            key,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The version-1 JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = BookCreatedV1 {
+            id: self.id,
+            kind: BOOK_CREATED.to_owned(),
+            version: BOOK_CREATED_VERSION,
+            occurred_at: self.occurred_at,
+            book: self.book.clone(),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+/// `book.created` version 1 on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+struct BookCreatedV1 {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    book: CatalogBook,
+}
+
 /// Any event a consumer can receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     BookSearched(SearchEvent),
+    BookCreated(BookCreatedEvent),
 }
 
 impl Event {
+    /// The search event, if this is one.
+    pub fn as_search(&self) -> Option<&SearchEvent> {
+        match self {
+            Event::BookSearched(e) => Some(e),
+            Event::BookCreated(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Event::BookSearched(_) => BOOK_SEARCHED,
+            Event::BookCreated(_) => BOOK_CREATED,
         }
     }
 
@@ -169,6 +247,7 @@ impl Event {
     pub fn version(&self) -> u32 {
         match self {
             Event::BookSearched(e) => e.version,
+            Event::BookCreated(e) => e.version,
         }
     }
 
@@ -176,6 +255,7 @@ impl Event {
     pub fn key(&self) -> &str {
         match self {
             Event::BookSearched(e) => e.key(),
+            Event::BookCreated(e) => e.key(),
         }
     }
 
@@ -183,6 +263,7 @@ impl Event {
     pub fn to_json(&self) -> Vec<u8> {
         match self {
             Event::BookSearched(e) => e.to_json(),
+            Event::BookCreated(e) => e.to_json(),
         }
     }
 }
@@ -273,6 +354,22 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 offset: wire.offset,
                 results: wire.results,
             }))
+        }
+        BOOK_CREATED => {
+            if envelope.version != BOOK_CREATED_VERSION {
+                return Err(DecodeError::UnsupportedVersion {
+                    kind: envelope.kind,
+                    version: envelope.version,
+                    supported: BOOK_CREATED_VERSION,
+                });
+            }
+            let wire: BookCreatedV1 =
+                serde_json::from_slice(value).map_err(|e| json_error(BOOK_CREATED, &e))?;
+            Ok(Event::BookCreated(BookCreatedEvent::new(
+                wire.id,
+                wire.occurred_at,
+                wire.book,
+            )))
         }
         _ => Err(DecodeError::UnknownType(envelope.kind)),
     }
@@ -471,9 +568,8 @@ mod tests {
         let ts = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        match decode(Some(key.as_bytes()), LEGACY_VALUE, Some(ts)).unwrap() {
-            Event::BookSearched(e) => e,
-        }
+        let event = decode(Some(key.as_bytes()), LEGACY_VALUE, Some(ts)).unwrap();
+        event.as_search().cloned().unwrap()
     }
 
     #[test]
@@ -518,7 +614,8 @@ mod tests {
     #[test]
     fn version_0_tolerates_missing_or_odd_dates() {
         let v = br#"[{"id":1,"title":"T","author":"A"},{"id":2,"title":"T","author":"A","published_at":"1999"}]"#;
-        let Event::BookSearched(e) = decode(Some(b"q:"), v, None).unwrap();
+        let event = decode(Some(b"q:"), v, None).unwrap();
+        let e = event.as_search().unwrap();
         assert_eq!(e.results[0].published_at, None);
         assert_eq!(e.results[1].published_at, None);
     }
@@ -534,6 +631,31 @@ mod tests {
         ] {
             assert_eq!(normalize_query(text), normalize_unicode(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn book_created_round_trips_and_is_keyed_by_book() {
+        let book = CatalogBook {
+            id: 42,
+            title: "Emma".into(),
+            author: "Jane Austen".into(),
+            published_at: NaiveDate::from_ymd_opt(1815, 12, 23).unwrap_or_default(),
+            description: String::new(),
+            created_at: Utc::now(),
+        };
+        let event = BookCreatedEvent::new(Uuid::now_v7(), Utc::now(), book);
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap_or_default();
+        assert_eq!(json["type"], "book.created");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["book"]["published_at"], "1815-12-23");
+        let decoded = decode(Some(b"42"), &event.to_json(), None);
+        assert_eq!(decoded, Ok(Event::BookCreated(event.clone())));
+        assert_eq!(Event::BookCreated(event).key(), "42");
+        let newer = br#"{"type":"book.created","version":2}"#;
+        assert!(matches!(
+            decode(None, newer, None),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
     }
 
     #[test]

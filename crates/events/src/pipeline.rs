@@ -513,7 +513,7 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::Ordering;
 
-    use bookstore_domain::events::{Event, SearchEvent};
+    use bookstore_domain::events::SearchEvent;
 
     use super::*;
 
@@ -563,9 +563,7 @@ mod tests {
             let queries: Vec<String> = batch
                 .records
                 .iter()
-                .map(|r| match &r.event {
-                    Event::BookSearched(e) => e.query_normalized.clone(),
-                })
+                .filter_map(|r| r.event.as_search().map(|e| e.query_normalized.clone()))
                 .collect();
             if queries.iter().any(|q| q == "poison") {
                 return Err(HandlerError::Rejected("poison".into()));

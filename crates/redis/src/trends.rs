@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::events::Event;
 use bookstore_domain::trends::{
     Trend, TrendBook, TrendRanking, TrendSettings, finite_score, rank, spelling, trend_books,
 };
@@ -102,7 +101,10 @@ impl EventHandler for RedisTrends {
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
         let mut events = Vec::with_capacity(batch.records.len());
         for record in &batch.records {
-            let Event::BookSearched(e) = &record.event;
+            // Only searches make trends; other events move the position with the batch.
+            let Some(e) = record.event.as_search() else {
+                continue;
+            };
             let books = serde_json::to_string(&trend_books(e))
                 .map_err(|e| HandlerError::Rejected(e.to_string()))?;
             events.push((

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use bookstore_domain::events::Event;
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position};
 use sqlx::sqlite::SqlitePool;
 
@@ -54,8 +53,10 @@ impl EventHandler for SqliteQueryCounts {
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
         let mut per_query: BTreeMap<&str, i64> = BTreeMap::new();
         for record in &batch.records {
-            match &record.event {
-                Event::BookSearched(e) => *per_query.entry(&e.query_normalized).or_default() += 1,
+            // Other events (a catalog event on a shared topic) are not counted; the position
+            // still moves past them with the batch.
+            if let Some(e) = record.event.as_search() {
+                *per_query.entry(&e.query_normalized).or_default() += 1;
             }
         }
         // One statement per batch, whatever the number of queries: the counts go in as a JSON

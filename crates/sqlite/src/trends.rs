@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use bookstore_domain::events::Event;
 use bookstore_domain::trends::{
     CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, passes_cap, rank,
 };
@@ -127,7 +126,10 @@ impl EventHandler for SqliteTrends {
         let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
         let mut touched_spellings: BTreeSet<(String, String)> = BTreeSet::new();
         for record in &batch.records {
-            let Event::BookSearched(event) = &record.event;
+            // Only searches make trends; other events move the position with the batch.
+            let Some(event) = record.event.as_search() else {
+                continue;
+            };
             let query = &event.query_normalized;
             if !states.contains_key(query) {
                 let state = Self::load(&mut tx, query)

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use bookstore::WebApp;
 use bookstore::config::{Config, EventsBackend};
 use bookstore::events::{EventBus, Publisher};
-use bookstore_domain::events::Event;
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, Record, TopicPartition};
 use bookstore_events::{ConsumerStats, PublisherStats};
 use bookstore_sqlite::SqliteQueryCounts;
@@ -289,9 +288,7 @@ impl Recorder {
     pub fn searches(&self) -> Vec<bookstore_domain::events::SearchEvent> {
         self.records()
             .into_iter()
-            .map(|r| match r.event {
-                Event::BookSearched(e) => e,
-            })
+            .filter_map(|r| r.event.as_search().cloned())
             .collect()
     }
 
