@@ -168,6 +168,26 @@ pub struct CatalogBook {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<&crate::Book> for CatalogBook {
+    fn from(book: &crate::Book) -> Self {
+        Self {
+            id: book.id.0,
+            title: book.title.clone(),
+            author: book.author.clone(),
+            published_at: book.published_at,
+            description: book.description.clone(),
+            created_at: book.created_at,
+        }
+    }
+}
+
+impl BookCreatedEvent {
+    /// The event for a book just stored: a fresh UUID v7, now.
+    pub fn for_book(book: &crate::Book) -> Self {
+        Self::new(Uuid::now_v7(), Utc::now(), CatalogBook::from(book))
+    }
+}
+
 /// "A book was added to the catalog", written to the outbox in the transaction that adds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookCreatedEvent {

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use bookstore_domain::events::{BOOK_CREATED, BookCreatedEvent};
 use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
 };
@@ -182,8 +183,11 @@ impl BookRepository for MySqlBookRepository {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(repo_error)?;
+        let book = Book::from(row);
+        // Its `book.created` event goes to the outbox in the same transaction.
+        write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
         tx.commit().await.map_err(repo_error)?;
-        Ok(row.into())
+        Ok(book)
     }
 
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
@@ -198,12 +202,29 @@ impl BookRepository for MySqlBookRepository {
                     .push_bind(book.published_at())
                     .push_bind(book.description());
             });
-            stored += insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(repo_error)?
-                .rows_affected();
+            let done = insert.build().execute(&mut *tx).await.map_err(repo_error)?;
+            // One multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); read the rows
+            // back to write their events to the outbox in the same transaction.
+            let first = done.last_insert_id();
+            let count = done.rows_affected();
+            let rows: Vec<BookRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books WHERE id >= ? AND id < ? ORDER BY id"
+            ))
+            .bind(first)
+            .bind(first + count)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+            let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+            if books.len() as u64 != count {
+                return Err(RepositoryError::Internal(
+                    format!("inserted {count} books but read back {}", books.len()).into(),
+                ));
+            }
+            write_outbox(&mut tx, &books).await?;
+            stored += count;
         }
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)
@@ -224,6 +245,29 @@ impl BookRepository for MySqlBookRepository {
             .map_err(repo_error)?;
         Ok(())
     }
+}
+
+/// Writes a `book.created` event per book to the outbox, in the caller's transaction.
+async fn write_outbox(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    books: &[Book],
+) -> Result<(), RepositoryError> {
+    for chunk in books.chunks(INSERT_CHUNK) {
+        let mut insert: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
+        insert.push_values(chunk, |mut row, book| {
+            let event = BookCreatedEvent::for_book(book);
+            row.push_bind(BOOK_CREATED)
+                .push_bind(event.key().to_owned())
+                .push_bind(event.to_json());
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(repo_error)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

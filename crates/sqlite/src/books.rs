@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use bookstore_domain::events::{BOOK_CREATED, BookCreatedEvent};
 use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
 };
@@ -177,6 +178,8 @@ impl BookRepository for SqliteBookRepository {
     }
 
     async fn create(&self, book: &NewBook) -> Result<Book, RepositoryError> {
+        // The book and its `book.created` event in the outbox, in one transaction.
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
         let row: BookRow = sqlx::query_as(
             "INSERT INTO books (title, author, published_at, description) VALUES (?1, ?2, ?3, ?4) \
              RETURNING id, title, author, published_at, description, created_at",
@@ -185,10 +188,13 @@ impl BookRepository for SqliteBookRepository {
         .bind(book.author())
         .bind(book.published_at())
         .bind(book.description())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(repo_error)?;
-        Ok(row.into())
+        let book = Book::from(row);
+        write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(book)
     }
 
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
@@ -203,12 +209,15 @@ impl BookRepository for SqliteBookRepository {
                     .push_bind(book.published_at())
                     .push_bind(book.description());
             });
-            stored += insert
-                .build()
-                .execute(&mut *tx)
+            insert.push(" RETURNING id, title, author, published_at, description, created_at");
+            let rows: Vec<BookRow> = insert
+                .build_query_as()
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(repo_error)?
-                .rows_affected();
+                .map_err(repo_error)?;
+            let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+            write_outbox(&mut tx, &books).await?;
+            stored += books.len() as u64;
         }
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)
@@ -231,9 +240,100 @@ impl BookRepository for SqliteBookRepository {
     }
 }
 
+/// Writes a `book.created` event per book to the outbox, in the caller's transaction.
+async fn write_outbox(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    books: &[Book],
+) -> Result<(), RepositoryError> {
+    for chunk in books.chunks(INSERT_CHUNK) {
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
+        insert.push_values(chunk, |mut row, book| {
+            let event = BookCreatedEvent::for_book(book);
+            row.push_bind(BOOK_CREATED)
+                .push_bind(event.key().to_owned())
+                .push_bind(event.to_json());
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(repo_error)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use bookstore_domain::NewBookInput;
+    use bookstore_domain::events::{Event, decode};
+
     use super::*;
+
+    fn book(title: &str) -> NewBook {
+        NewBook::parse(NewBookInput {
+            title: Some(title.into()),
+            author: Some("Jane Austen".into()),
+            published_at: Some("1815-12-23".into()),
+            description: None,
+        })
+        .unwrap()
+    }
+
+    async fn outbox(repo: &SqliteBookRepository) -> Vec<(String, Event)> {
+        let rows: Vec<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT event_type, event_key, payload FROM outbox ORDER BY id")
+                .fetch_all(repo.pool())
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(kind, key, payload)| {
+                assert_eq!(kind, "book.created");
+                let event = decode(Some(key.as_bytes()), &payload, None).unwrap();
+                (key, event)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_stored_book_has_its_event_in_the_outbox() {
+        let repo = SqliteBookRepository::new(crate::connect("sqlite::memory:", 1).await.unwrap())
+            .await
+            .unwrap();
+        let emma = repo.create(&book("Emma")).await.unwrap();
+        let many: Vec<NewBook> = (0..2_500).map(|i| book(&format!("Volume {i}"))).collect();
+        assert_eq!(repo.create_many(&many).await.unwrap(), 2_500);
+        let events = outbox(&repo).await;
+        assert_eq!(events.len(), 2_501);
+        let (key, Event::BookCreated(first)) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
+        assert_eq!(key, &emma.id.0.to_string());
+        assert_eq!(
+            first.book,
+            bookstore_domain::events::CatalogBook::from(&emma)
+        );
+        let (_, Event::BookCreated(last)) = &events[2_500] else {
+            panic!()
+        };
+        assert_eq!(last.book.title, "Volume 2499");
+    }
+
+    #[tokio::test]
+    async fn a_failed_transaction_leaves_no_event() {
+        let repo = SqliteBookRepository::new(crate::connect("sqlite::memory:", 1).await.unwrap())
+            .await
+            .unwrap();
+        sqlx::query("CREATE TRIGGER boom BEFORE INSERT ON books WHEN new.title = 'Boom' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+            .execute(repo.pool())
+            .await
+            .unwrap();
+        let books = vec![book("Fine"), book("Boom")];
+        assert!(repo.create_many(&books).await.is_err());
+        assert!(repo.create(&book("Boom")).await.is_err());
+        assert_eq!(repo.count().await.unwrap(), 0);
+        assert!(outbox(&repo).await.is_empty());
+    }
 
     #[test]
     fn every_term_is_a_quoted_prefix() {

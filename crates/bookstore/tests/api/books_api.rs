@@ -6,6 +6,7 @@ use crate::backend_tests;
 use crate::helpers::{Backend, Options, TOKEN, error_body, spawn_app, spawn_app_with};
 
 backend_tests!(
+    created_books_write_their_event_to_the_outbox,
     listing_pages_through_the_catalog_with_a_total,
     limit_defaults_to_the_page_size_and_is_capped,
     pride_finds_pride_and_prejudice_first,
@@ -447,4 +448,59 @@ async fn mysql_connections_dropped_by_the_server_are_replaced() {
     for _ in 0..5 {
         assert_eq!(app.titles("pride").await[0], "Pride and Prejudice");
     }
+}
+
+/// The outbox: (rows, the newest row's key and payload), read straight from the database.
+async fn outbox(app: &crate::helpers::TestApp, backend: Backend) -> (i64, String, Vec<u8>) {
+    use sqlx::Connection;
+    const COUNT: &str = "SELECT COUNT(*) FROM outbox";
+    const NEWEST: &str = "SELECT event_key, payload FROM outbox ORDER BY id DESC LIMIT 1";
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(COUNT)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let (key, payload) = sqlx::query_as(NEWEST).fetch_one(&mut conn).await.unwrap();
+            (n, key, payload)
+        }
+        Backend::MySql => {
+            let mut conn = sqlx::MySqlConnection::connect(&app.db_url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(COUNT)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let (key, payload) = sqlx::query_as(NEWEST).fetch_one(&mut conn).await.unwrap();
+            (n, key, payload)
+        }
+    }
+}
+
+async fn created_books_write_their_event_to_the_outbox(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (sample, _, _) = outbox(&app, backend).await;
+    assert!(
+        sample > 200,
+        "the sample catalog went through the outbox too: {sample}"
+    );
+    let book = json!({"title": "Outboxia", "author": "Ada Relay", "published_at": "1901-02-03"});
+    let response = app.post_book(Some(TOKEN), &book).await;
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    let (n, key, payload) = outbox(&app, backend).await;
+    assert_eq!(n, sample + 1);
+    assert_eq!(key, created["id"].to_string());
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["type"], "book.created");
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["book"]["id"], created["id"]);
+    assert_eq!(event["book"]["title"], "Outboxia");
+    assert_eq!(event["book"]["published_at"], "1901-02-03");
+    // A refused book writes no event.
+    let response = app
+        .post_book(Some(TOKEN), &json!({"title": "", "author": "x"}))
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(outbox(&app, backend).await.0, sample + 1);
 }
