@@ -10,7 +10,8 @@ pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
 pub use ports::{
-    Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Position, PositionUpdate,
-    Published, Record, RepositoryError, TopicPartition, TrendStore,
+    Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Outbox, OutboxRow,
+    OutboxSink, Position, PositionUpdate, Published, Record, RepositoryError, TopicPartition,
+    TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

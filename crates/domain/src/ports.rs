@@ -181,3 +181,29 @@ pub trait TrendStore: Send + Sync + 'static {
     /// Whether the store answers (`/readyz`).
     async fn ping(&self) -> Result<(), RepositoryError>;
 }
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Where the outbox relay delivers rows; `Ok` only once every row is confirmed delivered.
+#[async_trait]
+pub trait OutboxSink: Send + Sync {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String>;
+}
+
+/// The outbox of a catalog database: events written in the transactions that changed the catalog.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Takes up to `limit` unsent rows, oldest first, that no other relay holds; delivers them to
+    /// `sink`; marks them sent once `sink` confirms. Returns how many were sent. A crash between
+    /// delivery and marking sends them again later (at least once; consumers are idempotent).
+    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError>;
+
+    /// Rows not sent yet.
+    async fn waiting(&self) -> Result<u64, RepositoryError>;
+}

@@ -2,8 +2,10 @@
 //! through FULLTEXT indexes in boolean mode, ranked by relevance.
 
 mod books;
+mod outbox;
 
 pub use books::MySqlBookRepository;
+pub use outbox::MySqlOutbox;
 
 use std::str::FromStr;
 use std::time::Duration;

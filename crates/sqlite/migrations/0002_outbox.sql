@@ -6,7 +6,9 @@ CREATE TABLE outbox (
     event_key  TEXT NOT NULL,
     payload    BLOB NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    sent_at    TEXT
+    sent_at    TEXT,
+    -- A relay holds the rows it is delivering until then (Unix ms); after, another may take them.
+    claimed_until INTEGER
 );
 
 -- The relay reads the unsent rows, oldest first.

@@ -2,11 +2,13 @@
 //! searched through an FTS5 index ranked with bm25.
 
 mod books;
+mod outbox;
 pub mod positions;
 mod query_counts;
 mod trends;
 
 pub use books::SqliteBookRepository;
+pub use outbox::SqliteOutbox;
 pub use query_counts::SqliteQueryCounts;
 pub use trends::SqliteTrends;
 

@@ -1,0 +1,70 @@
+//! The outbox relay on MySQL/MariaDB: the oldest unsent rows are locked with
+//! `SELECT … FOR UPDATE SKIP LOCKED` in a transaction held while they are delivered, so several
+//! web instances relay side by side without taking the same row; a relay that dies releases its
+//! locks with its connection and the rows are taken again.
+
+use async_trait::async_trait;
+use bookstore_domain::{Outbox, OutboxRow, OutboxSink, RepositoryError};
+use sqlx::{MySql, MySqlPool, QueryBuilder};
+
+use crate::repo_error;
+
+/// The outbox of a MySQL catalog.
+pub struct MySqlOutbox {
+    pool: MySqlPool,
+}
+
+impl MySqlOutbox {
+    pub fn new(pool: MySqlPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl Outbox for MySqlOutbox {
+    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(concat!(
+            "SELECT id, event_key, payload FROM outbox WHERE sent_at IS NULL ",
+            "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<OutboxRow> = rows
+            .into_iter()
+            .map(|(id, key, payload)| OutboxRow { id, key, payload })
+            .collect();
+        if let Err(error) = sink.deliver(&rows).await {
+            tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
+            return Ok(0); // the transaction rolls back: the rows stay unsent
+        }
+        let mut update: QueryBuilder<MySql> =
+            QueryBuilder::new("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) WHERE id IN (");
+        let mut ids = update.separated(", ");
+        for row in &rows {
+            ids.push_bind(row.id);
+        }
+        update.push(")");
+        let sent = update
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?
+            .rows_affected();
+        tx.commit().await.map_err(repo_error)?;
+        Ok(sent)
+    }
+
+    async fn waiting(&self) -> Result<u64, RepositoryError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        Ok(n.max(0) as u64)
+    }
+}
