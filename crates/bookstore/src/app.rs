@@ -32,6 +32,16 @@ impl Catalog {
         }
     }
 
+    /// The outbox of catalog events in the same database.
+    pub fn outbox(&self) -> Arc<dyn bookstore_domain::Outbox> {
+        match self {
+            Self::Sqlite(repo) => {
+                Arc::new(bookstore_sqlite::SqliteOutbox::new(repo.pool().clone()))
+            }
+            Self::MySql(repo) => Arc::new(bookstore_mysql::MySqlOutbox::new(repo.pool().clone())),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
@@ -74,6 +84,8 @@ pub struct WebApp {
     router: axum::Router,
     publisher: Publisher,
     events: EventsConfig,
+    outbox: Arc<dyn bookstore_domain::Outbox>,
+    sink: crate::relay::PublisherSink,
 }
 
 impl WebApp {
@@ -96,6 +108,7 @@ impl WebApp {
             .context("cannot load the sample catalog")?;
         let bus = EventBus::open(config).await?;
         let publisher = bus.publisher(&config.events).await?;
+        let sink = crate::relay::PublisherSink::start(&bus, &config.events).await?;
         let state = WebState {
             books,
             events: publisher.publisher.clone(),
@@ -121,6 +134,8 @@ impl WebApp {
             router: bookstore_web::router(state),
             publisher,
             events: config.events.clone(),
+            outbox: catalog.outbox(),
+            sink,
         })
     }
 
@@ -142,10 +157,19 @@ impl WebApp {
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(%addr, "web service listening on http://{addr}");
         }
+        // The outbox relay runs beside the server and makes one last round after it.
+        let relay_stop = tokio_util::sync::CancellationToken::new();
+        let relay = tokio::spawn(crate::relay::run(
+            self.outbox,
+            self.sink,
+            relay_stop.clone(),
+        ));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("the web server failed");
+        relay_stop.cancel();
+        let _ = relay.await;
         flush_publisher(&self.publisher, &self.events).await;
         served
     }

@@ -120,6 +120,8 @@ pub struct EventsConfig {
     pub brokers: String,
     /// The topic of search events.
     pub topic: String,
+    /// The topic of catalog events (`book.created`), fed by the web service's outbox relay.
+    pub catalog_topic: String,
     /// Partitions and replication factor of topics the services create.
     pub partitions: u32,
     pub replication_factor: u32,
@@ -151,6 +153,7 @@ impl Default for EventsConfig {
             backend: EventsBackend::Embedded,
             brokers: "127.0.0.1:9092".to_owned(),
             topic: "lr-book-searches".to_owned(),
+            catalog_topic: "lr-book-catalog".to_owned(),
             partitions: 3,
             replication_factor: 1,
             queue_capacity: 100_000,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_events;
 pub mod config;
 pub mod events;
+pub mod relay;
 pub mod telemetry;
 pub mod tools;
 pub mod trend;

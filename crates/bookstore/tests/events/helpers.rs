@@ -64,6 +64,8 @@ impl TestBus {
         };
         config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.events.catalog_topic = format!("{}-catalog", config.events.topic);
+        config.web.admin_token = Some(bookstore::config::Secret("test-token".to_owned().into()));
         config.events.batch_wait_ms = 20;
         config.events.topic_timeout_ms = 30_000;
         match backend {
@@ -119,6 +121,10 @@ impl TestBus {
             ("BOOKSTORE_EVENTS__BACKEND".into(), backend.into()),
             ("BOOKSTORE_EVENTS__BROKERS".into(), e.brokers.clone()),
             ("BOOKSTORE_EVENTS__TOPIC".into(), e.topic.clone()),
+            (
+                "BOOKSTORE_EVENTS__CATALOG_TOPIC".into(),
+                e.catalog_topic.clone(),
+            ),
             (
                 "BOOKSTORE_EVENTS__BATCH_WAIT_MS".into(),
                 e.batch_wait_ms.to_string(),

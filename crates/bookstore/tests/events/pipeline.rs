@@ -389,3 +389,63 @@ async fn two_consumers_split_the_partitions_and_take_over(backend: Backend) {
     assert_eq!(counts.counts().await.unwrap(), expected);
     second.shutdown().await;
 }
+
+both!(created_books_reach_the_catalog_topic_through_the_outbox);
+async fn created_books_reach_the_catalog_topic_through_the_outbox(backend: Backend) {
+    use bookstore_domain::events::Event;
+    let bus = TestBus::new(backend).await;
+    let web = bus.web().await;
+    let recorder = Arc::new(Recorder::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    // A failed assertion still stops the consumer: its thread would keep the test alive.
+    let _stop_on_drop = stop.clone().drop_guard();
+    let consumer = bus
+        .bus
+        .consumer(
+            &bus.config.events,
+            "catalog",
+            vec![bus.config.events.catalog_topic.clone()],
+            recorder.clone(),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    let task = tokio::spawn(consumer.run());
+    let response = reqwest::Client::new()
+        .post(web.url("/api/books"))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({"title": "Outboxia", "author": "Ada Relay", "published_at": "1901-02-03"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let created_books = || {
+        recorder
+            .records()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::BookCreated(e) => Some(e.book),
+                Event::BookSearched(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the created book on the catalog topic",
+        || async { created_books().iter().any(|b| b.title == "Outboxia") },
+    )
+    .await;
+    let books = created_books();
+    let outboxia = books.iter().find(|b| b.title == "Outboxia").unwrap();
+    assert_eq!(outboxia.id, created["id"].as_i64().unwrap());
+    assert_eq!(outboxia.author, "Ada Relay");
+    // The sample catalog went the same way, each book once (in order within each partition).
+    let mut ids: Vec<i64> = books.iter().map(|b| b.id).collect();
+    ids.sort_unstable();
+    assert!(ids.len() > 200, "{}", ids.len());
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    web.shutdown().await;
+}

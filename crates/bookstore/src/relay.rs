@@ -1,0 +1,84 @@
+//! The outbox relay of the web service: publishes the catalog events waiting in the catalog
+//! database's outbox to `events.catalog_topic`, in order, and marks them sent only once the log
+//! has confirmed them. After a crash it resumes from the outbox, so no created book is ever
+//! missing from the topic (one may appear twice; consumers are idempotent by book id).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bookstore_domain::events::decode;
+use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Published};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EventsConfig;
+use crate::events::{EventBus, Publisher};
+
+/// Rows per relay round.
+const ROUND: usize = 500;
+/// How often an idle relay looks at the outbox.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Delivers outbox rows through a publisher of its own, so that a flush waits for these rows
+/// only.
+pub struct PublisherSink {
+    publisher: Publisher,
+    timeout: Duration,
+}
+
+impl PublisherSink {
+    pub async fn start(bus: &EventBus, events: &EventsConfig) -> anyhow::Result<Self> {
+        let mut catalog = events.clone();
+        catalog.topic = events.catalog_topic.clone();
+        let publisher = bus.publisher(&catalog).await?;
+        Ok(Self {
+            publisher,
+            timeout: Duration::from_millis(events.flush_timeout_ms.max(1)),
+        })
+    }
+}
+
+#[async_trait]
+impl OutboxSink for PublisherSink {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        let stats = &self.publisher.stats;
+        let failed = stats.failed.load(Ordering::Relaxed);
+        for row in rows {
+            let event = decode(Some(row.key.as_bytes()), &row.payload, None)
+                .map_err(|e| format!("outbox row {} is not an event: {e}", row.id))?;
+            if self.publisher.publisher.publish(&event) == Published::Dropped {
+                return Err("the publisher's queue is full".into());
+            }
+        }
+        let left = self.publisher.publisher.flush(self.timeout).await;
+        let newly_failed = stats.failed.load(Ordering::Relaxed) - failed;
+        if left > 0 || newly_failed > 0 {
+            return Err(format!("{left} events undelivered, {newly_failed} failed"));
+        }
+        Ok(())
+    }
+}
+
+/// Relays until `stop`, then one last round.
+pub async fn run(outbox: Arc<dyn Outbox>, sink: PublisherSink, stop: CancellationToken) {
+    loop {
+        let sent = match outbox.relay(ROUND, &sink).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                tracing::warn!(%error, "the outbox relay cannot read the outbox; retrying");
+                0
+            }
+        };
+        if stop.is_cancelled() {
+            break;
+        }
+        if sent == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+    let _ = outbox.relay(ROUND, &sink).await;
+}
