@@ -9,7 +9,7 @@ use bookstore_domain::BookRepository;
 use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
-use bookstore_web::{RemoteTrends, WebState};
+use bookstore_web::{RemoteRecommendations, RemoteTrends, WebState};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -78,6 +78,13 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     }
 }
 
+/// The services the page calls (`None`: that section is left out).
+#[derive(Debug, Clone, Default)]
+pub struct Remotes {
+    pub trend_url: Option<String>,
+    pub recommend_url: Option<String>,
+}
+
 /// The web service, bound and ready to serve.
 pub struct WebApp {
     listener: TcpListener,
@@ -92,15 +99,18 @@ impl WebApp {
     /// Opens the catalog (loading the sample catalog into an empty one) and binds `web.listen`
     /// (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        Self::build_with_trends(config, config.trend_url()).await
+        Self::build_with(
+            config,
+            Remotes {
+                trend_url: config.trend_url(),
+                recommend_url: config.recommend_url(),
+            },
+        )
+        .await
     }
 
-    /// [`WebApp::build`], with the page calling the trend service at `trend_url` (`None`: no
-    /// Trends section).
-    pub async fn build_with_trends(
-        config: &Config,
-        trend_url: Option<String>,
-    ) -> anyhow::Result<Self> {
+    /// [`WebApp::build`], with the page calling the services `remotes` names.
+    pub async fn build_with(config: &Config, remotes: Remotes) -> anyhow::Result<Self> {
         let catalog = open_catalog(config).await?;
         let books = catalog.repository();
         bookstore_catalog::sample::load_if_empty(books.as_ref())
@@ -109,19 +119,24 @@ impl WebApp {
         let bus = EventBus::open(config).await?;
         let publisher = bus.publisher(&config.events).await?;
         let sink = crate::relay::PublisherSink::start(&bus, &config.events).await?;
+        let timeout = Duration::from_millis(config.web.remote_timeout_ms);
+        let cache_ttl = Duration::from_millis(config.web.remote_cache_ms);
         let state = WebState {
             books,
             events: publisher.publisher.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
-            trends: match trend_url {
+            trends: match remotes.trend_url {
                 Some(url) => Some(Arc::new(
-                    RemoteTrends::new(
-                        &url,
-                        Duration::from_millis(config.web.remote_timeout_ms),
-                        Duration::from_millis(config.web.remote_cache_ms),
-                    )
-                    .context("cannot create the trend service client")?,
+                    RemoteTrends::new(&url, timeout, cache_ttl)
+                        .context("cannot create the trend service client")?,
+                )),
+                None => None,
+            },
+            recommendations: match remotes.recommend_url {
+                Some(url) => Some(Arc::new(
+                    RemoteRecommendations::new(&url, timeout, cache_ttl)
+                        .context("cannot create the recommendation service client")?,
                 )),
                 None => None,
             },
@@ -198,18 +213,25 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Every service in one process (`bookstore serve`): the trend service first, then the web
-/// service calling it; both stop on `shutdown`.
+/// Every service in one process (`bookstore serve`): the trend and recommendation services
+/// first, then the web service calling them; all stop on `shutdown`, or when one of them fails.
 pub async fn serve_all(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let trend = crate::TrendApp::build(config).await?;
-    let trend_url = match &config.web.trend_url {
-        None => Some(format!("http://{}", trend.local_addr()?)),
-        Some(_) => config.trend_url(),
+    let recommend = crate::RecommendApp::build(config).await?;
+    let remotes = Remotes {
+        trend_url: match &config.web.trend_url {
+            None => Some(format!("http://{}", trend.local_addr()?)),
+            Some(_) => config.trend_url(),
+        },
+        recommend_url: match &config.web.recommend_url {
+            None => Some(format!("http://{}", recommend.local_addr()?)),
+            Some(_) => config.recommend_url(),
+        },
     };
-    let web = WebApp::build_with_trends(config, trend_url).await?;
+    let web = WebApp::build_with(config, remotes).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -218,15 +240,19 @@ pub async fn serve_all(
             stop.cancel();
         }
     });
-    // When either service ends (a fatal error), the other stops too, and the error is returned.
-    let mut web = tokio::spawn(web.run_until_stopped(stop.clone().cancelled_owned()));
-    let mut trend = tokio::spawn(trend.run_until_stopped(stop.clone().cancelled_owned()));
-    let (first, second) = tokio::select! {
-        done = &mut web => (done, trend),
-        done = &mut trend => (done, web),
-    };
-    stop.cancel();
-    let first = first.context("a service task failed")?;
-    let second = second.await.context("a service task failed")?;
-    first.and(second)
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(web.run_until_stopped(stop.clone().cancelled_owned()));
+    services.spawn(trend.run_until_stopped(stop.clone().cancelled_owned()));
+    services.spawn(recommend.run_until_stopped(stop.clone().cancelled_owned()));
+    // When one service ends (a fatal error), the others stop too, and the first error is
+    // returned.
+    let mut result = Ok(());
+    while let Some(done) = services.join_next().await {
+        stop.cancel();
+        let done = done.context("a service task failed").and_then(|r| r);
+        if result.is_ok() {
+            result = done;
+        }
+    }
+    result
 }

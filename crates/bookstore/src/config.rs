@@ -22,6 +22,56 @@ pub struct Config {
     pub db: DbConfig,
     pub events: EventsConfig,
     pub trend: TrendConfig,
+    pub recommend: RecommendConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecommendConfig {
+    /// Address of the recommendation service's HTTP API.
+    pub listen: SocketAddr,
+    /// Its consumer group.
+    pub group_id: String,
+    /// `sqlite://FILE` or `mysql://user:password@host:port/database`; unset means
+    /// `sqlite://<data_dir>/recommend.db`.
+    pub db_url: Option<Secret>,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// Seconds for a search's weight in a profile to halve.
+    pub half_life: u64,
+    /// Results of one search event that count.
+    pub results_per_event: usize,
+    /// A reader's strongest books that a newly shown book is paired with.
+    pub history_per_event: usize,
+    /// Co-occurrence neighbours kept per book.
+    pub neighbours_per_book: usize,
+}
+
+impl Default for RecommendConfig {
+    fn default() -> Self {
+        let rules = bookstore_domain::recommend::RecommendSettings::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
+            group_id: "rec-svr".to_owned(),
+            db_url: None,
+            max_connections: 4,
+            half_life: rules.half_life.as_secs(),
+            results_per_event: rules.results_per_event,
+            history_per_event: rules.history_per_event,
+            neighbours_per_book: rules.neighbours_per_book,
+        }
+    }
+}
+
+impl RecommendConfig {
+    pub fn settings(&self) -> bookstore_domain::recommend::RecommendSettings {
+        bookstore_domain::recommend::RecommendSettings {
+            half_life: Duration::from_secs(self.half_life),
+            results_per_event: self.results_per_event,
+            history_per_event: self.history_per_event,
+            neighbours_per_book: self.neighbours_per_book,
+        }
+    }
 }
 
 /// Where the trend service keeps its trends.
@@ -97,7 +147,11 @@ pub struct WebConfig {
     /// The trend service's base URL [default: http://<trend.listen>]; "" leaves the Trends
     /// section out.
     pub trend_url: Option<String>,
-    /// How long the page waits for the trend service, and caches its answer.
+    /// The recommendation service's base URL [default: http://<recommend.listen>]; "" leaves
+    /// the Recommended section out.
+    pub recommend_url: Option<String>,
+    /// How long the page waits for the trend and recommendation services, and caches their
+    /// answers.
     pub remote_timeout_ms: u64,
     pub remote_cache_ms: u64,
 }
@@ -217,6 +271,7 @@ impl Default for Config {
             db: DbConfig::default(),
             events: EventsConfig::default(),
             trend: TrendConfig::default(),
+            recommend: RecommendConfig::default(),
         }
     }
 }
@@ -228,6 +283,7 @@ impl Default for WebConfig {
             page_size: 5,
             admin_token: None,
             trend_url: None,
+            recommend_url: None,
             remote_timeout_ms: 300,
             remote_cache_ms: 2_000,
         }
@@ -371,6 +427,29 @@ impl Config {
         if trend.group_id.trim().is_empty() {
             bail!("invalid configuration: trend.group_id must not be empty");
         }
+        let recommend = &self.recommend;
+        if recommend.half_life == 0 {
+            bail!("invalid configuration: recommend.half_life must be at least 1 second");
+        }
+        if recommend.results_per_event == 0
+            || recommend.history_per_event == 0
+            || recommend.neighbours_per_book == 0
+            || recommend.max_connections == 0
+        {
+            bail!(
+                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.neighbours_per_book and recommend.max_connections must be at least 1"
+            );
+        }
+        if recommend.group_id.trim().is_empty() {
+            bail!("invalid configuration: recommend.group_id must not be empty");
+        }
+        if let Some(url) = &recommend.db_url {
+            db_kind(url.expose()).map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid configuration: recommend.db_url must start with sqlite:// or mysql://"
+                )
+            })?;
+        }
         if self.web.remote_timeout_ms == 0 {
             bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
         }
@@ -383,6 +462,26 @@ impl Config {
             Some(url) if url.trim().is_empty() => None,
             Some(url) => Some(url.clone()),
             None => Some(format!("http://{}", self.trend.listen)),
+        }
+    }
+
+    /// The recommendation service the page calls, if any.
+    pub fn recommend_url(&self) -> Option<String> {
+        match &self.web.recommend_url {
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => Some(url.clone()),
+            None => Some(format!("http://{}", self.recommend.listen)),
+        }
+    }
+
+    /// The recommendation store's URL, defaulting to a SQLite file in the data dir.
+    pub fn recommend_db_url(&self) -> SecretString {
+        match &self.recommend.db_url {
+            Some(url) => url.0.clone(),
+            None => SecretString::from(format!(
+                "sqlite://{}",
+                self.data_dir.join("recommend.db").display()
+            )),
         }
     }
 

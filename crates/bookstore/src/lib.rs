@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_events;
 pub mod config;
 pub mod events;
+pub mod recommend;
 pub mod relay;
 pub mod telemetry;
 pub mod tools;
@@ -12,5 +13,6 @@ pub mod trend;
 
 mod app;
 
-pub use app::{Catalog, WebApp, open_catalog, serve_all, shutdown_signal};
+pub use app::{Catalog, Remotes, WebApp, open_catalog, serve_all, shutdown_signal};
+pub use recommend::RecommendApp;
 pub use trend::TrendApp;

@@ -11,7 +11,8 @@ use bookstore::config::{Config, EventsBackend, TrendStoreKind};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{
-    TrendApp, WebApp, bench, bench_events, open_catalog, serve_all, shutdown_signal, tools,
+    RecommendApp, TrendApp, WebApp, bench, bench_events, open_catalog, serve_all, shutdown_signal,
+    tools,
 };
 use bookstore_catalog::Format;
 use bookstore_sqlite::SqliteQueryCounts;
@@ -43,6 +44,8 @@ enum Command {
     Web,
     /// Run the trend service alone: its consumer group and `GET /trends`.
     Trend,
+    /// Run the recommendation service alone: its consumer group and `GET /recommendations`.
+    Recommend,
     /// Load books from a CSV (with a header row) or JSON Lines file into the catalog.
     Import {
         file: PathBuf,
@@ -207,6 +210,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trend => {
             let app = TrendApp::build(&config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Recommend => {
+            let app = RecommendApp::build(&config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Import {

@@ -101,30 +101,52 @@ impl TrendApp {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        if let Ok(addr) = self.listener.local_addr() {
-            tracing::info!(%addr, "trend service listening on http://{addr}");
-        }
-        let stop = self.stop.clone();
-        let mut consumer = tokio::spawn(self.consumer.run());
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown({
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        });
-        let served = tokio::select! {
-            served = served => served.context("the trend HTTP server failed"),
-            consumed = &mut consumer => {
-                // The consumer only ends by itself on a fatal error.
-                stop.cancel();
-                return consumed.context("the trend consumer task failed")?;
-            }
-        };
-        stop.cancel();
-        consumer.await.context("the trend consumer task failed")??;
-        served
+        serve_and_consume(
+            "trend",
+            self.listener,
+            self.router,
+            self.consumer,
+            self.stop,
+            shutdown,
+        )
+        .await
     }
+}
+
+/// Runs a consumer service: its HTTP API and its consumer group, until `shutdown` completes or
+/// either of them fails; then the server finishes its requests and the consumer its batch.
+pub(crate) async fn serve_and_consume(
+    service: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    consumer: Consumer,
+    stop: CancellationToken,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "{service} service listening on http://{addr}");
+    }
+    let mut consumer = tokio::spawn(consumer.run());
+    let served = axum::serve(listener, router).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+    let served = tokio::select! {
+        served = served => served.with_context(|| format!("the {service} HTTP server failed")),
+        consumed = &mut consumer => {
+            // The consumer only ends by itself on a fatal error.
+            stop.cancel();
+            return consumed.with_context(|| format!("the {service} consumer task failed"))?;
+        }
+    };
+    stop.cancel();
+    consumer
+        .await
+        .with_context(|| format!("the {service} consumer task failed"))??;
+    served
 }

@@ -5,13 +5,14 @@
 pub mod book;
 pub mod events;
 pub mod ports;
+pub mod recommend;
 pub mod search;
 pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
 pub use ports::{
     Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Outbox, OutboxRow,
-    OutboxSink, Position, PositionUpdate, Published, Record, RepositoryError, TopicPartition,
-    TrendStore,
+    OutboxSink, Position, PositionUpdate, Published, Record, RecommendStore, RepositoryError,
+    TopicPartition, TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

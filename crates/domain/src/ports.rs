@@ -207,3 +207,39 @@ pub trait Outbox: Send + Sync + 'static {
     /// Rows not sent yet.
     async fn waiting(&self) -> Result<u64, RepositoryError>;
 }
+
+/// What the recommendation service answers from (its store is also the [`EventHandler`] that
+/// fills it).
+#[async_trait]
+pub trait RecommendStore: Send + Sync + 'static {
+    /// The best `n` books for `user` that they have not been shown, ranked by
+    /// [`crate::recommend::blend`]; popular books for a user without history.
+    async fn recommend(
+        &self,
+        user: &str,
+        n: usize,
+    ) -> Result<Vec<crate::recommend::Recommendation>, RepositoryError>;
+
+    /// `user`'s profile: their `n` strongest books, authors and queries, decayed to `now`.
+    async fn interests(
+        &self,
+        user: &str,
+        n: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::recommend::Interests, RepositoryError>;
+
+    /// A book of the service's catalog copy.
+    async fn catalog_book(
+        &self,
+        id: i64,
+    ) -> Result<Option<crate::recommend::CatalogEntry>, RepositoryError>;
+
+    /// How much the store holds.
+    async fn stats(&self) -> Result<crate::recommend::RecommendStats, RepositoryError>;
+
+    /// Everything the store holds, in canonical order (tests and audits; it reads every row).
+    async fn snapshot(&self) -> Result<crate::recommend::Snapshot, RepositoryError>;
+
+    /// Whether the store answers (`/readyz`).
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}

@@ -1,11 +1,15 @@
 //! MySQL/MariaDB adapters. [`MySqlBookRepository`] keeps the catalog in InnoDB tables searched
-//! through FULLTEXT indexes in boolean mode, ranked by relevance.
+//! through FULLTEXT indexes in boolean mode, ranked by relevance. [`MySqlRecommendations`] keeps
+//! the recommendation service's state, with its consumer [`positions`] in the same database.
 
 mod books;
 mod outbox;
+pub mod positions;
+mod recommend;
 
 pub use books::MySqlBookRepository;
 pub use outbox::MySqlOutbox;
+pub use recommend::MySqlRecommendations;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot create the MySQL database")]
+    Create(#[source] sqlx::Error),
     #[error("cannot migrate the MySQL database")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -67,4 +73,27 @@ pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
         }
         other => RepositoryError::Internal(Box::new(other)),
     }
+}
+
+/// Creates the database `url` names if the server has none by that name (the recommendation
+/// service's own database, for example). Needs the CREATE privilege when it is missing.
+pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
+    use sqlx::migrate::MigrateDatabase;
+    let exists = sqlx::MySql::database_exists(url).await.map_err(|source| {
+        let options = MySqlConnectOptions::from_str(url).ok();
+        OpenError::Connect {
+            host: options
+                .as_ref()
+                .map(|o| o.get_host().to_owned())
+                .unwrap_or_default(),
+            port: options.as_ref().map(|o| o.get_port()).unwrap_or_default(),
+            source,
+        }
+    })?;
+    if !exists {
+        sqlx::MySql::create_database(url)
+            .await
+            .map_err(OpenError::Create)?;
+    }
+    Ok(())
 }

@@ -1,12 +1,16 @@
 //! The outbox relay on the real MariaDB from `dev/services`: relays running side by side deliver
 //! every row exactly once between them, in order within each relay's rounds, and a failed
-//! delivery leaves the rows for later. Fails, naming the fix, when MariaDB cannot be reached.
+//! delivery leaves the rows for later; a relay that dies between delivering and marking sent has
+//! its rows delivered again by another; a catalog transaction that fails leaves no event behind.
+//! Fails, naming the fix, when MariaDB cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bookstore_domain::{BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
+use bookstore_domain::{
+    BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RepositoryError,
+};
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
 use sqlx::Connection;
 
@@ -49,13 +53,38 @@ impl OutboxSink for Collect {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn relays_side_by_side_deliver_every_row_once() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
-        .await
-        .unwrap();
-    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
-    let books: Vec<NewBook> = (0..1_200)
+/// Records the rows it is given, as the log would have taken them; with `then_fail` it then
+/// reports a failure, which leaves the rows as a relay that died before marking them sent leaves
+/// them.
+#[derive(Default)]
+struct Record {
+    rows: Mutex<Vec<OutboxRow>>,
+    then_fail: bool,
+}
+
+impl Record {
+    fn rows(&self) -> Vec<OutboxRow> {
+        self.rows.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl OutboxSink for Record {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        self.rows.lock().unwrap().extend_from_slice(rows);
+        if self.then_fail {
+            return Err("the relay died before marking the rows sent".into());
+        }
+        Ok(())
+    }
+}
+
+fn ids(rows: &[OutboxRow]) -> Vec<i64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+fn new_books(n: usize) -> Vec<NewBook> {
+    (0..n)
         .map(|i| {
             NewBook::parse(NewBookInput {
                 title: Some(format!("Book {i}")),
@@ -65,8 +94,16 @@ async fn relays_side_by_side_deliver_every_row_once() {
             })
             .unwrap()
         })
-        .collect();
-    repo.create_many(&books).await.unwrap();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_side_by_side_deliver_every_row_once() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    repo.create_many(&new_books(1_200)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool));
     assert_eq!(outbox.waiting().await.unwrap(), 1_200);
 
@@ -96,4 +133,93 @@ async fn relays_side_by_side_deliver_every_row_once() {
     let expected: Vec<i64> = (1..=1_200).collect();
     assert_eq!(delivered, expected, "every row once");
     assert_eq!(outbox.waiting().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() {
+    let url = fresh_database().await;
+    let repo = MySqlBookRepository::new(bookstore_mysql::connect(&url, 2).await.unwrap())
+        .await
+        .unwrap();
+    repo.create_many(&new_books(5)).await.unwrap();
+
+    // One web instance's relay takes the three oldest rows, hands them to the log, and dies
+    // before marking them sent: its transaction never commits and its connections go away.
+    let dying_pool = bookstore_mysql::connect(&url, 1).await.unwrap();
+    let dying = MySqlOutbox::new(dying_pool.clone());
+    let dies = Record {
+        then_fail: true,
+        ..Record::default()
+    };
+    assert_eq!(dying.relay(3, &dies).await.unwrap(), 0);
+    let first = dies.rows();
+    assert_eq!(ids(&first), [1, 2, 3]);
+    assert_eq!(
+        first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"],
+        "keyed by book id"
+    );
+    drop(dying);
+    dying_pool.close().await;
+
+    // Another instance's relay delivers them again, oldest first, then the rows nobody took, and
+    // marks them all sent.
+    let fresh = MySqlOutbox::new(bookstore_mysql::connect(&url, 1).await.unwrap());
+    assert_eq!(fresh.waiting().await.unwrap(), 5);
+    let sink = Record::default();
+    assert_eq!(fresh.relay(100, &sink).await.unwrap(), 5);
+    let again = sink.rows();
+    assert_eq!(ids(&again), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        again[..3],
+        first[..],
+        "the very same events again: same keys, same payloads (same event ids)"
+    );
+    assert_eq!(fresh.waiting().await.unwrap(), 0);
+
+    // A third round has nothing left to deliver.
+    let third = Record::default();
+    assert_eq!(fresh.relay(100, &third).await.unwrap(), 0);
+    assert!(third.rows().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_transaction_publishes_nothing() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    let outbox = MySqlOutbox::new(pool.clone());
+    // The books' AUTO_INCREMENT counter leaves ids for 600 more books: 2^63 - 600 up to 2^63 - 1,
+    // the largest BIGINT.
+    sqlx::query("ALTER TABLE books AUTO_INCREMENT = 9223372036854775208")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // The first INSERT of the batch stores 500 books and their 500 events; the second stores 100
+    // more, then strict mode refuses the next book: its id is out of range (error 167).
+    let error = repo.create_many(&new_books(700)).await.unwrap_err();
+    let RepositoryError::Internal(cause) = &error else {
+        panic!("{error:?}")
+    };
+    let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
+        panic!("{cause:?}")
+    };
+    let number = db
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|e| e.number());
+    assert_eq!(number, Some(167), "{db}");
+    assert!(db.message().ends_with("at row 101"), "{db}");
+
+    assert_eq!(repo.count().await.unwrap(), 0, "no book of the batch");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no event of the batch");
+    assert_eq!(outbox.waiting().await.unwrap(), 0);
+    let sink = Record::default();
+    assert_eq!(outbox.relay(100, &sink).await.unwrap(), 0);
+    assert!(sink.rows().is_empty());
 }

@@ -5,11 +5,13 @@ mod books;
 mod outbox;
 pub mod positions;
 mod query_counts;
+mod recommend;
 mod trends;
 
 pub use books::SqliteBookRepository;
 pub use outbox::SqliteOutbox;
 pub use query_counts::SqliteQueryCounts;
+pub use recommend::SqliteRecommendations;
 pub use trends::SqliteTrends;
 
 use std::str::FromStr;

@@ -1,7 +1,8 @@
 //! The outbox relay on SQLite. SQLite has one writer at a time, so a claim is one atomic
-//! `UPDATE … RETURNING` that leases the oldest unsent rows to this relay for [`LEASE`]; another
-//! relay (another web instance on the same file) skips leased rows, and takes them over if the
-//! lease runs out without the rows being marked sent (the holder crashed).
+//! `UPDATE … RETURNING` that leases the oldest unsent rows to this relay for its lease ([`LEASE`]
+//! unless set with [`SqliteOutbox::with_lease`]); another relay (another web instance on the same
+//! file) skips leased rows, and takes them over if the lease runs out without the rows being marked
+//! sent (the holder crashed, or its delivery failed).
 
 use std::time::Duration;
 
@@ -12,17 +13,29 @@ use sqlx::SqlitePool;
 
 use crate::repo_error;
 
-/// How long a relay holds the rows it took.
+/// How long a relay holds the rows it took, unless set with [`SqliteOutbox::with_lease`].
 pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The outbox of a SQLite catalog.
 pub struct SqliteOutbox {
     pool: SqlitePool,
+    /// How long a claim holds its rows, in milliseconds.
+    lease_ms: i64,
 }
 
 impl SqliteOutbox {
+    /// The outbox in `pool`'s database; claims hold their rows for [`LEASE`].
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self::with_lease(pool, LEASE)
+    }
+
+    /// The outbox in `pool`'s database; claims hold their rows for `lease`. A relay round must
+    /// finish within it: past it another relay may take the same rows and deliver them again.
+    pub fn with_lease(pool: SqlitePool, lease: Duration) -> Self {
+        Self {
+            pool,
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        }
     }
 }
 
@@ -35,7 +48,7 @@ impl Outbox for SqliteOutbox {
             "WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?2) ",
             "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload"
         ))
-        .bind(now + LEASE.as_millis() as i64)
+        .bind(now.saturating_add(self.lease_ms))
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -106,13 +119,38 @@ mod tests {
         }
     }
 
-    async fn catalog_with(books: usize) -> (SqliteBookRepository, SqliteOutbox) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        std::mem::forget(dir); // lives as long as the test process
-        let pool = crate::connect(&url, 4).await.unwrap();
-        let repo = SqliteBookRepository::new(pool.clone()).await.unwrap();
-        let many: Vec<NewBook> = (0..books)
+    /// Records the rows it is given, as the log would have taken them; with `then_fail` it then
+    /// reports a failure, which leaves the rows as a relay that died before marking them sent
+    /// leaves them.
+    #[derive(Default)]
+    struct Record {
+        rows: Mutex<Vec<OutboxRow>>,
+        then_fail: bool,
+    }
+
+    impl Record {
+        fn rows(&self) -> Vec<OutboxRow> {
+            self.rows.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl OutboxSink for Record {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+            self.rows.lock().unwrap().extend_from_slice(rows);
+            if self.then_fail {
+                return Err("the relay died before marking the rows sent".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn ids(rows: &[OutboxRow]) -> Vec<i64> {
+        rows.iter().map(|r| r.id).collect()
+    }
+
+    fn new_books(n: usize) -> Vec<NewBook> {
+        (0..n)
             .map(|i| {
                 NewBook::parse(NewBookInput {
                     title: Some(format!("Book {i}")),
@@ -122,8 +160,21 @@ mod tests {
                 })
                 .unwrap()
             })
-            .collect();
-        repo.create_many(&many).await.unwrap();
+            .collect()
+    }
+
+    /// The URL of a new, empty database file.
+    fn new_database_url() -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        std::mem::forget(dir); // lives as long as the test process
+        url
+    }
+
+    async fn catalog_with(books: usize) -> (SqliteBookRepository, SqliteOutbox) {
+        let pool = crate::connect(&new_database_url(), 4).await.unwrap();
+        let repo = SqliteBookRepository::new(pool.clone()).await.unwrap();
+        repo.create_many(&new_books(books)).await.unwrap();
         (repo, SqliteOutbox::new(pool))
     }
 
@@ -169,5 +220,105 @@ mod tests {
         delivered.sort_unstable();
         assert_eq!(delivered, (1..=1_000).collect::<Vec<i64>>());
         assert_eq!(outbox.waiting().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() {
+        const SHORT: Duration = Duration::from_millis(200);
+        let url = new_database_url();
+        let repo = SqliteBookRepository::new(crate::connect(&url, 2).await.unwrap())
+            .await
+            .unwrap();
+        repo.create_many(&new_books(5)).await.unwrap();
+
+        // One web instance's relay takes the three oldest rows, hands them to the log, and dies
+        // before marking them sent.
+        let dying_pool = crate::connect(&url, 1).await.unwrap();
+        let dying = SqliteOutbox::with_lease(dying_pool.clone(), SHORT);
+        let dies = Record {
+            then_fail: true,
+            ..Record::default()
+        };
+        let before = Utc::now().timestamp_millis();
+        assert_eq!(dying.relay(3, &dies).await.unwrap(), 0);
+        let after = Utc::now().timestamp_millis();
+        let first = dies.rows();
+        assert_eq!(ids(&first), [1, 2, 3]);
+        assert_eq!(
+            first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["1", "2", "3"],
+            "keyed by book id"
+        );
+        // Its claim holds them for its own lease, not the default one.
+        let claims: Vec<Option<i64>> =
+            sqlx::query_scalar("SELECT claimed_until FROM outbox ORDER BY id")
+                .fetch_all(repo.pool())
+                .await
+                .unwrap();
+        for claim in &claims[..3] {
+            let until = claim.unwrap();
+            assert!(
+                (before + 200..=after + 200).contains(&until),
+                "{until} not within 200 ms of [{before}, {after}]"
+            );
+        }
+        assert_eq!(claims[3..], [None, None]);
+        drop(dying);
+        dying_pool.close().await;
+        assert_eq!(repo.count().await.unwrap(), 5);
+
+        // Another instance's relay, once the lease ran out, delivers them again, oldest first,
+        // then the rows nobody took, and marks them all sent.
+        tokio::time::sleep(SHORT + Duration::from_millis(100)).await;
+        let fresh = SqliteOutbox::with_lease(crate::connect(&url, 1).await.unwrap(), SHORT);
+        assert_eq!(fresh.waiting().await.unwrap(), 5);
+        let sink = Record::default();
+        assert_eq!(fresh.relay(100, &sink).await.unwrap(), 5);
+        let again = sink.rows();
+        assert_eq!(ids(&again), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            again[..3],
+            first[..],
+            "the very same events again: same keys, same payloads (same event ids)"
+        );
+        assert_eq!(fresh.waiting().await.unwrap(), 0);
+
+        // A third round has nothing left to deliver.
+        let third = Record::default();
+        assert_eq!(fresh.relay(100, &third).await.unwrap(), 0);
+        assert!(third.rows().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_transaction_publishes_nothing() {
+        let (repo, outbox) = catalog_with(0).await;
+        // The books' AUTOINCREMENT counter is 1,200 short of the largest rowid.
+        sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('books', ?1)")
+            .bind(i64::MAX - 1_200)
+            .execute(repo.pool())
+            .await
+            .unwrap();
+
+        // The first INSERT of the batch stores 1,000 books and their 1,000 events; the second
+        // stores 200 more, then SQLite refuses the next book: no rowid is left (SQLITE_FULL).
+        let error = repo.create_many(&new_books(1_500)).await.unwrap_err();
+        let RepositoryError::Internal(cause) = &error else {
+            panic!("{error:?}")
+        };
+        let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
+            panic!("{cause:?}")
+        };
+        assert_eq!(db.code().as_deref(), Some("13"), "SQLITE_FULL: {db}");
+
+        assert_eq!(repo.count().await.unwrap(), 0, "no book of the batch");
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(repo.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "no event of the batch");
+        assert_eq!(outbox.waiting().await.unwrap(), 0);
+        let sink = Record::default();
+        assert_eq!(outbox.relay(100, &sink).await.unwrap(), 0);
+        assert!(sink.rows().is_empty());
     }
 }

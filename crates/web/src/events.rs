@@ -35,6 +35,9 @@ pub fn publish_search(
             })
             .collect(),
     );
+    if let Some(recommendations) = &state.recommendations {
+        recommendations.searched();
+    }
     if let Some(trends) = &state.trends {
         trends.searched();
     }

@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
-pub use remote::RemoteTrends;
+pub use remote::{RemoteError, RemoteRecommendations, RemoteTrends};
 pub use visitor::Visitor;
 
 /// Largest request body accepted, in bytes.
@@ -46,6 +46,9 @@ pub struct WebState {
     pub admin_token: Option<SecretString>,
     /// The trend service, for the page's Trends section; `None`: no section.
     pub trends: Option<Arc<RemoteTrends>>,
+    /// The recommendation service, for the page's "Recommended for you" section; `None`: no
+    /// section.
+    pub recommendations: Option<Arc<RemoteRecommendations>>,
 }
 
 /// The web service's routes, with tracing, a request timeout and panic safety.

@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use bookstore_domain::recommend::Recommendation;
 use bookstore_domain::trends::Trend;
 use bookstore_domain::{Book, BookQuery, RepositoryError};
 
@@ -29,6 +30,8 @@ struct IndexPage<'a> {
     error: Option<String>,
     /// `None`: the trend service is not configured or did not answer; no section.
     trends: Option<&'a [Trend]>,
+    /// `None`: the recommendation service is not configured or did not answer; no section.
+    recommendations: Option<&'a [Recommendation]>,
 }
 
 pub async fn index(
@@ -48,16 +51,25 @@ pub async fn index(
     };
     let page_size = state.page_size.max(1);
     let query = BookQuery::new(&params.q, params.offset, page_size);
-    // The catalog and the trend service at the same time: the page waits for the slower one,
-    // and the trend call is bounded by its own timeout.
+    // The catalog and the trend and recommendation services at the same time: the page waits
+    // for the slowest, and each service call is bounded by its own timeout.
     let trends = async {
         match &state.trends {
             Some(remote) => remote.get().await,
             None => None,
         }
     };
-    let (searched, trends) = tokio::join!(state.books.search(&query), trends);
+    let uid = visitor.uid.to_string();
+    let recommendations = async {
+        match &state.recommendations {
+            Some(remote) => remote.get(&uid).await,
+            None => None,
+        }
+    };
+    let (searched, trends, recommendations) =
+        tokio::join!(state.books.search(&query), trends, recommendations);
     let trends = trends.as_deref().map(Vec::as_slice);
+    let recommendations = recommendations.as_deref().map(Vec::as_slice);
     match searched {
         Ok(page) => {
             publish_search(
@@ -80,6 +92,7 @@ pub async fn index(
                     .filter(|next| *next < page.total),
                 error: None,
                 trends,
+                recommendations,
             };
             render(StatusCode::OK, &view)
         }
@@ -94,6 +107,7 @@ pub async fn index(
                 status,
                 &IndexPage {
                     trends,
+                    recommendations,
                     ..error_page(query.text(), message.to_owned())
                 },
             )
@@ -112,6 +126,7 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
         next_offset: None,
         error: Some(message),
         trends: None,
+        recommendations: None,
     }
 }
 

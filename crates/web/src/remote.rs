@@ -1,34 +1,141 @@
-//! The page's calls to the trend service: a short timeout, a small cache, and no section at all
-//! when the service fails, so a slow or dead service never holds the page up beyond the timeout.
+//! The page's calls to the trend and recommendation services: a short timeout, a small cache, and
+//! no section at all when a service fails, so a slow or dead service never holds the page up
+//! beyond the timeout.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bookstore_domain::recommend::Recommendation;
 use bookstore_domain::trends::Trend;
+use serde::de::DeserializeOwned;
 
 /// How long a cache entry filled just after one of this instance's searches lives: that search
-/// may not have reached the trend service yet.
+/// may not have reached the services yet.
 const FRESH_AFTER_SEARCH: Duration = Duration::from_millis(200);
 const SEARCH_SETTLES: Duration = Duration::from_secs(1);
+/// Answers cached at most (one per visitor for recommendations); past it, expired ones go.
+const MAX_CACHED: usize = 10_000;
 
 /// Trends shown on the page.
 pub const PAGE_TRENDS: usize = 5;
+/// Recommendations shown on the page.
+pub const PAGE_RECOMMENDATIONS: usize = 5;
 
-struct Cached {
+struct Cached<T> {
     at: Instant,
     /// `None`: the last call failed; the section is left out until the entry expires.
-    trends: Option<Arc<Vec<Trend>>>,
+    value: Option<Arc<T>>,
+}
+
+/// A JSON `GET` client with a timeout and a cache per URL.
+struct RemoteJson<T> {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    timeout: Duration,
+    cache_ttl: Duration,
+    cache: Mutex<HashMap<String, Cached<T>>>,
+    last_search: Mutex<Option<Instant>>,
+}
+
+impl<T: DeserializeOwned> RemoteJson<T> {
+    fn new(base_url: &str, timeout: Duration, cache_ttl: Duration) -> Result<Self, RemoteError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()?;
+        let base = reqwest::Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| RemoteError::Url(base_url.to_owned(), e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            timeout,
+            cache_ttl,
+            cache: Mutex::new(HashMap::new()),
+            last_search: Mutex::new(None),
+        })
+    }
+
+    fn searched(&self) {
+        if let Ok(mut last) = self.last_search.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn ttl(&self, at: Instant) -> Duration {
+        let last_search = self.last_search.lock().ok().and_then(|l| *l);
+        match last_search {
+            Some(searched) if at < searched + SEARCH_SETTLES => {
+                FRESH_AFTER_SEARCH.min(self.cache_ttl)
+            }
+            _ => self.cache_ttl,
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<Option<Arc<T>>> {
+        let cache = self.cache.lock().ok()?;
+        let entry = cache.get(key)?;
+        (entry.at.elapsed() < self.ttl(entry.at)).then(|| entry.value.clone())
+    }
+
+    /// `GET <base><path>?<query>`, or `None` when the service did not answer well within the
+    /// timeout.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Arc<T>> {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
+        url.query_pairs_mut().clear().extend_pairs(query);
+        let key = url.to_string();
+        if let Some(cached) = self.cached(&key) {
+            return cached;
+        }
+        let started = Instant::now();
+        let fetched = tokio::time::timeout(self.timeout, async {
+            let response = self.http.get(url).send().await?.error_for_status()?;
+            response.json::<T>().await
+        })
+        .await;
+        let value = match fetched {
+            Ok(Ok(value)) => Some(Arc::new(value)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %key, "a service failed; the page goes without its section");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(elapsed = ?started.elapsed(), %key, "a service timed out");
+                None
+            }
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_CACHED {
+                let ttl = self.cache_ttl;
+                cache.retain(|_, entry| entry.at.elapsed() < ttl);
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
+            }
+            cache.insert(
+                key,
+                Cached {
+                    at: Instant::now(),
+                    value: value.clone(),
+                },
+            );
+        }
+        value
+    }
+}
+
+/// Why a client could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot create the HTTP client")]
+    Client(#[from] reqwest::Error),
+    #[error("invalid service URL {0:?}: {1}")]
+    Url(String, String),
 }
 
 /// A client of the trend service's `GET /trends`.
-pub struct RemoteTrends {
-    http: reqwest::Client,
-    url: String,
-    timeout: Duration,
-    cache_ttl: Duration,
-    cache: Mutex<Option<Cached>>,
-    last_search: Mutex<Option<Instant>>,
-}
+pub struct RemoteTrends(RemoteJson<Vec<Trend>>);
 
 impl RemoteTrends {
     /// `base_url`: the trend service, e.g. `http://127.0.0.1:8001`.
@@ -36,69 +143,49 @@ impl RemoteTrends {
         base_url: &str,
         timeout: Duration,
         cache_ttl: Duration,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()?;
-        Ok(Self {
-            http,
-            url: format!("{}/trends?ps={PAGE_TRENDS}", base_url.trim_end_matches('/')),
-            timeout,
-            cache_ttl,
-            cache: Mutex::new(None),
-            last_search: Mutex::new(None),
-        })
+    ) -> Result<Self, RemoteError> {
+        RemoteJson::new(base_url, timeout, cache_ttl).map(Self)
     }
 
     /// This instance published a search: the next pages should see it soon.
     pub fn searched(&self) {
-        if let Ok(mut last) = self.last_search.lock() {
-            *last = Some(Instant::now());
-        }
-    }
-
-    fn cached(&self) -> Option<Option<Arc<Vec<Trend>>>> {
-        let cache = self.cache.lock().ok()?;
-        let entry = cache.as_ref()?;
-        let last_search = self.last_search.lock().ok().and_then(|l| *l);
-        let ttl = match last_search {
-            Some(searched) if entry.at < searched + SEARCH_SETTLES => {
-                FRESH_AFTER_SEARCH.min(self.cache_ttl)
-            }
-            _ => self.cache_ttl,
-        };
-        (entry.at.elapsed() < ttl).then(|| entry.trends.clone())
+        self.0.searched();
     }
 
     /// The top trends, or `None` when the service did not answer well within the timeout.
     pub async fn get(&self) -> Option<Arc<Vec<Trend>>> {
-        if let Some(cached) = self.cached() {
-            return cached;
-        }
-        let started = Instant::now();
-        let fetched = tokio::time::timeout(self.timeout, async {
-            let response = self.http.get(&self.url).send().await?.error_for_status()?;
-            response.json::<Vec<Trend>>().await
-        })
-        .await;
-        let trends = match fetched {
-            Ok(Ok(trends)) => Some(Arc::new(trends)),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "the trend service failed; the page goes without trends");
-                None
-            }
-            Err(_) => {
-                tracing::debug!(elapsed = ?started.elapsed(), "the trend service timed out");
-                None
-            }
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            *cache = Some(Cached {
-                at: Instant::now(),
-                trends: trends.clone(),
-            });
-        }
-        trends
+        self.0
+            .get("/trends", &[("ps", &PAGE_TRENDS.to_string())])
+            .await
+    }
+}
+
+/// A client of the recommendation service's `GET /recommendations`.
+pub struct RemoteRecommendations(RemoteJson<Vec<Recommendation>>);
+
+impl RemoteRecommendations {
+    /// `base_url`: the recommendation service, e.g. `http://127.0.0.1:8002`.
+    pub fn new(
+        base_url: &str,
+        timeout: Duration,
+        cache_ttl: Duration,
+    ) -> Result<Self, RemoteError> {
+        RemoteJson::new(base_url, timeout, cache_ttl).map(Self)
+    }
+
+    /// This instance published a search: the next pages should see it soon.
+    pub fn searched(&self) {
+        self.0.searched();
+    }
+
+    /// Books for the visitor `uid`, or `None` when the service did not answer well within the
+    /// timeout.
+    pub async fn get(&self, uid: &str) -> Option<Arc<Vec<Recommendation>>> {
+        self.0
+            .get(
+                "/recommendations",
+                &[("uid", uid), ("n", &PAGE_RECOMMENDATIONS.to_string())],
+            )
+            .await
     }
 }

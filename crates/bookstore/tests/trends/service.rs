@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bookstore::config::TrendStoreKind;
-use bookstore::{TrendApp, WebApp, serve_all};
+use bookstore::{Remotes, TrendApp, WebApp, serve_all};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -55,9 +55,11 @@ async fn start_trend(bus: &TestBus) -> Running {
 }
 
 async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
-    let app = WebApp::build_with_trends(&bus.config, Some(trend_url.to_owned()))
-        .await
-        .unwrap();
+    let remotes = Remotes {
+        trend_url: Some(trend_url.to_owned()),
+        recommend_url: None,
+    };
+    let app = WebApp::build_with(&bus.config, remotes).await.unwrap();
     let url = format!("http://{}", app.local_addr().unwrap());
     run_until_shutdown(url, |rx| {
         app.run_until_stopped(async move {

@@ -1,0 +1,125 @@
+//! The recommendation service: a consumer group applying catalog and search events to a
+//! recommendation store, and the HTTP API that answers from it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bookstore_domain::{EventHandler, RecommendStore};
+use bookstore_events::ConsumerStats;
+use bookstore_mysql::MySqlRecommendations;
+use bookstore_recommend::RecommendState;
+use bookstore_sqlite::SqliteRecommendations;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DbKind, db_kind};
+use crate::events::{Consumer, EventBus};
+
+/// A recommendation store that is also the handler filling it.
+pub trait RecommendBackend: RecommendStore + EventHandler {}
+impl<T: RecommendStore + EventHandler> RecommendBackend for T {}
+
+/// Opens the recommendation store `recommend.db_url` names: its own SQLite file by default, or a
+/// MySQL database (created if missing; its tables are all named `rec_*`, plus
+/// `consumer_positions`).
+pub async fn open_recommend_store(config: &Config) -> anyhow::Result<Arc<dyn RecommendBackend>> {
+    let url = config.recommend_db_url();
+    let url = url.expose_secret();
+    let settings = config.recommend.settings();
+    let max = config.recommend.max_connections;
+    match db_kind(url).context("recommend.db_url")? {
+        DbKind::Sqlite => {
+            config.ensure_data_dir()?;
+            let pool = bookstore_sqlite::connect(url, max)
+                .await
+                .context("cannot open the recommendation store (recommend.db_url)")?;
+            let store = SqliteRecommendations::new(pool, settings)
+                .await
+                .context("cannot create the recommendation tables")?;
+            Ok(Arc::new(store))
+        }
+        DbKind::MySql => {
+            bookstore_mysql::create_database_if_missing(url)
+                .await
+                .context("cannot create the recommendation database (recommend.db_url)")?;
+            let pool = bookstore_mysql::connect(url, max)
+                .await
+                .context("cannot reach the recommendation database (recommend.db_url)")?;
+            let store = MySqlRecommendations::new(pool, settings)
+                .await
+                .context("cannot create the recommendation tables")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The recommendation service, bound and ready to run.
+pub struct RecommendApp {
+    listener: TcpListener,
+    router: axum::Router,
+    consumer: Consumer,
+    stop: CancellationToken,
+}
+
+impl RecommendApp {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let store = open_recommend_store(config).await?;
+        let bus = EventBus::open(config).await?;
+        let stop = CancellationToken::new();
+        let handler: Arc<dyn EventHandler> = store.clone();
+        let consumer = bus
+            .consumer(
+                &config.events,
+                &config.recommend.group_id,
+                vec![
+                    config.events.catalog_topic.clone(),
+                    config.events.topic.clone(),
+                ],
+                handler,
+                stop.clone(),
+            )
+            .await?;
+        let listener = TcpListener::bind(config.recommend.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (recommend.listen)",
+                    config.recommend.listen
+                )
+            })?;
+        let answers: Arc<dyn RecommendStore> = store;
+        Ok(Self {
+            listener,
+            router: bookstore_recommend::router(RecommendState { store: answers }),
+            consumer,
+            stop,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
+        self.consumer.stats()
+    }
+
+    /// Consumes and serves until `shutdown` completes; then finishes the batch in flight and
+    /// leaves the group.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        crate::trend::serve_and_consume(
+            "recommendation",
+            self.listener,
+            self.router,
+            self.consumer,
+            self.stop,
+            shutdown,
+        )
+        .await
+    }
+}

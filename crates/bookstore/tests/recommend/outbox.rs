@@ -1,0 +1,134 @@
+//! The outbox relay dies between publishing rows and marking them sent: on restart it publishes
+//! them again, and the recommendation service keeps one copy of each book.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bookstore::relay::PublisherSink;
+use bookstore::{Catalog, open_catalog};
+use bookstore_domain::events::Event;
+use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Recorder, wait_until};
+use crate::{Infra, get_json, infra, start_recommend, test_bus};
+
+/// Delivers through the real publisher, then dies before the rows are marked sent: what a
+/// relay killed at that moment leaves behind.
+struct DiesAfterDelivery<'a>(&'a PublisherSink);
+
+#[async_trait]
+impl OutboxSink for DiesAfterDelivery<'_> {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        self.0.deliver(rows).await?;
+        Err("killed after delivery, before marking the rows sent".into())
+    }
+}
+
+fn book(title: &str) -> NewBook {
+    NewBook::parse(NewBookInput {
+        title: Some(title.to_owned()),
+        author: Some("Ada Relay".to_owned()),
+        published_at: Some("2026-11-27".to_owned()),
+        description: None,
+    })
+    .unwrap()
+}
+
+/// The catalog's outbox, with a short lease on SQLite so that the dead relay's rows come back
+/// quickly (MariaDB releases them with the dead relay's transaction).
+fn outbox(catalog: &Catalog) -> Arc<dyn Outbox> {
+    match catalog {
+        Catalog::Sqlite(repo) => Arc::new(bookstore_sqlite::SqliteOutbox::with_lease(
+            repo.pool().clone(),
+            Duration::from_millis(200),
+        )),
+        Catalog::MySql(_) => catalog.outbox(),
+    }
+}
+
+infra!(a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept);
+async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infra: Infra) {
+    let bus = test_bus(infra).await;
+    let config = &bus.config;
+    let catalog = open_catalog(config).await.unwrap();
+    let books = catalog.repository();
+    let first = books.create(&book("Delivered Twice")).await.unwrap();
+    let second = books.create(&book("Also Delivered Twice")).await.unwrap();
+
+    // Everything that reaches the catalog topic, recorded.
+    let recorder = Arc::new(Recorder::default());
+    let stop = CancellationToken::new();
+    let consumer = bus
+        .bus
+        .consumer(
+            &config.events,
+            &format!("{}-recorder", config.recommend.group_id),
+            vec![config.events.catalog_topic.clone()],
+            recorder.clone(),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    let recording = tokio::spawn(consumer.run());
+
+    let sink = PublisherSink::start(&bus.bus, &config.events)
+        .await
+        .unwrap();
+    let dying = outbox(&catalog);
+    assert_eq!(
+        dying.relay(100, &DiesAfterDelivery(&sink)).await.unwrap(),
+        0
+    );
+    assert_eq!(dying.waiting().await.unwrap(), 2, "nothing was marked sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let restarted = outbox(&catalog);
+    assert_eq!(restarted.relay(100, &sink).await.unwrap(), 2);
+    assert_eq!(restarted.waiting().await.unwrap(), 0);
+    assert_eq!(restarted.relay(100, &sink).await.unwrap(), 0);
+
+    let created_ids = |records: Vec<bookstore_domain::Record>| -> Vec<i64> {
+        let mut ids: Vec<i64> = records
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::BookCreated(e) => Some(e.book.id),
+                Event::BookSearched(_) => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "both deliveries recorded",
+        || async { recorder.len() >= 4 },
+    )
+    .await;
+    assert_eq!(
+        created_ids(recorder.records()),
+        [first.id.0, first.id.0, second.id.0, second.id.0],
+        "each book was published twice"
+    );
+
+    let rec = start_recommend(config).await;
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "both books copied", || async {
+        http.get(format!("{}/books/{}", rec.url, second.id.0))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let stats = get_json(&http, &format!("{}/stats", rec.url)).await;
+    assert_eq!(stats["catalog_books"], 2, "one copy of each book: {stats}");
+    let copy = get_json(&http, &format!("{}/books/{}", rec.url, first.id.0)).await;
+    assert_eq!(copy["title"], "Delivered Twice");
+
+    rec.shutdown().await;
+    stop.cancel();
+    recording.await.unwrap().unwrap();
+}

@@ -1,0 +1,323 @@
+//! Books created through the web service reach the recommendation service's catalog; readers
+//! searching through the web service get books they have not been shown, with reasons, in
+//! `GET /recommendations` and on the page.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bookstore::{Remotes, serve_all};
+use serde_json::Value;
+
+use crate::helpers::wait_until;
+use crate::{Infra, get_json, infra, start_recommend, start_trend, start_web, test_bus};
+
+const READER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
+const READER_B: &str = "5d0f3c2e-7a61-4b8e-8c3f-2e9b6a1d4c70";
+const NEWCOMER: &str = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a";
+
+fn ids(books: &Value) -> BTreeSet<i64> {
+    books
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Searches from the page as the visitor `uid`; returns the page.
+async fn page_search(http: &reqwest::Client, web: &str, uid: &str, q: &str) -> String {
+    let response = http
+        .get(format!("{web}/?q={q}"))
+        .header("cookie", format!("uid={uid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The page for `uid` (no search), polled until `ready` holds; panics after `limit`.
+async fn page_until(
+    http: &reqwest::Client,
+    web: &str,
+    uid: &str,
+    limit: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let html = page_search(http, web, uid, "").await;
+        if ready(&html) {
+            return html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page for {uid} never got ready: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+infra!(created_books_reach_the_recommendation_catalog);
+async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
+    let bus = test_bus(infra).await;
+    let rec = start_recommend(&bus.config).await;
+    let remotes = Remotes {
+        trend_url: None,
+        recommend_url: Some(rec.url.clone()),
+    };
+    let web = start_web(&bus.config, remotes).await;
+    let http = reqwest::Client::new();
+
+    // The sample catalog went through the outbox too.
+    let listed = http
+        .get(format!("{}/api/books?limit=1", web.url))
+        .send()
+        .await
+        .unwrap();
+    let total: u64 = listed.headers()["x-total-count"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 200, "the sample catalog is loaded");
+    wait_until(
+        Duration::from_secs(30),
+        "the sample catalog copied",
+        || async {
+            get_json(&http, &format!("{}/stats", rec.url)).await["catalog_books"].as_u64()
+                == Some(total)
+        },
+    )
+    .await;
+
+    let created: Value = http
+        .post(format!("{}/api/books", web.url))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({
+            "title": "The Outbox Pattern",
+            "author": "Ada Relay",
+            "published_at": "2026-11-27",
+            "description": "Written and published in one transaction."
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("the created book's id");
+    let book_url = format!("{}/books/{id}", rec.url);
+    wait_until(Duration::from_secs(15), "the new book copied", || async {
+        http.get(&book_url).send().await.unwrap().status() == 200
+    })
+    .await;
+    let copy = get_json(&http, &book_url).await;
+    assert_eq!(copy["title"], "The Outbox Pattern");
+    assert_eq!(copy["author"], "Ada Relay");
+    let missing = http
+        .get(format!("{}/books/999999999", rec.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    web.shutdown().await;
+    rec.shutdown().await;
+}
+
+infra!(readers_discover_books_they_have_not_been_shown);
+async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
+    let bus = test_bus(infra).await;
+    let rec = start_recommend(&bus.config).await;
+    let trend = start_trend(&bus.config).await;
+    let remotes = Remotes {
+        trend_url: Some(trend.url.clone()),
+        recommend_url: Some(rec.url.clone()),
+    };
+    let web = start_web(&bus.config, remotes).await;
+    let http = reqwest::Client::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the sample catalog copied",
+        || async {
+            get_json(&http, &format!("{}/stats", rec.url)).await["catalog_books"].as_u64()
+                > Some(200)
+        },
+    )
+    .await;
+
+    // A reads Austen; B reads Austen and the Brontës.
+    page_search(&http, &web.url, READER_A, "austen").await;
+    page_search(&http, &web.url, READER_B, "austen").await;
+    page_search(&http, &web.url, READER_B, "bronte").await;
+
+    let for_a = format!("{}/recommendations?uid={READER_A}", rec.url);
+    wait_until(Duration::from_secs(30), "a Brontë book for A", || async {
+        get_json(&http, &for_a)
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["author"].as_str().unwrap_or("").contains("Brontë"))
+    })
+    .await;
+    let recommended = get_json(&http, &for_a).await;
+    let interests = get_json(&http, &format!("{}/interests?uid={READER_A}", rec.url)).await;
+    let shown = ids(&interests["books"]);
+    assert_eq!(
+        shown.len(),
+        5,
+        "A was shown one page of Austen: {interests}"
+    );
+    assert!(
+        ids(&recommended).is_disjoint(&shown),
+        "nothing A has been shown: {recommended}"
+    );
+    let bronte = recommended
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["author"].as_str().unwrap_or("").contains("Brontë"))
+        .unwrap();
+    assert_eq!(bronte["reason"], "because you searched for austen");
+    assert!(bronte["score"].as_f64().unwrap() > 0.0);
+    assert!(bronte["title"].is_string());
+    assert_eq!(interests["queries"][0]["name"], "austen");
+    assert_eq!(interests["authors"][0]["name"], "Jane Austen");
+
+    // B has been shown Austen and the Brontës: other books only.
+    let for_b = get_json(
+        &http,
+        &format!("{}/recommendations?uid={READER_B}&n=50", rec.url),
+    )
+    .await;
+    let shown_b = ids(&get_json(
+        &http,
+        &format!("{}/interests?uid={READER_B}&n=100", rec.url),
+    )
+    .await["books"]);
+    assert_eq!(shown_b.len(), 10);
+    assert!(ids(&for_b).is_disjoint(&shown_b), "{for_b}");
+
+    // A newcomer gets the popular books: what A and B were shown.
+    let fresh = get_json(
+        &http,
+        &format!("{}/recommendations?uid={NEWCOMER}&n=2", rec.url),
+    )
+    .await;
+    let fresh = fresh.as_array().unwrap();
+    assert_eq!(fresh.len(), 2, "{fresh:?}");
+    assert!(fresh.iter().all(|b| b["reason"] == "popular with readers"));
+    assert!(
+        fresh.iter().all(|b| b["author"] == "Jane Austen"),
+        "Austen was searched most: {fresh:?}"
+    );
+
+    // On the page, each reader sees the section with books not shown to them, with reasons.
+    for (uid, shown) in [(READER_A, &shown), (READER_B, &shown_b)] {
+        let html = page_until(&http, &web.url, uid, Duration::from_secs(10), |html| {
+            html.contains("Recommended for you") && html.contains("data-book-id=")
+        })
+        .await;
+        for id in shown {
+            assert!(
+                !html.contains(&format!("data-book-id=\"{id}\"")),
+                "book {id} already shown to {uid} is recommended on the page"
+            );
+        }
+        assert!(html.contains("because you searched for") || html.contains("more by"));
+    }
+
+    // Bad requests get a 400 with a JSON message.
+    for bad in [
+        "/recommendations",
+        "/recommendations?uid=a&n=0",
+        "/recommendations?uid=a&n=51",
+        "/interests?uid=",
+    ] {
+        let response = http.get(format!("{}{bad}", rec.url)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{bad}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let health = get_json(&http, &format!("{}{path}", rec.url)).await;
+        assert!(health["status"].is_string(), "{path}: {health}");
+    }
+
+    web.shutdown().await;
+    trend.shutdown().await;
+    rec.shutdown().await;
+}
+
+/// The page without a recommendation service: no section, no error, no wait beyond the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_goes_without_recommendations_when_the_service_is_down() {
+    let bus = test_bus(Infra::Embedded).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let web = start_web(
+        &bus.config,
+        Remotes {
+            trend_url: None,
+            recommend_url: Some(dead_url),
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let html = page_search(&http, &web.url, READER_A, "austen").await;
+    assert!(started.elapsed() < Duration::from_millis(800));
+    assert!(!html.contains("Recommended for you"));
+    assert!(html.contains("Jane Austen"), "the search results are there");
+    web.shutdown().await;
+}
+
+/// The all-in-one `bookstore` on embedded defaults: two visitors (two `uid` cookies) each see
+/// recommendations they had not been shown, with reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_all_in_one_recommends_to_two_visitors() {
+    let mut bus = test_bus(Infra::Embedded).await;
+    let web_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web_listener.local_addr().unwrap();
+    drop(web_listener);
+    bus.config.web.listen = web_addr;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = std::mem::take(&mut bus.config);
+    let task = tokio::spawn(async move {
+        serve_all(&config, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{web_addr}");
+    wait_until(Duration::from_secs(30), "the service to start", || async {
+        http.get(format!("{url}/healthz")).send().await.is_ok()
+    })
+    .await;
+    // Give the relay a moment to publish the sample catalog.
+    page_search(&http, &url, READER_A, "austen").await;
+    page_search(&http, &url, READER_B, "austen").await;
+    page_search(&http, &url, READER_B, "bronte").await;
+    let html = page_until(&http, &url, READER_A, Duration::from_secs(30), |html| {
+        html.contains("Recommended for you")
+            && html.contains("because you searched for austen")
+            && html.contains("Brontë")
+    })
+    .await;
+    for title in ["Pride and Prejudice", "Sense and Sensibility"] {
+        let section = html.split("Recommended for you").nth(1).unwrap();
+        assert!(!section.contains(title), "{title} was shown to A");
+    }
+    let html_b = page_search(&http, &url, READER_B, "").await;
+    assert!(html_b.contains("Recommended for you"));
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

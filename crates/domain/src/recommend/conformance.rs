@@ -1,0 +1,328 @@
+//! The check every recommendation store passes: fed catalog and search events batch by batch, it
+//! holds what [`apply`](super::apply) computes from the same events in one go, recommends what
+//! the rules say (discovery through other users, no book already shown, popular books for a new
+//! user), keeps its bounds, and refuses a batch whose start is not its stored position. For the
+//! stores' tests; it panics on the first difference.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::{Changes, Prior, RecommendSettings, Snapshot, apply};
+use crate::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use crate::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
+
+/// The settings the check runs with: small bounds, so that they bite.
+pub fn settings() -> RecommendSettings {
+    RecommendSettings {
+        results_per_event: 5,
+        history_per_event: 6,
+        neighbours_per_book: 8,
+        ..RecommendSettings::default()
+    }
+}
+
+const AUTHORS: [&str; 4] = [
+    "Jane Austen",
+    "Charlotte Brontë",
+    "Frank Herbert",
+    "J. R. R. Tolkien",
+];
+const QUERIES: [&str; 4] = ["austen", "bronte", "herbert", "tolkien"];
+
+/// Book `i` of the catalog: four books by each of the four authors (ids 1..=16), author
+/// `(i - 1) / 4`.
+pub fn book(i: i64) -> CatalogBook {
+    let author = AUTHORS[((i - 1) / 4) as usize % 4];
+    CatalogBook {
+        id: i,
+        title: format!("Book {i} by {author}"),
+        author: author.to_owned(),
+        published_at: chrono::NaiveDate::from_ymd_opt(1850, 1, 1).unwrap_or_default(),
+        description: String::new(),
+        created_at: DateTime::UNIX_EPOCH,
+    }
+}
+
+fn created(i: i64) -> Event {
+    Event::BookCreated(BookCreatedEvent::new(
+        Uuid::from_u128(i as u128),
+        DateTime::UNIX_EPOCH,
+        book(i),
+    ))
+}
+
+/// A search by `user` for author `a`'s books (all four), `minutes` after `base`.
+pub fn search(user: Option<&str>, a: usize, base: DateTime<Utc>, minutes: i64) -> Event {
+    let results = (1..=4)
+        .map(|k| {
+            let b = book((a as i64) * 4 + k);
+            ResultBook {
+                id: b.id,
+                title: b.title,
+                author: b.author,
+                published_at: Some(b.published_at),
+            }
+        })
+        .collect();
+    Event::BookSearched(SearchEvent::new(
+        Uuid::now_v7(),
+        base + Duration::minutes(minutes),
+        user.map(str::to_owned),
+        QUERIES[a],
+        0,
+        results,
+    ))
+}
+
+struct Feed {
+    group: String,
+    next: i64,
+    all: Vec<Record>,
+}
+
+impl Feed {
+    fn batch(&mut self, events: Vec<Event>) -> Batch {
+        let from = (self.next > 0).then_some(self.next);
+        let records: Vec<Record> = events
+            .into_iter()
+            .map(|event| {
+                let record = Record {
+                    topic: "check".into(),
+                    partition: 0,
+                    offset: self.next,
+                    event,
+                };
+                self.next += 1;
+                record
+            })
+            .collect();
+        self.all.extend(records.iter().cloned());
+        Batch {
+            group: self.group.clone(),
+            records,
+            positions: vec![PositionUpdate {
+                topic: "check".into(),
+                partition: 0,
+                from,
+                to: self.next,
+            }],
+        }
+    }
+}
+
+/// What the store should hold: every event applied in one go to an empty store.
+pub fn reference(settings: &RecommendSettings, records: &[Record]) -> Snapshot {
+    Snapshot::from(apply(settings, Prior::default(), records))
+}
+
+impl From<Changes> for Snapshot {
+    fn from(changes: Changes) -> Self {
+        Snapshot {
+            catalog: changes
+                .catalog
+                .into_values()
+                .map(|b| super::CatalogEntry {
+                    id: b.id,
+                    title: b.title,
+                    author: b.author,
+                })
+                .collect(),
+            user_books: changes
+                .user_books
+                .into_iter()
+                .map(|((u, b), row)| (u, b, row.log_weight, row.last_at))
+                .collect(),
+            user_authors: changes
+                .user_authors
+                .into_iter()
+                .map(|((u, a), w)| (u, a, w))
+                .collect(),
+            user_queries: changes
+                .user_queries
+                .into_iter()
+                .map(|((u, q), w)| (u, q, w.log_weight, w.last_at))
+                .collect(),
+            popular: changes.popular.into_iter().collect(),
+            cooccurrence: changes
+                .cooccurrence
+                .into_iter()
+                .map(|((b, c), n)| (b, c, n))
+                .collect(),
+        }
+        .sorted()
+    }
+}
+
+/// Runs the check on an empty `store` created with [`settings`].
+pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
+    let settings = settings();
+    let base = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    let mut feed = Feed {
+        group: "check".into(),
+        next: 0,
+        all: Vec::new(),
+    };
+
+    // The catalog, then searches: reader A likes Austen; B likes Austen and the Brontës; many
+    // anonymous readers look for Tolkien, so Tolkien is popular.
+    let catalog = feed.batch((1..=16).map(created).collect());
+    store.apply(&catalog).await.expect("the catalog applies");
+    let first = feed.batch(vec![
+        search(Some("a"), 0, base, 0),
+        search(Some("b"), 0, base, 1),
+        search(None, 3, base, 2),
+        search(None, 3, base, 2),
+        search(None, 3, base, 3),
+    ]);
+    store.apply(&first).await.expect("the first searches apply");
+    let second = feed.batch(vec![
+        search(Some("b"), 1, base, 4),
+        // Repeating a search adds weight but no co-occurrence.
+        search(Some("b"), 1, base, 5),
+        search(None, 3, base, 6),
+        search(None, 3, base, 7),
+        search(None, 3, base, 7),
+    ]);
+    store
+        .apply(&second)
+        .await
+        .expect("the second searches apply");
+
+    // A replayed batch is refused and changes nothing.
+    let before = store.snapshot().await.expect("snapshot");
+    match store.apply(&second).await {
+        Err(HandlerError::StalePosition(_)) => {}
+        other => panic!("a replayed batch must be refused as stale, got {other:?}"),
+    }
+    let after = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        before.difference(&after),
+        None,
+        "a refused batch changed the store"
+    );
+
+    let expected = reference(&settings, &feed.all);
+    assert_eq!(
+        after.difference(&expected),
+        None,
+        "the store differs from the rules applied in one go"
+    );
+    let books_of = |author: usize| ((author as i64) * 4 + 1)..=((author as i64) * 4 + 4);
+
+    // Discovery: A was shown Austen only; B's searches connect Austen to the Brontës.
+    let for_a = store.recommend("a", 10).await.expect("recommend a");
+    assert!(!for_a.is_empty(), "A gets recommendations");
+    assert!(
+        for_a.iter().all(|r| !books_of(0).contains(&r.id)),
+        "A is never recommended a book already shown: {for_a:?}"
+    );
+    let bronte = for_a
+        .iter()
+        .find(|r| books_of(1).contains(&r.id))
+        .unwrap_or_else(|| panic!("A is recommended a Brontë book: {for_a:?}"));
+    assert_eq!(bronte.reason, "because you searched for austen");
+    assert_eq!(bronte.author, "Charlotte Brontë");
+    assert!(
+        for_a.windows(2).all(|w| w[0].score >= w[1].score),
+        "best first: {for_a:?}"
+    );
+    let top_bronte = for_a.iter().position(|r| books_of(1).contains(&r.id));
+    let top_tolkien = for_a.iter().position(|r| books_of(3).contains(&r.id));
+    if let (Some(b), Some(t)) = (top_bronte, top_tolkien) {
+        assert!(b < t, "co-occurrence outranks mere popularity: {for_a:?}");
+    }
+
+    // A new reader gets the popular books.
+    let fresh = store.recommend("nobody", 3).await.expect("recommend new");
+    assert_eq!(fresh.len(), 3, "{fresh:?}");
+    assert!(
+        fresh
+            .iter()
+            .all(|r| books_of(3).contains(&r.id) && r.reason == super::POPULAR_REASON),
+        "a new reader gets Tolkien, the popular books: {fresh:?}"
+    );
+
+    // B has been shown Austen and the Brontës: only other books.
+    let for_b = store.recommend("b", 50).await.expect("recommend b");
+    assert!(
+        for_b
+            .iter()
+            .all(|r| !books_of(0).contains(&r.id) && !books_of(1).contains(&r.id)),
+        "{for_b:?}"
+    );
+
+    let interests = store
+        .interests("b", 10, base + Duration::minutes(10))
+        .await
+        .expect("interests");
+    assert_eq!(interests.uid, "b");
+    assert_eq!(interests.books.len(), 8, "{interests:?}");
+    assert_eq!(interests.queries[0].name, "bronte", "searched twice");
+    assert_eq!(interests.authors[0].name, "Charlotte Brontë");
+    assert!(interests.books.windows(2).all(|w| w[0].score >= w[1].score));
+    assert_eq!(
+        store
+            .catalog_book(5)
+            .await
+            .expect("catalog")
+            .map(|b| b.author),
+        Some("Charlotte Brontë".to_owned())
+    );
+    assert_eq!(store.catalog_book(99).await.expect("catalog"), None);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.catalog_books, stats.users), (16, 2));
+
+    // Bounds: one event with three hundred results counts `results_per_event` of them, and no
+    // book keeps more than `neighbours_per_book` neighbours.
+    let huge: Vec<ResultBook> = (1000..1300)
+        .map(|id| ResultBook {
+            id,
+            title: format!("Filler {id}"),
+            author: format!("Author {}", id % 7),
+            published_at: None,
+        })
+        .collect();
+    let many = (0..4)
+        .map(|i| {
+            Event::BookSearched(SearchEvent::new(
+                Uuid::now_v7(),
+                base + Duration::minutes(20 + i),
+                Some("heavy".into()),
+                &format!("everything {i}"),
+                0,
+                huge[(i as usize) * 5..].to_vec(),
+            ))
+        })
+        .collect();
+    let heavy = feed.batch(many);
+    store.apply(&heavy).await.expect("the heavy searches apply");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    let heavy_books = snapshot
+        .user_books
+        .iter()
+        .filter(|row| row.0 == "heavy")
+        .count();
+    assert_eq!(
+        heavy_books,
+        4 * settings.results_per_event,
+        "each event counts its first results_per_event results"
+    );
+    let mut per_book = std::collections::BTreeMap::<i64, usize>::new();
+    for (book, _, _) in &snapshot.cooccurrence {
+        *per_book.entry(*book).or_default() += 1;
+    }
+    assert!(
+        per_book
+            .values()
+            .all(|n| *n <= settings.neighbours_per_book),
+        "neighbours per book are capped: {per_book:?}"
+    );
+    assert!(
+        per_book
+            .values()
+            .any(|n| *n == settings.neighbours_per_book),
+        "the heavy reader fills some neighbour lists to the cap: {per_book:?}"
+    );
+}

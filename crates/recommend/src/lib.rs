@@ -1,0 +1,219 @@
+//! The recommendation service's HTTP API over a [`RecommendStore`]:
+//!
+//! - `GET /recommendations?uid=U&n=N`: up to N (default 10, 1 to 50) books U has not been shown,
+//!   best first, as a JSON array of `{id, title, author, score, reason}`; popular books for a user
+//!   without history;
+//! - `GET /interests?uid=U&n=N`: U's profile, `{uid, books, authors, queries}`, each list strongest
+//!   first (N per list, default 10, 1 to 100), weights decayed to now;
+//! - `GET /books/{id}`: the service's copy of a catalog book (404 when it has none);
+//! - `GET /stats`: how many catalog books, users and co-occurrence pairs the store holds;
+//! - `GET /healthz`, `GET /readyz` (the store answers).
+//!
+//! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS};
+use bookstore_domain::{RecommendStore, RepositoryError};
+use serde_json::json;
+
+/// Entries per list of `GET /interests` by default, and at most.
+pub const DEFAULT_INTERESTS: usize = 10;
+pub const MAX_INTERESTS: usize = 100;
+/// The longest user id accepted (the `uid` cookie is a UUID).
+pub const MAX_UID_CHARS: usize = 191;
+
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct RecommendState {
+    pub store: Arc<dyn RecommendStore>,
+}
+
+pub fn router(state: RecommendState) -> Router {
+    Router::new()
+        .route("/recommendations", get(recommendations))
+        .route("/interests", get(interests))
+        .route("/books/{id}", get(book))
+        .route("/stats", get(stats))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// `uid` and `n`, checked.
+fn parse(
+    params: &HashMap<String, String>,
+    default_n: usize,
+    max_n: usize,
+) -> Result<(String, usize), String> {
+    let uid = match params.get("uid").map(|u| u.trim()) {
+        None | Some("") => return Err("uid is required".to_owned()),
+        Some(uid) if uid.chars().count() > MAX_UID_CHARS => {
+            return Err(format!("uid must be at most {MAX_UID_CHARS} characters"));
+        }
+        Some(uid) => uid.to_owned(),
+    };
+    let n = match params.get("n").map(String::as_str) {
+        None | Some("") => default_n,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=max_n).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "n must be a whole number from 1 to {max_n}, not {n:?}"
+                ));
+            }
+        },
+    };
+    Ok((uid, n))
+}
+
+/// The answer when the store failed (`Some(error)`) or did not answer in time (`None`).
+fn store_failed(what: &str, failure: Option<&RepositoryError>) -> Response {
+    match failure {
+        Some(err) => {
+            tracing::warn!(error = %err, "cannot read {what}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the recommendation store is unavailable",
+            )
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the recommendation store did not answer in time",
+        ),
+    }
+}
+
+async fn recommendations(
+    State(state): State<RecommendState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    };
+    let (uid, n) = match parse(&params, DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.recommend(&uid, n)).await {
+        Ok(Ok(books)) => Json(books).into_response(),
+        Ok(Err(err)) => store_failed("the recommendations", Some(&err)),
+        Err(_) => store_failed("the recommendations", None),
+    }
+}
+
+async fn interests(
+    State(state): State<RecommendState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    };
+    let (uid, n) = match parse(&params, DEFAULT_INTERESTS, MAX_INTERESTS) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let now = chrono::Utc::now();
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.interests(&uid, n, now)).await {
+        Ok(Ok(profile)) => Json(profile).into_response(),
+        Ok(Err(err)) => store_failed("the interests", Some(&err)),
+        Err(_) => store_failed("the interests", None),
+    }
+}
+
+async fn book(
+    State(state): State<RecommendState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the book id must be a whole number",
+        );
+    };
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.catalog_book(id)).await {
+        Ok(Ok(Some(book))) => Json(book).into_response(),
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            "the recommendation service has no such book",
+        ),
+        Ok(Err(err)) => store_failed("a catalog book", Some(&err)),
+        Err(_) => store_failed("a catalog book", None),
+    }
+}
+
+async fn stats(State(state): State<RecommendState>) -> Response {
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.stats()).await {
+        Ok(Ok(stats)) => Json(stats).into_response(),
+        Ok(Err(err)) => store_failed("the store's counts", Some(&err)),
+        Err(_) => store_failed("the store's counts", None),
+    }
+}
+
+async fn readyz(State(state): State<RecommendState>) -> Response {
+    let store = match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(_)) => "unavailable",
+        Err(_) => "timeout",
+    };
+    let ready = store == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": { "store": store } })))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert_eq!(
+            parse(&params(&[("uid", "u1")]), 10, 50),
+            Ok(("u1".to_owned(), 10))
+        );
+        assert_eq!(
+            parse(&params(&[("uid", "u1"), ("n", "50")]), 10, 50),
+            Ok(("u1".to_owned(), 50))
+        );
+        assert!(parse(&params(&[]), 10, 50).unwrap_err().contains("uid"));
+        assert!(parse(&params(&[("uid", " ")]), 10, 50).is_err());
+        let long = "x".repeat(MAX_UID_CHARS + 1);
+        assert!(parse(&params(&[("uid", &long)]), 10, 50).is_err());
+        for bad in ["0", "51", "-1", "ten", "1e3"] {
+            assert!(
+                parse(&params(&[("uid", "u"), ("n", bad)]), 10, 50).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
