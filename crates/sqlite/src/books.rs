@@ -179,48 +179,52 @@ impl BookRepository for SqliteBookRepository {
 
     async fn create(&self, book: &NewBook) -> Result<Book, RepositoryError> {
         // The book and its `book.created` event in the outbox, in one transaction.
-        let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        let row: BookRow = sqlx::query_as(
-            "INSERT INTO books (title, author, published_at, description) VALUES (?1, ?2, ?3, ?4) \
-             RETURNING id, title, author, published_at, description, created_at",
-        )
-        .bind(book.title())
-        .bind(book.author())
-        .bind(book.published_at())
-        .bind(book.description())
-        .fetch_one(&mut *tx)
+        crate::retry_busy(|| async {
+            let mut tx = self.pool.begin().await?;
+            let row: BookRow = sqlx::query_as(
+                "INSERT INTO books (title, author, published_at, description) VALUES (?1, ?2, ?3, ?4) \
+                 RETURNING id, title, author, published_at, description, created_at",
+            )
+            .bind(book.title())
+            .bind(book.author())
+            .bind(book.published_at())
+            .bind(book.description())
+            .fetch_one(&mut *tx)
+            .await?;
+            let book = Book::from(row);
+            write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
+            tx.commit().await?;
+            Ok(book)
+        })
         .await
-        .map_err(repo_error)?;
-        let book = Book::from(row);
-        write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(book)
+        .map_err(repo_error)
     }
 
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
-        let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        let mut stored = 0;
-        for chunk in books.chunks(INSERT_CHUNK) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO books (title, author, published_at, description) ");
-            insert.push_values(chunk, |mut row, book| {
-                row.push_bind(book.title())
-                    .push_bind(book.author())
-                    .push_bind(book.published_at())
-                    .push_bind(book.description());
-            });
-            insert.push(" RETURNING id, title, author, published_at, description, created_at");
-            let rows: Vec<BookRow> = insert
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(repo_error)?;
-            let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
-            write_outbox(&mut tx, &books).await?;
-            stored += books.len() as u64;
-        }
-        tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        crate::retry_busy(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut stored = 0;
+            for chunk in books.chunks(INSERT_CHUNK) {
+                let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO books (title, author, published_at, description) ",
+                );
+                insert.push_values(chunk, |mut row, book| {
+                    row.push_bind(book.title())
+                        .push_bind(book.author())
+                        .push_bind(book.published_at())
+                        .push_bind(book.description());
+                });
+                insert.push(" RETURNING id, title, author, published_at, description, created_at");
+                let rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+                write_outbox(&mut tx, &books).await?;
+                stored += books.len() as u64;
+            }
+            tx.commit().await?;
+            Ok(stored)
+        })
+        .await
+        .map_err(repo_error)
     }
 
     async fn count(&self) -> Result<u64, RepositoryError> {
@@ -244,7 +248,7 @@ impl BookRepository for SqliteBookRepository {
 async fn write_outbox(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     books: &[Book],
-) -> Result<(), RepositoryError> {
+) -> Result<(), sqlx::Error> {
     for chunk in books.chunks(INSERT_CHUNK) {
         let mut insert: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
@@ -254,11 +258,7 @@ async fn write_outbox(
                 .push_bind(event.key().to_owned())
                 .push_bind(event.to_json());
         });
-        insert
-            .build()
-            .execute(&mut **tx)
-            .await
-            .map_err(repo_error)?;
+        insert.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

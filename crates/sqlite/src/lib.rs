@@ -75,15 +75,46 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, Open
         })
 }
 
+/// Whether SQLite refused for another writer: `SQLITE_BUSY` and `SQLITE_LOCKED`, with their
+/// extended codes.
+pub(crate) fn is_busy(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")))
+}
+
+/// How long a write is retried while SQLite reports the database busy.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs the transaction `op` again, from the start, while SQLite answers busy. The busy timeout
+/// makes a writer wait for the lock, but in some cases SQLite refuses at once without calling the
+/// busy handler (where waiting could deadlock, such as a read snapshot another writer has moved
+/// past); the remedy it documents is to run the transaction again. We saw such immediate refusals
+/// with API writes next to the outbox relay's.
+pub(crate) async fn retry_busy<T, F, Fut>(mut op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let deadline = std::time::Instant::now() + BUSY_RETRY_FOR;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match op().await {
+            Err(err) if is_busy(&err) && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %err, "SQLite busy; running the transaction again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            done => return done,
+        }
+    }
+}
+
 pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => RepositoryError::Unavailable(Box::new(err)),
-        sqlx::Error::Database(ref db)
-            if matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")) =>
-        {
+        ref busy if is_busy(busy) => {
             // SQLITE_BUSY, SQLITE_LOCKED and their extended codes: another writer holds the lock.
             RepositoryError::Unavailable(Box::new(err))
         }

@@ -43,15 +43,17 @@ impl SqliteOutbox {
 impl Outbox for SqliteOutbox {
     async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
         let now = Utc::now().timestamp_millis();
-        let mut rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(concat!(
-            "UPDATE outbox SET claimed_until = ?1 WHERE id IN (SELECT id FROM outbox ",
-            "WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?2) ",
-            "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload"
-        ))
-        .bind(now.saturating_add(self.lease_ms))
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        let mut rows: Vec<(i64, String, Vec<u8>)> = crate::retry_busy(|| {
+            sqlx::query_as(concat!(
+                "UPDATE outbox SET claimed_until = ?1 WHERE id IN (SELECT id FROM outbox ",
+                "WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?2) ",
+                "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload"
+            ))
+            .bind(now.saturating_add(self.lease_ms))
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+        })
         .await
         .map_err(repo_error)?;
         if rows.is_empty() {
@@ -69,12 +71,14 @@ impl Outbox for SqliteOutbox {
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let ids = serde_json::to_string(&ids).unwrap_or_default();
-        let sent = sqlx::query(concat!(
+        let sent = crate::retry_busy(|| {
+            sqlx::query(concat!(
             "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), claimed_until = NULL ",
             "WHERE id IN (SELECT value FROM json_each(?1))"
         ))
-        .bind(ids)
+        .bind(ids.clone())
         .execute(&self.pool)
+        })
         .await
         .map_err(repo_error)?
         .rows_affected();

@@ -83,6 +83,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the real web service on a random port against a fresh database of `backend`.
 pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    // Warnings and errors of the service in the output of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let db_url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("books.db").display()),
@@ -97,6 +102,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     config.web.admin_token = options.admin_token.map(Into::into);
     // No trend service here: the page leaves its Trends section out at once.
     config.web.trend_url = Some(String::new());
+    config.web.recommend_url = Some(String::new());
     config.db.url = Some(db_url.clone().into());
     let app = WebApp::build(&config)
         .await

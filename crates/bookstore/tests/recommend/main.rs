@@ -9,6 +9,7 @@ mod helpers;
 
 mod crashes;
 mod outbox;
+mod processes;
 mod service;
 
 use std::net::SocketAddr;
