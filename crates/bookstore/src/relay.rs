@@ -42,6 +42,15 @@ impl PublisherSink {
 #[async_trait]
 impl OutboxSink for PublisherSink {
     async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        // A round that timed out left its events queued in the producer (they are still being
+        // retried): wait for them rather than queueing the same rows again on every round of an
+        // outage.
+        let left = self.publisher.publisher.flush(self.timeout).await;
+        if left > 0 {
+            return Err(format!(
+                "{left} events of an earlier round are still undelivered"
+            ));
+        }
         let stats = &self.publisher.stats;
         let failed = stats.failed.load(Ordering::Relaxed);
         for row in rows {

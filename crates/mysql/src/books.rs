@@ -192,6 +192,11 @@ impl BookRepository for MySqlBookRepository {
 
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
         let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        let step: u64 = sqlx::query_scalar("SELECT @@SESSION.auto_increment_increment")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        let step = step.max(1);
         let mut stored = 0;
         for chunk in books.chunks(INSERT_CHUNK) {
             let mut insert: QueryBuilder<MySql> =
@@ -203,20 +208,26 @@ impl BookRepository for MySqlBookRepository {
                     .push_bind(book.description());
             });
             let done = insert.build().execute(&mut *tx).await.map_err(repo_error)?;
-            // One multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); read the rows
+            // One multi-row INSERT takes its ids in one block from LAST_INSERT_ID(), spaced by
+            // auto_increment_increment (more than 1 on some multi-primary set-ups); read the rows
             // back to write their events to the outbox in the same transaction.
             let first = done.last_insert_id();
             let count = done.rows_affected();
-            let rows: Vec<BookRow> = sqlx::query_as(concat!(
+            let mut select: QueryBuilder<MySql> = QueryBuilder::new(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM books WHERE id >= ? AND id < ? ORDER BY id"
-            ))
-            .bind(first)
-            .bind(first + count)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(repo_error)?;
+                " FROM books WHERE id IN ("
+            ));
+            let mut ids = select.separated(", ");
+            for k in 0..count {
+                ids.push_bind(first + k * step);
+            }
+            select.push(") ORDER BY id");
+            let rows: Vec<BookRow> = select
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(repo_error)?;
             let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
             if books.len() as u64 != count {
                 return Err(RepositoryError::Internal(

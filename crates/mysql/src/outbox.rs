@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use bookstore_domain::{Outbox, OutboxRow, OutboxSink, RepositoryError};
-use sqlx::{MySql, MySqlPool, QueryBuilder};
+use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder};
 
 use crate::repo_error;
 
@@ -23,7 +23,15 @@ impl MySqlOutbox {
 #[async_trait]
 impl Outbox for MySqlOutbox {
     async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
-        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        // READ COMMITTED: the claim locks the rows it takes and nothing else. Under REPEATABLE READ
+        // it would also lock the gap after the last unsent row, and every new book's outbox insert
+        // would wait for this round, and so for the log, to finish.
+        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
+        (&mut *conn)
+            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(repo_error)?;
+        let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
         let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(concat!(
             "SELECT id, event_key, payload FROM outbox WHERE sent_at IS NULL ",
             "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"

@@ -223,3 +223,69 @@ async fn a_failed_transaction_publishes_nothing() {
     assert_eq!(outbox.relay(100, &sink).await.unwrap(), 0);
     assert!(sink.rows().is_empty());
 }
+
+/// Delivers after a pause, as a slow or unreachable log would.
+struct Slow(std::time::Duration);
+
+#[async_trait]
+impl OutboxSink for Slow {
+    async fn deliver(&self, _: &[OutboxRow]) -> Result<(), String> {
+        tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_delivery_never_holds_up_new_books() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    repo.create_many(&new_books(3)).await.unwrap();
+    let outbox = Arc::new(MySqlOutbox::new(pool));
+    // The relay holds its rows for two seconds, having read to the end of the unsent rows.
+    let relay = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            outbox
+                .relay(100, &Slow(std::time::Duration::from_secs(2)))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    repo.create_many(&new_books(2)).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1_000),
+        "a new book waited {took:?} for the relay's round"
+    );
+    assert_eq!(relay.await.unwrap().unwrap(), 3);
+    assert_eq!(
+        outbox.waiting().await.unwrap(),
+        2,
+        "the new books wait for the next round"
+    );
+}
+
+#[tokio::test]
+async fn books_with_spaced_ids_each_get_their_own_event() {
+    // One connection, so that the session's id spacing (as on a multi-primary cluster) holds.
+    let pool = bookstore_mysql::connect(&fresh_database().await, 1)
+        .await
+        .unwrap();
+    sqlx::query("SET SESSION auto_increment_increment = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    assert_eq!(repo.create_many(&new_books(4)).await.unwrap(), 4);
+    let sink = Record::default();
+    assert_eq!(MySqlOutbox::new(pool).relay(100, &sink).await.unwrap(), 4);
+    let keys: Vec<i64> = sink.rows().iter().map(|r| r.key.parse().unwrap()).collect();
+    assert_eq!(keys.len(), 4);
+    assert!(
+        keys.windows(2).all(|w| w[1] - w[0] == 3),
+        "one event per book, ids spaced by 3: {keys:?}"
+    );
+}

@@ -28,8 +28,8 @@ use serde_json::json;
 /// Entries per list of `GET /interests` by default, and at most.
 pub const DEFAULT_INTERESTS: usize = 10;
 pub const MAX_INTERESTS: usize = 100;
-/// The longest user id accepted (the `uid` cookie is a UUID).
-pub const MAX_UID_CHARS: usize = 191;
+/// The longest user id accepted (the `uid` cookie is a UUID); longer ones have no profile.
+pub const MAX_UID_CHARS: usize = bookstore_domain::recommend::MAX_USER_CHARS;
 
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,6 +50,9 @@ pub fn router(state: RecommendState) -> Router {
         )
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "this route only answers GET")
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

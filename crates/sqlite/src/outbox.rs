@@ -43,13 +43,14 @@ impl SqliteOutbox {
 impl Outbox for SqliteOutbox {
     async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
         let now = Utc::now().timestamp_millis();
+        let until = now.saturating_add(self.lease_ms);
         let mut rows: Vec<(i64, String, Vec<u8>)> = crate::retry_busy(|| {
             sqlx::query_as(concat!(
                 "UPDATE outbox SET claimed_until = ?1 WHERE id IN (SELECT id FROM outbox ",
                 "WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?2) ",
                 "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload"
             ))
-            .bind(now.saturating_add(self.lease_ms))
+            .bind(until)
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
@@ -64,13 +65,27 @@ impl Outbox for SqliteOutbox {
             .into_iter()
             .map(|(id, key, payload)| OutboxRow { id, key, payload })
             .collect();
-        if let Err(error) = sink.deliver(&rows).await {
-            // Leave them leased: they are taken again when the lease runs out.
-            tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
-            return Ok(0);
-        }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let ids = serde_json::to_string(&ids).unwrap_or_default();
+        if let Err(error) = sink.deliver(&rows).await {
+            tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
+            // Give the rows back (if still ours), so that the next round takes them first and the
+            // order holds. Should this fail too, the lease runs out instead.
+            let released = crate::retry_busy(|| {
+                sqlx::query(concat!(
+                    "UPDATE outbox SET claimed_until = NULL WHERE sent_at IS NULL ",
+                    "AND claimed_until = ?1 AND id IN (SELECT value FROM json_each(?2))"
+                ))
+                .bind(until)
+                .bind(ids.clone())
+                .execute(&self.pool)
+            })
+            .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "cannot release the outbox rows; they wait for their lease");
+            }
+            return Ok(0);
+        }
         let sent = crate::retry_busy(|| {
             sqlx::query(concat!(
             "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), claimed_until = NULL ",
@@ -129,7 +144,9 @@ mod tests {
     #[derive(Default)]
     struct Record {
         rows: Mutex<Vec<OutboxRow>>,
-        then_fail: bool,
+        /// After recording, never answer: the relay's round is then dropped, as a killed process
+        /// would leave it (delivered, not marked, nothing released).
+        then_hang: bool,
     }
 
     impl Record {
@@ -142,8 +159,8 @@ mod tests {
     impl OutboxSink for Record {
         async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
             self.rows.lock().unwrap().extend_from_slice(rows);
-            if self.then_fail {
-                return Err("the relay died before marking the rows sent".into());
+            if self.then_hang {
+                std::future::pending::<()>().await;
             }
             Ok(())
         }
@@ -192,16 +209,12 @@ mod tests {
         assert_eq!(outbox.relay(100, &failing).await.unwrap(), 0);
         assert_eq!(outbox.waiting().await.unwrap(), 250);
 
-        // The failed rows are leased: a second relay takes the others first, in order.
+        // The failed round gave its rows back: the next rounds deliver everything, in order.
         let sink = Collect::default();
         while outbox.relay(100, &sink).await.unwrap() > 0 {}
         let delivered = sink.delivered.lock().unwrap().clone();
-        assert_eq!(delivered, (101..=250).collect::<Vec<i64>>());
-        assert_eq!(
-            outbox.waiting().await.unwrap(),
-            100,
-            "the leased rows wait for their lease"
-        );
+        assert_eq!(delivered, (1..=250).collect::<Vec<i64>>());
+        assert_eq!(outbox.waiting().await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -240,11 +253,12 @@ mod tests {
         let dying_pool = crate::connect(&url, 1).await.unwrap();
         let dying = SqliteOutbox::with_lease(dying_pool.clone(), SHORT);
         let dies = Record {
-            then_fail: true,
+            then_hang: true,
             ..Record::default()
         };
         let before = Utc::now().timestamp_millis();
-        assert_eq!(dying.relay(3, &dies).await.unwrap(), 0);
+        let killed = tokio::time::timeout(Duration::from_millis(50), dying.relay(3, &dies)).await;
+        assert!(killed.is_err(), "the round was cut off after delivery");
         let after = Utc::now().timestamp_millis();
         let first = dies.rows();
         assert_eq!(ids(&first), [1, 2, 3]);

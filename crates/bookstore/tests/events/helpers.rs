@@ -63,6 +63,9 @@ impl TestBus {
             ..Config::default()
         };
         config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // Services a test starts (the all-in-one starts them all) take free ports.
+        config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.catalog_topic = format!("{}-catalog", config.events.topic);
         config.web.admin_token = Some(bookstore::config::Secret("test-token".to_owned().into()));

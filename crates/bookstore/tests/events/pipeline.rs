@@ -430,10 +430,17 @@ async fn created_books_reach_the_catalog_topic_through_the_outbox(backend: Backe
             })
             .collect::<Vec<_>>()
     };
+    // Outboxia is the last book created: every partition has been read once all ids up to its
+    // are there.
+    let outboxia_id = created["id"].as_i64().unwrap();
     wait_until(
         Duration::from_secs(60),
-        "the created book on the catalog topic",
-        || async { created_books().iter().any(|b| b.title == "Outboxia") },
+        "the whole catalog on the catalog topic",
+        || async {
+            let ids: std::collections::BTreeSet<i64> =
+                created_books().iter().map(|b| b.id).collect();
+            ids.len() as i64 == outboxia_id
+        },
     )
     .await;
     let books = created_books();

@@ -6,23 +6,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore::relay::PublisherSink;
-use bookstore::{Catalog, open_catalog};
+use bookstore::{Catalog, RecommendApp, open_catalog};
 use bookstore_domain::events::Event;
 use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Recorder, wait_until};
-use crate::{Infra, get_json, infra, start_recommend, test_bus};
+use crate::{Infra, get_json, infra, test_bus};
 
-/// Delivers through the real publisher, then dies before the rows are marked sent: what a
-/// relay killed at that moment leaves behind.
-struct DiesAfterDelivery<'a>(&'a PublisherSink);
+/// Delivers through the real publisher, then never answers: the relay's round is cut off there,
+/// before the rows are marked sent, which is what a relay killed at that moment leaves behind.
+struct KilledAfterDelivery<'a>(&'a PublisherSink);
 
 #[async_trait]
-impl OutboxSink for DiesAfterDelivery<'_> {
+impl OutboxSink for KilledAfterDelivery<'_> {
     async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
         self.0.deliver(rows).await?;
-        Err("killed after delivery, before marking the rows sent".into())
+        std::future::pending::<()>().await;
+        Ok(())
     }
 }
 
@@ -77,11 +78,14 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         .await
         .unwrap();
     let dying = outbox(&catalog);
-    assert_eq!(
-        dying.relay(100, &DiesAfterDelivery(&sink)).await.unwrap(),
-        0
-    );
+    let killed = tokio::time::timeout(
+        Duration::from_secs(5),
+        dying.relay(100, &KilledAfterDelivery(&sink)),
+    )
+    .await;
+    assert!(killed.is_err(), "the round is cut off after delivery");
     assert_eq!(dying.waiting().await.unwrap(), 2, "nothing was marked sent");
+    drop(dying);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let restarted = outbox(&catalog);
@@ -112,23 +116,27 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         "each book was published twice"
     );
 
-    let rec = start_recommend(config).await;
+    let app = RecommendApp::build(config).await.unwrap();
+    let rec_url = format!("http://{}", app.local_addr().unwrap());
+    let consumed = app.consumer_stats();
+    let (rec_stop, rec_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rec = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rec_stopped.await;
+    }));
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), "both books copied", || async {
-        http.get(format!("{}/books/{}", rec.url, second.id.0))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+    wait_until(Duration::from_secs(30), "all four deliveries applied", || async {
+        consumed.applied.load(std::sync::atomic::Ordering::Relaxed) >= 4
     })
     .await;
-    let stats = get_json(&http, &format!("{}/stats", rec.url)).await;
+    let stats = get_json(&http, &format!("{rec_url}/stats")).await;
     assert_eq!(stats["catalog_books"], 2, "one copy of each book: {stats}");
-    let copy = get_json(&http, &format!("{}/books/{}", rec.url, first.id.0)).await;
-    assert_eq!(copy["title"], "Delivered Twice");
+    for (book, title) in [(&first, "Delivered Twice"), (&second, "Also Delivered Twice")] {
+        let copy = get_json(&http, &format!("{rec_url}/books/{}", book.id.0)).await;
+        assert_eq!(copy["title"], title);
+    }
 
-    rec.shutdown().await;
+    rec_stop.send(()).unwrap();
+    rec.await.unwrap().unwrap();
     stop.cancel();
     recording.await.unwrap().unwrap();
 }

@@ -36,6 +36,14 @@ async fn page_search(http: &reqwest::Client, web: &str, uid: &str, q: &str) -> S
     response.text().await.unwrap()
 }
 
+/// The ids of the books a result page shows (linked as `/api/books/{id}`).
+fn shown_on(html: &str) -> BTreeSet<i64> {
+    html.split("href=\"/api/books/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect()
+}
+
 /// The page for `uid` (no search), polled until `ready` holds; panics after `limit`.
 async fn page_until(
     http: &reqwest::Client,
@@ -298,22 +306,48 @@ async fn the_all_in_one_recommends_to_two_visitors() {
         http.get(format!("{url}/healthz")).send().await.is_ok()
     })
     .await;
-    // Give the relay a moment to publish the sample catalog.
-    page_search(&http, &url, READER_A, "austen").await;
-    page_search(&http, &url, READER_B, "austen").await;
-    page_search(&http, &url, READER_B, "bronte").await;
-    let html = page_until(&http, &url, READER_A, Duration::from_secs(30), |html| {
-        html.contains("Recommended for you")
-            && html.contains("because you searched for austen")
-            && html.contains("Brontë")
-    })
-    .await;
-    for title in ["Pride and Prejudice", "Sense and Sensibility"] {
+    // What each visitor was shown: the books linked from their result pages.
+    let mut shown_a = shown_on(&page_search(&http, &url, READER_A, "austen").await);
+    let mut shown_b = shown_on(&page_search(&http, &url, READER_B, "austen").await);
+    shown_b.extend(shown_on(
+        &page_search(&http, &url, READER_B, "bronte").await,
+    ));
+    shown_a.extend(shown_on(
+        &page_search(&http, &url, READER_A, "frankenstein").await,
+    ));
+    assert_eq!(
+        (shown_a.len(), shown_b.len()),
+        (6, 10),
+        "{shown_a:?} {shown_b:?}"
+    );
+    for (uid, shown, reason) in [
+        (READER_A, &shown_a, "because you searched for austen"),
+        // A's Frankenstein search pairs it with Austen, which B searched too.
+        (READER_B, &shown_b, "because you searched for austen"),
+    ] {
+        let html = page_until(&http, &url, uid, Duration::from_secs(30), |html| {
+            html.contains("Recommended for you") && html.contains(reason)
+        })
+        .await;
         let section = html.split("Recommended for you").nth(1).unwrap();
-        assert!(!section.contains(title), "{title} was shown to A");
+        let recommended = section.matches("data-book-id=").count();
+        assert!(recommended >= 3, "{uid} gets several books: {section}");
+        for id in shown {
+            assert!(
+                !section.contains(&format!("data-book-id=\"{id}\"")),
+                "book {id} was shown to {uid}"
+            );
+        }
     }
-    let html_b = page_search(&http, &url, READER_B, "").await;
-    assert!(html_b.contains("Recommended for you"));
+    let page_a = page_search(&http, &url, READER_A, "").await;
+    assert!(
+        page_a
+            .split("Recommended for you")
+            .nth(1)
+            .unwrap()
+            .contains("Brontë"),
+        "A discovers the Brontës through B"
+    );
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

@@ -165,12 +165,14 @@ pub fn profile_user(event: &SearchEvent) -> Option<&String> {
         .filter(|u| u.chars().count() <= MAX_USER_CHARS)
 }
 
-/// `text` cut to at most `max` characters.
+/// `text` cut to at most `max` characters, without trailing whitespace (which MySQL's PAD SPACE
+/// collations would not tell apart).
 pub fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
-    }
+    let text = match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    };
+    text.trim_end().to_owned()
 }
 
 /// What the store must load before applying `records`.
