@@ -64,6 +64,7 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
             let repo = SqliteBookRepository::new(pool)
                 .await
                 .context("cannot migrate the SQLite catalog database (db.url)")?;
+            backfilled(repo.backfill_outbox().await)?;
             Ok(Catalog::Sqlite(repo))
         }
         DbKind::MySql => {
@@ -73,6 +74,7 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
             let repo = MySqlBookRepository::new(pool)
                 .await
                 .context("cannot migrate the MySQL catalog database (db.url)")?;
+            backfilled(repo.backfill_outbox().await)?;
             Ok(Catalog::MySql(repo))
         }
     }
@@ -83,6 +85,18 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
 pub struct Remotes {
     pub trend_url: Option<String>,
     pub recommend_url: Option<String>,
+}
+
+/// Logs what the outbox backfill did.
+fn backfilled(done: Result<u64, bookstore_domain::RepositoryError>) -> anyhow::Result<()> {
+    let written = done.context("cannot write the events of books stored before the outbox")?;
+    if written > 0 {
+        tracing::info!(
+            books = written,
+            "wrote the book.created events of books stored before the outbox"
+        );
+    }
+    Ok(())
 }
 
 /// The web service, bound and ready to serve.

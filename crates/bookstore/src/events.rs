@@ -82,11 +82,20 @@ impl EventBus {
             }
             Self::Kafka(settings) => {
                 for topic in topics {
+                    // The catalog topic is the recommendation service's only source of the
+                    // catalog: compacted (keyed by book id), it keeps every book for good
+                    // instead of dropping what is older than the retention time.
+                    let configs = if *topic == events.catalog_topic {
+                        vec![("cleanup.policy".to_owned(), "compact".to_owned())]
+                    } else {
+                        Vec::new()
+                    };
                     let spec = TopicSpec {
                         name: topic.clone(),
                         partitions: i32::try_from(events.partitions).unwrap_or(i32::MAX),
                         replication_factor: i32::try_from(events.replication_factor)
                             .unwrap_or(i32::MAX),
+                        configs,
                     };
                     ensure_topic(
                         settings,

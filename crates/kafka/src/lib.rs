@@ -89,6 +89,8 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Topic-level settings given at creation, such as `cleanup.policy=compact`.
+    pub configs: Vec<(String, String)>,
 }
 
 /// Creates `spec.name` if it does not exist, then waits (up to `timeout`) until the cluster's
@@ -105,11 +107,14 @@ pub async fn ensure_topic(
             .create()
             .map_err(TopicError::Client)?,
     );
-    let new_topic = NewTopic::new(
+    let mut new_topic = NewTopic::new(
         &spec.name,
         spec.partitions,
         TopicReplication::Fixed(spec.replication_factor),
     );
+    for (key, value) in &spec.configs {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Timeout::After(timeout)));
     let results = admin
         .create_topics([&new_topic], &options)

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bookstore_kafka::{KafkaSettings, TopicSpec, ensure_topic};
 use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -25,6 +27,7 @@ async fn a_message_goes_through_a_real_broker_and_back_in_a_consumer_group() {
         name: topic.clone(),
         partitions: 3,
         replication_factor: 1,
+        configs: vec![("cleanup.policy".to_owned(), "compact".to_owned())],
     };
     let partitions = ensure_topic(&settings, &spec, Duration::from_secs(30))
         .await
@@ -35,6 +38,19 @@ async fn a_message_goes_through_a_real_broker_and_back_in_a_consumer_group() {
             )
         });
     assert_eq!(partitions, 3);
+    // Its settings were given at creation.
+    let admin: AdminClient<DefaultClientContext> = settings.client_config().create().unwrap();
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let config = described.into_iter().next().unwrap().unwrap();
+    let policy = config
+        .entries
+        .iter()
+        .find(|e| e.name == "cleanup.policy")
+        .and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"));
     // Creating it again leaves it as it is.
     assert_eq!(
         ensure_topic(&settings, &spec, Duration::from_secs(30))

@@ -58,6 +58,48 @@ impl MySqlBookRepository {
         &self.pool
     }
 
+    /// Writes the `book.created` events of books stored before the outbox existed (see migration
+    /// 0003), a batch per transaction; returns how many. Safe to run from several processes at
+    /// once: the shared cursor is read `FOR UPDATE` and moved in the same transaction.
+    pub async fn backfill_outbox(&self) -> Result<u64, RepositoryError> {
+        let mut written = 0;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(repo_error)?;
+            let Some((next, end)): Option<(i64, i64)> =
+                sqlx::query_as("SELECT next_id, end_id FROM outbox_backfill FOR UPDATE")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(repo_error)?
+            else {
+                return Ok(written);
+            };
+            if next >= end {
+                return Ok(written);
+            }
+            let rows: Vec<BookRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            ))
+            .bind(next)
+            .bind(end)
+            .bind(u64::try_from(INSERT_CHUNK).unwrap_or(u64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+            let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+            let next = books.last().map_or(end, |b| b.id.0 + 1);
+            write_outbox(&mut tx, &books).await?;
+            sqlx::query("UPDATE outbox_backfill SET next_id = ?")
+                .bind(next)
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_error)?;
+            tx.commit().await.map_err(repo_error)?;
+            written += books.len() as u64;
+        }
+    }
+
     /// The tutorial's search, kept only as the benchmark's baseline: an unindexed
     /// `LIKE '%q%'` scan over three columns, unranked, `LIMIT offset, size`.
     pub async fn search_like_scan(
@@ -213,11 +255,8 @@ impl BookRepository for MySqlBookRepository {
             // back to write their events to the outbox in the same transaction.
             let first = done.last_insert_id();
             let count = done.rows_affected();
-            let mut select: QueryBuilder<MySql> = QueryBuilder::new(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM books WHERE id IN ("
-            ));
+            let mut select: QueryBuilder<MySql> =
+                QueryBuilder::new(concat!("SELECT ", columns!(), " FROM books WHERE id IN ("));
             let mut ids = select.separated(", ");
             for k in 0..count {
                 ids.push_bind(first + k * step);

@@ -289,3 +289,43 @@ async fn books_with_spaced_ids_each_get_their_own_event() {
         "one event per book, ids spaced by 3: {keys:?}"
     );
 }
+
+#[tokio::test]
+async fn books_stored_before_the_outbox_get_their_events_once() {
+    // A catalog from before the outbox: only the first migration, and books in it.
+    let pool = bookstore_mysql::connect(&fresh_database().await, 4)
+        .await
+        .unwrap();
+    let mut first = sqlx::migrate!("./migrations");
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    first.run(&pool).await.unwrap();
+    for i in 0..1_500 {
+        sqlx::query(
+            "INSERT INTO books (title, author, published_at, description) VALUES (?, 'A', '1900-01-01', '')",
+        )
+        .bind(format!("Old {i}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    // The upgrade: the outbox migrations, then the backfill (twice at once, as two web
+    // instances starting together would), in batches, in id order, once.
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    let (a, b) = tokio::join!(repo.backfill_outbox(), repo.backfill_outbox());
+    assert_eq!(a.unwrap() + b.unwrap(), 1_500);
+    assert_eq!(repo.backfill_outbox().await.unwrap(), 0);
+    repo.create_many(&new_books(1)).await.unwrap();
+    assert_eq!(repo.backfill_outbox().await.unwrap(), 0);
+    let sink = Record::default();
+    let outbox = MySqlOutbox::new(pool);
+    while outbox.relay(1_000, &sink).await.unwrap() > 0 {}
+    let keys: Vec<i64> = sink.rows().iter().map(|r| r.key.parse().unwrap()).collect();
+    assert_eq!(keys, (1..=1_501).collect::<Vec<i64>>());
+}

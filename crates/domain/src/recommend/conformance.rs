@@ -309,6 +309,30 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
         4 * settings.results_per_event,
         "each event counts its first results_per_event results"
     );
+    // The heavy reader and the filler books are new, so each filler book's list is exactly what
+    // this one batch made of it, trimmed by the rule.
+    let made = apply(&settings, Prior::default(), &heavy.records).cooccurrence;
+    for book in 1000..1300 {
+        let mut kept: Vec<(i64, u64)> = snapshot
+            .cooccurrence
+            .iter()
+            .filter(|(b, _, _)| *b == book)
+            .map(|(_, c, n)| (*c, *n))
+            .collect();
+        kept.sort_unstable();
+        let all: Vec<(i64, u64)> = made
+            .iter()
+            .filter(|((b, _), _)| *b == book)
+            .map(|((_, c), n)| (*c, *n))
+            .collect();
+        let dropped = super::trim_neighbours(all.clone(), settings.neighbours_per_book);
+        let mut expected: Vec<(i64, u64)> = all
+            .into_iter()
+            .filter(|(c, _)| !dropped.contains(c))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(kept, expected, "the neighbours book {book} keeps");
+    }
     let mut per_book = std::collections::BTreeMap::<i64, usize>::new();
     for (book, _, _) in &snapshot.cooccurrence {
         *per_book.entry(*book).or_default() += 1;
