@@ -32,7 +32,7 @@ use crate::repo_error;
 
 /// The tables, created if missing. Keys stay within InnoDB's 3072 bytes: 4 bytes a character in
 /// utf8mb4, so a user id of 191 characters (764 bytes) with a query of 500 (2000 bytes).
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 7] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_books (id BIGINT NOT NULL PRIMARY KEY, ",
         "title TEXT NOT NULL, author VARCHAR(255) NOT NULL, ",
@@ -45,6 +45,11 @@ const SCHEMA: [&str; 6] = [
         "title TEXT NOT NULL, author VARCHAR(255) NOT NULL, query VARCHAR(500) NOT NULL, ",
         "PRIMARY KEY (user_id, book_id), ",
         "KEY rec_user_books_by_weight (user_id, log_weight DESC, book_id)) ",
+        "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+    ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_user_shown (user_id VARCHAR(191) NOT NULL, ",
+        "book_id BIGINT NOT NULL, PRIMARY KEY (user_id, book_id)) ",
         "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
     ),
     concat!(
@@ -220,6 +225,17 @@ impl MySqlRecommendations {
             ));
             q.build().execute(&mut *conn).await?;
         }
+        let shown: Vec<_> = changes.shown.iter().collect();
+        for chunk in shown.chunks(CHUNK) {
+            // INSERT IGNORE would also hide errors other than the duplicate key.
+            let mut q =
+                QueryBuilder::<MySql>::new("INSERT INTO rec_user_shown (user_id, book_id) ");
+            q.push_values(chunk, |mut row, (user, book)| {
+                row.push_bind(user).push_bind(*book);
+            });
+            q.push(" ON DUPLICATE KEY UPDATE book_id = book_id");
+            q.build().execute(&mut *conn).await?;
+        }
         let authors: Vec<_> = changes.user_authors.iter().collect();
         for chunk in authors.chunks(CHUNK) {
             let mut q = QueryBuilder::<MySql>::new(
@@ -345,7 +361,7 @@ impl MySqlRecommendations {
         for (author, _) in &hood.authors {
             let ids: Vec<i64> = sqlx::query_scalar(concat!(
                 "SELECT b.id FROM rec_books b LEFT JOIN rec_popular p ON p.book_id = b.id ",
-                "WHERE b.author = ? AND NOT EXISTS (SELECT 1 FROM rec_user_books u ",
+                "WHERE b.author = ? AND NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
                 "WHERE u.user_id = ? AND u.book_id = b.id) ",
                 "ORDER BY COALESCE(p.log_weight, -1e300) DESC, b.id LIMIT ?"
             ))
@@ -358,7 +374,7 @@ impl MySqlRecommendations {
         }
         hood.popular = sqlx::query_scalar(concat!(
             "SELECT p.book_id FROM rec_popular p JOIN rec_books b ON b.id = p.book_id ",
-            "WHERE NOT EXISTS (SELECT 1 FROM rec_user_books u ",
+            "WHERE NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
             "WHERE u.user_id = ? AND u.book_id = p.book_id) ",
             "ORDER BY p.log_weight DESC, p.book_id LIMIT ?"
         ))
@@ -372,7 +388,7 @@ impl MySqlRecommendations {
         let neighbours: Vec<i64> = neighbours.into_iter().collect();
         for chunk in neighbours.chunks(CHUNK) {
             let mut q =
-                QueryBuilder::<MySql>::new("SELECT book_id FROM rec_user_books WHERE user_id = ");
+                QueryBuilder::<MySql>::new("SELECT book_id FROM rec_user_shown WHERE user_id = ");
             q.push_bind(user).push(" AND book_id IN (");
             push_list(&mut q, chunk.iter().copied());
             let shown: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
@@ -639,7 +655,16 @@ impl RecommendStore for MySqlRecommendations {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(repo_error)?;
+        let shown = sqlx::query("SELECT user_id, book_id FROM rec_user_shown")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(repo_error)?
+            .iter()
+            .map(|row| Ok((text(row, 0)?, row.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(repo_error)?;
         Ok(Snapshot {
+            shown,
             catalog,
             user_books,
             user_authors,

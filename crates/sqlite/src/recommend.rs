@@ -20,7 +20,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use crate::positions::{self, handler_error};
 use crate::repo_error;
 
-const SCHEMA: [&str; 9] = [
+const SCHEMA: [&str; 10] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_books (id INTEGER PRIMARY KEY, title TEXT NOT NULL, ",
         "author TEXT NOT NULL) STRICT"
@@ -34,6 +34,10 @@ const SCHEMA: [&str; 9] = [
     concat!(
         "CREATE INDEX IF NOT EXISTS rec_user_books_by_weight ",
         "ON rec_user_books (user_id, log_weight DESC, book_id)"
+    ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_user_shown (user_id TEXT NOT NULL, book_id INTEGER NOT NULL, ",
+        "PRIMARY KEY (user_id, book_id)) STRICT, WITHOUT ROWID"
     ),
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_user_authors (user_id TEXT NOT NULL, author TEXT NOT NULL, ",
@@ -201,6 +205,16 @@ impl SqliteRecommendations {
             ));
             q.build().execute(&mut *conn).await?;
         }
+        let shown: Vec<_> = changes.shown.iter().collect();
+        for chunk in shown.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO rec_user_shown (user_id, book_id) ");
+            q.push_values(chunk, |mut row, (user, book)| {
+                row.push_bind(user).push_bind(*book);
+            });
+            q.push(" ON CONFLICT (user_id, book_id) DO NOTHING");
+            q.build().execute(&mut *conn).await?;
+        }
         let authors: Vec<_> = changes.user_authors.iter().collect();
         for chunk in authors.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -324,7 +338,7 @@ impl SqliteRecommendations {
         for (author, _) in &hood.authors {
             let ids: Vec<i64> = sqlx::query_scalar(concat!(
                 "SELECT b.id FROM rec_books b LEFT JOIN rec_popular p ON p.book_id = b.id ",
-                "WHERE b.author = ? AND NOT EXISTS (SELECT 1 FROM rec_user_books u ",
+                "WHERE b.author = ? AND NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
                 "WHERE u.user_id = ? AND u.book_id = b.id) ",
                 "ORDER BY COALESCE(p.log_weight, -1e300) DESC, b.id LIMIT ?"
             ))
@@ -337,7 +351,7 @@ impl SqliteRecommendations {
         }
         hood.popular = sqlx::query_scalar(concat!(
             "SELECT p.book_id FROM rec_popular p JOIN rec_books b ON b.id = p.book_id ",
-            "WHERE NOT EXISTS (SELECT 1 FROM rec_user_books u ",
+            "WHERE NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
             "WHERE u.user_id = ? AND u.book_id = p.book_id) ",
             "ORDER BY p.log_weight DESC, p.book_id LIMIT ?"
         ))
@@ -351,7 +365,7 @@ impl SqliteRecommendations {
         let neighbours: Vec<i64> = neighbours.into_iter().collect();
         for chunk in neighbours.chunks(CHUNK) {
             let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT book_id FROM rec_user_books WHERE user_id = ");
+                QueryBuilder::<Sqlite>::new("SELECT book_id FROM rec_user_shown WHERE user_id = ");
             q.push_bind(user).push(" AND book_id IN (");
             push_list(&mut q, chunk.iter().copied());
             let shown: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
@@ -555,7 +569,12 @@ impl RecommendStore for SqliteRecommendations {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(repo_error)?;
+        let shown = sqlx::query_as("SELECT user_id, book_id FROM rec_user_shown")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(repo_error)?;
         Ok(Snapshot {
+            shown,
             catalog: catalog
                 .into_iter()
                 .map(|(id, title, author)| CatalogEntry { id, title, author })

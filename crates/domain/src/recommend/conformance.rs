@@ -148,6 +148,7 @@ impl From<Changes> for Snapshot {
                 .into_iter()
                 .map(|((b, c), n)| (b, c, n))
                 .collect(),
+            shown: changes.shown.into_iter().collect(),
         }
         .sorted()
     }
@@ -309,6 +310,17 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
         4 * settings.results_per_event,
         "each event counts its first results_per_event results"
     );
+    let heavy_shown: std::collections::BTreeSet<i64> = snapshot
+        .shown
+        .iter()
+        .filter(|(u, _)| u == "heavy")
+        .map(|(_, b)| *b)
+        .collect();
+    assert_eq!(
+        heavy_shown,
+        (1000..1000 + 15 + super::MAX_SHOWN_PER_EVENT as i64).collect(),
+        "every result up to MAX_SHOWN_PER_EVENT per event is remembered as shown"
+    );
     // The heavy reader and the filler books are new, so each filler book's list is exactly what
     // this one batch made of it, trimmed by the rule.
     let made = apply(&settings, Prior::default(), &heavy.records).cooccurrence;
@@ -333,6 +345,31 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
         expected.sort_unstable();
         assert_eq!(kept, expected, "the neighbours book {book} keeps");
     }
+    // A reader shown the whole catalog in one long page (more results than count) is
+    // recommended nothing: every book was shown.
+    let everything: Vec<ResultBook> = (1..=16)
+        .map(|i| {
+            let b = book(i);
+            ResultBook {
+                id: b.id,
+                title: b.title,
+                author: b.author,
+                published_at: None,
+            }
+        })
+        .collect();
+    let wide = feed.batch(vec![Event::BookSearched(SearchEvent::new(
+        Uuid::now_v7(),
+        base + Duration::minutes(30),
+        Some("wide".into()),
+        "books",
+        0,
+        everything,
+    ))]);
+    store.apply(&wide).await.expect("the long page applies");
+    let for_wide = store.recommend("wide", 50).await.expect("recommend wide");
+    assert!(for_wide.is_empty(), "{for_wide:?}");
+
     let mut per_book = std::collections::BTreeMap::<i64, usize>::new();
     for (book, _, _) in &snapshot.cooccurrence {
         *per_book.entry(*book).or_default() += 1;

@@ -4,8 +4,10 @@
 //! ([`Neighbourhood`]) and let [`blend`] rank it.
 //!
 //! **Profile.** Each `book.searched` event of a known user adds to their profile, for each of the
-//! first `results_per_event` results (rank `r`, from 0): weight `1 / log2(r + 2)` (1, 0.63, 0.5,
-//! …: top results count more) to the book and to its author, and weight 1 to the normalized query.
+//! first `results_per_event` results (rank `r` in the whole result list, from 0, so page two
+//! starts lower): weight `1 / log2(r + 2)` (1, 0.63, 0.5, …: top results count more) to the book
+//! and to its author, and weight 1 to the normalized query. Every result (up to
+//! [`MAX_SHOWN_PER_EVENT`]) is remembered as shown to the user, counted or not.
 //! Weights halve every `half_life` and are stored in log space relative to the epoch, like the
 //! trend scores (`log = log2 Σ wᵢ·2^(tᵢ/half_life)`), so nothing is rewritten as time passes.
 //! Every search (anonymous ones too) adds the same book weights to the book's popularity.
@@ -54,6 +56,9 @@ pub const POPULAR_WEIGHT: f64 = 0.1;
 /// Recommendations per answer by default, and at most.
 pub const DEFAULT_RECOMMENDATIONS: usize = 10;
 pub const MAX_RECOMMENDATIONS: usize = 50;
+
+/// Results of one event remembered as shown to its user (the API's largest page).
+pub const MAX_SHOWN_PER_EVENT: usize = 100;
 
 /// Longest user id kept in a profile (longer ones count as anonymous), and the lengths at which
 /// queries and author names are cut, so that every store can hold them.
@@ -143,18 +148,21 @@ pub struct Needs {
     pub popular: BTreeSet<i64>,
 }
 
-/// The results of `event` that count, first occurrence of each book only.
+/// The results of `event` that count, first occurrence of each book only, each with its rank
+/// in the whole result list (the event's offset plus its place on the page).
 pub fn counted_results<'a>(
     settings: &RecommendSettings,
     event: &'a SearchEvent,
 ) -> impl Iterator<Item = (usize, &'a crate::events::ResultBook)> {
     let mut seen = HashSet::new();
+    let offset = usize::try_from(event.offset).unwrap_or(usize::MAX);
     event
         .results
         .iter()
         .filter(move |b| seen.insert(b.id))
         .take(settings.results_per_event)
         .enumerate()
+        .map(move |(i, b)| (offset.saturating_add(i), b))
 }
 
 /// The user whose profile `event` adds to: `None` for anonymous searches and ids too long to keep.
@@ -223,6 +231,8 @@ pub struct Changes {
     pub touched_books: BTreeSet<i64>,
     /// Catalog books created, the last event of a book winning.
     pub catalog: BTreeMap<i64, CatalogBook>,
+    /// `(user, book)`: books shown to a user (stores keep each pair once).
+    pub shown: BTreeSet<(String, i64)>,
 }
 
 /// Orders a user's books: strongest first, ties by lower id.
@@ -269,6 +279,15 @@ fn apply_search(
     let Some(user) = profile_user(event) else {
         return;
     };
+    let mut seen = HashSet::new();
+    for book in event
+        .results
+        .iter()
+        .filter(|b| seen.insert(b.id))
+        .take(MAX_SHOWN_PER_EVENT)
+    {
+        changes.shown.insert((user.clone(), book.id));
+    }
     let query_text = cut(&event.query_normalized, MAX_QUERY_CHARS);
 
     let query_key = (user.clone(), query_text.clone());
@@ -523,6 +542,8 @@ pub struct Snapshot {
     pub popular: Vec<(i64, f64)>,
     /// `(book, neighbour, count)`.
     pub cooccurrence: Vec<(i64, i64, u64)>,
+    /// `(user, book)` pairs shown.
+    pub shown: Vec<(String, i64)>,
 }
 
 impl Snapshot {
@@ -537,6 +558,7 @@ impl Snapshot {
             .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         self.popular.sort_by_key(|p| p.0);
         self.cooccurrence.sort_by_key(|c| (c.0, c.1));
+        self.shown.sort();
         self
     }
 
@@ -601,6 +623,13 @@ impl Snapshot {
                 .all(|(x, y)| x.0 == y.0 && close(x.1, y.1));
         if !popular_same {
             return Some("popularity differs".to_owned());
+        }
+        if a.shown != b.shown {
+            return Some(format!(
+                "shown books differ: {} vs {} pairs",
+                a.shown.len(),
+                b.shown.len()
+            ));
         }
         None
     }

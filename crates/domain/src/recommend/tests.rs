@@ -110,6 +110,7 @@ fn applying_in_batches_equals_applying_in_one_go() {
     merged.user_authors.extend(second.user_authors);
     merged.user_queries.extend(second.user_queries);
     merged.popular.extend(second.popular);
+    merged.shown.extend(second.shown);
     for (pair, n) in second.cooccurrence {
         *merged.cooccurrence.entry(pair).or_default() += n;
     }
