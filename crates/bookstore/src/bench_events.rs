@@ -43,6 +43,8 @@ pub struct EventsBench {
     /// Trend stores to measure the trend handler on.
     pub trend_stores: Vec<TrendStoreKind>,
     pub redis_url: String,
+    /// The recommendation handler and API, per store (none when its list of stores is empty).
+    pub recommend: crate::bench_recommend::RecommendBench,
 }
 
 /// One throughput figure.
@@ -81,6 +83,8 @@ pub struct Report {
     pub encode_us: f64,
     /// The trend handler per store, and its baseline.
     pub trends: Vec<Throughput>,
+    /// The recommendation handler and API per store, and their baselines.
+    pub recommend: Option<crate::bench_recommend::Report>,
 }
 
 /// Runs every measurement on every requested backend, with its files in `scratch`.
@@ -236,6 +240,10 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
     if !spec.trend_stores.is_empty() {
         report.trends = trend_bench(spec, &events, scratch).await?;
     }
+    if !spec.recommend.stores.is_empty() {
+        report.recommend =
+            Some(crate::bench_recommend::run(&spec.recommend, spec.batch_size, scratch).await?);
+    }
     Ok(report)
 }
 
@@ -351,7 +359,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Publishes `events` through the port (after one warm-up event, since the first delivery of an
 /// idempotent producer waits for its producer id) and waits until all are delivered: seconds.
-async fn publish_all(
+pub(crate) async fn publish_all(
     publisher: &crate::events::Publisher,
     events: &[Event],
 ) -> anyhow::Result<f64> {
@@ -395,7 +403,7 @@ fn consumer_stats(consumer: &crate::events::Consumer) -> Arc<ConsumerStats> {
 }
 
 /// Seconds from the first event consumed to the last one applied.
-async fn wait_applied(
+pub(crate) async fn wait_applied(
     stats: &ConsumerStats,
     expected: u64,
     limit: Duration,
@@ -749,6 +757,9 @@ pub fn table(report: &Report) -> String {
                 ours.per_second() / baseline.per_second()
             ));
         }
+    }
+    if let Some(recommend) = &report.recommend {
+        out.push_str(&crate::bench_recommend::table(recommend));
     }
     out
 }

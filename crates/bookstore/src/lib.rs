@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_events;
+pub mod bench_recommend;
 pub mod config;
 pub mod events;
 pub mod recommend;

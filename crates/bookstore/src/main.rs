@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::sync::Arc;
 
+use bookstore::bench_recommend::RecommendStoreKind;
 use bookstore::config::{Config, EventsBackend, TrendStoreKind};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{
-    RecommendApp, TrendApp, WebApp, bench, bench_events, open_catalog, serve_all, shutdown_signal,
-    tools,
+    RecommendApp, TrendApp, WebApp, bench, bench_events, bench_recommend, open_catalog, serve_all,
+    shutdown_signal, tools,
 };
 use bookstore_catalog::Format;
 use bookstore_sqlite::SqliteQueryCounts;
@@ -143,6 +144,32 @@ enum BenchCommand {
         /// Redis for the trend store [default: trend.redis_url].
         #[arg(long)]
         redis_url: Option<String>,
+        /// Recommendation stores to measure the recommendation handler and API on,
+        /// comma-separated: embedded, mysql; none to skip.
+        #[arg(long, value_delimiter = ',', default_value = "embedded,mysql")]
+        recommend_stores: Vec<BenchRecommendStore>,
+        /// MySQL server for the recommendation store, without a database: the benchmark creates
+        /// a database bookstore_bench_<uuid> and drops it at the end.
+        #[arg(
+            long,
+            env = "BOOKSTORE_TEST_MYSQL_URL",
+            hide_env_values = true,
+            default_value = "mysql://bookstore:bookstore@127.0.0.1:3306"
+        )]
+        mysql_url: String,
+        /// Users of the recommendation history.
+        #[arg(long, default_value_t = 10_000)]
+        rec_users: u64,
+        /// Books of the recommendation history (in topics of 50).
+        #[arg(long, default_value_t = 100_000)]
+        rec_books: u64,
+        /// Search events of the recommendation history (10 results each). 200000 takes about
+        /// 45 minutes on two cores with MariaDB's default buffer pool, most of it in MariaDB.
+        #[arg(long, default_value_t = 50_000)]
+        rec_searches: u64,
+        /// Requests to GET /recommendations, and as many to GET /interests, per store.
+        #[arg(long, default_value_t = 2_000)]
+        rec_requests: u64,
     },
 }
 
@@ -156,6 +183,13 @@ enum BenchBackend {
 enum BenchTrendStore {
     Embedded,
     Redis,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchRecommendStore {
+    Embedded,
+    Mysql,
     None,
 }
 
@@ -267,6 +301,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             batch_size,
             trend_stores,
             redis_url,
+            recommend_stores,
+            mysql_url,
+            rec_users,
+            rec_books,
+            rec_searches,
+            rec_requests,
         }) => {
             let temp = tempfile_dir()?;
             let spec = bench_events::EventsBench {
@@ -292,6 +332,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .collect(),
                 redis_url: redis_url.unwrap_or_else(|| config.trend.redis_url.expose().to_owned()),
+                recommend: bench_recommend::RecommendBench {
+                    stores: recommend_stores
+                        .into_iter()
+                        .filter_map(|s| match s {
+                            BenchRecommendStore::Embedded => Some(RecommendStoreKind::Embedded),
+                            BenchRecommendStore::Mysql => Some(RecommendStoreKind::MySql),
+                            BenchRecommendStore::None => None,
+                        })
+                        .collect(),
+                    mysql_url,
+                    users: rec_users,
+                    books: rec_books,
+                    searches: rec_searches,
+                    requests: rec_requests,
+                },
             };
             let report = bench_events::run(&spec, &temp).await;
             let _ = std::fs::remove_dir_all(&temp);

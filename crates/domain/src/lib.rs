@@ -12,7 +12,7 @@ pub mod trends;
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
 pub use ports::{
     Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Outbox, OutboxRow,
-    OutboxSink, Position, PositionUpdate, Published, Record, RecommendStore, RepositoryError,
+    OutboxSink, Position, PositionUpdate, Published, RecommendStore, Record, RepositoryError,
     TopicPartition, TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

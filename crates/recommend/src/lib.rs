@@ -51,7 +51,10 @@ pub fn router(state: RecommendState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "this route only answers GET")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route only answers GET",
+            )
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

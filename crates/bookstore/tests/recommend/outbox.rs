@@ -124,13 +124,18 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         let _ = rec_stopped.await;
     }));
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), "all four deliveries applied", || async {
-        consumed.applied.load(std::sync::atomic::Ordering::Relaxed) >= 4
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "all four deliveries applied",
+        || async { consumed.applied.load(std::sync::atomic::Ordering::Relaxed) >= 4 },
+    )
     .await;
     let stats = get_json(&http, &format!("{rec_url}/stats")).await;
     assert_eq!(stats["catalog_books"], 2, "one copy of each book: {stats}");
-    for (book, title) in [(&first, "Delivered Twice"), (&second, "Also Delivered Twice")] {
+    for (book, title) in [
+        (&first, "Delivered Twice"),
+        (&second, "Also Delivered Twice"),
+    ] {
         let copy = get_json(&http, &format!("{rec_url}/books/{}", book.id.0)).await;
         assert_eq!(copy["title"], title);
     }

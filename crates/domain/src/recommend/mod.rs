@@ -640,6 +640,7 @@ impl Snapshot {
 pub struct RecommendStats {
     pub catalog_books: u64,
     pub users: u64,
+    /// Exact on SQLite; the table statistics' estimate on MySQL.
     pub cooccurrence_pairs: u64,
 }
 

@@ -1,0 +1,879 @@
+//! The recommendation part of `bookstore bench events`: how fast the recommendation handler
+//! applies a synthetic history through the consumer framework, per store, and how fast
+//! `GET /recommendations` answers once it is applied. Both are compared with baselines measured
+//! in the same run on the same store technology: the tutorial's consumer (one upsert per result
+//! book, each awaited, autocommit) and the tutorial's endpoint (`GET /interests`).
+//!
+//! The history is deterministic for [`SEED`]: books fall into topics of [`TOPIC_BOOKS`], each
+//! known user has two or three favourite topics, and each search picks a topic (mostly a
+//! favourite) and returns [`RESULTS`] of its books in a random order, so that books searched
+//! together are books of one topic and co-occurrence means something.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use bookstore_domain::recommend::RecommendStats;
+use bookstore_domain::{EventHandler, RecommendStore};
+use bookstore_events::ConsumerStats;
+use bookstore_recommend::RecommendState;
+use chrono::{DateTime, NaiveDate, Utc};
+use hdrhistogram::Histogram;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bench_events::{Throughput, publish_all, wait_applied};
+use crate::config::{Config, EventsBackend, Secret};
+use crate::events::EventBus;
+use crate::recommend::{RecommendBackend, open_recommend_store};
+
+/// Seed of the synthetic history and of the users the requests ask for.
+pub const SEED: u64 = 1;
+/// Books per topic, results per search, share of anonymous searches, share of a known user's
+/// searches that go to one of their favourite topics.
+pub const TOPIC_BOOKS: u64 = 50;
+pub const RESULTS: usize = 10;
+pub const ANONYMOUS_SHARE: f64 = 0.1;
+pub const FAVOURITE_SHARE: f64 = 0.85;
+/// Books per author (consecutive books, so mostly of one topic).
+pub const AUTHOR_BOOKS: u64 = 8;
+/// Search events the one-upsert-per-result baseline handles (it is slow).
+pub const BASELINE_EVENTS: usize = 20_000;
+/// Requests per endpoint before measuring.
+pub const WARM_UP_REQUESTS: u64 = 100;
+/// The goal for `GET /recommendations`.
+pub const GOAL_P99_MS: f64 = 20.0;
+
+/// A recommendation store to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecommendStoreKind {
+    /// SQLite in the data dir, the default.
+    Embedded,
+    /// A fresh MySQL/MariaDB database, dropped at the end.
+    MySql,
+}
+
+impl RecommendStoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded (SQLite)",
+            Self::MySql => "mysql (MariaDB)",
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Clone)]
+pub struct RecommendBench {
+    pub stores: Vec<RecommendStoreKind>,
+    /// Server URL without a database (`mysql://user:password@host:port`).
+    pub mysql_url: String,
+    pub users: u64,
+    pub books: u64,
+    pub searches: u64,
+    /// Measured requests per endpoint.
+    pub requests: u64,
+}
+
+impl std::fmt::Debug for RecommendBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL holds a password.
+        f.debug_struct("RecommendBench")
+            .field("stores", &self.stores)
+            .field("users", &self.users)
+            .field("books", &self.books)
+            .field("searches", &self.searches)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Latency of one endpoint on one store.
+#[derive(Debug, Clone)]
+pub struct HttpLatency {
+    pub store: &'static str,
+    pub endpoint: &'static str,
+    pub requests: u64,
+    /// Answers other than 200.
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// For `/recommendations`: answers with `n` books, and the reasons of every book returned
+    /// (co-occurrence, author, popular).
+    pub full: Option<u64>,
+    pub reasons: Option<[u64; 3]>,
+}
+
+/// What a store holds after the history, and how long `stats()` took to count it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub store: &'static str,
+    pub stats: RecommendStats,
+    pub stats_ms: f64,
+}
+
+/// The shape of the history.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub users: u64,
+    pub known_users: u64,
+    pub books: u64,
+    pub authors: u64,
+    pub topics: u64,
+    pub searches: u64,
+    pub anonymous: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub shape: Shape,
+    pub throughput: Vec<Throughput>,
+    /// Statements the baseline ran, per store.
+    pub baseline_statements: Vec<(&'static str, u64)>,
+    pub latency: Vec<HttpLatency>,
+    pub held: Vec<Held>,
+}
+
+/// The synthetic history.
+pub struct History {
+    pub catalog: Vec<Event>,
+    pub searches: Vec<Event>,
+    /// Users with at least one search, the ones requests ask about.
+    pub users: Vec<String>,
+    pub shape: Shape,
+}
+
+/// Books, then searches from `users` users over the last 30 days; deterministic for `seed`
+/// (except event ids and the times, which are relative to now).
+pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let books = books.max(1);
+    let topics = (books / TOPIC_BOOKS).max(1);
+    let authors = books.div_ceil(AUTHOR_BOOKS).max(1);
+    let topic_of = |i: u64| (i / TOPIC_BOOKS).min(topics - 1);
+    let now = Utc::now();
+    let start = now - chrono::Duration::days(30);
+    let created = start - chrono::Duration::days(1);
+    let epoch = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap_or_default();
+    let mut catalog = Vec::with_capacity(usize::try_from(books).unwrap_or(0));
+    let mut entries = Vec::with_capacity(catalog.capacity());
+    for i in 0..books {
+        let id = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        let book = CatalogBook {
+            id,
+            title: format!("Book {id}, on topic {}", topic_of(i)),
+            author: format!("Author {}", i / AUTHOR_BOOKS),
+            published_at: epoch + chrono::Days::new(i % 25_000),
+            description: String::new(),
+            created_at: created,
+        };
+        entries.push(ResultBook {
+            id,
+            title: book.title.clone(),
+            author: book.author.clone(),
+            published_at: Some(book.published_at),
+        });
+        catalog.push(Event::BookCreated(BookCreatedEvent::new(
+            Uuid::now_v7(),
+            created,
+            book,
+        )));
+    }
+    // Topic t holds books [t * TOPIC_BOOKS, next topic's first), the last one the remainder.
+    let topic_books = |t: u64| -> std::ops::Range<usize> {
+        let first = usize::try_from(t * TOPIC_BOOKS).unwrap_or(usize::MAX);
+        let end = if t + 1 == topics {
+            entries.len()
+        } else {
+            usize::try_from((t + 1) * TOPIC_BOOKS).unwrap_or(usize::MAX)
+        };
+        first.min(entries.len())..end.min(entries.len())
+    };
+
+    let ids: Vec<String> = (0..users)
+        .map(|_| Uuid::from_u128(rng.random::<u128>()).to_string())
+        .collect();
+    let favourites: Vec<Vec<u64>> = (0..users)
+        .map(|_| {
+            let k = rng.random_range(2..=3u64).min(topics);
+            let mut picked = Vec::new();
+            while (picked.len() as u64) < k {
+                let t = rng.random_range(0..topics);
+                if !picked.contains(&t) {
+                    picked.push(t);
+                }
+            }
+            picked
+        })
+        .collect();
+    let mut seen = vec![false; ids.len()];
+    let span = (now - start).num_milliseconds().max(1);
+    let mut events = Vec::with_capacity(usize::try_from(searches).unwrap_or(0));
+    let mut anonymous = 0;
+    let mut shuffled: Vec<usize> = Vec::with_capacity(usize::try_from(TOPIC_BOOKS).unwrap_or(0));
+    for j in 0..searches {
+        let user = if users == 0 || rng.random_bool(ANONYMOUS_SHARE) {
+            None
+        } else {
+            Some(usize::try_from(rng.random_range(0..users)).unwrap_or(0))
+        };
+        let topic = match user {
+            Some(u) if rng.random_bool(FAVOURITE_SHARE) => {
+                let fav = &favourites[u];
+                fav[rng.random_range(0..fav.len())]
+            }
+            _ => rng.random_range(0..topics),
+        };
+        shuffled.clear();
+        shuffled.extend(topic_books(topic));
+        let (chosen, _) = shuffled.partial_shuffle(&mut rng, RESULTS);
+        let results = chosen.iter().map(|&i| entries[i].clone()).collect();
+        let offset_ms = i64::try_from(j).unwrap_or(i64::MAX).saturating_mul(span)
+            / i64::try_from(searches).unwrap_or(i64::MAX).max(1);
+        let at: DateTime<Utc> = start + chrono::Duration::milliseconds(offset_ms);
+        let user_id = match user {
+            Some(u) => {
+                seen[u] = true;
+                Some(ids[u].clone())
+            }
+            None => {
+                anonymous += 1;
+                None
+            }
+        };
+        events.push(Event::BookSearched(SearchEvent::new(
+            Uuid::now_v7(),
+            at,
+            user_id,
+            &format!("topic {topic}"),
+            0,
+            results,
+        )));
+    }
+    let known: Vec<String> = ids
+        .into_iter()
+        .zip(seen)
+        .filter_map(|(id, seen)| seen.then_some(id))
+        .collect();
+    History {
+        shape: Shape {
+            users,
+            known_users: known.len() as u64,
+            books,
+            authors,
+            topics,
+            searches,
+            anonymous,
+        },
+        catalog,
+        searches: events,
+        users: known,
+    }
+}
+
+/// Runs every measurement on every requested store, with its files in `scratch`.
+pub async fn run(
+    spec: &RecommendBench,
+    batch_size: usize,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Report> {
+    if spec.books == 0 || spec.searches == 0 || spec.users == 0 {
+        bail!("--rec-users, --rec-books and --rec-searches must be at least 1");
+    }
+    eprintln!(
+        "recommend: generating {} books and {} searches of {} users",
+        spec.books, spec.searches, spec.users
+    );
+    let history = history(spec.users, spec.books, spec.searches, SEED);
+    let run_id = Uuid::new_v4().simple().to_string();
+    let mut config = Config {
+        data_dir: scratch.join(format!("recommend-{run_id}")),
+        ..Config::default()
+    };
+    config.events.backend = EventsBackend::Embedded;
+    config.events.topic = format!("bench-rec-searches-{run_id}");
+    config.events.catalog_topic = format!("bench-rec-catalog-{run_id}");
+    config.events.batch_size = batch_size;
+    config.events.queue_capacity = history
+        .catalog
+        .len()
+        .max(history.searches.len())
+        .saturating_add(1);
+    let result = run_stores(spec, &history, &mut config, &run_id).await;
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+    let mut report = result?;
+    report.shape = history.shape;
+    Ok(report)
+}
+
+async fn run_stores(
+    spec: &RecommendBench,
+    history: &History,
+    config: &mut Config,
+    run_id: &str,
+) -> anyhow::Result<Report> {
+    let bus = EventBus::open(config).await?;
+    bus.ensure_topics(
+        &config.events,
+        &[
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+    )
+    .await?;
+    eprintln!(
+        "recommend: writing {} catalog and {} search events to an embedded log",
+        history.catalog.len(),
+        history.searches.len()
+    );
+    let mut catalog_events = config.events.clone();
+    catalog_events.topic = config.events.catalog_topic.clone();
+    publish_all(&bus.publisher(&catalog_events).await?, &history.catalog).await?;
+    publish_all(&bus.publisher(&config.events).await?, &history.searches).await?;
+
+    let mut report = Report::default();
+    for (i, kind) in spec.stores.iter().enumerate() {
+        let group = format!("bench-rec-{run_id}-{i}");
+        match kind {
+            RecommendStoreKind::Embedded => {
+                config.recommend.db_url = None;
+                measure_store(spec, history, &bus, config, *kind, &group, &mut report).await?;
+            }
+            RecommendStoreKind::MySql => {
+                let name = format!("bookstore_bench_{}", Uuid::new_v4().simple());
+                let url = database_url(&spec.mysql_url, &name)?;
+                config.recommend.db_url = Some(Secret(url.clone().into()));
+                eprintln!("recommend: MySQL database {name}");
+                let result =
+                    measure_store(spec, history, &bus, config, *kind, &group, &mut report).await;
+                {
+                    use sqlx::migrate::MigrateDatabase;
+                    if let Err(err) = sqlx::MySql::drop_database(&url).await {
+                        eprintln!("warning: cannot drop the MySQL database {name}: {err}");
+                    }
+                }
+                config.recommend.db_url = None;
+                result?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// `server` with the database `name`: `mysql://u:p@host:port` → `mysql://u:p@host:port/name`,
+/// keeping any `?options`.
+fn database_url(server: &str, name: &str) -> anyhow::Result<String> {
+    let (base, options) = match server.split_once('?') {
+        Some((base, options)) => (base, Some(options)),
+        None => (server, None),
+    };
+    let Some(rest) = base.strip_prefix("mysql://") else {
+        bail!("--mysql-url must start with mysql://");
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if host.trim_end_matches('/').contains('/') {
+        bail!("--mysql-url must name the server only, without a database");
+    }
+    let base = base.trim_end_matches('/');
+    Ok(match options {
+        Some(options) => format!("{base}/{name}?{options}"),
+        None => format!("{base}/{name}"),
+    })
+}
+
+async fn measure_store(
+    spec: &RecommendBench,
+    history: &History,
+    bus: &EventBus,
+    config: &Config,
+    kind: RecommendStoreKind,
+    group: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let name = kind.name();
+    let store = open_recommend_store(config).await?;
+
+    // The catalog first, alone, then the searches with both topics subscribed as the service
+    // does (the catalog topic is then at its end): a figure for each kind of event.
+    eprintln!("recommend: {name}: applying the catalog through the framework");
+    let seconds = consume(
+        bus,
+        config,
+        group,
+        vec![config.events.catalog_topic.clone()],
+        store.clone(),
+        history.catalog.len() as u64 + 1,
+        name,
+    )
+    .await?;
+    report.throughput.push(Throughput {
+        backend: name,
+        path: "handler: book.created (framework, batches, exactly once)",
+        events: history.catalog.len() as u64,
+        seconds,
+    });
+    eprintln!("recommend: {name}: applying the searches through the framework");
+    let seconds = consume(
+        bus,
+        config,
+        group,
+        vec![
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+        store.clone(),
+        history.searches.len() as u64 + 1,
+        name,
+    )
+    .await?;
+    report.throughput.push(Throughput {
+        backend: name,
+        path: "handler: book.searched (framework, batches, exactly once)",
+        events: history.searches.len() as u64,
+        seconds,
+    });
+
+    eprintln!("recommend: {name}: the tutorial's one upsert per result book");
+    let sample = &history.searches[..history.searches.len().min(BASELINE_EVENTS)];
+    let (statements, seconds) = baseline(kind, config, sample).await?;
+    report.throughput.push(Throughput {
+        backend: name,
+        path: "baseline: one upsert per result book, autocommit (the tutorial)",
+        events: sample.len() as u64,
+        seconds,
+    });
+    report.baseline_statements.push((name, statements));
+
+    let started = Instant::now();
+    let stats = store
+        .stats()
+        .await
+        .context("cannot count what the store holds")?;
+    report.held.push(Held {
+        store: name,
+        stats,
+        stats_ms: started.elapsed().as_secs_f64() * 1e3,
+    });
+
+    eprintln!("recommend: {name}: {} requests per endpoint", spec.requests);
+    let answers: Arc<dyn RecommendStore> = store;
+    report
+        .latency
+        .extend(latency(answers, &history.users, spec.requests, name).await?);
+    Ok(())
+}
+
+/// Applies `topics` to `store` as group `group` until `expected` events are applied: seconds from
+/// the first event consumed to the last one applied.
+async fn consume(
+    bus: &EventBus,
+    config: &Config,
+    group: &str,
+    topics: Vec<String>,
+    store: Arc<dyn RecommendBackend>,
+    expected: u64,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let handler: Arc<dyn EventHandler> = store;
+    let stop = CancellationToken::new();
+    let consumer = bus
+        .consumer(&config.events, group, topics, handler, stop.clone())
+        .await?;
+    let stats = consumer.stats();
+    let mut task = tokio::spawn(consumer.run());
+    let progress = tokio::spawn(progress(stats.clone(), expected, name.to_owned()));
+    let waited = tokio::select! {
+        seconds = wait_applied(&stats, expected, Duration::from_secs(3_600)) => seconds,
+        ended = &mut task => {
+            progress.abort();
+            match ended {
+                Ok(Ok(())) => bail!("the consumer stopped before applying every event"),
+                Ok(Err(err)) => return Err(err),
+                Err(err) => return Err(err).context("consumer task"),
+            }
+        }
+    };
+    progress.abort();
+    stop.cancel();
+    task.await.context("consumer task")??;
+    let seconds = waited?;
+    let batches = stats.batches.load(Ordering::Relaxed).max(1);
+    eprintln!(
+        "recommend: {name}: {batches} batches, {} retries, {} stale, {} dead-lettered",
+        stats.retries.load(Ordering::Relaxed),
+        stats.stale.load(Ordering::Relaxed),
+        stats.dead_lettered.load(Ordering::Relaxed),
+    );
+    Ok(seconds)
+}
+
+/// Prints how far a long run is, every 30 seconds.
+async fn progress(stats: Arc<ConsumerStats>, expected: u64, name: String) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let applied = stats.applied.load(Ordering::Relaxed);
+        eprintln!(
+            "recommend: {name}: {applied} of {expected} events applied after {:.0} s ({:.0}/s)",
+            started.elapsed().as_secs_f64(),
+            applied as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        );
+    }
+}
+
+const SQLITE_BASELINE_TABLE: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS baseline_interests (user_id TEXT NOT NULL, ",
+    "book_id INTEGER NOT NULL, title TEXT NOT NULL, author TEXT NOT NULL, ",
+    "score INTEGER NOT NULL, PRIMARY KEY (user_id, book_id))"
+);
+const SQLITE_BASELINE_UPSERT: &str = concat!(
+    "INSERT INTO baseline_interests (user_id, book_id, title, author, score) ",
+    "VALUES (?, ?, ?, ?, 1) ON CONFLICT (user_id, book_id) DO UPDATE SET score = score + 1"
+);
+const MYSQL_BASELINE_TABLE: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS baseline_interests (user_id VARCHAR(191) NOT NULL, ",
+    "book_id BIGINT NOT NULL, title TEXT NOT NULL, author VARCHAR(255) NOT NULL, ",
+    "score BIGINT NOT NULL, PRIMARY KEY (user_id, book_id)) ",
+    "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+);
+const MYSQL_BASELINE_UPSERT: &str = concat!(
+    "INSERT INTO baseline_interests (user_id, book_id, title, author, score) ",
+    "VALUES (?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE score = score + 1"
+);
+
+/// The tutorial's recommendation consumer, in the store's own database: per search event of a
+/// known user, per result book, one upsert adding 1 to the user's score of the book, each
+/// awaited, in autocommit. Returns the statements run and the seconds they took.
+async fn baseline(
+    kind: RecommendStoreKind,
+    config: &Config,
+    events: &[Event],
+) -> anyhow::Result<(u64, f64)> {
+    let url = config.recommend_db_url();
+    let url = url.expose_secret();
+    let rows = events
+        .iter()
+        .filter_map(Event::as_search)
+        .filter_map(|e| e.user_id.as_ref().map(|u| (u, &e.results)));
+    let mut statements = 0u64;
+    match kind {
+        RecommendStoreKind::Embedded => {
+            let pool = bookstore_sqlite::connect(url, 1).await?;
+            sqlx::query(SQLITE_BASELINE_TABLE).execute(&pool).await?;
+            let started = Instant::now();
+            for (user, results) in rows {
+                for book in results {
+                    sqlx::query(SQLITE_BASELINE_UPSERT)
+                        .bind(user)
+                        .bind(book.id)
+                        .bind(&book.title)
+                        .bind(&book.author)
+                        .execute(&pool)
+                        .await?;
+                    statements += 1;
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            pool.close().await;
+            Ok((statements, seconds))
+        }
+        RecommendStoreKind::MySql => {
+            let pool = bookstore_mysql::connect(url, 1).await?;
+            sqlx::query(MYSQL_BASELINE_TABLE).execute(&pool).await?;
+            let started = Instant::now();
+            for (user, results) in rows {
+                for book in results {
+                    sqlx::query(MYSQL_BASELINE_UPSERT)
+                        .bind(user)
+                        .bind(book.id)
+                        .bind(&book.title)
+                        .bind(&book.author)
+                        .execute(&pool)
+                        .await?;
+                    statements += 1;
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            pool.close().await;
+            Ok((statements, seconds))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    reason: String,
+}
+
+/// Serves the recommendation API on a free port and times `requests` sequential requests to
+/// each endpoint, alternating, for random known users (the same users for every store).
+async fn latency(
+    store: Arc<dyn RecommendStore>,
+    users: &[String],
+    requests: u64,
+    name: &'static str,
+) -> anyhow::Result<Vec<HttpLatency>> {
+    if users.is_empty() {
+        bail!("the history has no known user to ask about");
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = bookstore_recommend::router(RecommendState { store });
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    let result = measure_requests(&base, users, requests, name).await;
+    stop.cancel();
+    server.await.context("server task")??;
+    result
+}
+
+async fn measure_requests(
+    base: &str,
+    users: &[String],
+    requests: u64,
+    name: &'static str,
+) -> anyhow::Result<Vec<HttpLatency>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1);
+    let mut pick = || users[rng.random_range(0..users.len())].as_str();
+    let new_histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let (mut rec, mut int) = (new_histogram()?, new_histogram()?);
+    let (mut rec_errors, mut int_errors) = (0u64, 0u64);
+    let mut full = 0u64;
+    let mut reasons = [0u64; 3];
+    for i in 0..WARM_UP_REQUESTS + requests {
+        let measured = i >= WARM_UP_REQUESTS;
+        let (a, b) = (pick(), pick());
+        // Alternate which endpoint goes first.
+        for which in [i % 2, 1 - i % 2] {
+            let (url, user) = if which == 0 {
+                (format!("{base}/recommendations"), a)
+            } else {
+                (format!("{base}/interests"), b)
+            };
+            let started = Instant::now();
+            let response = client
+                .get(&url)
+                .query(&[("uid", user), ("n", "10")])
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if !measured {
+                continue;
+            }
+            let (histogram, errors) = if which == 0 {
+                (&mut rec, &mut rec_errors)
+            } else {
+                (&mut int, &mut int_errors)
+            };
+            let _ = histogram.record(micros.max(1));
+            if !status.is_success() {
+                *errors += 1;
+                continue;
+            }
+            if which == 0 {
+                let answers: Vec<Answer> = serde_json::from_slice(&body)
+                    .context("GET /recommendations answered something else than a list")?;
+                if answers.len() == RESULTS {
+                    full += 1;
+                }
+                for answer in &answers {
+                    let kind = if answer.reason.starts_with("because you searched for") {
+                        0
+                    } else if answer.reason.starts_with("more by") {
+                        1
+                    } else {
+                        2
+                    };
+                    reasons[kind] += 1;
+                }
+            }
+        }
+    }
+    let row = |endpoint, h: &Histogram<u64>, errors, full, reasons| {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        HttpLatency {
+            store: name,
+            endpoint,
+            requests: h.len(),
+            errors,
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+            full,
+            reasons,
+        }
+    };
+    Ok(vec![
+        row(
+            "GET /recommendations?n=10",
+            &rec,
+            rec_errors,
+            Some(full),
+            Some(reasons),
+        ),
+        row(
+            "GET /interests (the tutorial's, baseline)",
+            &int,
+            int_errors,
+            None,
+            None,
+        ),
+    ])
+}
+
+/// The report as Markdown tables.
+pub fn table(report: &Report) -> String {
+    let s = &report.shape;
+    let mut out = format!(
+        "\nrecommendation history: {} books by {} authors in {} topics of {TOPIC_BOOKS}, {} searches ({} anonymous) of {RESULTS} results by {} users ({} of them searched)\n",
+        s.books, s.authors, s.topics, s.searches, s.anonymous, s.users, s.known_users
+    );
+    out.push_str(
+        "\n| recommendation store | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n",
+    );
+    for t in &report.throughput {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.0} |\n",
+            t.backend,
+            t.path,
+            t.events,
+            t.seconds,
+            t.per_second()
+        ));
+    }
+    out.push('\n');
+    for (store, statements) in &report.baseline_statements {
+        let find = |prefix: &str| {
+            report
+                .throughput
+                .iter()
+                .find(|t| t.backend == *store && t.path.starts_with(prefix))
+        };
+        if let (Some(ours), Some(baseline)) = (find("handler: book.searched"), find("baseline")) {
+            out.push_str(&format!(
+                "{store}: the recommendation handler applies search events at {:.2}x the rate of the tutorial's consumer ({statements} upserts for {} events)\n",
+                ours.per_second() / baseline.per_second().max(1e-9),
+                baseline.events
+            ));
+        }
+    }
+    out.push_str(
+        "\n| recommendation store | endpoint | requests | errors | p50 ms | p95 ms | p99 ms | max ms | answers with 10 books |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for l in &report.latency {
+        let full = l.full.map_or_else(
+            || "".to_owned(),
+            |f| format!("{:.1}%", 100.0 * f as f64 / l.requests.max(1) as f64),
+        );
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {full} |\n",
+            l.store, l.endpoint, l.requests, l.errors, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+        ));
+    }
+    out.push('\n');
+    for rec in report.latency.iter().filter(|l| l.full.is_some()) {
+        let baseline = report
+            .latency
+            .iter()
+            .find(|l| l.store == rec.store && l.full.is_none());
+        if let Some(baseline) = baseline {
+            out.push_str(&format!(
+                "{}: /recommendations p99 is {:.1}x the p99 of /interests; goal p99 < {GOAL_P99_MS} ms: {}\n",
+                rec.store,
+                rec.p99_ms / baseline.p99_ms.max(1e-9),
+                if rec.p99_ms < GOAL_P99_MS { "met" } else { "missed" }
+            ));
+        }
+        if let Some([co, author, popular]) = rec.reasons {
+            let total = (co + author + popular).max(1) as f64;
+            out.push_str(&format!(
+                "{}: reasons of the books recommended: {:.0}% co-occurrence, {:.0}% author, {:.0}% popular\n",
+                rec.store,
+                100.0 * co as f64 / total,
+                100.0 * author as f64 / total,
+                100.0 * popular as f64 / total
+            ));
+        }
+    }
+    for held in &report.held {
+        out.push_str(&format!(
+            "{}: holds {} catalog books, {} users, {} co-occurrence pairs (counted in {:.0} ms)\n",
+            held.store,
+            held.stats.catalog_books,
+            held.stats.users,
+            held.stats.cooccurrence_pairs,
+            held.stats_ms
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_is_deterministic_and_topical() {
+        let a = history(100, 1_000, 500, 7);
+        let b = history(100, 1_000, 500, 7);
+        assert_eq!(a.catalog.len(), 1_000);
+        assert_eq!(a.searches.len(), 500);
+        assert_eq!(a.users, b.users);
+        let books = |h: &History| -> Vec<(Option<String>, Vec<i64>)> {
+            h.searches
+                .iter()
+                .filter_map(Event::as_search)
+                .map(|e| (e.user_id.clone(), e.results.iter().map(|r| r.id).collect()))
+                .collect()
+        };
+        assert_eq!(books(&a), books(&b));
+        for e in a.searches.iter().filter_map(Event::as_search) {
+            assert_eq!(e.results.len(), RESULTS);
+            let topic = (e.results[0].id - 1) / TOPIC_BOOKS as i64;
+            assert!(
+                e.results
+                    .iter()
+                    .all(|r| (r.id - 1) / TOPIC_BOOKS as i64 == topic)
+            );
+            let mut ids: Vec<i64> = e.results.iter().map(|r| r.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), RESULTS);
+        }
+        assert!(a.shape.anonymous > 20 && a.shape.anonymous < 90);
+    }
+
+    #[test]
+    fn the_database_goes_after_the_server() {
+        assert_eq!(
+            database_url("mysql://u:p@h:3306", "db").unwrap(),
+            "mysql://u:p@h:3306/db"
+        );
+        assert_eq!(
+            database_url("mysql://u:p@h:3306/?ssl-mode=disabled", "db").unwrap(),
+            "mysql://u:p@h:3306/db?ssl-mode=disabled"
+        );
+        assert!(database_url("mysql://u:p@h:3306/other", "db").is_err());
+        assert!(database_url("postgres://h", "db").is_err());
+    }
+}
