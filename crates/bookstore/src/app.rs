@@ -158,9 +158,30 @@ impl WebApp {
         let listener = TcpListener::bind(config.web.listen)
             .await
             .with_context(|| format!("cannot listen on {} (web.listen)", config.web.listen))?;
+        let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
+        let database = catalog.repository();
+        let surface = bookstore_http::Surface {
+            service: "web",
+            title: "bookstore web service",
+            description: "The bookstore page and its REST API. Every search publishes a book.searched event; every created book a book.created event (through the outbox).",
+            readiness: bookstore_http::Readiness::new()
+                .with(
+                    "database",
+                    catalog.backend_name(),
+                    crate::ops::probe(move || {
+                        let database = database.clone();
+                        async move { database.ping().await.map_err(|e| e.to_string()) }
+                    }),
+                )
+                .with("broker", broker, broker_probe),
+            collectors: vec![
+                crate::ops::publisher_collector("searches", publisher.stats.clone()),
+                crate::ops::publisher_collector("catalog", sink.stats()),
+            ],
+        };
         Ok(Self {
             listener,
-            router: bookstore_web::router(state),
+            router: bookstore_web::router(state, surface),
             publisher,
             events: config.events.clone(),
             outbox: catalog.outbox(),
@@ -197,9 +218,21 @@ impl WebApp {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the web server failed");
+        // The relay's last round and the search events' flush share one window
+        // (`events.flush_timeout_ms`), so that a broker outage cannot hold the exit up; rows the
+        // relay could not send stay in the outbox for the next start.
         relay_stop.cancel();
-        let _ = relay.await;
-        flush_publisher(&self.publisher, &self.events).await;
+        let window = self.events.flush_timeout();
+        let (relayed, ()) = tokio::join!(
+            tokio::time::timeout(window, relay),
+            flush_publisher(&self.publisher, &self.events)
+        );
+        if relayed.is_err() {
+            tracing::warn!(
+                "the outbox relay did not finish within events.flush_timeout_ms; its rows stay in \
+                 the outbox for the next start"
+            );
+        }
         served
     }
 }
@@ -225,6 +258,41 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Runs a service until SIGINT or SIGTERM, then gives it `timeout` to stop: `service` gets the
+/// future that completes on the signal. Past the timeout, an error (the process exits non-zero).
+pub async fn run_until_signalled<F, Fut>(service: F, timeout: Duration) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio_util::sync::WaitForCancellationFutureOwned) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let signalled = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            signalled.cancel();
+        }
+    });
+    let run = service(signalled.clone().cancelled_owned());
+    tokio::pin!(run);
+    tokio::select! {
+        done = &mut run => done,
+        () = signalled.cancelled() => {
+            let started = std::time::Instant::now();
+            match tokio::time::timeout(timeout, &mut run).await {
+                Ok(done) => {
+                    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
+                    done
+                }
+                Err(_) => anyhow::bail!(
+                    "did not stop within {} ms of the signal (shutdown_timeout_ms); exiting anyway",
+                    timeout.as_millis()
+                ),
+            }
+        }
+    }
 }
 
 /// Every service in one process (`bookstore serve`): the trend and recommendation services

@@ -627,7 +627,16 @@ async fn latency(
     }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let router = bookstore_recommend::router(RecommendState { store });
+    let router = bookstore_recommend::router(
+        RecommendState { store },
+        bookstore_http::Surface {
+            service: "recommend",
+            title: "bench",
+            description: "bench",
+            readiness: bookstore_http::Readiness::new(),
+            collectors: Vec::new(),
+        },
+    );
     let stop = CancellationToken::new();
     let shutdown = stop.clone();
     let server = tokio::spawn(async move {

@@ -23,6 +23,10 @@ pub struct Config {
     pub events: EventsConfig,
     pub trend: TrendConfig,
     pub recommend: RecommendConfig,
+    /// How long a service may take to stop after SIGINT or SIGTERM (finish requests, flush the
+    /// producer and the outbox relay, finish the batch in flight, leave the group); past it the
+    /// process exits with an error.
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +276,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             trend: TrendConfig::default(),
             recommend: RecommendConfig::default(),
+            shutdown_timeout_ms: 10_000,
         }
     }
 }

@@ -6,6 +6,8 @@ pub mod bench_events;
 pub mod bench_recommend;
 pub mod config;
 pub mod events;
+pub mod loadgen;
+pub mod ops;
 pub mod recommend;
 pub mod relay;
 pub mod telemetry;
@@ -14,6 +16,8 @@ pub mod trend;
 
 mod app;
 
-pub use app::{Catalog, Remotes, WebApp, open_catalog, serve_all, shutdown_signal};
+pub use app::{
+    Catalog, Remotes, WebApp, open_catalog, run_until_signalled, serve_all, shutdown_signal,
+};
 pub use recommend::RecommendApp;
 pub use trend::TrendApp;

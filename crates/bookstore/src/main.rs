@@ -12,8 +12,8 @@ use bookstore::config::{Config, EventsBackend, TrendStoreKind};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{
-    RecommendApp, TrendApp, WebApp, bench, bench_events, bench_recommend, open_catalog, serve_all,
-    shutdown_signal, tools,
+    RecommendApp, TrendApp, WebApp, bench, bench_events, bench_recommend, open_catalog,
+    run_until_signalled, serve_all, shutdown_signal, tools,
 };
 use bookstore_catalog::Format;
 use bookstore_sqlite::SqliteQueryCounts;
@@ -76,6 +76,9 @@ enum Command {
     /// Event pipeline tools.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Drive a running system over HTTP: search latency and throughput against a /healthz
+    /// baseline, and the delay from a search to /trends.
+    Loadgen(bookstore::loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +224,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A consumer thread stuck in a blocking call must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes.
@@ -236,19 +242,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }
+    let stop_within = std::time::Duration::from_millis(config.shutdown_timeout_ms);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve_all(&config, shutdown_signal()).await,
+        Command::Serve => {
+            run_until_signalled(|signal| serve_all(&config, signal), stop_within).await
+        }
         Command::Web => {
             let app = WebApp::build(&config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Trend => {
             let app = TrendApp::build(&config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Recommend => {
             let app = RecommendApp::build(&config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Import {
             file,
@@ -356,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(EventsCommand::Count { group, db, print }) => {
             count_queries(&config, group, db, print).await
         }
+        Command::Loadgen(args) => bookstore::loadgen::run(args).await,
     }
 }
 

@@ -28,6 +28,11 @@ pub struct PublisherSink {
 }
 
 impl PublisherSink {
+    /// The catalog publisher's counters.
+    pub fn stats(&self) -> Arc<bookstore_events::PublisherStats> {
+        self.publisher.stats.clone()
+    }
+
     pub async fn start(bus: &EventBus, events: &EventsConfig) -> anyhow::Result<Self> {
         let mut catalog = events.clone();
         catalog.topic = events.catalog_topic.clone();
@@ -69,16 +74,30 @@ impl OutboxSink for PublisherSink {
     }
 }
 
+/// How often the relay counts the rows waiting (`bookstore_outbox_waiting`).
+const COUNT_EVERY: Duration = Duration::from_secs(2);
+
 /// Relays until `stop`, then one last round.
 pub async fn run(outbox: Arc<dyn Outbox>, sink: PublisherSink, stop: CancellationToken) {
+    let mut counted_at: Option<tokio::time::Instant> = None;
     loop {
         let sent = match outbox.relay(ROUND, &sink).await {
-            Ok(sent) => sent,
+            Ok(sent) => {
+                metrics::counter!("bookstore_outbox_relayed_total").increment(sent);
+                sent
+            }
             Err(error) => {
+                metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "outbox", "kind" => "relay").increment(1);
                 tracing::warn!(%error, "the outbox relay cannot read the outbox; retrying");
                 0
             }
         };
+        if counted_at.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+            counted_at = Some(tokio::time::Instant::now());
+            if let Ok(waiting) = outbox.waiting().await {
+                metrics::gauge!("bookstore_outbox_waiting").set(waiting as f64);
+            }
+        }
         if stop.is_cancelled() {
             break;
         }

@@ -111,6 +111,7 @@ impl EmbeddedConsumer {
                 if self.rebalance(&partitions).await.is_err() {
                     return Ok(());
                 }
+                self.record_lag().await;
                 next_heartbeat = Instant::now() + self.settings.heartbeat;
             }
             changes.borrow_and_update();
@@ -136,6 +137,21 @@ impl EmbeddedConsumer {
                 () = tokio::time::sleep_until(wait) => {}
             }
         }
+    }
+
+    /// Measures each owned partition's lag against the log's end offsets.
+    async fn record_lag(&self) {
+        let mut ends = BTreeMap::new();
+        for topic in &self.topics {
+            match self.log.end_offsets(topic).await {
+                Ok(positions) => ends.extend(positions.into_iter().map(Position::into_entry)),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the event log's end offsets");
+                    return;
+                }
+            }
+        }
+        self.pipeline.record_lag(|tp| ends.get(tp).copied());
     }
 
     /// Reads the next messages of every owned partition into the pipeline; returns how many.

@@ -246,6 +246,12 @@ impl EventLog {
             .collect()
     }
 
+    /// Answers when the log's database can be read (`/readyz`).
+    pub async fn ping(&self) -> Result<(), EventLogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The offset after the last message of each partition of `topic`.
     pub async fn end_offsets(&self, topic: &str) -> Result<Vec<Position>, EventLogError> {
         let partitions = self.partitions(topic).await?;

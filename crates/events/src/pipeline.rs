@@ -180,6 +180,21 @@ impl Pipeline {
             .or_else(|| self.stored.get(tp).copied().flatten())
     }
 
+    /// Records each owned partition's lag: `end` (the offset after the partition's last message,
+    /// when the backend knows it) minus the next offset to apply.
+    pub fn record_lag(&self, end: impl Fn(&TopicPartition) -> Option<i64>) {
+        let lag = self
+            .stored
+            .iter()
+            .filter_map(|(tp, stored)| {
+                let end = end(tp)?;
+                let next = stored.unwrap_or(0);
+                Some((tp.clone(), end.saturating_sub(next).max(0)))
+            })
+            .collect();
+        self.stats.set_lag(lag);
+    }
+
     /// Takes ownership of `partitions` and returns where to start reading each: the position the
     /// handler's store holds, or `None` when it holds none. Retries while the store is down.
     pub async fn assign(
@@ -299,6 +314,39 @@ impl Pipeline {
         if self.read.is_empty() {
             return Ok(Flushed::Applied(Vec::new()));
         }
+        // Every log line of this batch names it: group, handler, and the offsets it covers.
+        let span = tracing::info_span!(
+            "batch",
+            group = %self.group,
+            handler = self.handler.name(),
+            events = self.pending.len(),
+            offsets = %self.batch_offsets(),
+        );
+        let started = Instant::now();
+        let flushed = tracing::Instrument::instrument(self.flush_batch(), span.clone()).await;
+        span.in_scope(|| {
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                applied = flushed.is_ok(),
+                "batch done"
+            );
+        });
+        flushed
+    }
+
+    /// `topic/partition:from..to` for each partition of the batch being gathered.
+    fn batch_offsets(&self) -> String {
+        self.read
+            .iter()
+            .map(|(tp, to)| {
+                let from = self.stored.get(tp).copied().flatten().unwrap_or(0);
+                format!("{}/{}:{from}..{to}", tp.topic, tp.partition)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn flush_batch(&mut self) -> Result<Flushed, Stopped> {
         let pending = std::mem::take(&mut self.pending);
         let targets = std::mem::take(&mut self.read);
         self.opened_at = None;

@@ -1,7 +1,10 @@
 //! Counters a backend keeps and exposes, and a rate limiter for repeated warnings.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bookstore_domain::TopicPartition;
 use std::time::{Duration, Instant};
 
 /// What a publisher did with the events it was given. `queued - delivered - failed` are in flight.
@@ -40,6 +43,20 @@ pub struct ConsumerStats {
     pub stale: AtomicU64,
     /// Partitions this consumer owns now.
     pub owned_partitions: AtomicU64,
+    /// Per owned partition, the messages between the next one to apply and the log's end, as
+    /// last measured (the backend measures every few seconds).
+    lag: Mutex<BTreeMap<TopicPartition, i64>>,
+}
+
+impl ConsumerStats {
+    /// The last measured lag of each owned partition.
+    pub fn lag(&self) -> BTreeMap<TopicPartition, i64> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_lag(&self, lag: BTreeMap<TopicPartition, i64>) {
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {

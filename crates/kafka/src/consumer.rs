@@ -47,7 +47,24 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's high
+    /// watermark: the consumer lag is measured against it.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let ends: std::collections::HashMap<(String, i32), i64> = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .iter()
+                    .filter(|(p, part)| **p >= 0 && part.hi_offset >= 0)
+                    .map(move |(p, part)| ((topic.clone(), *p), part.hi_offset))
+            })
+            .collect();
+        self.pipeline()
+            .record_lag(|tp| ends.get(&(tp.topic.clone(), tp.partition)).copied());
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
@@ -166,6 +183,8 @@ impl KafkaConsumer {
             ("enable.auto.commit", "false".to_owned()),
             ("enable.auto.offset.store", "false".to_owned()),
             ("auto.offset.reset", "earliest".to_owned()),
+            // Statistics every few seconds: the partitions' high watermarks, for the lag.
+            ("statistics.interval.ms", "5000".to_owned()),
             (
                 "session.timeout.ms",
                 self.group.session_timeout.as_millis().to_string(),

@@ -12,6 +12,37 @@ pub use dead_letters::{
 };
 pub use publisher::{KafkaPublisher, PublisherSettings};
 
+/// Asks the brokers for a topic's metadata: whether the cluster answers (`/readyz`). One client,
+/// kept for the process's life.
+pub struct BrokerCheck {
+    client: Arc<rdkafka::producer::BaseProducer>,
+    topic: String,
+}
+
+impl BrokerCheck {
+    pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            client: Arc::new(settings.client_config().create()?),
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// `Ok` when a broker answered with the topic's metadata within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let client = self.client.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            client
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+}
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -60,14 +60,20 @@ pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => RepositoryError::Unavailable(Box::new(err)),
-        // Lock wait timeout, deadlock, server shutting down, too many connections.
+        // Lock wait timeout, deadlock, server shutting down, too many connections, connection
+        // or query killed (a server restart or an administrator).
         sqlx::Error::Database(ref db)
             if matches!(
                 db.code().as_deref(),
-                Some("HY000" | "40001" | "08S01" | "08004")
+                Some("HY000" | "40001" | "08S01" | "08004" | "70100")
             ) && db
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|e| matches!(e.number(), 1205 | 1213 | 1053 | 1040 | 2006 | 2013)) =>
+                .is_some_and(|e| {
+                    matches!(
+                        e.number(),
+                        1205 | 1213 | 1053 | 1040 | 2006 | 2013 | 1317 | 1927
+                    )
+                }) =>
         {
             RepositoryError::Unavailable(Box::new(err))
         }

@@ -7,7 +7,7 @@
 //!   first (N per list, default 10, 1 to 100), weights decayed to now;
 //! - `GET /books/{id}`: the service's copy of a catalog book (404 when it has none);
 //! - `GET /stats`: how many catalog books, users and co-occurrence pairs the store holds;
-//! - `GET /healthz`, `GET /readyz` (the store answers).
+//! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).
 //!
 //! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
 
@@ -19,11 +19,11 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS};
 use bookstore_domain::{RecommendStore, RepositoryError};
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Entries per list of `GET /interests` by default, and at most.
 pub const DEFAULT_INTERESTS: usize = 10;
@@ -38,30 +38,24 @@ pub struct RecommendState {
     pub store: Arc<dyn RecommendStore>,
 }
 
-pub fn router(state: RecommendState) -> Router {
-    Router::new()
-        .route("/recommendations", get(recommendations))
-        .route("/interests", get(interests))
-        .route("/books/{id}", get(book))
-        .route("/stats", get(stats))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this route only answers GET",
-            )
-        })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+/// The recommendation service's documented API routes.
+pub fn api(state: RecommendState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(recommendations))
+        .routes(routes!(interests))
+        .routes(routes!(book))
+        .routes(routes!(stats))
         .with_state(state)
 }
 
+/// The whole HTTP surface: [`api`] and the shared routes and layers of
+/// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
+pub fn router(state: RecommendState, surface: bookstore_http::Surface) -> Router {
+    bookstore_http::finish(api(state), surface)
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    bookstore_http::error(status, message)
 }
 
 /// `uid` and `n`, checked.
@@ -95,6 +89,7 @@ fn parse(
 fn store_failed(what: &str, failure: Option<&RepositoryError>) -> Response {
     match failure {
         Some(err) => {
+            metrics::counter!("bookstore_store_errors_total", "service" => "recommend", "store" => "recommendations", "kind" => "read").increment(1);
             tracing::warn!(error = %err, "cannot read {what}");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +103,18 @@ fn store_failed(what: &str, failure: Option<&RepositoryError>) -> Response {
     }
 }
 
+/// Books the user has not been shown, best first, with the reason for each; popular books for a
+/// user without history.
+#[utoipa::path(get, path = "/recommendations", tag = "recommendations",
+    params(
+        ("uid" = String, Query, description = "The user (the page's `uid` cookie)"),
+        ("n" = Option<usize>, Query, description = "How many, 1 to 50 (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of `{id, title, author, score, reason}`"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 async fn recommendations(
     State(state): State<RecommendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -126,6 +133,17 @@ async fn recommendations(
     }
 }
 
+/// The user's profile: books, authors and queries, strongest first, weights decayed to now.
+#[utoipa::path(get, path = "/interests", tag = "recommendations",
+    params(
+        ("uid" = String, Query, description = "The user"),
+        ("n" = Option<usize>, Query, description = "Entries per list, 1 to 100 (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "`{uid, books, authors, queries}`"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 async fn interests(
     State(state): State<RecommendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -145,6 +163,15 @@ async fn interests(
     }
 }
 
+/// The service's copy of a catalog book (from book.created events).
+#[utoipa::path(get, path = "/books/{id}", tag = "recommendations",
+    params(("id" = i64, Path, description = "The book's id")),
+    responses(
+        (status = 200, description = "`{id, title, author}`"),
+        (status = 400, description = "The id is not a whole number", body = bookstore_http::ErrorBody),
+        (status = 404, description = "The service has no such book", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 async fn book(
     State(state): State<RecommendState>,
     id: Result<Path<i64>, PathRejection>,
@@ -166,28 +193,18 @@ async fn book(
     }
 }
 
+/// How many catalog books, users and co-occurrence pairs the store holds.
+#[utoipa::path(get, path = "/stats", tag = "recommendations",
+    responses(
+        (status = 200, description = "`{books, users, pairs}`"),
+        (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 async fn stats(State(state): State<RecommendState>) -> Response {
     match tokio::time::timeout(STORE_TIMEOUT, state.store.stats()).await {
         Ok(Ok(stats)) => Json(stats).into_response(),
         Ok(Err(err)) => store_failed("the store's counts", Some(&err)),
         Err(_) => store_failed("the store's counts", None),
     }
-}
-
-async fn readyz(State(state): State<RecommendState>) -> Response {
-    let store = match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(_)) => "unavailable",
-        Err(_) => "timeout",
-    };
-    let ready = store == "ok";
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": { "store": store } })))
-        .into_response()
 }
 
 #[cfg(test)]

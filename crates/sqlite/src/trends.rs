@@ -271,7 +271,7 @@ impl TrendStore for SqliteTrends {
         by: TrendRanking,
         now: DateTime<Utc>,
     ) -> Result<Vec<Trend>, RepositoryError> {
-        let statement = match by {
+        let statement: &'static str = match by {
             TrendRanking::Score => concat!(
                 "SELECT query_normalized, display, count, log_score, books, last_searched_at ",
                 "FROM trends ORDER BY log_score DESC, count DESC, query_normalized LIMIT ?"

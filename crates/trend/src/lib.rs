@@ -3,7 +3,7 @@
 //! - `GET /trends?ps=N&by=score|count`: the top N (default 10, 1 to 100) trends, by time-decayed
 //!   score (default) or all-time count, as a JSON array of `{query, query_normalized, count, score,
 //!   books, last_searched_at}`;
-//! - `GET /healthz`, `GET /readyz` (the store answers).
+//! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).
 //!
 //! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
 
@@ -15,11 +15,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use bookstore_domain::TrendStore;
 use bookstore_domain::trends::TrendRanking;
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Trends per response by default, and at most.
 pub const DEFAULT_TRENDS: usize = 10;
@@ -32,27 +32,21 @@ pub struct TrendState {
     pub store: Arc<dyn TrendStore>,
 }
 
-pub fn router(state: TrendState) -> Router {
-    Router::new()
-        .route("/trends", get(trends))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this route only answers GET",
-            )
-        })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+/// The trend service's documented API routes.
+pub fn api(state: TrendState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(trends))
         .with_state(state)
 }
 
+/// The whole HTTP surface: [`api`] and the shared routes and layers of
+/// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
+pub fn router(state: TrendState, surface: bookstore_http::Surface) -> Router {
+    bookstore_http::finish(api(state), surface)
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    bookstore_http::error(status, message)
 }
 
 /// `ps` and `by`, checked.
@@ -76,6 +70,17 @@ fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking), Stri
     Ok((n, by))
 }
 
+/// The trending searches, best first.
+#[utoipa::path(get, path = "/trends", tag = "trends",
+    params(
+        ("ps" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
+        ("by" = Option<String>, Query, description = "score (time-decayed, default) or count (all time)"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of `{query, query_normalized, count, score, books, last_searched_at}`"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The trend store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 async fn trends(
     State(state): State<TrendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -90,6 +95,7 @@ async fn trends(
     match tokio::time::timeout(STORE_TIMEOUT, state.store.top(n, by, chrono::Utc::now())).await {
         Ok(Ok(trends)) => Json(trends).into_response(),
         Ok(Err(err)) => {
+            metrics::counter!("bookstore_store_errors_total", "service" => "trend", "store" => "trends", "kind" => "read").increment(1);
             tracing::warn!(error = %err, "cannot read the trends");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -101,22 +107,6 @@ async fn trends(
             "the trend store did not answer in time",
         ),
     }
-}
-
-async fn readyz(State(state): State<TrendState>) -> Response {
-    let store = match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(_)) => "unavailable",
-        Err(_) => "timeout",
-    };
-    let ready = store == "ok";
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": { "store": store } })))
-        .into_response()
 }
 
 #[cfg(test)]

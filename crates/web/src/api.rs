@@ -21,6 +21,18 @@ use crate::{MAX_BODY_BYTES, WebState};
 
 /// `GET /api/books?q=&o=&limit=`: a plain JSON array of books, best match first, with the number
 /// of matching books in `X-Total-Count`.
+#[utoipa::path(get, path = "/api/books", tag = "books",
+    summary = "Search or list books; publishes a book.searched event",
+    params(
+        ("q" = Option<String>, Query, description = "Search words (title, author, description); empty lists every book"),
+        ("o" = Option<u64>, Query, description = "Offset of the first book"),
+        ("limit" = Option<u32>, Query, description = "Books per page, 1 to 100 (default web.page_size)"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of books `{id, title, author, description}`, best match first; `X-Total-Count` has the number of matches"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 pub async fn list_books(
     State(state): State<WebState>,
     visitor: Visitor,
@@ -49,6 +61,14 @@ fn bad_params(fields: FieldErrors) -> ApiError {
 }
 
 /// `GET /api/books/{id}`.
+#[utoipa::path(get, path = "/api/books/{id}", tag = "books", summary = "One book",
+    params(("id" = i64, Path, description = "The book's id, a positive integer")),
+    responses(
+        (status = 200, description = "The book `{id, title, author, description}`"),
+        (status = 400, description = "The id is not a positive integer", body = bookstore_http::ErrorBody),
+        (status = 404, description = "No such book", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 pub async fn get_book(
     State(state): State<WebState>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -66,6 +86,20 @@ pub async fn get_book(
 }
 
 /// `POST /api/books` with `Authorization: Bearer <web.admin_token>` and a JSON book.
+#[utoipa::path(post, path = "/api/books", tag = "books",
+    summary = "Add a book (needs web.admin_token); publishes a book.created event through the outbox",
+    request_body(content_type = "application/json", description = "`{title, author, description}`, all strings"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The stored book, with its id"),
+        (status = 400, description = "The body is not a JSON object", body = bookstore_http::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = bookstore_http::ErrorBody),
+        (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = bookstore_http::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = bookstore_http::ErrorBody),
+        (status = 422, description = "Fields break the rules; `fields` says which", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+    ))]
 pub async fn create_book(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -108,11 +142,22 @@ fn authorize(state: &WebState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected)) {
+    if token_matches(given.as_bytes(), expected) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// Whether `given` equals `expected`, in a time that depends on neither their contents nor the
+/// length of `given`: every byte of `expected` is compared (against a zero past the end of
+/// `given`), so a wrong token, a prefix of the right one or no token at all take as long.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut same = given.len().ct_eq(&expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        same &= given.get(i).copied().unwrap_or(0).ct_eq(byte);
+    }
+    bool::from(same)
 }
 
 /// A JSON object with the book's fields, all strings; every problem is reported by field.
@@ -164,6 +209,23 @@ fn parse_new_book(bytes: &[u8]) -> Result<NewBook, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = b"s3cret-token";
+        assert!(token_matches(b"s3cret-token", token));
+        for wrong in [
+            &b""[..],
+            b"s3cret",
+            b"s3cret-token ",
+            b"s3cret-tokem",
+            b"S3cret-token",
+            b"s3cret-token-and-more",
+            b"\0\0\0\0\0\0\0\0\0\0\0\0",
+        ] {
+            assert!(!token_matches(wrong, token), "{wrong:?}");
+        }
+    }
 
     fn fields(body: &str) -> FieldErrors {
         match parse_new_book(body.as_bytes()) {

@@ -1,6 +1,7 @@
 //! Static files compiled into the binary, so the page needs no network.
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 
@@ -9,7 +10,19 @@ use crate::error::ApiError;
 const STYLE_CSS: &str = include_str!("../static/style.css");
 const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 
-pub async fn asset(Path(file): Path<String>) -> Response {
+/// The page's stylesheet and icon.
+#[utoipa::path(get, path = "/static/{file}", tag = "page",
+    params(("file" = String, Path, description = "style.css or favicon.svg")),
+    responses(
+        (status = 200, description = "The file"),
+        (status = 404, description = "No such file", body = bookstore_http::ErrorBody),
+    ))]
+pub async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
+    // A name that is not UTF-8 once decoded (`/static/%ff`) gets the API's JSON error too.
+    let file = match file {
+        Ok(Path(file)) => file,
+        Err(err) => return ApiError::BadRequest(err.body_text()).into_response(),
+    };
     let (body, content_type) = match file.as_str() {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         "favicon.svg" => (FAVICON_SVG, "image/svg+xml"),

@@ -1,10 +1,8 @@
 //! The API's errors: every one is a JSON body `{"error": "...", "fields": {...}}` with the right
 //! status. Internal causes are logged, never sent to the client.
 
-use std::any::Any;
-
 use axum::Json;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bookstore_domain::{FieldErrors, RepositoryError};
 use serde::Serialize;
@@ -83,10 +81,12 @@ impl From<RepositoryError> for ApiError {
     fn from(err: RepositoryError) -> Self {
         match &err {
             RepositoryError::Unavailable(_) => {
+                metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "database", "kind" => "unavailable").increment(1);
                 tracing::warn!(error = %error_chain(&err), "database unavailable");
                 Self::Unavailable
             }
             RepositoryError::Internal(_) => {
+                metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "database", "kind" => "internal").increment(1);
                 tracing::error!(error = %error_chain(&err), "database error");
                 Self::Internal
             }
@@ -126,26 +126,4 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
-}
-
-pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let body = ErrorBody {
-        error: &format!("method {method} is not allowed on {}", uri.path()),
-        fields: None,
-    };
-    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
-}
-
-pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %detail, "a request handler panicked");
-    ApiError::Internal.into_response()
 }

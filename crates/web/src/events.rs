@@ -19,8 +19,9 @@ pub fn publish_search(
     if normalize_query(query).is_empty() {
         return;
     }
+    let event_id = Uuid::now_v7();
     let event = SearchEvent::new(
-        Uuid::now_v7(),
+        event_id,
         Utc::now(),
         user_id.map(|u| u.to_string()),
         query,
@@ -41,7 +42,9 @@ pub fn publish_search(
     if let Some(trends) = &state.trends {
         trends.searched();
     }
-    if state.events.publish(&Event::BookSearched(event)) == Published::Dropped {
-        tracing::debug!("search event dropped");
+    // In the request's span: the request id leads to the event id, which the consumers log.
+    match state.events.publish(&Event::BookSearched(event)) {
+        Published::Queued => tracing::debug!(%event_id, "search event queued"),
+        Published::Dropped => tracing::debug!(%event_id, "search event dropped"),
     }
 }

@@ -8,22 +8,18 @@ mod api;
 mod assets;
 mod error;
 mod events;
-mod health;
 mod page;
 mod params;
 mod remote;
 mod visitor;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use bookstore_domain::{BookRepository, EventPublisher};
 use secrecy::SecretString;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use remote::{RemoteError, RemoteRecommendations, RemoteTrends};
@@ -51,25 +47,21 @@ pub struct WebState {
     pub recommendations: Option<Arc<RemoteRecommendations>>,
 }
 
-/// The web service's routes, with tracing, a request timeout and panic safety.
-pub fn router(state: WebState) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(page::index).layer(axum::middleware::from_fn(visitor::ensure_uid)),
-        )
-        .route("/api/books", get(api::list_books).post(api::create_book))
-        .route("/api/books/{id}", get(api::get_book))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/static/{file}", get(assets::asset))
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
+/// The web service's documented routes (the page, the REST API, the static files).
+pub fn api(state: WebState) -> OpenApiRouter {
+    let page = OpenApiRouter::new()
+        .routes(routes!(page::index))
+        .route_layer(axum::middleware::from_fn(visitor::ensure_uid));
+    OpenApiRouter::new()
+        .routes(routes!(api::list_books, api::create_book))
+        .routes(routes!(api::get_book))
+        .routes(routes!(assets::asset))
+        .merge(page)
         .with_state(state)
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(TraceLayer::new_for_http())
+}
+
+/// The web service's whole HTTP surface: [`api`] and the shared routes and layers of
+/// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
+pub fn router(state: WebState, surface: bookstore_http::Surface) -> Router {
+    bookstore_http::finish(api(state), surface)
 }

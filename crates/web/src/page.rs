@@ -34,6 +34,16 @@ struct IndexPage<'a> {
     recommendations: Option<&'a [Recommendation]>,
 }
 
+/// The bookstore page: search box, results, Trends and "Recommended for you".
+#[utoipa::path(get, path = "/", tag = "page", summary = "The bookstore page (HTML); a search publishes a book.searched event",
+    params(
+        ("q" = Option<String>, Query, description = "Search words"),
+        ("o" = Option<u64>, Query, description = "Offset of the first book"),
+    ),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html"),
+        (status = 400, description = "Bad parameters: the page with the message", content_type = "text/html"),
+    ))]
 pub async fn index(
     State(state): State<WebState>,
     visitor: Visitor,

@@ -7,7 +7,6 @@
 #[allow(dead_code)]
 mod helpers;
 
-mod crashes;
 mod outbox;
 mod processes;
 mod service;

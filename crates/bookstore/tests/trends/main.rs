@@ -6,7 +6,6 @@
 #[allow(dead_code)]
 mod helpers;
 
-mod crashes;
 mod service;
 
 use std::collections::BTreeMap;

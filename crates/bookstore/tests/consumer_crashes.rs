@@ -1,0 +1,458 @@
+//! Both consumer services killed hard, again and again, while catalog and search events flow:
+//! `bookstore trend` and `bookstore recommend` run as child processes and each is SIGKILLed at
+//! random moments (delays from a seeded RNG; the seed is printed, and a failing run is repeated
+//! with `BOOKSTORE_TEST_SEED=<seed>`) and started again. Afterwards each store holds exactly
+//! what the domain rules give for every event applied once, and so does a fresh consumer group
+//! replaying the topics into fresh stores.
+//!
+//! On the embedded defaults (embedded log, SQLite stores) and on the real servers from
+//! `dev/services` (Kafka, Redis for trends, MariaDB for recommendations).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "events/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+#[path = "faults/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookstore::config::{Config, Secret};
+use bookstore::recommend::{RecommendBackend, open_recommend_store};
+use bookstore::trend::{TrendBackend, open_trend_store};
+use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use bookstore_domain::recommend::{Snapshot, conformance};
+use bookstore_domain::trends::{TrendBoard, TrendRanking};
+use bookstore_domain::{EventHandler, Record};
+use chrono::Utc;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use common::{bookstore_child, consumer_env, fresh_mysql_url, use_redis_trends};
+use helpers::{Backend, RunningConsumer, TestBus};
+
+const BOOKS: i64 = 60;
+const SEARCHES: usize = 2_000;
+const KILLS: usize = 6;
+/// Each backend's whole run, replays included.
+const LIMIT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Infra {
+    /// The embedded log; trends and recommendations in SQLite files.
+    Embedded,
+    /// Kafka; trends in Redis, recommendations in MariaDB.
+    Real,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_log_and_sqlite() {
+    killed_consumers_end_as_a_clean_replay(Infra::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_redis_mariadb() {
+    killed_consumers_end_as_a_clean_replay(Infra::Real).await;
+}
+
+/// Prints the seed when the test fails, so the run can be repeated.
+struct SeedOnFailure {
+    infra: Infra,
+    seed: u64,
+}
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "consumer_crashes {:?} failed with seed {}: repeat it with BOOKSTORE_TEST_SEED={}",
+                self.infra, self.seed, self.seed
+            );
+        }
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("BOOKSTORE_TEST_SEED") {
+        Ok(seed) => seed
+            .parse()
+            .unwrap_or_else(|_| panic!("BOOKSTORE_TEST_SEED={seed:?} is not a number")),
+        Err(_) => rand::rng().random(),
+    }
+}
+
+async fn killed_consumers_end_as_a_clean_replay(infra: Infra) {
+    let seed = seed();
+    let _report = SeedOnFailure { infra, seed };
+    eprintln!("consumer_crashes {infra:?}: seed {seed}");
+    let began = Instant::now();
+    tokio::time::timeout(LIMIT, run(infra, seed))
+        .await
+        .unwrap_or_else(|_| panic!("{infra:?} took more than {LIMIT:?} (seed {seed})"));
+    eprintln!("consumer_crashes {infra:?} took {:?}", began.elapsed());
+}
+
+/// A bus on `infra` with fresh groups and stores for both services.
+async fn bus_on(infra: Infra) -> TestBus {
+    let backend = match infra {
+        Infra::Embedded => Backend::Embedded,
+        Infra::Real => Backend::Kafka,
+    };
+    let mut bus = TestBus::new(backend).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let config = &mut bus.config;
+    config.trend.group_id = format!("trend-crash-{run}");
+    config.recommend.group_id = format!("rec-crash-{run}");
+    // No trimming: which neighbours a trimmed list keeps depends on batch boundaries, which
+    // differ between a crashing run and a replay. Trimming is checked by the stores' own tests.
+    config.recommend.neighbours_per_book = 1_000;
+    if infra == Infra::Real {
+        use_redis_trends(config).await;
+        config.recommend.db_url = Some(Secret(fresh_mysql_url("crash_rec").await.into()));
+    }
+    bus
+}
+
+fn catalog_book(id: i64) -> CatalogBook {
+    CatalogBook {
+        id,
+        title: format!("Book {id}"),
+        author: format!("Author {}", id % 9),
+        published_at: chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+        description: String::new(),
+        created_at: Utc::now(),
+    }
+}
+
+/// The events in publication order: half the catalog first, the rest spread among the
+/// searches. Each search happens 5 ms after the one before (so that no two searches of a query
+/// tie on their time, which decides the books a trend shows), and each query has one spelling.
+fn events(rng: &mut impl Rng) -> Vec<Event> {
+    let created = |id: i64| {
+        Event::BookCreated(BookCreatedEvent::new(
+            uuid::Uuid::now_v7(),
+            Utc::now(),
+            catalog_book(id),
+        ))
+    };
+    let mut events: Vec<Event> = (1..=BOOKS / 2).map(created).collect();
+    let mut next_book = BOOKS / 2 + 1;
+    let pool: Vec<i64> = (1..=BOOKS).collect();
+    let base = Utc::now() - chrono::Duration::seconds(30);
+    for i in 0..SEARCHES {
+        if i % 60 == 30 && next_book <= BOOKS {
+            events.push(created(next_book));
+            next_book += 1;
+        }
+        let mut results = pool.clone();
+        results.shuffle(rng);
+        let user = (i % 4 != 0).then(|| format!("reader-{}", rng.random_range(0..40)));
+        events.push(Event::BookSearched(SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            base + chrono::Duration::milliseconds(5 * i as i64),
+            user,
+            &format!("Topic {}", rng.random_range(0..25)),
+            0,
+            results[..rng.random_range(0..8)]
+                .iter()
+                .map(|id| {
+                    let b = catalog_book(*id);
+                    ResultBook {
+                        id: b.id,
+                        title: b.title,
+                        author: b.author,
+                        published_at: Some(b.published_at),
+                    }
+                })
+                .collect(),
+        )));
+    }
+    events.extend((next_book..=BOOKS).map(created));
+    events
+}
+
+/// Starts `bookstore <service>`, kills it (SIGKILL) after a random lifetime, `KILLS` times.
+async fn kill_again_and_again(
+    infra: Infra,
+    service: &'static str,
+    env: Vec<(String, String)>,
+    seed: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..KILLS {
+        let mut child = bookstore_child(service, &env);
+        let lifetime = Duration::from_millis(rng.random_range(500..2_000));
+        tokio::time::sleep(lifetime).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        eprintln!("{infra:?}: killed bookstore {service} {round} after {lifetime:?}");
+    }
+}
+
+async fn run(infra: Infra, seed: u64) {
+    let bus = bus_on(infra).await;
+    let config = &bus.config;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let all = events(&mut rng);
+    let records: Vec<Record> = all
+        .iter()
+        .enumerate()
+        .map(|(i, event)| Record {
+            topic: String::new(),
+            partition: 0,
+            offset: i as i64,
+            event: event.clone(),
+        })
+        .collect();
+    // What the rules give for every event applied once.
+    let mut board = TrendBoard::new(config.trend.settings());
+    for record in &records {
+        if let Some(search) = record.event.as_search() {
+            board.apply(search);
+        }
+    }
+    let expected = conformance::reference(&config.recommend.settings(), &records);
+    assert!(!expected.cooccurrence.is_empty());
+
+    let searches = bus.publisher().await;
+    let mut catalog_events = config.events.clone();
+    catalog_events.topic = config.events.catalog_topic.clone();
+    let catalog = bus.bus.publisher(&catalog_events).await.unwrap();
+    let producer = {
+        let searches = searches.publisher.clone();
+        let catalog = catalog.publisher.clone();
+        tokio::spawn(async move {
+            for (i, event) in all.iter().enumerate() {
+                match event {
+                    Event::BookCreated(_) => catalog.publish(event),
+                    Event::BookSearched(_) => searches.publish(event),
+                };
+                // About 13 s of events: longer than the kills, so that every service is
+                // killed while events arrive, and the last ones leave work behind.
+                if i % 16 == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    };
+
+    let mut env = bus.env();
+    env.extend(consumer_env(config));
+    // Static membership on Kafka: a restarted instance takes its partitions back at once.
+    let env_for = |instance: &str| {
+        let mut env = env.clone();
+        env.push((
+            "BOOKSTORE_EVENTS__PROPERTIES__GROUP_INSTANCE_ID".into(),
+            instance.into(),
+        ));
+        env
+    };
+    let trend_env = env_for("trend-1");
+    let rec_env = env_for("rec-1");
+    let killers = [
+        tokio::spawn(kill_again_and_again(
+            infra,
+            "trend",
+            trend_env.clone(),
+            seed ^ 1,
+        )),
+        tokio::spawn(kill_again_and_again(
+            infra,
+            "recommend",
+            rec_env.clone(),
+            seed ^ 2,
+        )),
+    ];
+    for killer in killers {
+        killer.await.unwrap();
+    }
+    producer.await.unwrap();
+    assert_eq!(searches.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(catalog.publisher.flush(Duration::from_secs(30)).await, 0);
+
+    // The services after their crashes, run to the end of the topics.
+    let trends = open_trend_store(config).await.unwrap();
+    let recommendations = open_recommend_store(config).await.unwrap();
+    let before: u64 = trends
+        .top(1_000, TrendRanking::Count, Utc::now())
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.count)
+        .sum();
+    eprintln!("{infra:?}: {before} of {SEARCHES} searches counted by the killed trend services");
+    let mut trend_child = bookstore_child("trend", &trend_env);
+    let mut rec_child = bookstore_child("recommend", &rec_env);
+    wait_for_trends(trends.as_ref(), &board, "after the crashes").await;
+    wait_for_recommendations(recommendations.as_ref(), &expected, "after the crashes").await;
+    for child in [&mut trend_child, &mut rec_child] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // A clean replay: fresh groups from the beginning of the topics into fresh stores.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut fresh = Config {
+        data_dir: other_dir.path().to_owned(), // the embedded trend store's file
+        events: config.events.clone(),
+        trend: config.trend.clone(),
+        recommend: config.recommend.clone(),
+        ..Config::default()
+    };
+    fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    fresh.recommend.db_url = Some(Secret(
+        match infra {
+            Infra::Embedded => format!("sqlite://{}", other_dir.path().join("rec.db").display()),
+            Infra::Real => fresh_mysql_url("crash_rec_replay").await,
+        }
+        .into(),
+    ));
+    let replayed_trends = open_trend_store(&fresh).await.unwrap();
+    let replayed_recommendations = open_recommend_store(&fresh).await.unwrap();
+    let trend_replay = replay(&bus, vec![config.events.topic.clone()], {
+        let store: Arc<dyn EventHandler> = replayed_trends.clone();
+        store
+    })
+    .await;
+    let rec_replay = replay(
+        &bus,
+        vec![
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+        {
+            let store: Arc<dyn EventHandler> = replayed_recommendations.clone();
+            store
+        },
+    )
+    .await;
+    wait_for_trends(replayed_trends.as_ref(), &board, "the replay").await;
+    wait_for_recommendations(replayed_recommendations.as_ref(), &expected, "the replay").await;
+    trend_replay.shutdown().await;
+    rec_replay.shutdown().await;
+}
+
+/// A fresh consumer group in this process reading `topics` from the beginning into `store`.
+async fn replay(
+    bus: &TestBus,
+    topics: Vec<String>,
+    store: Arc<dyn EventHandler>,
+) -> RunningConsumer {
+    let stop = CancellationToken::new();
+    let consumer = bus
+        .bus
+        .consumer(
+            &bus.config.events,
+            &format!("replay-{}", uuid::Uuid::new_v4().simple()),
+            topics,
+            store,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+    let stats = consumer.stats();
+    let task = tokio::spawn(consumer.run());
+    RunningConsumer { stop, task, stats }
+}
+
+/// Where the trends `store` holds differ from the rules' `board` (`None`: nowhere). Scores may
+/// differ by rounding (events of different partitions are added in another order).
+async fn trend_difference(store: &dyn TrendBackend, board: &TrendBoard) -> Option<String> {
+    let now = Utc::now();
+    let held = match store.top(1_000, TrendRanking::Count, now).await {
+        Ok(held) => held,
+        Err(error) => return Some(format!("cannot read the trends: {error}")),
+    };
+    let held: BTreeMap<_, _> = held
+        .into_iter()
+        .map(|t| (t.query_normalized.clone(), t))
+        .collect();
+    let want: BTreeMap<_, _> = board
+        .top(1_000, TrendRanking::Count, now)
+        .into_iter()
+        .map(|t| (t.query_normalized.clone(), t))
+        .collect();
+    let counts = |m: &BTreeMap<String, bookstore_domain::trends::Trend>| -> Vec<(String, u64)> {
+        m.values()
+            .map(|t| (t.query_normalized.clone(), t.count))
+            .collect()
+    };
+    if counts(&held) != counts(&want) {
+        return Some(format!(
+            "counts differ: held {:?}, expected {:?}",
+            counts(&held),
+            counts(&want)
+        ));
+    }
+    for (query, want) in &want {
+        let held = &held[query];
+        let close = (held.score - want.score).abs()
+            <= 1e-9 * held.score.abs().max(want.score.abs()).max(1.0);
+        if held.query != want.query
+            || held.books != want.books
+            || held.last_searched_at != want.last_searched_at
+            || !close
+        {
+            return Some(format!("{query}: held {held:?}, expected {want:?}"));
+        }
+    }
+    None
+}
+
+async fn wait_for_trends(store: &dyn TrendBackend, board: &TrendBoard, what: &str) {
+    let mut last = None;
+    let reached = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            last = trend_difference(store, board).await;
+            if last.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{what}: the trend store never held every search applied once; last difference: {last:?}"
+    );
+    // Nothing arrives late and counts twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = trend_difference(store, board).await;
+    assert!(
+        late.is_none(),
+        "{what}: the trends changed afterwards: {late:?}"
+    );
+}
+
+async fn wait_for_recommendations(store: &dyn RecommendBackend, expected: &Snapshot, what: &str) {
+    let mut last = None;
+    let reached = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            last = match store.snapshot().await {
+                Ok(held) => held.difference(expected),
+                Err(error) => Some(format!("cannot read the store: {error}")),
+            };
+            if last.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{what}: the recommendation store never held every event applied once; last \
+         difference: {last:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = store.snapshot().await.unwrap().difference(expected);
+    assert!(
+        late.is_none(),
+        "{what}: the store changed afterwards: {late:?}"
+    );
+}

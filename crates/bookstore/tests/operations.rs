@@ -1,0 +1,657 @@
+//! What an operator relies on, checked on the real binary over HTTP: `/metrics` on every service,
+//! `/readyz` naming the backend that is down, `/openapi.json` listing every route, the security
+//! headers, request ids in the JSON logs, and a clean exit 0 on SIGTERM and SIGINT with the
+//! events flushed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "ops-test-token";
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A `bookstore` child process, killed if the test ends before it exits.
+struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(args: &[&str], env: &[(String, String)], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bookstore"))
+            .args(args)
+            .envs(env.iter().cloned())
+            .env_remove("BOOKSTORE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (TERM or INT) and waits for the exit; panics after `limit`.
+    fn stop(&mut self, signal: &str, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        let mut child = self.child.take().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the process did not exit within {limit:?} of SIG{signal}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The all-in-one system on the embedded defaults, in `dir`, on free ports.
+struct System {
+    web: String,
+    trend: String,
+    recommend: String,
+    env: Vec<(String, String)>,
+}
+
+impl System {
+    fn new(dir: &Path) -> Self {
+        let (w, t, r) = (free_port(), free_port(), free_port());
+        let env = vec![
+            ("BOOKSTORE_DATA_DIR".into(), dir.display().to_string()),
+            ("BOOKSTORE_WEB__LISTEN".into(), format!("127.0.0.1:{w}")),
+            ("BOOKSTORE_TREND__LISTEN".into(), format!("127.0.0.1:{t}")),
+            (
+                "BOOKSTORE_RECOMMEND__LISTEN".into(),
+                format!("127.0.0.1:{r}"),
+            ),
+            ("BOOKSTORE_WEB__ADMIN_TOKEN".into(), TOKEN.into()),
+            ("BOOKSTORE_WEB__REMOTE_CACHE_MS".into(), "0".into()),
+            ("RUST_LOG".into(), "info,tower_http=debug".into()),
+        ];
+        Self {
+            web: format!("http://127.0.0.1:{w}"),
+            trend: format!("http://127.0.0.1:{t}"),
+            recommend: format!("http://127.0.0.1:{r}"),
+            env,
+        }
+    }
+
+    fn urls(&self) -> [(&'static str, &str); 3] {
+        [
+            ("web", self.web.as_str()),
+            ("trend", self.trend.as_str()),
+            ("recommend", self.recommend.as_str()),
+        ]
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn wait_until_ready(http: &reqwest::Client, url: &str, proc: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} was not ready within 60 s; log:\n{}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.text().await.unwrap()
+}
+
+/// The value of the first sample of `name` whose labels include every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::new(dir.path());
+    let proc = Proc::start(&["serve"], &system.env, dir.path().join("serve.log"));
+    let http = http();
+    for (_, url) in system.urls() {
+        wait_until_ready(&http, url, &proc).await;
+    }
+
+    // Some traffic: a page search, an API search, a write, a bad request, a miss.
+    let page = http
+        .get(format!("{}/?q=austen", system.web))
+        .header("x-request-id", "ops-test-request-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["x-request-id"], "ops-test-request-1");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script"), "the page runs no script");
+    assert!(
+        !html.contains(" style="),
+        "no inline style (CSP style-src 'self')"
+    );
+    assert_eq!(
+        http.get(format!("{}/api/books?q=bronte", system.web))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let created = http
+        .post(format!("{}/api/books", system.web))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"title": "Operations", "author": "A. Tester", "published_at": "2026-11-27"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        http.get(format!("{}/api/books?limit=0", system.web))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Every service: a generated request id, the headers, a JSON 404.
+    for (name, url) in system.urls() {
+        let response = http
+            .get(format!("{url}/no-such-route"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{name}");
+        assert!(response.headers().contains_key("x-request-id"), "{name}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(response.headers().contains_key("content-security-policy"));
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{name}: {body}");
+    }
+
+    // The events reach both consumers; then every service's /metrics tells so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Each consumer service's collectors run on its own scrape.
+        let trend = text(&http, &format!("{}/metrics", system.trend)).await;
+        let recommend = text(&http, &format!("{}/metrics", system.recommend)).await;
+        let applied = |metrics: &str, service| {
+            sample(
+                metrics,
+                "bookstore_events_applied_total",
+                &[("service", service)],
+            )
+            .unwrap_or(0.0)
+        };
+        if applied(&trend, "trend") >= 2.0 && applied(&recommend, "recommend") >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events not applied:\n{trend}\n{recommend}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The web service's collectors run on its own scrape.
+    let web_metrics = text(&http, &format!("{}/metrics", system.web)).await;
+    for (name, labels) in [
+        (
+            "http_requests_total",
+            &[("service", "web"), ("route", "/"), ("status", "200")][..],
+        ),
+        (
+            "http_requests_total",
+            &[
+                ("service", "web"),
+                ("route", "/api/books"),
+                ("status", "400"),
+            ],
+        ),
+        (
+            "http_requests_total",
+            &[
+                ("service", "web"),
+                ("route", "unmatched"),
+                ("status", "404"),
+            ],
+        ),
+        (
+            "http_request_duration_seconds_bucket",
+            &[("service", "web"), ("route", "/api/books")],
+        ),
+        (
+            "http_request_duration_seconds_count",
+            &[("service", "web"), ("route", "/")],
+        ),
+        (
+            "bookstore_events_published_total",
+            &[("publisher", "searches")],
+        ),
+        (
+            "bookstore_events_delivered_total",
+            &[("publisher", "searches")],
+        ),
+        (
+            "bookstore_events_failed_total",
+            &[("publisher", "searches")],
+        ),
+        (
+            "bookstore_events_dropped_total",
+            &[("publisher", "searches")],
+        ),
+        (
+            "bookstore_producer_queue_depth",
+            &[("publisher", "searches")],
+        ),
+        (
+            "bookstore_events_published_total",
+            &[("publisher", "catalog")],
+        ),
+        ("bookstore_outbox_waiting", &[]),
+        ("bookstore_outbox_relayed_total", &[]),
+    ] {
+        assert!(
+            sample(&web_metrics, name, labels).is_some(),
+            "web /metrics has no {name} {labels:?}:\n{web_metrics}"
+        );
+    }
+    assert!(
+        sample(
+            &web_metrics,
+            "bookstore_events_published_total",
+            &[("publisher", "searches")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    for service in ["trend", "recommend"] {
+        let url = if service == "trend" {
+            &system.trend
+        } else {
+            &system.recommend
+        };
+        let metrics = text(&http, &format!("{url}/metrics")).await;
+        for name in [
+            "bookstore_events_consumed_total",
+            "bookstore_events_applied_total",
+            "bookstore_events_dead_lettered_total",
+            "bookstore_consumer_batches_total",
+            "bookstore_consumer_owned_partitions",
+            "bookstore_consumer_lag",
+            "bookstore_store_errors_total",
+        ] {
+            assert!(
+                sample(&metrics, name, &[("service", service)]).is_some(),
+                "{service} /metrics has no {name}:\n{metrics}"
+            );
+        }
+        let lag = sample(
+            &metrics,
+            "bookstore_consumer_lag",
+            &[("service", service), ("topic", "lr-book-searches")],
+        );
+        assert!(lag.is_some(), "{service}: lag per partition");
+    }
+
+    // /readyz names each backend; /openapi.json lists exactly the routes each service answers.
+    let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
+        (
+            "web",
+            vec![
+                ("get", "/"),
+                ("get", "/api/books"),
+                ("post", "/api/books"),
+                ("get", "/api/books/{id}"),
+                ("get", "/static/{file}"),
+            ],
+        ),
+        ("trend", vec![("get", "/trends")]),
+        (
+            "recommend",
+            vec![
+                ("get", "/recommendations"),
+                ("get", "/interests"),
+                ("get", "/books/{id}"),
+                ("get", "/stats"),
+            ],
+        ),
+    ]);
+    for (name, url) in system.urls() {
+        let ready: Value = http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["status"], "ready", "{name}: {ready}");
+        assert_eq!(ready["checks"]["broker"], "ok", "{name}: {ready}");
+        assert_eq!(
+            ready["backends"]["broker"], "embedded log",
+            "{name}: {ready}"
+        );
+
+        let spec: Value = http
+            .get(format!("{url}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+        let documented: BTreeSet<(String, String)> = spec["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        let mut routes: BTreeSet<(String, String)> = expected[name]
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        for shared in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            routes.insert(("get".to_owned(), shared.to_owned()));
+        }
+        assert_eq!(
+            documented, routes,
+            "{name}: /openapi.json and the routes differ"
+        );
+        // Every documented route is served (not the fallback's "no route").
+        for (method, path) in &documented {
+            let path = path.replace("{id}", "1").replace("{file}", "style.css");
+            let request = match method.as_str() {
+                "get" => http.get(format!("{url}{path}?uid=u1")),
+                "post" => http.post(format!("{url}{path}")).bearer_auth("wrong"),
+                other => panic!("unexpected method {other}"),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains("no route for") && status != 405,
+                "{name}: {method} {path} is documented but not served ({status}: {body})"
+            );
+        }
+    }
+
+    // The JSON API's 4xx answers and the request's log lines carry the request id.
+    let mut proc = proc;
+    let (status, _) = proc.stop("TERM", Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let log = proc.log();
+    assert!(log.contains("ops-test-request-1"), "request id in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::new(dir.path());
+    let mut proc = Proc::start(
+        &["--log-format", "json", "serve"],
+        &[
+            system.env.clone(),
+            vec![(
+                "RUST_LOG".into(),
+                "info,tower_http=debug,bookstore_events=debug".into(),
+            )],
+        ]
+        .concat(),
+        dir.path().join("serve.log"),
+    );
+    let http = http();
+    wait_until_ready(&http, &system.web, &proc).await;
+    wait_until_ready(&http, &system.trend, &proc).await;
+    let response = http
+        .get(format!("{}/api/books?q=emma", system.web))
+        .header("x-request-id", "follow-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proc.log().contains("\"batch\"") {
+        assert!(Instant::now() < deadline, "no batch span:\n{}", proc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = proc.stop("INT", Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let mut request_lines = 0;
+    let mut batch_lines = 0;
+    for line in proc.log().lines() {
+        let record: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(record["timestamp"].is_string() && record["level"].is_string());
+        let spans = record["spans"].as_array().cloned().unwrap_or_default();
+        if spans
+            .iter()
+            .any(|s| s["name"] == "request" && s["request_id"] == "follow-me-42")
+        {
+            request_lines += 1;
+            let span = spans.iter().find(|s| s["name"] == "request").unwrap();
+            assert_eq!(span["route"], "/api/books");
+            assert_eq!(span["service"], "web");
+        }
+        if let Some(batch) = spans.iter().find(|s| s["name"] == "batch") {
+            batch_lines += 1;
+            assert!(
+                batch["group"].is_string() && batch["offsets"].is_string(),
+                "{line}"
+            );
+        }
+    }
+    assert!(request_lines > 0, "no log line carried the request id");
+    assert!(batch_lines > 0, "no log line carried a batch span");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_service_cleanly_and_flushes_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::new(dir.path());
+    let http = http();
+    // Each service alone, then all in one: exit 0 well within shutdown_timeout_ms.
+    for command in ["trend", "recommend", "web", "serve"] {
+        let mut proc = Proc::start(
+            &[command],
+            &system.env,
+            dir.path().join(format!("{command}.log")),
+        );
+        let url = match command {
+            "trend" => &system.trend,
+            "recommend" => &system.recommend,
+            _ => &system.web,
+        };
+        wait_until_ready(&http, url, &proc).await;
+        if command == "web" {
+            // Searches queued just before the signal are delivered before the exit.
+            for q in ["sigterm-one", "sigterm-two"] {
+                let response = http
+                    .get(format!("{}/api/books?q={q}", system.web))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }
+        let (status, took) = proc.stop("TERM", Duration::from_secs(12));
+        assert!(
+            status.success(),
+            "{command}: exit status {status}; log:\n{}",
+            proc.log()
+        );
+        assert!(took < Duration::from_secs(10), "{command}: took {took:?}");
+        let log = proc.log();
+        assert!(log.contains("shutting down"), "{command}: {log}");
+        if command != "web" {
+            assert!(log.contains("left the consumer group"), "{command}: {log}");
+        }
+        if command == "web" {
+            assert!(log.contains("all queued events delivered"), "{log}");
+        }
+    }
+    // The searches made before the web service's SIGTERM were in the log: the trend service
+    // (run again, on the same data) shows them.
+    let proc = Proc::start(&["trend"], &system.env, dir.path().join("trend-2.log"));
+    wait_until_ready(&http, &system.trend, &proc).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let trends: Value = http
+            .get(format!("{}/trends?ps=100", system.trend))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let queries: Vec<&str> = trends
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["query"].as_str())
+            .collect();
+        if queries.contains(&"sigterm-one") && queries.contains(&"sigterm-two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "searches lost: {trends}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_the_broker_when_kafka_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::new(dir.path());
+    // A port nothing listens on: the web service starts (searches must not need the brokers)
+    // and says which backend is missing.
+    let closed = free_port();
+    let env = [
+        system.env.clone(),
+        vec![
+            ("BOOKSTORE_EVENTS__BACKEND".into(), "kafka".into()),
+            (
+                "BOOKSTORE_EVENTS__BROKERS".into(),
+                format!("127.0.0.1:{closed}"),
+            ),
+        ],
+    ]
+    .concat();
+    let mut proc = Proc::start(&["web"], &env, dir.path().join("web.log"));
+    let http = http();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body: Value = loop {
+        if let Ok(response) = http.get(format!("{}/readyz", system.web)).send().await {
+            assert_eq!(response.status(), 503);
+            break response.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web did not start: {}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert_ne!(body["checks"]["broker"], "ok", "{body}");
+    assert_eq!(body["backends"]["broker"], "kafka", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("broker (kafka)"),
+        "{body}"
+    );
+    // Alive, and still serving searches.
+    assert_eq!(
+        http.get(format!("{}/healthz", system.web))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/api/books?q=emma", system.web))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, _) = proc.stop("TERM", Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", proc.log());
+}
