@@ -214,8 +214,7 @@ impl WebApp {
             self.sink,
             relay_stop.clone(),
         ));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let served = drained(self.listener, self.router, shutdown)
             .await
             .context("the web server failed");
         // The relay's last round and the search events' flush share one window
@@ -223,17 +222,53 @@ impl WebApp {
         // relay could not send stay in the outbox for the next start.
         relay_stop.cancel();
         let window = self.events.flush_timeout();
+        let mut relay = relay;
         let (relayed, ()) = tokio::join!(
-            tokio::time::timeout(window, relay),
+            tokio::time::timeout(window, &mut relay),
             flush_publisher(&self.publisher, &self.events)
         );
         if relayed.is_err() {
+            relay.abort();
             tracing::warn!(
                 "the outbox relay did not finish within events.flush_timeout_ms; its rows stay in \
                  the outbox for the next start"
             );
         }
         served
+    }
+}
+
+/// How long a stopping server waits for the requests in flight before it closes them, so that
+/// a hung request cannot use up `shutdown_timeout_ms`.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Serves until `shutdown` completes, then lets the requests in flight finish for at most
+/// [`DRAIN_TIMEOUT`].
+pub(crate) async fn drained(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let server = axum::serve(listener, router).with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    });
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!(
+                "requests still running {} s after the stop signal were cut off",
+                DRAIN_TIMEOUT.as_secs()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -116,7 +116,10 @@ pub fn consumer_collector(
         .absolute(load(&stats.retries));
         metrics::gauge!("bookstore_consumer_owned_partitions", &labels)
             .set(load(&stats.owned_partitions) as f64);
-        let lag = stats.lag();
+        let (lag, measured_ago) = stats.lag();
+        if let Some(ago) = measured_ago {
+            metrics::gauge!("bookstore_consumer_lag_age_seconds", &labels).set(ago.as_secs_f64());
+        }
         let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
         // A partition given up since the last scrape shows 0, not its last lag.
         for tp in reported.iter().filter(|tp| !lag.contains_key(tp)) {

@@ -152,7 +152,7 @@ pub(crate) async fn serve_and_consume(
         tracing::info!(%addr, "{service} service listening on http://{addr}");
     }
     let mut consumer = tokio::spawn(consumer.run());
-    let served = axum::serve(listener, router).with_graceful_shutdown({
+    let served = crate::app::drained(listener, router, {
         let stop = stop.clone();
         async move {
             tokio::select! {

@@ -26,7 +26,7 @@ use sqlx::Connection;
 use helpers::{Backend, KillOnDrop, TestBus, wait_until};
 
 /// The whole test, services and browsers included, ends within this.
-const TEST_LIMIT: Duration = Duration::from_secs(110);
+const TEST_LIMIT: Duration = Duration::from_secs(300);
 /// How long a reloading visitor waits for the page to show what the services learnt.
 const PAGE_LIMIT: Duration = Duration::from_secs(30);
 const RELOAD_EVERY: Duration = Duration::from_millis(250);

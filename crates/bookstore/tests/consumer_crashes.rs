@@ -286,6 +286,17 @@ async fn run(infra: Infra, seed: u64) {
         .map(|t| t.count)
         .sum();
     eprintln!("{infra:?}: {before} of {SEARCHES} searches counted by the killed trend services");
+    // The kills landed while events were being applied, not all before the first batch (which
+    // would make this a plain replay).
+    assert!(
+        before > 0,
+        "{infra:?}: the killed trend services applied nothing; the kills test nothing (seed {seed})"
+    );
+    let rec_stats = recommendations.stats().await.unwrap();
+    assert!(
+        rec_stats.users > 0,
+        "{infra:?}: the killed recommendation services applied nothing (seed {seed})"
+    );
     let mut trend_child = bookstore_child("trend", &trend_env);
     let mut rec_child = bookstore_child("recommend", &rec_env);
     wait_for_trends(trends.as_ref(), &board, "after the crashes").await;

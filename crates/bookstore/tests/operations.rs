@@ -364,6 +364,10 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
         assert!(lag.is_some(), "{service}: lag per partition");
     }
 
+    // Once everything is applied, the measured lag of every partition falls to 0.
+    wait_for_zero_lag(&http, &system.trend, "trend", "lr-book-searches", 3).await;
+    wait_for_zero_lag(&http, &system.recommend, "recommend", "lr-book-catalog", 3).await;
+
     // /readyz names each backend; /openapi.json lists exactly the routes each service answers.
     let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
         (
@@ -458,6 +462,130 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     assert!(status.success(), "exit status {status}");
     let log = proc.log();
     assert!(log.contains("ops-test-request-1"), "request id in the logs");
+}
+
+/// Waits until `service`'s `/metrics` shows a lag for `partitions` partitions of `topic`, all 0.
+async fn wait_for_zero_lag(
+    http: &reqwest::Client,
+    url: &str,
+    service: &str,
+    topic: &str,
+    partitions: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let metrics = text(http, &format!("{url}/metrics")).await;
+        let lags: Vec<f64> = (0..partitions)
+            .filter_map(|p| {
+                sample(
+                    &metrics,
+                    "bookstore_consumer_lag",
+                    &[
+                        ("service", service),
+                        ("topic", topic),
+                        ("partition", &p.to_string()),
+                    ],
+                )
+            })
+            .collect();
+        if lags.len() == partitions && lags.iter().all(|l| *l == 0.0) {
+            assert!(
+                sample(
+                    &metrics,
+                    "bookstore_consumer_lag_age_seconds",
+                    &[("service", service)]
+                )
+                .is_some_and(|age| age < 30.0),
+                "{service}: the lag's age:\n{metrics}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service}: the lag of {topic} is not 0 on {partitions} partitions: {lags:?}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_the_lag_comes_from_the_brokers_and_readyz_names_kafka() {
+    let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::new(dir.path());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let searches = format!("ops-searches-{run}");
+    let env = [
+        system.env.clone(),
+        vec![
+            ("BOOKSTORE_EVENTS__BACKEND".into(), "kafka".into()),
+            ("BOOKSTORE_EVENTS__BROKERS".into(), brokers.clone()),
+            ("BOOKSTORE_EVENTS__TOPIC".into(), searches.clone()),
+            (
+                "BOOKSTORE_EVENTS__CATALOG_TOPIC".into(),
+                format!("ops-catalog-{run}"),
+            ),
+            (
+                "BOOKSTORE_TREND__GROUP_ID".into(),
+                format!("ops-trend-{run}"),
+            ),
+            (
+                "BOOKSTORE_RECOMMEND__GROUP_ID".into(),
+                format!("ops-rec-{run}"),
+            ),
+        ],
+    ]
+    .concat();
+    let proc = Proc::start(&["serve"], &env, dir.path().join("serve.log"));
+    let http = http();
+    for (name, url) in system.urls() {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = match http.get(format!("{url}/readyz")).send().await {
+                Ok(response) => response.json::<Value>().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(ready) = &ready {
+                if ready["status"] == "ready" {
+                    assert_eq!(ready["backends"]["broker"], "kafka", "{name}: {ready}");
+                    assert_eq!(ready["checks"]["broker"], "ok", "{name}: {ready}");
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready on Kafka at {brokers} (start it with `dev/services start`, or \
+                 set BOOKSTORE_TEST_KAFKA_BROKERS): {ready:?}\n{}",
+                proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for q in ["austen", "bronte", "dickens", "tolstoy", "melville"] {
+        let response = http
+            .get(format!("{}/api/books?q={q}", system.web))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // librdkafka's statistics (every 5 s) give the high watermarks.
+    wait_for_zero_lag(&http, &system.trend, "trend", &searches, 3).await;
+    wait_for_zero_lag(&http, &system.recommend, "recommend", &searches, 3).await;
+    let metrics = text(&http, &format!("{}/metrics", system.trend)).await;
+    assert!(
+        sample(
+            &metrics,
+            "bookstore_events_applied_total",
+            &[("service", "trend"), ("group", &format!("ops-trend-{run}"))]
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{metrics}"
+    );
+    let mut proc = proc;
+    let (status, _) = proc.stop("TERM", Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", proc.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -465,7 +465,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
     let starting = services("start", "mariadb").await;
     let back = Instant::now();
     guard.armed = false;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     stop.cancel();
     let mut calls = search_load.await.unwrap();
     calls.extend(writes.await.unwrap());
@@ -521,7 +521,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
     let healthz: Vec<&Call> = calls.iter().filter(|c| c.kind == Kind::Healthz).collect();
     for call in &healthz {
         assert_eq!(call.status, 200, "{call}");
-        assert!(call.elapsed < Duration::from_secs(1), "{call}");
+        assert!(call.elapsed < Duration::from_secs(3), "{call}");
     }
     assert!(
         healthz.iter().any(while_down),
@@ -553,8 +553,8 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
         );
     }
 
-    // Recovered by itself: everything started 2 s after `start` returned succeeds.
-    let settled = back + Duration::from_secs(2);
+    // Recovered by itself: everything started 5 s after `start` returned succeeds.
+    let settled = back + Duration::from_secs(5);
     let after: Vec<&Call> = calls.iter().filter(|c| c.started >= settled).collect();
     assert!(
         after.iter().filter(|c| c.kind == Kind::Write).count() >= 5,

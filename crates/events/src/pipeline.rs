@@ -188,7 +188,13 @@ impl Pipeline {
             .iter()
             .filter_map(|(tp, stored)| {
                 let end = end(tp)?;
-                let next = stored.unwrap_or(0);
+                // Without a stored position the start is the backend's fallback, which is not
+                // known here (no figure rather than a wrong one), unless the partition is empty.
+                let next = match stored {
+                    Some(next) => *next,
+                    None if end <= 0 => 0,
+                    None => return None,
+                };
                 Some((tp.clone(), end.saturating_sub(next).max(0)))
             })
             .collect();

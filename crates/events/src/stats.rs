@@ -45,17 +45,20 @@ pub struct ConsumerStats {
     pub owned_partitions: AtomicU64,
     /// Per owned partition, the messages between the next one to apply and the log's end, as
     /// last measured (the backend measures every few seconds).
-    lag: Mutex<BTreeMap<TopicPartition, i64>>,
+    lag: Mutex<(BTreeMap<TopicPartition, i64>, Option<Instant>)>,
 }
 
 impl ConsumerStats {
-    /// The last measured lag of each owned partition.
-    pub fn lag(&self) -> BTreeMap<TopicPartition, i64> {
-        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The last measured lag of each owned partition, and how long ago it was measured (`None`:
+    /// never). The backend measures between polls: while the store is down and a batch is being
+    /// retried, the figures age.
+    pub fn lag(&self) -> (BTreeMap<TopicPartition, i64>, Option<Duration>) {
+        let lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        (lag.0.clone(), lag.1.map(|at| at.elapsed()))
     }
 
     pub(crate) fn set_lag(&self, lag: BTreeMap<TopicPartition, i64>) {
-        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = (lag, Some(Instant::now()));
     }
 }
 

@@ -23,16 +23,17 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router {
-    // Router::layer: the last one added runs first.
+    // Router::layer: the last one added runs first. The metrics layer is outside the timeout and
+    // the panic catcher, so that 408s and panics are counted with their latency.
     router
-        .layer(axum::middleware::from_fn_with_state(
-            service,
-            crate::metrics::track,
-        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            service,
+            crate::metrics::track,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(move |request: &Request| {
@@ -56,6 +57,7 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -74,6 +76,32 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
         ))
 }
 
+/// The longest client request id kept.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `x-request-id` is kept only if it is a short token (letters, digits, `.`, `_`,
+/// `:`, `-`): anything else (too long, spaces, quotes, `=`) could forge fields in text logs, so it
+/// is replaced by a new UUID.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |v: &HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(b))
+    };
+    let headers = request.headers_mut();
+    let keep = {
+        let mut values = headers.get_all(&REQUEST_ID).iter();
+        matches!((values.next(), values.next()), (Some(v), None) if usable(v))
+    };
+    if !keep {
+        headers.remove(&REQUEST_ID);
+    }
+    request
+}
+
 /// A handler panicked: log it, answer a JSON 500.
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
@@ -83,4 +111,40 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .unwrap_or("(no message)");
     tracing::error!(panic = detail, "a request handler panicked");
     crate::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn kept(values: &[&[u8]]) -> Option<String> {
+        let mut builder = Request::builder().uri("/");
+        for v in values {
+            builder = builder.header("x-request-id", HeaderValue::from_bytes(v).unwrap());
+        }
+        let request =
+            drop_unusable_request_id(builder.body(axum::body::Body::empty()).unwrap()).await;
+        request
+            .headers()
+            .get(&REQUEST_ID)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn only_short_plain_request_ids_are_kept() {
+        assert_eq!(
+            kept(&[b"abc-123_x.y:z"]).await.as_deref(),
+            Some("abc-123_x.y:z")
+        );
+        assert_eq!(kept(&[b"a b"]).await, None);
+        assert_eq!(kept(&[b"id=1 status=200"]).await, None);
+        assert_eq!(kept(&[b"\"quoted\""]).await, None);
+        assert_eq!(kept(&["x".repeat(65).as_bytes()]).await, None);
+        assert_eq!(
+            kept(&["x".repeat(64).as_bytes()]).await.map(|v| v.len()),
+            Some(64)
+        );
+        assert_eq!(kept(&[b"one", b"two"]).await, None);
+        assert_eq!(kept(&[b"caf\xc3\xa9"]).await, None);
+    }
 }

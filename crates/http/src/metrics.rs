@@ -4,7 +4,7 @@
 //! series carries a `service` label, so the all-in-one process's three `/metrics` routes all show
 //! every service.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -47,27 +47,43 @@ fn recorder() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The Prometheus text of everything recorded in this process so far, after running
-/// `collectors`. `None` if the recorder could not be installed.
-pub fn render_metrics(collectors: &[Collector]) -> Option<String> {
+/// The collectors of every service alive in this process: each `/metrics` runs them all, so
+/// that in the all-in-one process every port shows every service's current counters. Weak, so
+/// that a service's collectors go with its router.
+static COLLECTORS: Mutex<Vec<Weak<dyn Fn() + Send + Sync>>> = Mutex::new(Vec::new());
+
+/// The Prometheus text of everything recorded in this process so far, after running the
+/// collectors of every live service. `None` if the recorder could not be installed.
+pub fn render_metrics() -> Option<String> {
     let handle = recorder()?;
-    for collect in collectors {
+    let live: Vec<Collector> = {
+        let mut all = COLLECTORS.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|c| c.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for collect in live {
         collect();
     }
     handle.run_upkeep();
     Some(handle.render())
 }
 
-/// The `/metrics` route's state.
+/// The `/metrics` route's state: it keeps its service's collectors alive.
 pub struct MetricsRender {
-    collectors: Vec<Collector>,
+    _collectors: Vec<Collector>,
 }
 
 impl MetricsRender {
     pub fn new(collectors: Vec<Collector>) -> Self {
         // Installed now, so that the first requests are counted.
         let _ = recorder();
-        Self { collectors }
+        COLLECTORS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(collectors.iter().map(Arc::downgrade));
+        Self {
+            _collectors: collectors,
+        }
     }
 }
 
@@ -77,8 +93,8 @@ impl MetricsRender {
 /// outbox rows waiting, store errors.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(render): State<Arc<MetricsRender>>) -> Response {
-    match render_metrics(&render.collectors) {
+pub(crate) async fn metrics(State(_render): State<Arc<MetricsRender>>) -> Response {
+    match render_metrics() {
         Some(text) => (
             [(
                 header::CONTENT_TYPE,

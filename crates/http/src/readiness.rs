@@ -1,7 +1,7 @@
 //! `GET /healthz` and `GET /readyz`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::Json;
@@ -31,15 +31,37 @@ struct Check {
     probe: Arc<dyn Probe>,
 }
 
+/// How long one round of checks answers `/readyz` (so that a flood of `/readyz` calls cannot
+/// become a flood of checks).
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
+type Outcome = Vec<Option<Result<(), ProbeError>>>;
+
 /// The backends a service needs, checked in parallel by `/readyz`.
 #[derive(Default)]
 pub struct Readiness {
     checks: Vec<Check>,
+    /// The last round and when it ended; callers arriving during a round wait for it.
+    last: tokio::sync::Mutex<Option<(Instant, Outcome)>>,
 }
 
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The outcome of every check: the last round's if it is fresh, else a new round (one at a
+    /// time).
+    async fn outcome(&self) -> Outcome {
+        let mut last = self.last.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < REUSE_FOR {
+                return outcome.clone();
+            }
+        }
+        let outcome = futures_join(&self.checks).await;
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
     }
 
     /// Adds a backend in `role` (the key under `checks`), made of `backend`.
@@ -73,7 +95,7 @@ pub(crate) async fn healthz() -> Json<Value> {
         (status = 503, description = "A backend is down; `error` names it"),
     ))]
 pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
-    let results = futures_join(&readiness.checks).await;
+    let results = readiness.outcome().await;
     let mut checks = Map::new();
     let mut backends = Map::new();
     let mut down = Vec::new();
@@ -106,7 +128,7 @@ pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response 
 }
 
 /// Runs every probe at once, each within [`PROBE_TIMEOUT`] (`None`: it timed out).
-async fn futures_join(checks: &[Check]) -> Vec<Option<Result<(), ProbeError>>> {
+async fn futures_join(checks: &[Check]) -> Outcome {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, check) in checks.iter().enumerate() {
         let probe = check.probe.clone();

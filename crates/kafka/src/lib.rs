@@ -33,6 +33,9 @@ impl BrokerCheck {
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer;
+            // Nothing else polls this client: serve its queued events (errors, logs) so that
+            // they do not pile up during an outage.
+            client.poll(Duration::ZERO);
             client
                 .client()
                 .fetch_metadata(Some(&topic), timeout)
