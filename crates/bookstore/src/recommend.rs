@@ -90,31 +90,25 @@ impl RecommendApp {
                 )
             })?;
         let answers: Arc<dyn RecommendStore> = store;
-        let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
         let ping = answers.clone();
-        let surface = bookstore_http::Surface {
+        let surface = crate::ops::ConsumerSurface {
             service: "recommend",
             title: "bookstore recommendation service",
             description: "Recommendations per user, from the book.searched and book.created events its consumer group applies.",
-            readiness: bookstore_http::Readiness::new()
-                .with(
-                    "store",
-                    match db_kind(config.recommend_db_url().expose_secret()) {
-                        Ok(DbKind::MySql) => "mysql",
-                        _ => "sqlite",
-                    },
-                    crate::ops::probe(move || {
-                        let ping = ping.clone();
-                        async move { ping.ping().await.map_err(|e| e.to_string()) }
-                    }),
-                )
-                .with("broker", broker, broker_probe),
-            collectors: vec![crate::ops::consumer_collector(
-                "recommend",
-                config.recommend.group_id.clone(),
-                consumer.stats(),
-            )],
-        };
+            store: match db_kind(config.recommend_db_url().expose_secret()) {
+                Ok(DbKind::MySql) => "mysql",
+                _ => "sqlite",
+            },
+            store_probe: crate::ops::probe(move || {
+                let ping = ping.clone();
+                async move { ping.ping().await.map_err(|e| e.to_string()) }
+            }),
+            bus: &bus,
+            topic: &config.events.topic,
+            group: &config.recommend.group_id,
+            stats: consumer.stats(),
+        }
+        .build()?;
         Ok(Self {
             listener,
             router: bookstore_recommend::router(RecommendState { store: answers }, surface),

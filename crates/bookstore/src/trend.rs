@@ -79,31 +79,25 @@ impl TrendApp {
             .await
             .with_context(|| format!("cannot listen on {} (trend.listen)", config.trend.listen))?;
         let trends: Arc<dyn TrendStore> = store;
-        let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
         let ping = trends.clone();
-        let surface = bookstore_http::Surface {
+        let surface = crate::ops::ConsumerSurface {
             service: "trend",
             title: "bookstore trend service",
             description: "Trending searches, from the book.searched events its consumer group applies.",
-            readiness: bookstore_http::Readiness::new()
-                .with(
-                    "store",
-                    match config.trend.store {
-                        TrendStoreKind::Embedded => "sqlite",
-                        TrendStoreKind::Redis => "redis",
-                    },
-                    crate::ops::probe(move || {
-                        let ping = ping.clone();
-                        async move { ping.ping().await.map_err(|e| e.to_string()) }
-                    }),
-                )
-                .with("broker", broker, broker_probe),
-            collectors: vec![crate::ops::consumer_collector(
-                "trend",
-                config.trend.group_id.clone(),
-                consumer.stats(),
-            )],
-        };
+            store: match config.trend.store {
+                TrendStoreKind::Embedded => "sqlite",
+                TrendStoreKind::Redis => "redis",
+            },
+            store_probe: crate::ops::probe(move || {
+                let ping = ping.clone();
+                async move { ping.ping().await.map_err(|e| e.to_string()) }
+            }),
+            bus: &bus,
+            topic: &config.events.topic,
+            group: &config.trend.group_id,
+            stats: consumer.stats(),
+        }
+        .build()?;
         Ok(Self {
             listener,
             router: bookstore_trend::router(TrendState { store: trends }, surface),

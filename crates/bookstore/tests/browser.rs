@@ -14,6 +14,10 @@
 #[allow(dead_code)]
 mod helpers;
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,20 +25,15 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use sqlx::Connection;
 
-use helpers::{Backend, KillOnDrop, TestBus, wait_until};
+use helpers::{TestBus, wait_until};
+use support::{Infra, Processes, free_port, get_json, test_bus};
 
 /// The whole test, services and browsers included, ends within this.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 /// How long a reloading visitor waits for the page to show what the services learnt.
 const PAGE_LIMIT: Duration = Duration::from_secs(30);
 const RELOAD_EVERY: Duration = Duration::from_millis(250);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// `name` on PATH, as a user's shell would find it.
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -61,140 +60,21 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
 
 // ------------------------------------------------------------------ the three services
 
-fn mysql_server_url() -> String {
-    std::env::var("BOOKSTORE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://bookstore:bookstore@127.0.0.1:3306".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// A fresh, uniquely named database URL on the test MariaDB; panics, naming the fix, when it is
-/// unreachable.
-async fn fresh_mysql_url(purpose: &str) -> String {
-    let server = mysql_server_url();
-    if let Err(err) = sqlx::MySqlConnection::connect(&server).await {
-        panic!(
-            "MariaDB is not reachable at {server}: start it with `dev/services start` \
-             (or set BOOKSTORE_TEST_MYSQL_URL): {err}"
-        );
-    }
-    format!(
-        "{server}/bookstore_test_{purpose}_{}",
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-fn redis_url() -> String {
-    std::env::var("BOOKSTORE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 /// `bookstore web`, `trend` and `recommend` as child processes on a fresh Kafka topic, fresh
 /// MariaDB databases and a fresh Redis prefix, each on a free loopback port.
 struct System {
+    processes: Processes,
     _bus: TestBus,
-    _children: Vec<KillOnDrop>,
-    web: String,
-    rec: String,
 }
 
 impl System {
     async fn start() -> Self {
-        let bus = TestBus::new(Backend::Kafka).await;
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let catalog = fresh_mysql_url("catalog").await;
-        bookstore_mysql::create_database_if_missing(&catalog)
-            .await
-            .unwrap();
-        let rec_db = fresh_mysql_url("rec").await;
-        let redis = redis_url();
-
-        let (web_port, trend_port, rec_port) = (free_port(), free_port(), free_port());
-        let mut env = bus.env();
-        env.extend([
-            ("BOOKSTORE_DB__URL".to_owned(), catalog),
-            (
-                "BOOKSTORE_WEB__LISTEN".into(),
-                format!("127.0.0.1:{web_port}"),
-            ),
-            (
-                "BOOKSTORE_WEB__TREND_URL".into(),
-                format!("http://127.0.0.1:{trend_port}"),
-            ),
-            (
-                "BOOKSTORE_WEB__RECOMMEND_URL".into(),
-                format!("http://127.0.0.1:{rec_port}"),
-            ),
-            (
-                "BOOKSTORE_TREND__LISTEN".into(),
-                format!("127.0.0.1:{trend_port}"),
-            ),
-            (
-                "BOOKSTORE_TREND__GROUP_ID".into(),
-                format!("trend-test-{run}"),
-            ),
-            ("BOOKSTORE_TREND__STORE".into(), "redis".into()),
-            ("BOOKSTORE_TREND__REDIS_URL".into(), redis),
-            (
-                "BOOKSTORE_TREND__REDIS_PREFIX".into(),
-                format!("test:{run}:"),
-            ),
-            (
-                "BOOKSTORE_RECOMMEND__LISTEN".into(),
-                format!("127.0.0.1:{rec_port}"),
-            ),
-            (
-                "BOOKSTORE_RECOMMEND__GROUP_ID".into(),
-                format!("rec-test-{run}"),
-            ),
-            ("BOOKSTORE_RECOMMEND__DB_URL".into(), rec_db),
-            ("RUST_LOG".into(), "warn".into()),
-        ]);
-        let spawn = |service: &str| {
-            KillOnDrop(
-                Command::new(env!("CARGO_BIN_EXE_bookstore"))
-                    .arg(service)
-                    .envs(env.iter().cloned())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        };
-        let children = vec![spawn("trend"), spawn("recommend"), spawn("web")];
-        let web = format!("http://127.0.0.1:{web_port}");
-        let rec = format!("http://127.0.0.1:{rec_port}");
-        let http = reqwest::Client::new();
-        for url in [&web, &rec, &format!("http://127.0.0.1:{trend_port}")] {
-            wait_until(Duration::from_secs(60), "a service to answer", || async {
-                http.get(format!("{url}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            })
-            .await;
-        }
-        wait_until(
-            Duration::from_secs(60),
-            "the sample catalog copied to the recommendation service",
-            || async {
-                get_json(&http, &format!("{rec}/stats")).await["catalog_books"].as_u64() > Some(200)
-            },
-        )
-        .await;
+        let bus = test_bus(Infra::Real).await;
         Self {
+            processes: Processes::start(&bus).await,
             _bus: bus,
-            _children: children,
-            web,
-            rec,
         }
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
-    let response = http.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{url}");
-    response.json().await.unwrap()
 }
 
 // ------------------------------------------------------------------ the browser
@@ -503,7 +383,7 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
 
     // Visitor A searches with the form and sees the results.
     let a = driver.browser(chromium).await;
-    a.open(&format!("{}/", system.web)).await;
+    a.open(&format!("{}/", system.processes.web)).await;
     assert_eq!(a.client.title().await.unwrap(), "Bookstore");
     let shown_to_a = a.search("austen").await;
     assert_eq!(a.client.title().await.unwrap(), "austen · Bookstore");
@@ -526,7 +406,7 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
     let uid_a = a.uid().await;
 
     // The search shows under Trends.
-    a.open(&format!("{}/", system.web)).await;
+    a.open(&format!("{}/", system.processes.web)).await;
     a.reload_until("austen under Trends", || async {
         match a.trends().await {
             Some(queries) if queries.iter().any(|q| q == "austen") => Ok(()),
@@ -541,7 +421,11 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
         Duration::from_secs(30),
         "A's search in the recommendation service",
         || async {
-            let interests = get_json(&http, &format!("{}/interests?uid={uid_a}", system.rec)).await;
+            let interests = get_json(
+                &http,
+                &format!("{}/interests?uid={uid_a}", system.processes.rec),
+            )
+            .await;
             interests["books"]
                 .as_array()
                 .is_some_and(|books| !books.is_empty())
@@ -552,7 +436,7 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
         .reload_until("the recommendation service's answer for A", || async {
             let expected: Vec<i64> = get_json(
                 &http,
-                &format!("{}/recommendations?uid={uid_a}&n=5", system.rec),
+                &format!("{}/recommendations?uid={uid_a}&n=5", system.processes.rec),
             )
             .await
             .as_array()
@@ -577,7 +461,7 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
 
     // Visitor B, in another profile, searches for austen and then for bronte.
     let b = driver.browser(chromium).await;
-    b.open(&format!("{}/", system.web)).await;
+    b.open(&format!("{}/", system.processes.web)).await;
     b.search("austen").await;
     b.search("bronte").await;
     let uid_b = b.uid().await;

@@ -13,9 +13,9 @@
 #[allow(dead_code)]
 mod helpers;
 
-#[path = "faults/common.rs"]
+#[path = "support/mod.rs"]
 #[allow(dead_code)]
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,24 +31,17 @@ use bookstore_domain::{EventHandler, Record};
 use chrono::Utc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tokio_util::sync::CancellationToken;
 
-use common::{bookstore_child, consumer_env, fresh_mysql_url, use_redis_trends};
-use helpers::{Backend, RunningConsumer, TestBus};
+use helpers::{RunningConsumer, TestBus};
+use support::{
+    Infra, bookstore_child, bus_with_fresh_groups, consumer_env, fresh_mysql_url, use_redis_trends,
+};
 
 const BOOKS: i64 = 60;
 const SEARCHES: usize = 2_000;
 const KILLS: usize = 6;
 /// Each backend's whole run, replays included.
 const LIMIT: Duration = Duration::from_secs(180);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Infra {
-    /// The embedded log; trends and recommendations in SQLite files.
-    Embedded,
-    /// Kafka; trends in Redis, recommendations in MariaDB.
-    Real,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_log_and_sqlite() {
@@ -99,15 +92,8 @@ async fn killed_consumers_end_as_a_clean_replay(infra: Infra) {
 
 /// A bus on `infra` with fresh groups and stores for both services.
 async fn bus_on(infra: Infra) -> TestBus {
-    let backend = match infra {
-        Infra::Embedded => Backend::Embedded,
-        Infra::Real => Backend::Kafka,
-    };
-    let mut bus = TestBus::new(backend).await;
-    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut bus = bus_with_fresh_groups(infra, "crash").await;
     let config = &mut bus.config;
-    config.trend.group_id = format!("trend-crash-{run}");
-    config.recommend.group_id = format!("rec-crash-{run}");
     // No trimming: which neighbours a trimmed list keeps depends on batch boundaries, which
     // differ between a crashing run and a replay. Trimming is checked by the stores' own tests.
     config.recommend.neighbours_per_book = 1_000;
@@ -354,21 +340,12 @@ async fn replay(
     topics: Vec<String>,
     store: Arc<dyn EventHandler>,
 ) -> RunningConsumer {
-    let stop = CancellationToken::new();
-    let consumer = bus
-        .bus
-        .consumer(
-            &bus.config.events,
-            &format!("replay-{}", uuid::Uuid::new_v4().simple()),
-            topics,
-            store,
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-    let stats = consumer.stats();
-    let task = tokio::spawn(consumer.run());
-    RunningConsumer { stop, task, stats }
+    bus.consumer_of(
+        &format!("replay-{}", uuid::Uuid::new_v4().simple()),
+        topics,
+        store,
+    )
+    .await
 }
 
 /// Where the trends `store` holds differ from the rules' `board` (`None`: nowhere). Scores may

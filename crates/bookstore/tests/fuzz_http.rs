@@ -17,21 +17,23 @@
 #[allow(dead_code)]
 mod helpers;
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
-use bookstore::config::Config;
-use bookstore::{RecommendApp, Remotes, TrendApp, WebApp};
+use bookstore::Remotes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-use helpers::{Backend, TestBus};
+use support::{Infra, bus_with_fresh_groups, start_recommend, start_trend, start_web};
 
 const ADMIN_TOKEN: &str = "test-token";
 /// Longest a service may take to answer one request.
@@ -66,68 +68,6 @@ fn take_panics() -> Vec<String> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The system under test
-// ---------------------------------------------------------------------------------------------
-
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("stops within 30 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn spawn_until_stopped<F>(addr: SocketAddr, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let (tx, rx) = oneshot::channel::<()>();
-    Running {
-        addr,
-        stop: Some(tx),
-        task: tokio::spawn(run(rx)),
-    }
-}
-
-async fn start_trend(config: &Config) -> Running {
-    let app = TrendApp::build(config).await.unwrap();
-    spawn_until_stopped(app.local_addr().unwrap(), |rx| {
-        app.run_until_stopped(async move {
-            let _ = rx.await;
-        })
-    })
-}
-
-async fn start_recommend(config: &Config) -> Running {
-    let app = RecommendApp::build(config).await.unwrap();
-    spawn_until_stopped(app.local_addr().unwrap(), |rx| {
-        app.run_until_stopped(async move {
-            let _ = rx.await;
-        })
-    })
-}
-
-async fn start_web(config: &Config, remotes: Remotes) -> Running {
-    let app = WebApp::build_with(config, remotes).await.unwrap();
-    spawn_until_stopped(app.local_addr().unwrap(), |rx| {
-        app.run_until_stopped(async move {
-            let _ = rx.await;
-        })
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1261,21 +1201,18 @@ fn fuzz_every_route() {
         .build()
         .unwrap();
     let (bus, trend, recommend, web) = rt.block_on(async {
-        let mut bus = TestBus::new(Backend::Embedded).await;
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        bus.config.trend.group_id = format!("fuzz-trend-{run}");
-        bus.config.recommend.group_id = format!("fuzz-rec-{run}");
+        let bus = bus_with_fresh_groups(Infra::Embedded, "fuzz").await;
         assert_eq!(
             bus.config.web.admin_token.as_ref().map(|t| t.expose()),
             Some(ADMIN_TOKEN)
         );
-        let trend = start_trend(&bus.config).await;
-        let recommend = start_recommend(&bus.config).await;
+        let (trend, _) = start_trend(&bus.config).await;
+        let (recommend, _) = start_recommend(&bus.config).await;
         let remotes = Remotes {
-            trend_url: Some(format!("http://{}", trend.addr)),
-            recommend_url: Some(format!("http://{}", recommend.addr)),
+            trend_url: Some(trend.url.clone()),
+            recommend_url: Some(recommend.url.clone()),
         };
-        let web = start_web(&bus.config, remotes).await;
+        let (web, _) = start_web(&bus.config, remotes).await;
         for running in [&trend, &recommend, &web] {
             healthy(running.addr).await;
         }

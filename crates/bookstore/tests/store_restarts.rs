@@ -12,9 +12,9 @@
 #[allow(dead_code)]
 mod helpers;
 
-#[path = "faults/common.rs"]
+#[path = "support/mod.rs"]
 #[allow(dead_code)]
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -22,18 +22,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bookstore::Remotes;
 use bookstore::config::Secret;
 use bookstore::recommend::open_recommend_store;
+use bookstore_domain::Published;
 use bookstore_domain::events::{Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;
-use bookstore_domain::{EventHandler, Published};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use common::{fresh_mysql_url, start_recommend, start_trend, start_web, use_redis_trends};
 use helpers::{Backend, Recorder, RunningConsumer, TestBus, wait_until};
+use support::{fresh_mysql_url, start_recommend, start_trend, start_web, use_redis_trends};
 
 /// Three readers (`uid` cookies) take turns.
 const READERS: [&str; 3] = [
@@ -264,7 +265,7 @@ async fn searches_are_counted_once_across_a_redis_restart() {
     bus.config.trend.group_id = format!("trend-restart-{}", uuid::Uuid::new_v4().simple());
     use_redis_trends(&mut bus.config).await;
     let (trend, consumer) = start_trend(&bus.config).await;
-    let (web, publisher) = start_web(&bus.config).await;
+    let (web, publisher) = start_web(&bus.config, Remotes::default()).await;
     let partitions = u64::from(bus.config.events.partitions);
     wait_until(
         Duration::from_secs(60),
@@ -393,7 +394,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
     // No trimming: which neighbours a trimmed list keeps depends on batch boundaries.
     config.recommend.neighbours_per_book = 1_000;
     let config = &bus.config;
-    let (web, publisher) = start_web(config).await;
+    let (web, publisher) = start_web(config, Remotes::default()).await;
     let (rec, consumer) = start_recommend(config).await;
     // Running: the sample catalog went through the outbox into the recommendation store.
     let http = client();
@@ -652,23 +653,13 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
 
 /// A fresh group reading the catalog and search topics into `recorder`.
 async fn read_topics(bus: &TestBus, recorder: Arc<Recorder>) -> RunningConsumer {
-    let stop = CancellationToken::new();
-    let handler: Arc<dyn EventHandler> = recorder;
-    let consumer = bus
-        .bus
-        .consumer(
-            &bus.config.events,
-            &format!("restart-reader-{}", uuid::Uuid::new_v4().simple()),
-            vec![
-                bus.config.events.catalog_topic.clone(),
-                bus.config.events.topic.clone(),
-            ],
-            handler,
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-    let stats = consumer.stats();
-    let task = tokio::spawn(consumer.run());
-    RunningConsumer { stop, task, stats }
+    bus.consumer_of(
+        &format!("restart-reader-{}", uuid::Uuid::new_v4().simple()),
+        vec![
+            bus.config.events.catalog_topic.clone(),
+            bus.config.events.topic.clone(),
+        ],
+        recorder,
+    )
+    .await
 }

@@ -170,18 +170,23 @@ impl TestBus {
         }
     }
 
-    /// A consumer-group member running in this process.
+    /// A consumer-group member running in this process, reading the search topic.
     pub async fn consumer(&self, group: &str, handler: Arc<dyn EventHandler>) -> RunningConsumer {
+        self.consumer_of(group, vec![self.topic().to_owned()], handler)
+            .await
+    }
+
+    /// A consumer-group member running in this process, reading `topics`.
+    pub async fn consumer_of(
+        &self,
+        group: &str,
+        topics: Vec<String>,
+        handler: Arc<dyn EventHandler>,
+    ) -> RunningConsumer {
         let stop = CancellationToken::new();
         let consumer = self
             .bus
-            .consumer(
-                &self.config.events,
-                group,
-                vec![self.topic().to_owned()],
-                handler,
-                stop.clone(),
-            )
+            .consumer(&self.config.events, group, topics, handler, stop.clone())
             .await
             .unwrap();
         let stats = consumer.stats();

@@ -12,7 +12,8 @@ use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Recorder, wait_until};
-use crate::{Infra, get_json, infra, test_bus};
+use crate::infra;
+use crate::support::{Infra, get_json, test_bus};
 
 /// Delivers through the real publisher, then never answers: the relay's round is cut off there,
 /// before the rows are marked sent, which is what a relay killed at that moment leaves behind.

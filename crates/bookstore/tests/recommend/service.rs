@@ -9,7 +9,8 @@ use bookstore::{Remotes, serve_all};
 use serde_json::Value;
 
 use crate::helpers::wait_until;
-use crate::{Infra, get_json, infra, start_recommend, start_trend, start_web, test_bus};
+use crate::infra;
+use crate::support::{Infra, get_json, start_recommend, start_trend, start_web, test_bus};
 
 const READER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
 const READER_B: &str = "5d0f3c2e-7a61-4b8e-8c3f-2e9b6a1d4c70";
@@ -69,12 +70,12 @@ async fn page_until(
 infra!(created_books_reach_the_recommendation_catalog);
 async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
     let bus = test_bus(infra).await;
-    let rec = start_recommend(&bus.config).await;
+    let (rec, _) = start_recommend(&bus.config).await;
     let remotes = Remotes {
         trend_url: None,
         recommend_url: Some(rec.url.clone()),
     };
-    let web = start_web(&bus.config, remotes).await;
+    let (web, _) = start_web(&bus.config, remotes).await;
     let http = reqwest::Client::new();
 
     // The sample catalog went through the outbox too.
@@ -137,13 +138,13 @@ async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
 infra!(readers_discover_books_they_have_not_been_shown);
 async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
     let bus = test_bus(infra).await;
-    let rec = start_recommend(&bus.config).await;
-    let trend = start_trend(&bus.config).await;
+    let (rec, _) = start_recommend(&bus.config).await;
+    let (trend, _) = start_trend(&bus.config).await;
     let remotes = Remotes {
         trend_url: Some(trend.url.clone()),
         recommend_url: Some(rec.url.clone()),
     };
-    let web = start_web(&bus.config, remotes).await;
+    let (web, _) = start_web(&bus.config, remotes).await;
     let http = reqwest::Client::new();
     wait_until(
         Duration::from_secs(30),
@@ -266,7 +267,7 @@ async fn the_page_goes_without_recommendations_when_the_service_is_down() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let web = start_web(
+    let (web, _) = start_web(
         &bus.config,
         Remotes {
             trend_url: None,

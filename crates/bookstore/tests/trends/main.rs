@@ -6,6 +6,10 @@
 #[allow(dead_code)]
 mod helpers;
 
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 mod service;
 
 use std::collections::BTreeMap;
@@ -16,6 +20,7 @@ use bookstore::trend::open_trend_store;
 use bookstore_domain::trends::TrendRanking;
 
 pub use helpers::Backend;
+use support::redis_url;
 
 /// Runs a test body on each pair of event log and trend store: `stores!(name)` makes
 /// `name::{embedded_log_sqlite, embedded_log_redis, kafka_sqlite, kafka_redis}`.
@@ -45,11 +50,6 @@ macro_rules! stores {
     };
 }
 
-pub fn redis_url() -> String {
-    std::env::var("BOOKSTORE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 /// Points `config` at a fresh trend store of `kind` and a fresh consumer group; the trend
 /// service on a free port.
 pub fn use_store(config: &mut Config, kind: TrendStoreKind) {
@@ -59,27 +59,6 @@ pub fn use_store(config: &mut Config, kind: TrendStoreKind) {
     config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.trend.redis_url = bookstore::config::Secret(redis_url().into());
     config.trend.redis_prefix = format!("test:{run}:");
-}
-
-/// The trend store's configuration as environment variables, for a child process.
-pub fn store_env(config: &Config) -> Vec<(String, String)> {
-    let store = match config.trend.store {
-        TrendStoreKind::Embedded => "embedded",
-        TrendStoreKind::Redis => "redis",
-    };
-    vec![
-        ("BOOKSTORE_TREND__STORE".into(), store.into()),
-        (
-            "BOOKSTORE_TREND__GROUP_ID".into(),
-            config.trend.group_id.clone(),
-        ),
-        ("BOOKSTORE_TREND__LISTEN".into(), "127.0.0.1:0".into()),
-        ("BOOKSTORE_TREND__REDIS_URL".into(), redis_url()),
-        (
-            "BOOKSTORE_TREND__REDIS_PREFIX".into(),
-            config.trend.redis_prefix.clone(),
-        ),
-    ]
 }
 
 /// All-time counts per normalized query, read from the store itself. Panics, naming the fix,

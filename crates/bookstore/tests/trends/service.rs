@@ -3,69 +3,23 @@
 use std::time::{Duration, Instant};
 
 use bookstore::config::TrendStoreKind;
-use bookstore::{Remotes, TrendApp, WebApp, serve_all};
+use bookstore::{Remotes, serve_all};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::helpers::{Backend, TestBus, wait_until};
+use crate::support::{self, Running, bookstore_child, consumer_env, free_port, start_trend};
 use crate::{stores, use_store};
 
 const USER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
 
-struct Running {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("stops within 30 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Runs a service until its `Running` is shut down.
-fn run_until_shutdown<F>(url: String, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let (tx, rx) = oneshot::channel::<()>();
-    Running {
-        url,
-        stop: Some(tx),
-        task: tokio::spawn(run(rx)),
-    }
-}
-
-async fn start_trend(bus: &TestBus) -> Running {
-    let app = TrendApp::build(&bus.config).await.unwrap();
-    let url = format!("http://{}", app.local_addr().unwrap());
-    run_until_shutdown(url, |rx| {
-        app.run_until_stopped(async move {
-            let _ = rx.await;
-        })
-    })
-}
-
+/// The web service of `bus`, its page showing the trends of the service at `trend_url`.
 async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
     let remotes = Remotes {
         trend_url: Some(trend_url.to_owned()),
         recommend_url: None,
     };
-    let app = WebApp::build_with(&bus.config, remotes).await.unwrap();
-    let url = format!("http://{}", app.local_addr().unwrap());
-    run_until_shutdown(url, |rx| {
-        app.run_until_stopped(async move {
-            let _ = rx.await;
-        })
-    })
+    support::start_web(&bus.config, remotes).await.0
 }
 
 async fn trends(http: &reqwest::Client, trend: &Running, query: &str) -> Vec<Value> {
@@ -90,7 +44,7 @@ stores!(searches_show_up_in_trends_with_exact_counts);
 async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: TrendStoreKind) {
     let mut bus = TestBus::new(backend).await;
     use_store(&mut bus.config, store);
-    let trend = start_trend(&bus).await;
+    let (trend, _) = start_trend(&bus.config).await;
     let web = start_web(&bus, &trend.url).await;
     let http = reqwest::Client::new();
 
@@ -310,15 +264,6 @@ async fn the_page_does_not_wait_for_a_dead_or_hung_trend_service() {
     }
 }
 
-/// A free loopback port (bound, then released for a child process to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The web service and the trend service as separate `bookstore` processes on Kafka and Redis:
 /// a search on the page is under Trends on the next page within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -326,26 +271,28 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
     let mut bus = TestBus::new(Backend::Kafka).await;
     use_store(&mut bus.config, TrendStoreKind::Redis);
     let (web_port, trend_port) = (free_port(), free_port());
-    let spawn = |command: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bookstore"))
-            .arg(command)
-            .envs(bus.env())
-            .envs(crate::store_env(&bus.config))
-            .env("BOOKSTORE_EVENTS__BATCH_WAIT_MS", "100")
-            .env("BOOKSTORE_TREND__LISTEN", format!("127.0.0.1:{trend_port}"))
-            .env("BOOKSTORE_WEB__LISTEN", format!("127.0.0.1:{web_port}"))
-            .env(
-                "BOOKSTORE_WEB__TREND_URL",
-                format!("http://127.0.0.1:{trend_port}"),
-            )
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut trend = crate::helpers::KillOnDrop(spawn("trend"));
-    let mut web = crate::helpers::KillOnDrop(spawn("web"));
+    let mut env = bus.env();
+    env.extend(consumer_env(&bus.config));
+    env.extend([
+        (
+            "BOOKSTORE_EVENTS__BATCH_WAIT_MS".to_owned(),
+            "100".to_owned(),
+        ),
+        (
+            "BOOKSTORE_TREND__LISTEN".into(),
+            format!("127.0.0.1:{trend_port}"),
+        ),
+        (
+            "BOOKSTORE_WEB__LISTEN".into(),
+            format!("127.0.0.1:{web_port}"),
+        ),
+        (
+            "BOOKSTORE_WEB__TREND_URL".into(),
+            format!("http://127.0.0.1:{trend_port}"),
+        ),
+    ]);
+    let mut trend = bookstore_child("trend", &env);
+    let mut web = bookstore_child("web", &env);
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{web_port}");
     let trend_url = format!("http://127.0.0.1:{trend_port}");
