@@ -58,6 +58,7 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unusable_request_id))
+        .layer(axum::middleware::from_fn(read_unused_bodies))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -74,6 +75,42 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+}
+
+/// The largest body a request whose method takes none may carry (it is read and dropped).
+const MAX_UNUSED_BODY: usize = 64 * 1024;
+
+/// A GET, HEAD, DELETE or OPTIONS request with a body: the body is read (up to 64 KiB, else 413)
+/// and dropped before the handler runs. Left unread, hyper would close the connection with bytes
+/// still in the socket, and the kernel's reset can cut off the end of the answer.
+async fn read_unused_bodies(request: Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    let takes_no_body = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    );
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !(takes_no_body && has_body) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_UNUSED_BODY).await {
+        Ok(_) => {
+            next.run(Request::from_parts(parts, axum::body::Body::empty()))
+                .await
+        }
+        Err(_) => crate::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a {} request may carry at most {MAX_UNUSED_BODY} bytes of body",
+                parts.method
+            ),
+        ),
+    }
 }
 
 /// The longest client request id kept.
@@ -128,6 +165,32 @@ mod tests {
             .headers()
             .get(&REQUEST_ID)
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn bodies_of_get_requests_are_read_and_dropped_or_refused() {
+        use tower::ServiceExt;
+        let app = wrap(
+            axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            "test",
+        );
+        let get = |body: Vec<u8>| {
+            Request::builder()
+                .uri("/")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let small = app.clone().oneshot(get(vec![b'x'; 1024])).await.unwrap();
+        assert_eq!(small.status(), StatusCode::OK);
+        let large = app
+            .clone()
+            .oneshot(get(vec![b'x'; 65 * 1024]))
+            .await
+            .unwrap();
+        assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let none = app.oneshot(get(Vec::new())).await.unwrap();
+        assert_eq!(none.status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! - request counts and latency histograms by route and status;
 //! - security headers (Content-Security-Policy, X-Content-Type-Options, Referrer-Policy,
 //!   X-Frame-Options), a request timeout, and a JSON 500 instead of a dropped connection if a
-//!   handler panics.
+//!   handler panics;
+//! - the body of a GET, HEAD, DELETE or OPTIONS request read and dropped (at most 64 KiB).
 //!
 //! A service builds its API as a [`utoipa_axum::router::OpenApiRouter`] and hands it to
 //! [`finish`] with its [`Surface`].
