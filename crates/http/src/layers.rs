@@ -77,8 +77,10 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
         ))
 }
 
-/// The largest body a request whose method takes none may carry (it is read and dropped).
+/// The largest body a request whose method takes none may carry (it is read and dropped), and
+/// how long it may take to arrive.
 const MAX_UNUSED_BODY: usize = 64 * 1024;
+const UNUSED_BODY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A GET, HEAD, DELETE or OPTIONS request with a body: the body is read (up to 64 KiB, else 413)
 /// and dropped before the handler runs. Left unread, hyper would close the connection with bytes
@@ -98,17 +100,27 @@ async fn read_unused_bodies(request: Request, next: axum::middleware::Next) -> R
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_UNUSED_BODY).await {
-        Ok(_) => {
+    // Bounded in time too: a client announcing a body it never sends must not hold the request.
+    match tokio::time::timeout(
+        UNUSED_BODY_TIMEOUT,
+        axum::body::to_bytes(body, MAX_UNUSED_BODY),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
             next.run(Request::from_parts(parts, axum::body::Body::empty()))
                 .await
         }
-        Err(_) => crate::error(
+        Ok(Err(_)) => crate::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "a {} request may carry at most {MAX_UNUSED_BODY} bytes of body",
                 parts.method
             ),
+        ),
+        Err(_) => crate::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request's body did not arrive in time",
         ),
     }
 }
@@ -189,8 +201,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let none = app.oneshot(get(Vec::new())).await.unwrap();
+        let none = app.clone().oneshot(get(Vec::new())).await.unwrap();
         assert_eq!(none.status(), StatusCode::OK);
+        // A body announced and never sent (the fuzz test found this hanging).
+        let never = Request::builder()
+            .uri("/")
+            .header(header::TRANSFER_ENCODING, "chunked")
+            .body(axum::body::Body::from_stream(futures::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >()))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let waited = app.oneshot(never).await.unwrap();
+        assert_eq!(waited.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]
