@@ -14,7 +14,6 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,45 +32,6 @@ const READERS: [&str; 4] = [
     "2d2a9e3c-3f4b-4e5d-9caf-3f4e5d6c7b82",
     "3e3bafd4-4a5c-4f6e-8dba-4a5f6e7d8c93",
 ];
-
-/// `dev/services`, which started the broker the tests use.
-fn services_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dev/services")
-}
-
-async fn services(action: &str) {
-    let owned = action.to_owned();
-    let status = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(services_script())
-            .args([owned.as_str(), "kafka"])
-            .stdout(std::process::Stdio::null())
-            .status()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run dev/services {action} kafka: {e}"));
-    assert!(
-        status.success(),
-        "`dev/services {action} kafka` failed ({status}); this test needs the broker that \
-         dev/services started"
-    );
-}
-
-/// Starts the broker again if the test panics while it is down, so later tests find it.
-struct RestartOnDrop {
-    armed: bool,
-}
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::process::Command::new(services_script())
-                .args(["start", "kafka"])
-                .stdout(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after() {
@@ -113,14 +73,14 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
     });
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut guard = RestartOnDrop { armed: true };
-    services("stop").await;
+    let mut guard = support::RestartOnDrop::new("kafka");
+    support::services("stop", "kafka").await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the last acknowledgements in flight
     let down_from = stats.delivered.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(2800)).await;
     let delivered_while_down = stats.delivered.load(Ordering::Relaxed) - down_from;
     let queued_while_down = stats.in_flight();
-    services("start").await;
+    support::services("start", "kafka").await;
     guard.armed = false;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);

@@ -17,7 +17,6 @@ mod helpers;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,7 +33,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use helpers::{Backend, Recorder, RunningConsumer, TestBus, wait_until};
-use support::{fresh_mysql_url, start_recommend, start_trend, start_web, use_redis_trends};
+use support::{
+    RestartOnDrop, fresh_mysql_url, services, start_recommend, start_trend, start_web,
+    use_redis_trends,
+};
 
 /// Three readers (`uid` cookies) take turns.
 const READERS: [&str; 3] = [
@@ -45,59 +47,6 @@ const READERS: [&str; 3] = [
 const QUERIES: [&str; 5] = ["austen", "dickens", "twain", "shelley", "tolstoy"];
 
 // ------------------------------------------------------------------ stopping and starting
-
-/// `dev/services`, which started the servers the tests use.
-fn services_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dev/services")
-}
-
-/// `dev/services ACTION SERVER`; returns how long it took. It returns once the server has exited
-/// (stop) or answers (start).
-async fn services(action: &'static str, server: &'static str) -> Duration {
-    let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(services_script())
-            .args([action, server])
-            .stdout(std::process::Stdio::null())
-            .status()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run dev/services {action} {server}: {e}"));
-    assert!(
-        status.success(),
-        "`dev/services {action} {server}` failed ({status}); this test needs the {server} that \
-         dev/services started"
-    );
-    started.elapsed()
-}
-
-/// Starts the server again if the test panics while it is down, so later tests find it.
-struct RestartOnDrop {
-    server: &'static str,
-    armed: bool,
-}
-
-impl RestartOnDrop {
-    fn new(server: &'static str) -> Self {
-        Self {
-            server,
-            armed: true,
-        }
-    }
-}
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            eprintln!("starting {} again after a failure", self.server);
-            let _ = std::process::Command::new(services_script())
-                .args(["start", self.server])
-                .stdout(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
 
 // ------------------------------------------------------------------ load
 

@@ -5,9 +5,10 @@
 //! (with `#[allow(dead_code)]` on each where the crate uses only part of it).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bookstore::config::{Config, Secret, TrendStoreKind};
 use bookstore::{RecommendApp, Remotes, TrendApp, WebApp};
@@ -328,6 +329,86 @@ impl Processes {
             trend,
             rec,
             _children: children,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ stopping the servers
+
+/// `dev/services`, which started the servers the tests use.
+pub fn services_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dev/services")
+}
+
+/// `dev/services ACTION SERVER`; returns how long it took. It returns once the server has exited
+/// (stop) or answers (start).
+pub async fn services(action: &'static str, server: &'static str) -> Duration {
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(services_script())
+            .args([action, server])
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run dev/services {action} {server}: {e}"));
+    assert!(
+        status.success(),
+        "`dev/services {action} {server}` failed ({status}); this test needs the {server} that \
+         dev/services started"
+    );
+    let took = started.elapsed();
+    // `stop` leaves alone a server this checkout's dev/services did not start: then nothing would
+    // be broken and the test would fail on its consequences instead. Say so plainly.
+    if action == "stop" {
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(services_script())
+                .arg("status")
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run dev/services status: {e}"));
+        let report = String::from_utf8_lossy(&status.stdout).into_owned();
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(server))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            line.split_whitespace().nth(1) == Some("down"),
+            "`dev/services stop {server}` left {server} running ({line:?}): it was not started by \
+             this checkout's dev/services (another checkout's, or by hand); stop that one and run \
+             `dev/services start` here"
+        );
+    }
+    took
+}
+
+/// Starts the server again if the test panics while it is down, so later tests find it.
+pub struct RestartOnDrop {
+    server: &'static str,
+    pub armed: bool,
+}
+
+impl RestartOnDrop {
+    pub fn new(server: &'static str) -> Self {
+        Self {
+            server,
+            armed: true,
+        }
+    }
+}
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            eprintln!("starting {} again after a failure", self.server);
+            let _ = std::process::Command::new(services_script())
+                .args(["start", self.server])
+                .stdout(std::process::Stdio::null())
+                .status();
         }
     }
 }
