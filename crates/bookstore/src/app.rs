@@ -336,8 +336,8 @@ pub async fn serve_all(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let trend = crate::TrendApp::build(config).await?;
-    let recommend = crate::RecommendApp::build(config).await?;
+    let trend = crate::trend::build(config).await?;
+    let recommend = crate::recommend::build(config).await?;
     let remotes = Remotes {
         trend_url: match &config.web.trend_url {
             None => Some(format!("http://{}", trend.local_addr()?)),

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_events;
 pub mod bench_recommend;
 pub mod config;
+pub mod consumer_service;
 pub mod events;
 pub mod loadgen;
 pub mod ops;
@@ -19,5 +20,4 @@ mod app;
 pub use app::{
     Catalog, Remotes, WebApp, open_catalog, run_until_signalled, serve_all, shutdown_signal,
 };
-pub use recommend::RecommendApp;
-pub use trend::TrendApp;
+pub use consumer_service::ConsumerApp;

@@ -12,8 +12,8 @@ use bookstore::config::{Config, EventsBackend, TrendStoreKind};
 use bookstore::events::EventBus;
 use bookstore::telemetry::{self, LogFormat};
 use bookstore::{
-    RecommendApp, TrendApp, WebApp, bench, bench_events, bench_recommend, open_catalog,
-    run_until_signalled, serve_all, shutdown_signal, tools,
+    WebApp, bench, bench_events, bench_recommend, open_catalog, recommend, run_until_signalled,
+    serve_all, shutdown_signal, tools, trend,
 };
 use bookstore_catalog::Format;
 use bookstore_sqlite::SqliteQueryCounts;
@@ -252,11 +252,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Trend => {
-            let app = TrendApp::build(&config).await?;
+            let app = trend::build(&config).await?;
             run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Recommend => {
-            let app = RecommendApp::build(&config).await?;
+            let app = recommend::build(&config).await?;
             run_until_signalled(|signal| app.run_until_stopped(signal), stop_within).await
         }
         Command::Import {

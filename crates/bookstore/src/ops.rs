@@ -37,40 +37,6 @@ where
     Arc::new(FnProbe(check))
 }
 
-/// The operational surface of a consumer service (`service`: `trend` or `recommend`): its store
-/// (`store`, a name such as `redis`, and its probe) and the event log in `/readyz`, its consumer
-/// group's counters in `/metrics`.
-pub struct ConsumerSurface<'a> {
-    pub service: &'static str,
-    pub title: &'static str,
-    pub description: &'static str,
-    pub store: &'static str,
-    pub store_probe: Arc<dyn Probe>,
-    pub bus: &'a EventBus,
-    pub topic: &'a str,
-    pub group: &'a str,
-    pub stats: Arc<ConsumerStats>,
-}
-
-impl ConsumerSurface<'_> {
-    pub fn build(self) -> anyhow::Result<bookstore_http::Surface> {
-        let (broker, broker_probe) = broker_probe(self.bus, self.topic)?;
-        Ok(bookstore_http::Surface {
-            service: self.service,
-            title: self.title,
-            description: self.description,
-            readiness: bookstore_http::Readiness::new()
-                .with("store", self.store, self.store_probe)
-                .with("broker", broker, broker_probe),
-            collectors: vec![consumer_collector(
-                self.service,
-                self.group.to_owned(),
-                self.stats,
-            )],
-        })
-    }
-}
-
 /// How long the broker check waits for the brokers' answer.
 const BROKER_TIMEOUT: Duration = Duration::from_millis(1500);
 

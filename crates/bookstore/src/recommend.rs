@@ -1,21 +1,17 @@
 //! The recommendation service: a consumer group applying catalog and search events to a
 //! recommendation store, and the HTTP API that answers from it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use bookstore_domain::{EventHandler, RecommendStore};
-use bookstore_events::ConsumerStats;
 use bookstore_mysql::MySqlRecommendations;
 use bookstore_recommend::RecommendState;
 use bookstore_sqlite::SqliteRecommendations;
 use secrecy::ExposeSecret;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DbKind, db_kind};
-use crate::events::{Consumer, EventBus};
+use crate::consumer_service::{ConsumerApp, ConsumerService};
 
 /// A recommendation store that is also the handler filling it.
 pub trait RecommendBackend: RecommendStore + EventHandler {}
@@ -55,90 +51,34 @@ pub async fn open_recommend_store(config: &Config) -> anyhow::Result<Arc<dyn Rec
     }
 }
 
-/// The recommendation service, bound and ready to run.
-pub struct RecommendApp {
-    listener: TcpListener,
-    router: axum::Router,
-    consumer: Consumer,
-    stop: CancellationToken,
-}
-
-impl RecommendApp {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let store = open_recommend_store(config).await?;
-        let bus = EventBus::open(config).await?;
-        let stop = CancellationToken::new();
-        let handler: Arc<dyn EventHandler> = store.clone();
-        let consumer = bus
-            .consumer(
-                &config.events,
-                &config.recommend.group_id,
-                vec![
-                    config.events.catalog_topic.clone(),
-                    config.events.topic.clone(),
-                ],
-                handler,
-                stop.clone(),
-            )
-            .await?;
-        let listener = TcpListener::bind(config.recommend.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (recommend.listen)",
-                    config.recommend.listen
-                )
-            })?;
-        let answers: Arc<dyn RecommendStore> = store;
-        let ping = answers.clone();
-        let surface = crate::ops::ConsumerSurface {
-            service: "recommend",
-            title: "bookstore recommendation service",
-            description: "Recommendations per user, from the book.searched and book.created events its consumer group applies.",
-            store: match db_kind(config.recommend_db_url().expose_secret()) {
-                Ok(DbKind::MySql) => "mysql",
-                _ => "sqlite",
-            },
-            store_probe: crate::ops::probe(move || {
-                let ping = ping.clone();
-                async move { ping.ping().await.map_err(|e| e.to_string()) }
-            }),
-            bus: &bus,
-            topic: &config.events.topic,
-            group: &config.recommend.group_id,
-            stats: consumer.stats(),
-        }
-        .build()?;
-        Ok(Self {
-            listener,
-            router: bookstore_recommend::router(RecommendState { store: answers }, surface),
-            consumer,
-            stop,
-        })
+/// The recommendation service of `config`, bound and ready to run.
+pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
+    let store = open_recommend_store(config).await?;
+    let ping = store.clone();
+    let answers: Arc<dyn RecommendStore> = store.clone();
+    ConsumerService {
+        service: "recommend",
+        title: "bookstore recommendation service",
+        description: "Recommendations per user, from the book.searched and book.created events its consumer group applies.",
+        store: match db_kind(config.recommend_db_url().expose_secret()) {
+            Ok(DbKind::MySql) => "mysql",
+            _ => "sqlite",
+        },
+        store_probe: crate::ops::probe(move || {
+            let ping = ping.clone();
+            async move { ping.ping().await.map_err(|e| e.to_string()) }
+        }),
+        handler: store,
+        group: &config.recommend.group_id,
+        topics: vec![
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+        listen: config.recommend.listen,
+        listen_key: "recommend.listen",
     }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
-        self.consumer.stats()
-    }
-
-    /// Consumes and serves until `shutdown` completes; then finishes the batch in flight and
-    /// leaves the group.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        crate::trend::serve_and_consume(
-            "recommendation",
-            self.listener,
-            self.router,
-            self.consumer,
-            self.stop,
-            shutdown,
-        )
-        .await
-    }
+    .build(config, |surface| {
+        bookstore_recommend::router(RecommendState { store: answers }, surface)
+    })
+    .await
 }

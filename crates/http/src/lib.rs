@@ -12,9 +12,13 @@
 //!   handler panics;
 //! - the body of a GET, HEAD, DELETE or OPTIONS request read and dropped (at most 64 KiB).
 //!
+//! Handlers share [`query_params`], [`count_param`] and [`StoreReads`]: the same 400s for bad
+//! parameters and 503s for a store that fails or is slow.
+//!
 //! A service builds its API as a [`utoipa_axum::router::OpenApiRouter`] and hands it to
 //! [`finish`] with its [`Surface`].
 
+mod answers;
 mod layers;
 mod metrics;
 mod readiness;
@@ -26,6 +30,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::answers::{StoreReads, count_param, query_params};
 pub use crate::metrics::{Collector, MetricsRender, render_metrics};
 pub use crate::readiness::{Probe, ProbeError, Readiness};
 

@@ -20,8 +20,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use bookstore_domain::RecommendStore;
 use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS};
-use bookstore_domain::{RecommendStore, RepositoryError};
+use bookstore_http::{StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,8 +31,6 @@ pub const DEFAULT_INTERESTS: usize = 10;
 pub const MAX_INTERESTS: usize = 100;
 /// The longest user id accepted (the `uid` cookie is a UUID); longer ones have no profile.
 pub const MAX_UID_CHARS: usize = bookstore_domain::recommend::MAX_USER_CHARS;
-
-const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct RecommendState {
@@ -54,9 +53,13 @@ pub fn router(state: RecommendState, surface: bookstore_http::Surface) -> Router
     bookstore_http::finish(api(state), surface)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    bookstore_http::error(status, message)
-}
+/// The recommendation store, as the handlers read it.
+const STORE: StoreReads = StoreReads {
+    service: "recommend",
+    store: "recommendations",
+    name: "the recommendation store",
+    timeout: Duration::from_secs(2),
+};
 
 /// `uid` and `n`, checked.
 fn parse(
@@ -71,36 +74,8 @@ fn parse(
         }
         Some(uid) => uid.to_owned(),
     };
-    let n = match params.get("n").map(String::as_str) {
-        None | Some("") => default_n,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=max_n).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "n must be a whole number from 1 to {max_n}, not {n:?}"
-                ));
-            }
-        },
-    };
+    let n = count_param(params, "n", default_n, max_n)?;
     Ok((uid, n))
-}
-
-/// The answer when the store failed (`Some(error)`) or did not answer in time (`None`).
-fn store_failed(what: &str, failure: Option<&RepositoryError>) -> Response {
-    match failure {
-        Some(err) => {
-            metrics::counter!("bookstore_store_errors_total", "service" => "recommend", "store" => "recommendations", "kind" => "read").increment(1);
-            tracing::warn!(error = %err, "cannot read {what}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the recommendation store is unavailable",
-            )
-        }
-        None => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recommendation store did not answer in time",
-        ),
-    }
 }
 
 /// Books the user has not been shown, best first, with the reason for each; popular books for a
@@ -119,17 +94,20 @@ async fn recommendations(
     State(state): State<RecommendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(params)) = params else {
-        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(answer) => return answer,
     };
     let (uid, n) = match parse(&params, DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS) {
         Ok(parsed) => parsed,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.recommend(&uid, n)).await {
-        Ok(Ok(books)) => Json(books).into_response(),
-        Ok(Err(err)) => store_failed("the recommendations", Some(&err)),
-        Err(_) => store_failed("the recommendations", None),
+    match STORE
+        .read("the recommendations", state.store.recommend(&uid, n))
+        .await
+    {
+        Ok(books) => Json(books).into_response(),
+        Err(answer) => answer,
     }
 }
 
@@ -148,18 +126,21 @@ async fn interests(
     State(state): State<RecommendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(params)) = params else {
-        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(answer) => return answer,
     };
     let (uid, n) = match parse(&params, DEFAULT_INTERESTS, MAX_INTERESTS) {
         Ok(parsed) => parsed,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let now = chrono::Utc::now();
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.interests(&uid, n, now)).await {
-        Ok(Ok(profile)) => Json(profile).into_response(),
-        Ok(Err(err)) => store_failed("the interests", Some(&err)),
-        Err(_) => store_failed("the interests", None),
+    match STORE
+        .read("the interests", state.store.interests(&uid, n, now))
+        .await
+    {
+        Ok(profile) => Json(profile).into_response(),
+        Err(answer) => answer,
     }
 }
 
@@ -182,14 +163,16 @@ async fn book(
             "the book id must be a whole number",
         );
     };
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.catalog_book(id)).await {
-        Ok(Ok(Some(book))) => Json(book).into_response(),
-        Ok(Ok(None)) => error(
+    match STORE
+        .read("a catalog book", state.store.catalog_book(id))
+        .await
+    {
+        Ok(Some(book)) => Json(book).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             "the recommendation service has no such book",
         ),
-        Ok(Err(err)) => store_failed("a catalog book", Some(&err)),
-        Err(_) => store_failed("a catalog book", None),
+        Err(answer) => answer,
     }
 }
 
@@ -200,10 +183,9 @@ async fn book(
         (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
     ))]
 async fn stats(State(state): State<RecommendState>) -> Response {
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.stats()).await {
-        Ok(Ok(stats)) => Json(stats).into_response(),
-        Ok(Err(err)) => store_failed("the store's counts", Some(&err)),
-        Err(_) => store_failed("the store's counts", None),
+    match STORE.read("the store's counts", state.store.stats()).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(answer) => answer,
     }
 }
 

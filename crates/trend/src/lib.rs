@@ -18,14 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bookstore_domain::TrendStore;
 use bookstore_domain::trends::TrendRanking;
+use bookstore_http::{StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// Trends per response by default, and at most.
 pub const DEFAULT_TRENDS: usize = 10;
 pub const MAX_TRENDS: usize = 100;
-
-const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct TrendState {
@@ -45,23 +44,17 @@ pub fn router(state: TrendState, surface: bookstore_http::Surface) -> Router {
     bookstore_http::finish(api(state), surface)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    bookstore_http::error(status, message)
-}
+/// The trend store, as the handlers read it.
+const STORE: StoreReads = StoreReads {
+    service: "trend",
+    store: "trends",
+    name: "the trend store",
+    timeout: Duration::from_secs(2),
+};
 
 /// `ps` and `by`, checked.
 fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking), String> {
-    let n = match params.get("ps").map(String::as_str) {
-        None | Some("") => DEFAULT_TRENDS,
-        Some(ps) => match ps.parse::<usize>() {
-            Ok(n) if (1..=MAX_TRENDS).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "ps must be a whole number from 1 to {MAX_TRENDS}, not {ps:?}"
-                ));
-            }
-        },
-    };
+    let n = count_param(params, "ps", DEFAULT_TRENDS, MAX_TRENDS)?;
     let by = match params.get("by").map(String::as_str) {
         None | Some("") | Some("score") => TrendRanking::Score,
         Some("count") => TrendRanking::Count,
@@ -85,27 +78,20 @@ async fn trends(
     State(state): State<TrendState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(params)) = params else {
-        return error(StatusCode::BAD_REQUEST, "the query string is malformed");
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(answer) => return answer,
     };
     let (n, by) = match parse(&params) {
         Ok(parsed) => parsed,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.top(n, by, chrono::Utc::now())).await {
-        Ok(Ok(trends)) => Json(trends).into_response(),
-        Ok(Err(err)) => {
-            metrics::counter!("bookstore_store_errors_total", "service" => "trend", "store" => "trends", "kind" => "read").increment(1);
-            tracing::warn!(error = %err, "cannot read the trends");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the trend store is unavailable",
-            )
-        }
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the trend store did not answer in time",
-        ),
+    match STORE
+        .read("the trends", state.store.top(n, by, chrono::Utc::now()))
+        .await
+    {
+        Ok(trends) => Json(trends).into_response(),
+        Err(answer) => answer,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore::relay::PublisherSink;
-use bookstore::{Catalog, RecommendApp, open_catalog};
+use bookstore::{Catalog, open_catalog};
 use bookstore_domain::events::Event;
 use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
 use tokio_util::sync::CancellationToken;
@@ -117,7 +117,7 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         "each book was published twice"
     );
 
-    let app = RecommendApp::build(config).await.unwrap();
+    let app = bookstore::recommend::build(config).await.unwrap();
     let rec_url = format!("http://{}", app.local_addr().unwrap());
     let consumed = app.consumer_stats();
     let (rec_stop, rec_stopped) = tokio::sync::oneshot::channel::<()>();

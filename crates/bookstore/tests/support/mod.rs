@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore::config::{Config, Secret, TrendStoreKind};
-use bookstore::{RecommendApp, Remotes, TrendApp, WebApp};
+use bookstore::{Remotes, WebApp};
 use bookstore_events::{ConsumerStats, PublisherStats};
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -146,7 +146,7 @@ impl Running {
     }
 }
 
-/// Runs a built app (`WebApp`, `TrendApp` or `RecommendApp`) until its `Running` is shut down.
+/// Runs a built app (`WebApp` or `ConsumerApp`) until its `Running` is shut down.
 macro_rules! run_until_shutdown {
     ($app:expr) => {{
         let app = $app;
@@ -166,14 +166,14 @@ macro_rules! run_until_shutdown {
 
 /// The trend service of `config` in this process, and its consumer's counters.
 pub async fn start_trend(config: &Config) -> (Running, Arc<ConsumerStats>) {
-    let app = TrendApp::build(config).await.unwrap();
+    let app = bookstore::trend::build(config).await.unwrap();
     let stats = app.consumer_stats();
     (run_until_shutdown!(app), stats)
 }
 
 /// The recommendation service of `config` in this process, and its consumer's counters.
 pub async fn start_recommend(config: &Config) -> (Running, Arc<ConsumerStats>) {
-    let app = RecommendApp::build(config).await.unwrap();
+    let app = bookstore::recommend::build(config).await.unwrap();
     let stats = app.consumer_stats();
     (run_until_shutdown!(app), stats)
 }

@@ -1,0 +1,142 @@
+//! What the trend and recommendation services share: a consumer group applying events to a
+//! store, and an HTTP API answering from that store, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bookstore_domain::EventHandler;
+use bookstore_events::ConsumerStats;
+use bookstore_http::{Probe, Surface};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::{Consumer, EventBus};
+
+/// How one consumer service is made: what it is called, its store, its group and topics, and
+/// where it listens.
+pub(crate) struct ConsumerService<'a> {
+    /// `trend` or `recommend`: the `service` label of its metrics and log spans.
+    pub service: &'static str,
+    /// The OpenAPI document's title and description.
+    pub title: &'static str,
+    pub description: &'static str,
+    /// The store's name in `/readyz` (such as `redis`), and its probe.
+    pub store: &'static str,
+    pub store_probe: Arc<dyn Probe>,
+    /// The store as the handler its consumer group applies events to.
+    pub handler: Arc<dyn EventHandler>,
+    pub group: &'a str,
+    pub topics: Vec<String>,
+    pub listen: SocketAddr,
+    /// The configuration key of `listen`, for the error when it cannot be bound.
+    pub listen_key: &'static str,
+}
+
+impl ConsumerService<'_> {
+    /// Joins the consumer group, binds the listener, and builds the router `api` makes of the
+    /// shared surface: the store and the event log in `/readyz`, the group's counters in
+    /// `/metrics`.
+    pub async fn build(
+        self,
+        config: &Config,
+        api: impl FnOnce(Surface) -> axum::Router,
+    ) -> anyhow::Result<ConsumerApp> {
+        let bus = EventBus::open(config).await?;
+        let stop = CancellationToken::new();
+        let consumer = bus
+            .consumer(
+                &config.events,
+                self.group,
+                self.topics,
+                self.handler,
+                stop.clone(),
+            )
+            .await?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} ({})", self.listen, self.listen_key))?;
+        let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
+        let surface = Surface {
+            service: self.service,
+            title: self.title,
+            description: self.description,
+            readiness: bookstore_http::Readiness::new()
+                .with("store", self.store, self.store_probe)
+                .with("broker", broker, broker_probe),
+            collectors: vec![crate::ops::consumer_collector(
+                self.service,
+                self.group.to_owned(),
+                consumer.stats(),
+            )],
+        };
+        Ok(ConsumerApp {
+            service: self.service,
+            listener,
+            router: api(surface),
+            consumer,
+            stop,
+        })
+    }
+}
+
+/// A consumer service (`bookstore trend`, `bookstore recommend`), bound and ready to run.
+pub struct ConsumerApp {
+    service: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    consumer: Consumer,
+    stop: CancellationToken,
+}
+
+impl ConsumerApp {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
+        self.consumer.stats()
+    }
+
+    /// Consumes and serves until `shutdown` completes or either of them fails; then the server
+    /// finishes its requests and the consumer the batch in flight, and leaves the group.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            service,
+            listener,
+            router,
+            consumer,
+            stop,
+        } = self;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "{service} service listening on http://{addr}");
+        }
+        let mut consumer = tokio::spawn(consumer.run());
+        let served = crate::app::drained(listener, router, {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        });
+        let served = tokio::select! {
+            served = served => served.with_context(|| format!("the {service} HTTP server failed")),
+            consumed = &mut consumer => {
+                // The consumer only ends by itself on a fatal error.
+                stop.cancel();
+                return consumed.with_context(|| format!("the {service} consumer task failed"))?;
+            }
+        };
+        stop.cancel();
+        consumer
+            .await
+            .with_context(|| format!("the {service} consumer task failed"))??;
+        served
+    }
+}
