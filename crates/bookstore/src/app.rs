@@ -212,6 +212,7 @@ impl WebApp {
         let relay = tokio::spawn(crate::relay::run(
             self.outbox,
             self.sink,
+            self.events.outbox_retention(),
             relay_stop.clone(),
         ));
         let served = drained(self.listener, self.router, shutdown)

@@ -194,6 +194,8 @@ pub struct EventsConfig {
     pub flush_timeout_ms: u64,
     /// How long a service waits at start for a topic's metadata.
     pub topic_timeout_ms: u64,
+    /// How long the outbox keeps a row after its event was sent, in hours; 0 keeps them all.
+    pub outbox_retention_hours: u64,
     /// Consumer batches: at most this many events, waiting at most this long.
     pub batch_size: usize,
     pub batch_wait_ms: u64,
@@ -220,6 +222,7 @@ impl Default for EventsConfig {
             message_timeout_ms: 300_000,
             flush_timeout_ms: 5_000,
             topic_timeout_ms: 30_000,
+            outbox_retention_hours: 168,
             batch_size: 1_000,
             batch_wait_ms: 100,
             session_timeout_ms: 10_000,
@@ -254,6 +257,12 @@ impl EventsConfig {
 
     pub fn flush_timeout(&self) -> Duration {
         Duration::from_millis(self.flush_timeout_ms)
+    }
+
+    /// How long sent outbox rows are kept; `None`: for ever.
+    pub fn outbox_retention(&self) -> Option<Duration> {
+        (self.outbox_retention_hours > 0)
+            .then(|| Duration::from_secs(self.outbox_retention_hours.saturating_mul(3600)))
     }
 }
 

@@ -76,10 +76,23 @@ impl OutboxSink for PublisherSink {
 
 /// How often the relay counts the rows waiting (`bookstore_outbox_waiting`).
 const COUNT_EVERY: Duration = Duration::from_secs(2);
+/// How often the relay deletes the rows sent longer ago than the retention, and how many rows
+/// one statement deletes (a pass stops after [`PRUNE_ROUNDS`] of them, the rest waits for the
+/// next pass).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: usize = 1_000;
+const PRUNE_ROUNDS: usize = 100;
 
-/// Relays until `stop`, then one last round.
-pub async fn run(outbox: Arc<dyn Outbox>, sink: PublisherSink, stop: CancellationToken) {
+/// Relays until `stop`, then one last round. Every [`PRUNE_EVERY`], from the start, deletes the
+/// rows sent more than `retention` ago (never, with `None`).
+pub async fn run(
+    outbox: Arc<dyn Outbox>,
+    sink: PublisherSink,
+    retention: Option<Duration>,
+    stop: CancellationToken,
+) {
     let mut counted_at: Option<tokio::time::Instant> = None;
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         let sent = match outbox.relay(ROUND, &sink).await {
             Ok(sent) => {
@@ -98,6 +111,12 @@ pub async fn run(outbox: Arc<dyn Outbox>, sink: PublisherSink, stop: Cancellatio
                 metrics::gauge!("bookstore_outbox_waiting").set(waiting as f64);
             }
         }
+        if let Some(retention) = retention
+            && pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            pruned_at = Some(tokio::time::Instant::now());
+            prune(&*outbox, retention, &stop).await;
+        }
         if stop.is_cancelled() {
             break;
         }
@@ -109,4 +128,32 @@ pub async fn run(outbox: Arc<dyn Outbox>, sink: PublisherSink, stop: Cancellatio
         }
     }
     let _ = outbox.relay(ROUND, &sink).await;
+}
+
+/// Deletes the rows sent more than `retention` ago, a batch at a time, until none is left, the
+/// pass has made [`PRUNE_ROUNDS`] batches, or `stop`.
+async fn prune(outbox: &dyn Outbox, retention: Duration, stop: &CancellationToken) {
+    let mut pruned = 0;
+    for _ in 0..PRUNE_ROUNDS {
+        match outbox.prune(retention, PRUNE_BATCH).await {
+            Ok(deleted) => {
+                pruned += deleted;
+                if deleted < PRUNE_BATCH as u64 || stop.is_cancelled() {
+                    break;
+                }
+            }
+            Err(error) => {
+                metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "outbox", "kind" => "prune").increment(1);
+                tracing::warn!(%error, "cannot delete the sent outbox rows; trying again later");
+                break;
+            }
+        }
+    }
+    if pruned > 0 {
+        metrics::counter!("bookstore_outbox_pruned_total").increment(pruned);
+        tracing::info!(
+            rows = pruned,
+            "deleted outbox rows sent more than events.outbox_retention_hours ago"
+        );
+    }
 }

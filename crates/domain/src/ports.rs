@@ -206,6 +206,11 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Rows not sent yet.
     async fn waiting(&self) -> Result<u64, RepositoryError>;
+
+    /// Deletes up to `limit` of the rows sent more than `age` ago, oldest first; returns how many.
+    /// Their events are in the log by then: a sent row is only history. Unsent rows are never
+    /// deleted.
+    async fn prune(&self, age: std::time::Duration, limit: usize) -> Result<u64, RepositoryError>;
 }
 
 /// What the recommendation service answers from (its store is also the [`EventHandler`] that

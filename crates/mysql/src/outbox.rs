@@ -75,4 +75,24 @@ impl Outbox for MySqlOutbox {
             .map_err(repo_error)?;
         Ok(n.max(0) as u64)
     }
+
+    async fn prune(&self, age: std::time::Duration, limit: usize) -> Result<u64, RepositoryError> {
+        // Nothing was sent a millennium ago (the server's dates start in year 1000).
+        if age > std::time::Duration::from_secs(1_000 * 366 * 86_400) {
+            return Ok(0);
+        }
+        // `sent_at` is written by the server's clock, so the cut-off is computed there too. The
+        // range is on the `outbox_unsent (sent_at, id)` key.
+        let deleted = sqlx::query(concat!(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL ",
+            "AND sent_at < CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND ORDER BY id LIMIT ?"
+        ))
+        .bind(u64::try_from(age.as_micros()).unwrap_or(u64::MAX))
+        .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(repo_error)?
+        .rows_affected();
+        Ok(deleted)
+    }
 }

@@ -224,6 +224,51 @@ async fn a_failed_transaction_publishes_nothing() {
     assert!(sink.rows().is_empty());
 }
 
+#[tokio::test]
+async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    let outbox = MySqlOutbox::new(pool.clone());
+    repo.create_many(&new_books(6)).await.unwrap();
+    let sink = Record::default();
+    assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
+    let sent = ids(&sink.rows());
+    // The three oldest were sent a day ago, the fourth just now; two rows wait.
+    sqlx::query("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) - INTERVAL 1 DAY WHERE id <= ?")
+        .bind(sent[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM outbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let all = left().await;
+    assert_eq!(all.len(), 6);
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(outbox.prune(hour, 2).await.unwrap(), 2);
+    assert_eq!(left().await, all[2..]);
+    assert_eq!(outbox.prune(hour, 100).await.unwrap(), 1);
+    assert_eq!(outbox.prune(hour, 100).await.unwrap(), 0);
+    let two_days = std::time::Duration::from_secs(2 * 86_400);
+    assert_eq!(outbox.prune(two_days, 100).await.unwrap(), 0);
+    assert_eq!(left().await, all[3..]);
+
+    // The rows waiting are relayed as before.
+    assert_eq!(outbox.waiting().await.unwrap(), 2);
+    assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
+    assert_eq!(ids(&sink.rows()), all);
+    // An age beyond the calendar deletes nothing.
+    assert_eq!(
+        outbox.prune(std::time::Duration::MAX, 100).await.unwrap(),
+        0
+    );
+}
+
 /// Delivers after a pause, as a slow or unreachable log would.
 struct Slow(std::time::Duration);
 

@@ -107,6 +107,31 @@ impl Outbox for SqliteOutbox {
             .map_err(repo_error)?;
         Ok(n.max(0) as u64)
     }
+
+    async fn prune(&self, age: Duration, limit: usize) -> Result<u64, RepositoryError> {
+        // `sent_at` is written by SQLite's clock, which is this machine's: the cut-off can be
+        // computed here, in the same text format, and compared as text.
+        let Some(cutoff) = chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+        else {
+            return Ok(0);
+        };
+        let cutoff = cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let deleted = crate::retry_busy(|| {
+            sqlx::query(concat!(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ",
+                "WHERE sent_at IS NOT NULL AND sent_at < ?1 ORDER BY id LIMIT ?2)"
+            ))
+            .bind(cutoff.clone())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+        })
+        .await
+        .map_err(repo_error)?
+        .rows_affected();
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +240,47 @@ mod tests {
         let delivered = sink.delivered.lock().unwrap().clone();
         assert_eq!(delivered, (1..=250).collect::<Vec<i64>>());
         assert_eq!(outbox.waiting().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
+        let (repo, outbox) = catalog_with(6).await;
+        let sink = Collect::default();
+        assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
+        // Rows 1 to 3 were sent a day ago, row 4 just now; rows 5 and 6 wait.
+        sqlx::query(concat!(
+            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day') ",
+            "WHERE id <= 3"
+        ))
+        .execute(repo.pool())
+        .await
+        .unwrap();
+        let left = || async {
+            sqlx::query_scalar::<_, i64>("SELECT id FROM outbox ORDER BY id")
+                .fetch_all(repo.pool())
+                .await
+                .unwrap()
+        };
+        let hour = Duration::from_secs(3600);
+        assert_eq!(outbox.prune(hour, 2).await.unwrap(), 2);
+        assert_eq!(left().await, [3, 4, 5, 6]);
+        assert_eq!(outbox.prune(hour, 100).await.unwrap(), 1);
+        assert_eq!(outbox.prune(hour, 100).await.unwrap(), 0);
+        assert_eq!(
+            outbox
+                .prune(Duration::from_secs(2 * 86_400), 100)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(left().await, [4, 5, 6]);
+
+        // The rows waiting are relayed as before.
+        assert_eq!(outbox.waiting().await.unwrap(), 2);
+        assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
+        assert_eq!(*sink.delivered.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+        // An age beyond the calendar deletes nothing.
+        assert_eq!(outbox.prune(Duration::MAX, 100).await.unwrap(), 0);
     }
 
     #[tokio::test]

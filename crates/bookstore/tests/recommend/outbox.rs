@@ -1,19 +1,20 @@
 //! The outbox relay dies between publishing rows and marking them sent: on restart it publishes
-//! them again, and the recommendation service keeps one copy of each book.
+//! them again, and the recommendation service keeps one copy of each book. The web service's
+//! relay deletes the rows sent longer ago than `events.outbox_retention_hours`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore::relay::PublisherSink;
-use bookstore::{Catalog, open_catalog};
+use bookstore::{Catalog, Remotes, open_catalog};
 use bookstore_domain::events::Event;
 use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Recorder, wait_until};
 use crate::infra;
-use crate::support::{Infra, get_json, test_bus};
+use crate::support::{Infra, get_json, start_web, test_bus};
 
 /// Delivers through the real publisher, then never answers: the relay's round is cut off there,
 /// before the rows are marked sent, which is what a relay killed at that moment leaves behind.
@@ -145,4 +146,89 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
     rec.await.unwrap().unwrap();
     stop.cancel();
     recording.await.unwrap().unwrap();
+}
+
+/// The outbox's row ids, oldest first.
+async fn outbox_ids(catalog: &Catalog) -> Vec<i64> {
+    const IDS: &str = "SELECT id FROM outbox ORDER BY id";
+    match catalog {
+        Catalog::Sqlite(repo) => sqlx::query_scalar(IDS).fetch_all(repo.pool()).await,
+        Catalog::MySql(repo) => sqlx::query_scalar(IDS).fetch_all(repo.pool()).await,
+    }
+    .unwrap()
+}
+
+/// Makes every sent row of the outbox a week old.
+async fn sent_a_week_ago(catalog: &Catalog) {
+    match catalog {
+        Catalog::Sqlite(repo) => sqlx::query(concat!(
+            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-7 days') ",
+            "WHERE sent_at IS NOT NULL"
+        ))
+        .execute(repo.pool())
+        .await
+        .map(drop),
+        Catalog::MySql(repo) => sqlx::query(concat!(
+            "UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) - INTERVAL 7 DAY ",
+            "WHERE sent_at IS NOT NULL"
+        ))
+        .execute(repo.pool())
+        .await
+        .map(drop),
+    }
+    .unwrap();
+}
+
+infra!(the_web_service_deletes_rows_sent_longer_ago_than_the_retention);
+async fn the_web_service_deletes_rows_sent_longer_ago_than_the_retention(infra: Infra) {
+    let mut bus = test_bus(infra).await;
+    bus.config.events.outbox_retention_hours = 24;
+    let config = &bus.config;
+    let catalog = open_catalog(config).await.unwrap();
+    let books = catalog.repository();
+    for title in ["Sent Last Week", "Also Sent Last Week"] {
+        books.create(&book(title)).await.unwrap();
+    }
+    let sink = PublisherSink::start(&bus.bus, &config.events)
+        .await
+        .unwrap();
+    let outbox = catalog.outbox();
+    assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
+    sent_a_week_ago(&catalog).await;
+    // Written now, not sent yet: the web service's relay sends it and keeps it.
+    books.create(&book("Sent Today")).await.unwrap();
+    let before = outbox_ids(&catalog).await;
+    assert_eq!(before.len(), 3);
+
+    let (web, _) = start_web(
+        config,
+        Remotes {
+            trend_url: None,
+            recommend_url: None,
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the week-old rows deleted and the new one sent",
+        || async {
+            outbox_ids(&catalog).await == before[2..] && outbox.waiting().await.unwrap() == 0
+        },
+    )
+    .await;
+    let metrics = reqwest::get(web.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pruned: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("bookstore_outbox_pruned_total "))
+        .unwrap_or_else(|| panic!("no bookstore_outbox_pruned_total in\n{metrics}"))
+        .parse()
+        .unwrap();
+    // The registry is the test process's, shared with the other tests.
+    assert!(pruned >= 2.0, "{pruned}");
+    web.shutdown().await;
 }
