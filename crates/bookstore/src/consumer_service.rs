@@ -19,6 +19,8 @@ use crate::events::{Consumer, EventBus};
 pub(crate) struct ConsumerService<'a> {
     /// `trend` or `recommend`: the `service` label of its metrics and log spans.
     pub service: &'static str,
+    /// The service for a person (`trend`, `recommendation`), in its log and error messages.
+    pub name: &'static str,
     /// The OpenAPI document's title and description.
     pub title: &'static str,
     pub description: &'static str,
@@ -72,7 +74,7 @@ impl ConsumerService<'_> {
             )],
         };
         Ok(ConsumerApp {
-            service: self.service,
+            name: self.name,
             listener,
             router: api(surface),
             consumer,
@@ -83,7 +85,7 @@ impl ConsumerService<'_> {
 
 /// A consumer service (`bookstore trend`, `bookstore recommend`), bound and ready to run.
 pub struct ConsumerApp {
-    service: &'static str,
+    name: &'static str,
     listener: TcpListener,
     router: axum::Router,
     consumer: Consumer,
@@ -106,14 +108,14 @@ impl ConsumerApp {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            service,
+            name,
             listener,
             router,
             consumer,
             stop,
         } = self;
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "{service} service listening on http://{addr}");
+            tracing::info!(%addr, "{name} service listening on http://{addr}");
         }
         let mut consumer = tokio::spawn(consumer.run());
         let served = crate::app::drained(listener, router, {
@@ -126,17 +128,17 @@ impl ConsumerApp {
             }
         });
         let served = tokio::select! {
-            served = served => served.with_context(|| format!("the {service} HTTP server failed")),
+            served = served => served.with_context(|| format!("the {name} HTTP server failed")),
             consumed = &mut consumer => {
                 // The consumer only ends by itself on a fatal error.
                 stop.cancel();
-                return consumed.with_context(|| format!("the {service} consumer task failed"))?;
+                return consumed.with_context(|| format!("the {name} consumer task failed"))?;
             }
         };
         stop.cancel();
         consumer
             .await
-            .with_context(|| format!("the {service} consumer task failed"))??;
+            .with_context(|| format!("the {name} consumer task failed"))??;
         served
     }
 }

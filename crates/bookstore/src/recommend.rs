@@ -58,6 +58,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     let answers: Arc<dyn RecommendStore> = store.clone();
     ConsumerService {
         service: "recommend",
+        name: "recommendation",
         title: "bookstore recommendation service",
         description: "Recommendations per user, from the book.searched and book.created events its consumer group applies.",
         store: match db_kind(config.recommend_db_url().expose_secret()) {

@@ -76,23 +76,24 @@ impl OutboxSink for PublisherSink {
 
 /// How often the relay counts the rows waiting (`bookstore_outbox_waiting`).
 const COUNT_EVERY: Duration = Duration::from_secs(2);
-/// How often the relay deletes the rows sent longer ago than the retention, and how many rows
-/// one statement deletes (a pass stops after [`PRUNE_ROUNDS`] of them, the rest waits for the
-/// next pass).
+/// How often the rows sent longer ago than the retention are deleted, and how many rows one
+/// statement deletes (a pass stops after [`PRUNE_ROUNDS`] of them; the rest waits for the next
+/// pass).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 1_000;
 const PRUNE_ROUNDS: usize = 100;
 
-/// Relays until `stop`, then one last round. Every [`PRUNE_EVERY`], from the start, deletes the
-/// rows sent more than `retention` ago (never, with `None`).
+/// Relays until `stop`, then one last round. Beside it, a task of its own deletes the rows sent
+/// more than `retention` ago (never, with `None`), from the start and every [`PRUNE_EVERY`].
 pub async fn run(
     outbox: Arc<dyn Outbox>,
     sink: PublisherSink,
     retention: Option<Duration>,
     stop: CancellationToken,
 ) {
+    let pruner = retention
+        .map(|retention| tokio::spawn(prune_hourly(outbox.clone(), retention, stop.clone())));
     let mut counted_at: Option<tokio::time::Instant> = None;
-    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         let sent = match outbox.relay(ROUND, &sink).await {
             Ok(sent) => {
@@ -111,12 +112,6 @@ pub async fn run(
                 metrics::gauge!("bookstore_outbox_waiting").set(waiting as f64);
             }
         }
-        if let Some(retention) = retention
-            && pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
-        {
-            pruned_at = Some(tokio::time::Instant::now());
-            prune(&*outbox, retention, &stop).await;
-        }
         if stop.is_cancelled() {
             break;
         }
@@ -127,18 +122,38 @@ pub async fn run(
             }
         }
     }
+    if let Some(pruner) = pruner {
+        // It ends at `stop` too; a statement in flight is dropped, not waited for.
+        pruner.abort();
+    }
     let _ = outbox.relay(ROUND, &sink).await;
 }
 
-/// Deletes the rows sent more than `retention` ago, a batch at a time, until none is left, the
-/// pass has made [`PRUNE_ROUNDS`] batches, or `stop`.
-async fn prune(outbox: &dyn Outbox, retention: Duration, stop: &CancellationToken) {
+/// Prunes now and then every [`PRUNE_EVERY`], until `stop`.
+async fn prune_hourly(outbox: Arc<dyn Outbox>, retention: Duration, stop: CancellationToken) {
+    metrics::counter!("bookstore_outbox_pruned_total").increment(0);
+    loop {
+        tokio::select! {
+            () = prune(&*outbox, retention) => {}
+            () = stop.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes the rows sent more than `retention` ago, a batch at a time, until none is left or
+/// the pass has made [`PRUNE_ROUNDS`] batches.
+async fn prune(outbox: &dyn Outbox, retention: Duration) {
     let mut pruned = 0;
     for _ in 0..PRUNE_ROUNDS {
         match outbox.prune(retention, PRUNE_BATCH).await {
             Ok(deleted) => {
                 pruned += deleted;
-                if deleted < PRUNE_BATCH as u64 || stop.is_cancelled() {
+                metrics::counter!("bookstore_outbox_pruned_total").increment(deleted);
+                if deleted < PRUNE_BATCH as u64 {
                     break;
                 }
             }
@@ -150,7 +165,6 @@ async fn prune(outbox: &dyn Outbox, retention: Duration, stop: &CancellationToke
         }
     }
     if pruned > 0 {
-        metrics::counter!("bookstore_outbox_pruned_total").increment(pruned);
         tracing::info!(
             rows = pruned,
             "deleted outbox rows sent more than events.outbox_retention_hours ago"

@@ -55,6 +55,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     let trends: Arc<dyn TrendStore> = store.clone();
     ConsumerService {
         service: "trend",
+        name: "trend",
         title: "bookstore trend service",
         description: "Trending searches, from the book.searched events its consumer group applies.",
         store: match config.trend.store {

@@ -81,15 +81,23 @@ impl Outbox for MySqlOutbox {
         if age > std::time::Duration::from_secs(1_000 * 366 * 86_400) {
             return Ok(0);
         }
-        // `sent_at` is written by the server's clock, so the cut-off is computed there too. The
-        // range is on the `outbox_unsent (sent_at, id)` key.
+        // READ COMMITTED, as for a relay round: the delete locks the rows it deletes and no gap,
+        // so new books' outbox rows never wait for it. `sent_at` is written by the server's
+        // clock, so the cut-off is computed there too; the order is the `outbox_unsent
+        // (sent_at, id)` key's, so the statement reads no further than the rows it deletes.
+        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
+        (&mut *conn)
+            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(repo_error)?;
         let deleted = sqlx::query(concat!(
             "DELETE FROM outbox WHERE sent_at IS NOT NULL ",
-            "AND sent_at < CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND ORDER BY id LIMIT ?"
+            "AND sent_at < CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND ",
+            "ORDER BY sent_at, id LIMIT ?"
         ))
         .bind(u64::try_from(age.as_micros()).unwrap_or(u64::MAX))
         .bind(u64::try_from(limit).unwrap_or(u64::MAX))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(repo_error)?
         .rows_affected();

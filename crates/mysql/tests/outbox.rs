@@ -235,12 +235,16 @@ async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
     let sink = Record::default();
     assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
     let sent = ids(&sink.rows());
-    // The three oldest were sent a day ago, the fourth just now; two rows wait.
-    sqlx::query("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) - INTERVAL 1 DAY WHERE id <= ?")
-        .bind(sent[2])
-        .execute(&pool)
-        .await
-        .unwrap();
+    // The three oldest were sent a day ago, the fourth two hours ago; two rows wait.
+    sqlx::query(concat!(
+        "UPDATE outbox SET sent_at = IF(id <= ?, CURRENT_TIMESTAMP(6) - INTERVAL 1 DAY, ",
+        "CURRENT_TIMESTAMP(6) - INTERVAL 2 HOUR) WHERE id <= ?"
+    ))
+    .bind(sent[2])
+    .bind(sent[3])
+    .execute(&pool)
+    .await
+    .unwrap();
     let left = || async {
         sqlx::query_scalar::<_, i64>("SELECT id FROM outbox ORDER BY id")
             .fetch_all(&pool)
@@ -249,24 +253,23 @@ async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
     };
     let all = left().await;
     assert_eq!(all.len(), 6);
-    let hour = std::time::Duration::from_secs(3600);
-    assert_eq!(outbox.prune(hour, 2).await.unwrap(), 2);
+    let hours = |n: u64| std::time::Duration::from_secs(n * 3600);
+    assert_eq!(outbox.prune(hours(3), 2).await.unwrap(), 2);
     assert_eq!(left().await, all[2..]);
-    assert_eq!(outbox.prune(hour, 100).await.unwrap(), 1);
-    assert_eq!(outbox.prune(hour, 100).await.unwrap(), 0);
-    let two_days = std::time::Duration::from_secs(2 * 86_400);
-    assert_eq!(outbox.prune(two_days, 100).await.unwrap(), 0);
+    assert_eq!(outbox.prune(hours(3), 100).await.unwrap(), 1);
+    assert_eq!(outbox.prune(hours(3), 100).await.unwrap(), 0);
     assert_eq!(left().await, all[3..]);
+    assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 1);
+    assert_eq!(left().await, all[4..]);
 
-    // The rows waiting are relayed as before.
+    // The rows waiting are relayed as before, and kept.
     assert_eq!(outbox.waiting().await.unwrap(), 2);
     assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
     assert_eq!(ids(&sink.rows()), all);
-    // An age beyond the calendar deletes nothing.
-    assert_eq!(
-        outbox.prune(std::time::Duration::MAX, 100).await.unwrap(),
-        0
-    );
+    assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 0);
+    assert_eq!(left().await, all[4..]);
+    // A thousand years is past every stored date.
+    assert_eq!(outbox.prune(hours(1_000 * 8_766), 100).await.unwrap(), 0);
 }
 
 /// Delivers after a pause, as a slow or unreachable log would.

@@ -110,7 +110,8 @@ impl Outbox for SqliteOutbox {
 
     async fn prune(&self, age: Duration, limit: usize) -> Result<u64, RepositoryError> {
         // `sent_at` is written by SQLite's clock, which is this machine's: the cut-off can be
-        // computed here, in the same text format, and compared as text.
+        // computed here, in the same text format, and compared as text. The `outbox_sent` index
+        // keeps the statement to the rows it deletes.
         let Some(cutoff) = chrono::Duration::from_std(age)
             .ok()
             .and_then(|age| Utc::now().checked_sub_signed(age))
@@ -121,7 +122,7 @@ impl Outbox for SqliteOutbox {
         let deleted = crate::retry_busy(|| {
             sqlx::query(concat!(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ",
-                "WHERE sent_at IS NOT NULL AND sent_at < ?1 ORDER BY id LIMIT ?2)"
+                "WHERE sent_at IS NOT NULL AND sent_at < ?1 ORDER BY sent_at, id LIMIT ?2)"
             ))
             .bind(cutoff.clone())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -247,10 +248,10 @@ mod tests {
         let (repo, outbox) = catalog_with(6).await;
         let sink = Collect::default();
         assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
-        // Rows 1 to 3 were sent a day ago, row 4 just now; rows 5 and 6 wait.
+        // Rows 1 to 3 were sent a day ago, row 4 two hours ago; rows 5 and 6 wait.
         sqlx::query(concat!(
-            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day') ",
-            "WHERE id <= 3"
+            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ",
+            "CASE WHEN id <= 3 THEN '-1 day' ELSE '-2 hours' END) WHERE id <= 4"
         ))
         .execute(repo.pool())
         .await
@@ -261,24 +262,21 @@ mod tests {
                 .await
                 .unwrap()
         };
-        let hour = Duration::from_secs(3600);
-        assert_eq!(outbox.prune(hour, 2).await.unwrap(), 2);
+        let hours = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(outbox.prune(hours(3), 2).await.unwrap(), 2);
         assert_eq!(left().await, [3, 4, 5, 6]);
-        assert_eq!(outbox.prune(hour, 100).await.unwrap(), 1);
-        assert_eq!(outbox.prune(hour, 100).await.unwrap(), 0);
-        assert_eq!(
-            outbox
-                .prune(Duration::from_secs(2 * 86_400), 100)
-                .await
-                .unwrap(),
-            0
-        );
+        assert_eq!(outbox.prune(hours(3), 100).await.unwrap(), 1);
+        assert_eq!(outbox.prune(hours(3), 100).await.unwrap(), 0);
         assert_eq!(left().await, [4, 5, 6]);
+        assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 1);
+        assert_eq!(left().await, [5, 6]);
 
-        // The rows waiting are relayed as before.
+        // The rows waiting are relayed as before, and kept.
         assert_eq!(outbox.waiting().await.unwrap(), 2);
         assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
         assert_eq!(*sink.delivered.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 0);
+        assert_eq!(left().await, [5, 6]);
         // An age beyond the calendar deletes nothing.
         assert_eq!(outbox.prune(Duration::MAX, 100).await.unwrap(), 0);
     }
