@@ -393,38 +393,31 @@ async fn trend_difference(store: &dyn TrendBackend, board: &TrendBoard) -> Optio
 }
 
 async fn wait_for_trends(store: &dyn TrendBackend, board: &TrendBoard, what: &str) {
-    let mut last = None;
-    let reached = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            last = trend_difference(store, board).await;
-            if last.is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "{what}: the trend store never held every search applied once; last difference: {last:?}"
-    );
-    // Nothing arrives late and counts twice.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let late = trend_difference(store, board).await;
-    assert!(
-        late.is_none(),
-        "{what}: the trends changed afterwards: {late:?}"
-    );
+    wait_until_settled(what, "trend store", || trend_difference(store, board)).await;
 }
 
 async fn wait_for_recommendations(store: &dyn RecommendBackend, expected: &Snapshot, what: &str) {
+    wait_until_settled(what, "recommendation store", || async {
+        match store.snapshot().await {
+            Ok(held) => held.difference(expected),
+            Err(error) => Some(format!("cannot read the store: {error}")),
+        }
+    })
+    .await;
+}
+
+/// Polls `difference` (what a store holds against what it should hold; `None` when they agree)
+/// every 200 ms until it is `None`, for 60 s at most; then checks that it is still `None` half a
+/// second later: nothing arrives late and counts twice.
+async fn wait_until_settled<F, Fut>(what: &str, store: &str, mut difference: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let mut last = None;
     let reached = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            last = match store.snapshot().await {
-                Ok(held) => held.difference(expected),
-                Err(error) => Some(format!("cannot read the store: {error}")),
-            };
+            last = difference().await;
             if last.is_none() {
                 return;
             }
@@ -434,13 +427,12 @@ async fn wait_for_recommendations(store: &dyn RecommendBackend, expected: &Snaps
     .await;
     assert!(
         reached.is_ok(),
-        "{what}: the recommendation store never held every event applied once; last \
-         difference: {last:?}"
+        "{what}: the {store} never held every event applied once; last difference: {last:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let late = store.snapshot().await.unwrap().difference(expected);
+    let late = difference().await;
     assert!(
         late.is_none(),
-        "{what}: the store changed afterwards: {late:?}"
+        "{what}: the {store} changed afterwards: {late:?}"
     );
 }
