@@ -9,7 +9,7 @@ use bookstore_domain::BookRepository;
 use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
-use bookstore_web::{RemoteRecommendations, RemoteTrends, WebState};
+use bookstore_web::{RemoteRecommendations, RemoteTrends, VisitorKeys, WebState};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -133,6 +133,11 @@ impl WebApp {
         let bus = EventBus::open(config).await?;
         let publisher = bus.publisher(&config.events).await?;
         let sink = crate::relay::PublisherSink::start(&bus, &config.events).await?;
+        let visitors = VisitorKeys::new(
+            config.cookie_secret()?,
+            config.cookie_secure(),
+            config.trusted_proxies()?,
+        );
         let timeout = Duration::from_millis(config.web.remote_timeout_ms);
         let cache_ttl = Duration::from_millis(config.web.remote_cache_ms);
         let state = WebState {
@@ -154,6 +159,8 @@ impl WebApp {
                 )),
                 None => None,
             },
+            visitors: Arc::new(visitors),
+            trend_min_readers: config.trend.min_readers,
         };
         let listener = TcpListener::bind(config.web.listen)
             .await
@@ -251,7 +258,11 @@ pub(crate) async fn drained(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = tokio_util::sync::CancellationToken::new();
-    let server = axum::serve(listener, router).with_graceful_shutdown({
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
         let stopping = stopping.clone();
         async move {
             shutdown.await;

@@ -108,6 +108,8 @@ pub struct TrendConfig {
     pub min_score: f64,
     /// …and at most this many are kept.
     pub max_trends: usize,
+    /// Distinct readers who must have searched a query before the page shows it under Trends.
+    pub min_readers: u32,
 }
 
 impl Default for TrendConfig {
@@ -123,6 +125,7 @@ impl Default for TrendConfig {
             user_window: 3600,
             min_score: 0.01,
             max_trends: 10_000,
+            min_readers: 3,
         }
     }
 }
@@ -135,6 +138,7 @@ impl TrendConfig {
             user_window: Duration::from_secs(self.user_window),
             min_score: self.min_score,
             max_trends: self.max_trends,
+            min_readers: self.min_readers,
         }
     }
 }
@@ -158,6 +162,18 @@ pub struct WebConfig {
     /// answers.
     pub remote_timeout_ms: u64,
     pub remote_cache_ms: u64,
+    /// The key that signs visitor ids (`uid` cookies), at least 32 characters; unset or empty: a random
+    /// one generated into `<data_dir>/cookie_secret`. Web instances behind one address must share
+    /// it.
+    pub cookie_secret: Option<Secret>,
+    /// The address readers use, e.g. `https://books.example`; `https` makes the cookie `Secure`.
+    pub public_url: Option<String>,
+    /// Sets or clears the cookie's `Secure` attribute whatever `public_url` says.
+    pub cookie_secure: Option<bool>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; a list, or
+    /// one string separated by commas.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Which event log carries the events.
@@ -300,8 +316,73 @@ impl Default for WebConfig {
             recommend_url: None,
             remote_timeout_ms: 300,
             remote_cache_ms: 2_000,
+            cookie_secret: None,
+            public_url: None,
+            cookie_secure: None,
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// A list of strings, or one string of comma-separated items (handier in the environment).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(deserializer)? {
+        ListOrCommas::List(items) => items,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Keys whose values are text whatever they look like: from the environment they are taken
+/// verbatim (`BOOKSTORE_WEB__ADMIN_TOKEN=00123` is the token `00123`, not the number 123), as are
+/// all of `events.properties` (SASL passwords).
+const TEXT_KEYS: &[&str] = &[
+    "web.admin_token",
+    "web.cookie_secret",
+    "web.public_url",
+    "web.trend_url",
+    "web.recommend_url",
+    "db.url",
+    "events.brokers",
+    "events.topic",
+    "events.catalog_topic",
+    "events.compression",
+    "trend.group_id",
+    "trend.redis_url",
+    "trend.redis_prefix",
+    "recommend.group_id",
+    "recommend.db_url",
+];
+
+/// The `BOOKSTORE_*` variables of [`TEXT_KEYS`] and `events.properties`, as they are.
+fn verbatim_text_from_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            let name = name.to_str()?;
+            let rest = name
+                .get(..10)
+                .filter(|p| p.eq_ignore_ascii_case("BOOKSTORE_"))?;
+            let key = name[rest.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            let text = TEXT_KEYS.contains(&key.as_str()) || key.starts_with("events.properties.");
+            Some((key, value.into_string().ok()?)).filter(|_| text)
+        })
+        .collect()
 }
 
 impl Default for DbConfig {
@@ -387,6 +468,11 @@ impl Config {
             let key = key.as_str().to_ascii_lowercase();
             key != "config" && !key.starts_with("test_") && !key.starts_with("services_")
         }));
+        // figment reads environment values as YAML-like data (`00123` is a number); text keys
+        // are put back as they were written.
+        for (key, value) in verbatim_text_from_env() {
+            figment = figment.merge(figment::providers::Serialized::default(&key, value));
+        }
         let config: Config = figment.extract().map_err(|err| {
             // One line per problem, each naming its key and where the value came from.
             let lines: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
@@ -467,7 +553,106 @@ impl Config {
         if self.web.remote_timeout_ms == 0 {
             bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
         }
+        if let Some(secret) = self.configured_cookie_secret() {
+            if secret.expose().chars().count() < 32 {
+                bail!(
+                    "invalid configuration: web.cookie_secret must be at least 32 characters (for example `openssl rand -hex 32`)"
+                );
+            }
+        }
+        if let Some(url) = self.web.public_url.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(
+                    "invalid configuration: web.public_url must start with http:// or https://, got {url:?}"
+                );
+            }
+        }
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    /// `web.trusted_proxies`, parsed: an address is a block of one.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.web
+            .trusted_proxies
+            .iter()
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "invalid configuration: web.trusted_proxies: {item:?} is neither an IP address nor a CIDR block"
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether the visitor cookie is `Secure`: `web.cookie_secure`, else whether
+    /// `web.public_url` is https.
+    pub fn cookie_secure(&self) -> bool {
+        self.web.cookie_secure.unwrap_or_else(|| {
+            self.web
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+        })
+    }
+
+    /// The key that signs visitor ids: `web.cookie_secret`, else the one in
+    /// `<data_dir>/cookie_secret`, made (random, readable by the owner only) on first use.
+    pub fn cookie_secret(&self) -> anyhow::Result<SecretString> {
+        if let Some(secret) = self.configured_cookie_secret() {
+            return Ok(secret.0.clone());
+        }
+        self.ensure_data_dir()?;
+        let path = self.data_dir.join("cookie_secret");
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .with_context(|| format!("cannot read the cookie secret {}", path.display()))
+        };
+        if path.exists() {
+            let secret = read(&path)?;
+            if secret.chars().count() >= 32 {
+                return Ok(SecretString::from(secret));
+            }
+            bail!(
+                "the cookie secret {} is shorter than 32 characters; delete it to have a new one made",
+                path.display()
+            );
+        }
+        let secret = random_secret();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(secret.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| {
+                        format!("cannot write the cookie secret {}", path.display())
+                    })?;
+                tracing::info!(path = %path.display(), "made a new secret for visitor cookies");
+                Ok(SecretString::from(secret))
+            }
+            // Another process made it first: use theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(SecretString::from(read(&path)?))
+            }
+            Err(error) => Err(error)
+                .with_context(|| format!("cannot create the cookie secret {}", path.display())),
+        }
+    }
+
+    /// `web.cookie_secret` unless unset or empty.
+    fn configured_cookie_secret(&self) -> Option<&Secret> {
+        self.web
+            .cookie_secret
+            .as_ref()
+            .filter(|s| !s.expose().is_empty())
     }
 
     /// The trend service the page calls, if any.
@@ -523,6 +708,13 @@ impl Config {
             )
         })
     }
+}
+
+/// 32 random bytes (rand's thread generator: ChaCha seeded by the operating system), as 64
+/// hexadecimal digits.
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The kind of database a URL names, from its scheme.
@@ -608,6 +800,109 @@ mod tests {
             assert!(!err.contains('\n'), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn text_from_the_environment_is_taken_as_written() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BOOKSTORE_WEB__ADMIN_TOKEN", "00123");
+            jail.set_env("BOOKSTORE_TREND__GROUP_ID", "007");
+            jail.set_env("BOOKSTORE_EVENTS__TOPIC", "1e3");
+            jail.set_env("BOOKSTORE_EVENTS__PROPERTIES__SASL_PASSWORD", " 0042 ");
+            jail.set_env("BOOKSTORE_WEB__COOKIE_SECRET", "0".repeat(40));
+            jail.set_env("BOOKSTORE_WEB__PAGE_SIZE", "7");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "00123");
+            assert_eq!(config.trend.group_id, "007");
+            assert_eq!(config.events.topic, "1e3");
+            assert_eq!(
+                config.events.librdkafka_properties()["sasl.password"],
+                " 0042 "
+            );
+            assert_eq!(
+                config.web.cookie_secret.as_ref().unwrap().expose(),
+                "0".repeat(40)
+            );
+            assert_eq!(config.web.page_size, 7, "numbers are still numbers");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn visitor_cookie_settings() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).unwrap();
+            assert!(!config.cookie_secure());
+            assert!(config.trusted_proxies().unwrap().is_empty());
+            jail.set_env("BOOKSTORE_WEB__PUBLIC_URL", "https://books.example");
+            jail.set_env(
+                "BOOKSTORE_WEB__TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.0.2.1,::1",
+            );
+            let config = Config::load(None).unwrap();
+            assert!(config.cookie_secure());
+            let proxies = config.trusted_proxies().unwrap();
+            assert_eq!(proxies.len(), 3);
+            assert!(proxies[1].contains(&"192.0.2.1".parse::<std::net::IpAddr>().unwrap()));
+            jail.set_env("BOOKSTORE_WEB__COOKIE_SECURE", "false");
+            assert!(!Config::load(None).unwrap().cookie_secure());
+            jail.set_env(
+                "BOOKSTORE_WEB__TRUSTED_PROXIES",
+                "10.0.0.0/8,not-an-address",
+            );
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("web.trusted_proxies"), "{err}");
+            jail.set_env("BOOKSTORE_WEB__TRUSTED_PROXIES", "");
+            jail.set_env("BOOKSTORE_WEB__COOKIE_SECRET", "short");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("web.cookie_secret"), "{err}");
+            jail.set_env("BOOKSTORE_WEB__COOKIE_SECRET", "");
+            jail.set_env("BOOKSTORE_WEB__PUBLIC_URL", "books.example");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("web.public_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_cookie_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let first = config.cookie_secret().unwrap();
+        assert_eq!(first.expose_secret().len(), 64);
+        let again = config.cookie_secret().unwrap();
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("data/cookie_secret"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by its owner only: {mode:o}");
+        }
+        let other = Config {
+            data_dir: tempfile::tempdir().unwrap().path().to_owned(),
+            ..Config::default()
+        };
+        assert_ne!(
+            other.cookie_secret().unwrap().expose_secret(),
+            first.expose_secret()
+        );
+        let configured = Config {
+            web: WebConfig {
+                cookie_secret: Some(Secret::from("s".repeat(32))),
+                ..WebConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            configured.cookie_secret().unwrap().expose_secret(),
+            "s".repeat(32)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `bookstore loadgen`: drives a running system over HTTP and reports what a reader would feel.
 //!
 //! - **Workload**: page views (`GET /?q=…`) and API searches (`GET /api/books?q=…`), in the share
-//!   `--page-share`, each from one of `--users` visitors (a `uid` cookie holding a UUID v4), for a
+//!   `--page-share`, each from one of `--users` visitors (each visitor's signed `uid` cookie is
+//!   fetched from the page before the run, as a browser gets it), for a
 //!   word of the sample catalog's titles and authors drawn with a Zipf-like skew (the catalog's
 //!   most common words first, weight `1 / rank^s`). Deterministic for a `--seed`.
 //! - **Open loop** (`--rate N`): a request is due every `1/N` s and its latency counts from when it
@@ -11,9 +12,10 @@
 //!   next request when the previous one is answered.
 //! - **Baseline**: before the run, `GET /healthz` driven the same way for `--baseline-secs`; the
 //!   search latencies are also given as ratios to it, as machines are noisy.
-//! - **Trend delay**: about every second, an anonymous API search for this run's marker query
-//!   (`loadgen<nonce>`, a single word no book has) whose trend count the load generator knows;
-//!   `GET /trends?ps=100&by=score` every 20 ms until the marker's count reaches it, for at most
+//! - **Trend delay**: about every second, an API search for this run's marker query
+//!   (`loadgen<nonce>`, a single word no book has) whose trend count the load generator knows, from
+//!   the visitors in turn (so that the per-reader cap does not hold its score down);
+//!   `GET /trends?ps=100&by=score&all=true` every 20 ms until the marker's count reaches it, for at most
 //!   `--trend-wait-ms`. Zero-result searches are published and ranked like any other. The marker
 //!   must stay among the 100 best trends to be seen, so when the list is full and the marker is
 //!   not comfortably inside it, a few more (unmeasured) marker searches raise its score first.
@@ -158,7 +160,8 @@ impl Kind {
 struct Request {
     kind: Kind,
     query: String,
-    uid: String,
+    /// The `Cookie` header (`uid=…`), or empty.
+    cookie: String,
 }
 
 /// Where requests come from: the baseline's `/healthz`, or the searches.
@@ -173,7 +176,7 @@ impl Source {
             Source::Healthz => Request {
                 kind: Kind::Healthz,
                 query: String::new(),
-                uid: String::new(),
+                cookie: String::new(),
             },
             Source::Searches(workload) => workload.next(),
         }
@@ -186,20 +189,21 @@ pub struct Workload {
     words: Vec<String>,
     /// Cumulative weights of `words`.
     cumulative: Vec<f64>,
+    /// The visitors' `Cookie` headers.
     users: Vec<String>,
     page_share: f64,
 }
 
 impl Workload {
-    pub fn new(users: usize, page_share: f64, zipf: f64, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let users = (0..users.max(1))
-            .map(|_| {
-                uuid::Builder::from_random_bytes(rng.random::<[u8; 16]>())
-                    .into_uuid()
-                    .to_string()
-            })
-            .collect();
+    /// Searches from the visitors whose `Cookie` headers are `users` (at least one; an empty
+    /// header is a visitor without a cookie).
+    pub fn new(users: Vec<String>, page_share: f64, zipf: f64, seed: u64) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        let users = if users.is_empty() {
+            vec![String::new()]
+        } else {
+            users
+        };
         let words = catalog_words();
         let mut total = 0.0;
         let cumulative = (1..=words.len())
@@ -234,11 +238,11 @@ impl Workload {
             .cumulative
             .partition_point(|c| *c <= draw)
             .min(self.words.len().saturating_sub(1));
-        let uid = self.users[self.rng.random_range(0..self.users.len())].clone();
+        let cookie = self.users[self.rng.random_range(0..self.users.len())].clone();
         Request {
             kind,
             query: self.words.get(index).cloned().unwrap_or_default(),
-            uid,
+            cookie,
         }
     }
 }
@@ -314,10 +318,10 @@ async fn send(client: &reqwest::Client, web_url: &str, request: &Request) -> Res
             .get(format!("{web_url}/"))
             .query(&[("q", request.query.as_str())]),
     };
-    let builder = if request.uid.is_empty() {
+    let builder = if request.cookie.is_empty() {
         builder
     } else {
-        builder.header(reqwest::header::COOKIE, format!("uid={}", request.uid))
+        builder.header(reqwest::header::COOKIE, request.cookie.as_str())
     };
     let response = builder.send().await.map_err(|e| classify(&e))?;
     let status = response.status();
@@ -420,7 +424,11 @@ struct TrendEntry {
 async fn top_trends(client: &reqwest::Client, trend_url: &str) -> Result<Vec<TrendEntry>, String> {
     let response = client
         .get(format!("{trend_url}/trends"))
-        .query(&[("ps", TRENDS_PAGE.to_string().as_str()), ("by", "score")])
+        .query(&[
+            ("ps", TRENDS_PAGE.to_string().as_str()),
+            ("by", "score"),
+            ("all", "true"),
+        ])
         .send()
         .await
         .map_err(|e| classify(&e))?;
@@ -431,14 +439,58 @@ async fn top_trends(client: &reqwest::Client, trend_url: &str) -> Result<Vec<Tre
     response.json().await.map_err(|e| classify(&e))
 }
 
-/// An anonymous API search (no cookie: no per-user cap) for the marker.
-async fn marker_search(client: &reqwest::Client, web_url: &str, marker: &str) -> bool {
+/// An API search for the marker from the visitor whose `Cookie` header is `cookie`.
+async fn marker_search(
+    client: &reqwest::Client,
+    web_url: &str,
+    marker: &str,
+    cookie: String,
+) -> bool {
     let request = Request {
         kind: Kind::Api,
         query: marker.to_owned(),
-        uid: String::new(),
+        cookie,
     };
     send(client, web_url, &request).await.is_ok()
+}
+
+/// The `Cookie` headers of `n` new visitors: each asks for the page once, as a browser would,
+/// and keeps the signed `uid` cookie it is given.
+async fn visitor_cookies(
+    client: &reqwest::Client,
+    web_url: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut cookies = Vec::with_capacity(n);
+    let mut visits = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(16));
+    for _ in 0..n {
+        let (client, url) = (client.clone(), format!("{web_url}/"));
+        let slot = slots.clone().acquire_owned().await?;
+        visits.spawn(async move {
+            let cookie = client.get(url).send().await.ok().and_then(|response| {
+                let set = response.headers().get(reqwest::header::SET_COOKIE)?;
+                let pair = set.to_str().ok()?.split(';').next()?.trim().to_owned();
+                pair.starts_with("uid=").then_some(pair)
+            });
+            drop(slot);
+            cookie
+        });
+    }
+    while let Some(done) = visits.join_next().await {
+        if let Ok(Some(cookie)) = done {
+            cookies.push(cookie);
+        }
+    }
+    if cookies.len() < n {
+        bail!(
+            "only {} of {n} visits to {web_url}/ got a uid cookie",
+            cookies.len()
+        );
+    }
+    // Joined in completion order: sorted, so that a seed draws the same visitors' requests.
+    cookies.sort();
+    Ok(cookies)
 }
 
 /// Marker searches needed so that the marker stays among the best trends: none while the list
@@ -477,9 +529,18 @@ async fn measure_trend_delay(
     web_url: String,
     trend_url: String,
     marker: String,
+    visitors: Vec<String>,
     end: Instant,
     wait: Duration,
 ) -> Markers {
+    let mut turn = 0usize;
+    let mut next_visitor = move || {
+        turn = turn.wrapping_add(1);
+        visitors
+            .get(turn % visitors.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut m = Markers {
         marker,
         delays: new_histogram(),
@@ -508,11 +569,12 @@ async fn measure_trend_delay(
         let slots = Arc::new(Semaphore::new(BOOST_CONCURRENCY));
         for _ in 0..boosts {
             let (client, web_url, marker) = (client.clone(), web_url.clone(), m.marker.clone());
+            let cookie = next_visitor();
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
             extra.spawn(async move {
-                let ok = marker_search(&client, &web_url, &marker).await;
+                let ok = marker_search(&client, &web_url, &marker, cookie).await;
                 drop(slot);
                 ok
             });
@@ -525,7 +587,7 @@ async fn measure_trend_delay(
         }
         let sent_at = Instant::now();
         m.sent += 1;
-        if !marker_search(&client, &web_url, &m.marker).await {
+        if !marker_search(&client, &web_url, &m.marker, next_visitor()).await {
             m.search_errors += 1;
             tick = next_tick(tick);
             continue;
@@ -727,7 +789,8 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         "loadgen: searches ({} users, page share {}), {pace}, for {} s",
         args.users, args.page_share, args.duration
     );
-    let workload = Workload::new(args.users, args.page_share, args.zipf, args.seed);
+    let visitors = visitor_cookies(&client, &web_url, args.users).await?;
+    let workload = Workload::new(visitors.clone(), args.page_share, args.zipf, args.seed);
     let duration = Duration::from_secs(args.duration);
     let marker = format!("loadgen{}", uuid::Uuid::new_v4().simple());
     let markers = tokio::spawn(measure_trend_delay(
@@ -735,6 +798,7 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         web_url.clone(),
         trend_url.clone(),
         marker,
+        visitors,
         Instant::now() + duration,
         Duration::from_millis(args.trend_wait_ms),
     ));
@@ -898,14 +962,15 @@ mod tests {
     }
 
     #[test]
-    fn queries_are_skewed_and_visitors_are_uuids() {
-        let mut workload = Workload::new(10, 0.5, 1.0, 7);
+    fn queries_are_skewed_and_every_visitor_searches() {
+        let cookies: Vec<String> = (0..10).map(|i| format!("uid=visitor-{i}")).collect();
+        let mut workload = Workload::new(cookies.clone(), 0.5, 1.0, 7);
         let first = workload.words()[0].clone();
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut pages = 0;
         for _ in 0..10_000 {
             let r = workload.next();
-            assert!(uuid::Uuid::parse_str(&r.uid).is_ok());
+            assert!(cookies.contains(&r.cookie));
             pages += u64::from(r.kind == Kind::Page);
             *counts.entry(r.query).or_default() += 1;
         }
@@ -913,7 +978,8 @@ mod tests {
         assert_eq!(counts[&first], top, "the first word is the most drawn");
         assert!(counts.len() > 50, "the tail is drawn too");
         assert!((4_000..6_000).contains(&pages), "{pages}");
-        let users: std::collections::BTreeSet<_> = (0..1000).map(|_| workload.next().uid).collect();
+        let users: std::collections::BTreeSet<_> =
+            (0..1000).map(|_| workload.next().cookie).collect();
         assert_eq!(users.len(), 10);
     }
 

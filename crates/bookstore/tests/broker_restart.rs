@@ -60,7 +60,10 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
                 let started = Instant::now();
                 let response = http
                     .get(format!("{url}{}", queries[i % queries.len()]))
-                    .header("cookie", format!("uid={}", READERS[i % READERS.len()]))
+                    .header(
+                        "cookie",
+                        crate::helpers::uid_cookie(READERS[i % READERS.len()]),
+                    )
                     .send()
                     .await;
                 let status = response.map(|r| r.status().as_u16()).unwrap_or(0);
@@ -126,7 +129,12 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
     let trends = open_trend_store(&bus.config).await.unwrap();
     let trend_total = || async {
         trends
-            .top(1_000, TrendRanking::Count, chrono::Utc::now())
+            .top(
+                1_000,
+                TrendRanking::Count,
+                bookstore_domain::trends::Audience::Everyone,
+                chrono::Utc::now(),
+            )
             .await
             .unwrap()
             .iter()

@@ -269,13 +269,18 @@ impl Browser {
     }
 
     /// The visitor's `uid` cookie.
+    /// The visitor id of this browser: its signed `uid` cookie without the MAC.
     async fn uid(&self) -> String {
-        self.client
+        let cookie = self
+            .client
             .get_named_cookie("uid")
             .await
-            .expect("the page set the uid cookie")
+            .expect("the page set the uid cookie");
+        let (uid, _mac) = cookie
             .value()
-            .to_owned()
+            .split_once('.')
+            .expect("a signed uid cookie: <uuid>.<mac>");
+        uid.to_owned()
     }
 
     /// The queries under Trends; `None` when the page has no Trends section.

@@ -265,7 +265,12 @@ async fn run(infra: Infra, seed: u64) {
     let trends = open_trend_store(config).await.unwrap();
     let recommendations = open_recommend_store(config).await.unwrap();
     let before: u64 = trends
-        .top(1_000, TrendRanking::Count, Utc::now())
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            Utc::now(),
+        )
         .await
         .unwrap()
         .iter()
@@ -352,7 +357,15 @@ async fn replay(
 /// differ by rounding (events of different partitions are added in another order).
 async fn trend_difference(store: &dyn TrendBackend, board: &TrendBoard) -> Option<String> {
     let now = Utc::now();
-    let held = match store.top(1_000, TrendRanking::Count, now).await {
+    let held = match store
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            now,
+        )
+        .await
+    {
         Ok(held) => held,
         Err(error) => return Some(format!("cannot read the trends: {error}")),
     };
@@ -361,7 +374,12 @@ async fn trend_difference(store: &dyn TrendBackend, board: &TrendBoard) -> Optio
         .map(|t| (t.query_normalized.clone(), t))
         .collect();
     let want: BTreeMap<_, _> = board
-        .top(1_000, TrendRanking::Count, now)
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            now,
+        )
         .into_iter()
         .map(|t| (t.query_normalized.clone(), t))
         .collect();

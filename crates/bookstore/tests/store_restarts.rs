@@ -148,9 +148,10 @@ fn searches(web: &str, stop: CancellationToken) -> JoinHandle<Vec<Call>> {
     let web = web.to_owned();
     stream(Duration::from_millis(50), stop, move |i| {
         let q = QUERIES[i % QUERIES.len()];
-        let request = http
-            .get(format!("{web}/api/books?q={q}"))
-            .header("cookie", format!("uid={}", READERS[i % READERS.len()]));
+        let request = http.get(format!("{web}/api/books?q={q}")).header(
+            "cookie",
+            crate::helpers::uid_cookie(READERS[i % READERS.len()]),
+        );
         (Kind::Search, q.to_owned(), request)
     })
 }

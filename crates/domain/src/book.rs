@@ -77,11 +77,24 @@ impl NewBook {
                 }
             },
         };
-        let description = input.description.unwrap_or_default().trim().to_owned();
+        // Line ends written `\r\n` (files from Windows) are kept as `\n`.
+        let description = input
+            .description
+            .unwrap_or_default()
+            .trim()
+            .replace("\r\n", "\n");
         if description.chars().count() > MAX_DESCRIPTION_CHARS {
             errors.add(
                 "description",
                 format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            );
+        } else if description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            errors.add(
+                "description",
+                "must not contain control characters other than newline and tab",
             );
         }
         match (title, author, published_at) {
@@ -110,9 +123,21 @@ fn required_name(errors: &mut FieldErrors, field: &str, value: Option<String>) -
     } else if value.chars().any(char::is_control) {
         errors.add(field, "must not contain control characters");
         None
+    } else if value.chars().any(is_bidi_control) {
+        errors.add(
+            field,
+            "must not contain bidi embedding, override or isolate characters (U+202A to U+202E, U+2066 to U+2069)",
+        );
+        None
     } else {
         Some(value)
     }
+}
+
+/// The bidi embedding, override and isolate controls: in a title or an author they could make
+/// the page show text in another order than it is stored (and hide what follows them).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Parses a strict `YYYY-MM-DD` date (four-digit year, two-digit month and day) that exists in the
@@ -225,6 +250,29 @@ mod tests {
     fn names_are_counted_in_characters_not_bytes() {
         assert!(NewBook::parse(input(&"é".repeat(255), "A", "1900-01-01")).is_ok());
         assert!(NewBook::parse(input(&"é".repeat(256), "A", "1900-01-01")).is_err());
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_refused() {
+        let with = |title: &str, author: &str, description: &str| {
+            NewBook::parse(NewBookInput {
+                description: Some(description.into()),
+                ..input(title, author, "1900-01-01")
+            })
+        };
+        for description in ["a\u{0}b", "\u{1b}[31mred", "bell\u{7}", "x\u{85}y"] {
+            let err = with("T", "A", description).unwrap_err();
+            assert!(err.0.get("description").is_some(), "{description:?}");
+        }
+        let ok = with("T", "A", "Line one\r\nline two\n\tindented").unwrap();
+        assert_eq!(ok.description(), "Line one\nline two\n\tindented");
+        for bidi in ['\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}'] {
+            let text = format!("Evil{bidi}txt.exe");
+            assert!(with(&text, "A", "").unwrap_err().0.get("title").is_some());
+            assert!(with("T", &text, "").unwrap_err().0.get("author").is_some());
+        }
+        // Right-to-left text itself is welcome.
+        assert!(with("\u{5e9}\u{5dc}\u{5d5}\u{5dd}", "\u{627}\u{644}", "").is_ok());
     }
 
     #[test]

@@ -12,6 +12,14 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
+pub use crate::search::{MAX_QUERY_CHARS, clean_query};
+
+/// Longest user or client id an event may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
+/// Longest log key a search event has, in bytes: a user or client id, or (for a search with
+/// neither) its normalized query, [`MAX_QUERY_CHARS`] characters of up to 4 bytes.
+pub const MAX_KEY_BYTES: usize = MAX_QUERY_CHARS * 4;
+
 /// The `type` of a search event.
 pub const BOOK_SEARCHED: &str = "book.searched";
 /// The version of `book.searched` this code writes.
@@ -49,9 +57,14 @@ pub struct SearchEvent {
     /// The wire version the event was read from (or will be written as).
     pub version: u32,
     pub occurred_at: DateTime<Utc>,
-    /// The `uid` cookie of the visitor; `None` for anonymous API calls.
+    /// The visitor's id, from a `uid` cookie the web service signed; `None` for searches without
+    /// one (API calls, first visits).
     pub user_id: Option<String>,
-    /// The query as typed.
+    /// For a search without a user: a pseudonym of the client's network address (a keyed hash,
+    /// the same on every web instance that shares `web.cookie_secret`), so that consumers can cap
+    /// anonymous searches per client without ever seeing the address.
+    pub client_id: Option<String>,
+    /// The query as typed, cleaned and bounded by [`clean_query`] like the search's own text.
     pub query: String,
     /// [`normalize_query`] of `query`.
     pub query_normalized: String,
@@ -61,7 +74,8 @@ pub struct SearchEvent {
 }
 
 impl SearchEvent {
-    /// A version-1 event. `id` should be a fresh UUID v7.
+    /// A version-1 event. `id` should be a fresh UUID v7. The query is cleaned and bounded by
+    /// [`clean_query`].
     pub fn new(
         id: Uuid,
         occurred_at: DateTime<Utc>,
@@ -70,22 +84,35 @@ impl SearchEvent {
         offset: u64,
         results: Vec<ResultBook>,
     ) -> Self {
+        let query = clean_query(query);
         Self {
             id,
             version: BOOK_SEARCHED_VERSION,
             occurred_at,
             user_id,
-            query: query.to_owned(),
-            query_normalized: normalize_query(query),
+            client_id: None,
+            query_normalized: normalize_query(&query),
+            query,
             offset,
             results,
         }
     }
 
-    /// The Kafka key: the user id, or the normalized query for anonymous searches, so that one
-    /// user's events stay in order on one partition.
+    /// The same event, from the client `client_id` (see [`SearchEvent::client_id`]).
+    pub fn with_client(mut self, client_id: Option<String>) -> Self {
+        self.client_id = client_id;
+        self
+    }
+
+    /// Who searched, for rules that count readers: the user, else the client.
+    pub fn reader(&self) -> Option<&str> {
+        self.user_id.as_deref().or(self.client_id.as_deref())
+    }
+
+    /// The Kafka key: the user id, else the client id, else the normalized query, so that one
+    /// reader's events stay in order on one partition. At most [`MAX_KEY_BYTES`] bytes.
     pub fn key(&self) -> &str {
-        self.user_id.as_deref().unwrap_or(&self.query_normalized)
+        self.reader().unwrap_or(&self.query_normalized)
     }
 
     /// The version-1 JSON encoding.
@@ -96,6 +123,7 @@ impl SearchEvent {
             version: BOOK_SEARCHED_VERSION,
             occurred_at: self.occurred_at,
             user_id: self.user_id.as_deref(),
+            client_id: self.client_id.as_deref(),
             query: &self.query,
             query_normalized: &self.query_normalized,
             offset: self.offset,
@@ -118,6 +146,8 @@ struct SearchEventV1Out<'a> {
     occurred_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
     query: &'a str,
     query_normalized: &'a str,
     offset: u64,
@@ -130,8 +160,10 @@ struct SearchEventV1 {
     id: Uuid,
     version: u32,
     occurred_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     user_id: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
     query: String,
     query_normalized: String,
     offset: u64,
@@ -368,8 +400,9 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 id: wire.id,
                 version: wire.version,
                 occurred_at: wire.occurred_at,
-                user_id: wire.user_id.filter(|u| !u.is_empty()),
-                query: wire.query,
+                user_id: identity("user_id", wire.user_id)?,
+                client_id: identity("client_id", wire.client_id)?,
+                query: clean_query(&wire.query),
                 query_normalized,
                 offset: wire.offset,
                 results: wire.results,
@@ -403,7 +436,9 @@ fn decode_legacy(
     let key = key.ok_or(DecodeError::MissingKey)?;
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::KeyNotUtf8)?;
     let (query, user_id) = split_legacy_key(key);
-    let query_normalized = normalize_query(query);
+    let user_id = identity("user id", user_id.map(str::to_owned))?;
+    let query = clean_query(query);
+    let query_normalized = normalize_query(&query);
     if query_normalized.is_empty() {
         return Err(DecodeError::EmptyQuery);
     }
@@ -428,12 +463,31 @@ fn decode_legacy(
         id: Uuid::new_v5(&LEGACY_ID_NAMESPACE, &name),
         version: LEGACY_VERSION,
         occurred_at: timestamp.unwrap_or(DateTime::UNIX_EPOCH),
-        user_id: user_id.map(str::to_owned),
-        query: query.to_owned(),
+        user_id,
+        client_id: None,
+        query,
         query_normalized,
         offset: 0,
         results,
     }))
+}
+
+/// A user or client id as read: empty is none; longer than [`MAX_ID_BYTES`] or holding control
+/// characters, the event is invalid (a consumer would otherwise keep whatever a producer sent).
+fn identity(field: &str, value: Option<String>) -> Result<Option<String>, DecodeError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) if v.len() > MAX_ID_BYTES || v.chars().any(char::is_control) => {
+            Err(DecodeError::Invalid {
+                kind: BOOK_SEARCHED.to_owned(),
+                reason: format!(
+                    "{field} must be at most {MAX_ID_BYTES} bytes without control characters"
+                ),
+            })
+        }
+        Some(v) => Ok(Some(v)),
+    }
 }
 
 /// Splits a tutorial key into the query and the user: the user is the text after the LAST `:`
@@ -447,8 +501,19 @@ pub fn split_legacy_key(key: &str) -> (&str, Option<&str>) {
 }
 
 /// The form under which queries are compared and counted: Unicode NFKC, case-folded, trimmed, with
-/// runs of inner whitespace collapsed to one space. `"  Ｒust\tBOOKS "` becomes `"rust books"`.
+/// runs of inner whitespace collapsed to one space, and at most [`MAX_QUERY_CHARS`] characters (a
+/// few characters grow under NFKC). `"  Ｒust\tBOOKS "` becomes `"rust books"`.
 pub fn normalize_query(query: &str) -> String {
+    let mut normalized = normalize_whole(query);
+    if let Some((cut, _)) = normalized.char_indices().nth(MAX_QUERY_CHARS) {
+        normalized.truncate(cut);
+        let end = normalized.trim_end().len();
+        normalized.truncate(end);
+    }
+    normalized
+}
+
+fn normalize_whole(query: &str) -> String {
     if query.is_ascii() {
         // NFKC leaves ASCII as it is and case folding ASCII is lower-casing: the same result,
         // without the Unicode tables.
@@ -514,7 +579,10 @@ mod tests {
         assert_eq!(json["type"], "book.searched");
         assert_eq!(json["version"], 1);
         assert_eq!(json["occurred_at"], "2026-11-26T10:00:00Z");
-        assert_eq!(json["query"], "  Pride   and Prejudice ");
+        assert_eq!(
+            json["query"], "Pride   and Prejudice",
+            "cleaned like the search's text"
+        );
         assert_eq!(json["query_normalized"], "pride and prejudice");
         assert_eq!(json["offset"], 5);
         assert_eq!(json["results"][0]["published_at"], "1813-01-28");
@@ -528,6 +596,60 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
         assert!(json.get("user_id").is_none());
         assert_eq!(event.key(), "pride and prejudice");
+    }
+
+    #[test]
+    fn anonymous_searches_carry_and_key_on_their_client() {
+        let mut event = sample().with_client(Some("c-0123456789abcdef".into()));
+        event.user_id = None;
+        assert_eq!(event.key(), "c-0123456789abcdef");
+        assert_eq!(event.reader(), Some("c-0123456789abcdef"));
+        let decoded = decode(None, &event.to_json(), None).unwrap();
+        assert_eq!(decoded, Event::BookSearched(event.clone()));
+        // A user outranks the client.
+        event.user_id = Some("u".into());
+        assert_eq!((event.key(), event.reader()), ("u", Some("u")));
+    }
+
+    #[test]
+    fn queries_users_and_keys_are_bounded() {
+        // A 60,000-character query makes an event of the bounded query, with a bounded key.
+        let huge = "x".repeat(60_000);
+        let mut event = SearchEvent::new(Uuid::now_v7(), Utc::now(), None, &huge, 0, vec![]);
+        assert_eq!(event.query.chars().count(), MAX_QUERY_CHARS);
+        assert!(event.key().len() <= MAX_KEY_BYTES);
+        assert!(event.to_json().len() < 1_000, "{}", event.to_json().len());
+        // A producer that sends more is cut on reading, like the search cuts it.
+        event.query = huge.clone();
+        event.query_normalized = huge;
+        let read = decode(None, &event.to_json(), None).unwrap();
+        let read = read.as_search().unwrap();
+        assert_eq!(read.query.chars().count(), MAX_QUERY_CHARS);
+        assert_eq!(read.query_normalized.chars().count(), MAX_QUERY_CHARS);
+        // NFKC can grow a character 18-fold; the normalized query stays bounded.
+        assert_eq!(
+            normalize_query(&"\u{fdfa}".repeat(MAX_QUERY_CHARS))
+                .chars()
+                .count(),
+            MAX_QUERY_CHARS
+        );
+        // Control characters in a query become spaces.
+        let typed = SearchEvent::new(Uuid::now_v7(), Utc::now(), None, "a\u{1b}[2Jb", 0, vec![]);
+        assert_eq!(typed.query, "a [2Jb");
+        // Ids longer than the bound, or with control characters, make the event invalid.
+        for (field, bad) in [("user_id", "u".repeat(65)), ("client_id", "c\u{0}".into())] {
+            let mut json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+            json[field] = bad.into();
+            assert!(
+                matches!(
+                    decode(None, json.to_string().as_bytes(), None),
+                    Err(DecodeError::Invalid { .. })
+                ),
+                "{field}"
+            );
+        }
+        let long_uid = format!("q:{}", "u".repeat(65));
+        assert!(decode(Some(long_uid.as_bytes()), b"[]", None).is_err());
     }
 
     #[test]

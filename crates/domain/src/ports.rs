@@ -170,11 +170,12 @@ pub trait EventHandler: Send + Sync + 'static {
 /// The trends a trend store holds (it is also the [`EventHandler`] that fills them).
 #[async_trait]
 pub trait TrendStore: Send + Sync + 'static {
-    /// The best `n` trends at `now`, ranked `by`.
+    /// The best `n` trends for `audience` at `now`, ranked `by`.
     async fn top(
         &self,
         n: usize,
         by: crate::trends::TrendRanking,
+        audience: crate::trends::Audience,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<crate::trends::Trend>, RepositoryError>;
 

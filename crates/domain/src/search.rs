@@ -34,7 +34,7 @@ pub struct BookQuery {
 
 impl BookQuery {
     pub fn new(text: &str, offset: u64, limit: u32) -> Self {
-        let text: String = text.trim().chars().take(MAX_QUERY_CHARS).collect();
+        let text = clean_query(text);
         Self {
             text,
             offset,
@@ -42,7 +42,8 @@ impl BookQuery {
         }
     }
 
-    /// The query as typed, trimmed.
+    /// The query as typed, cleaned by [`clean_query`]: what the search matched, and what its
+    /// event and trend carry.
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -63,6 +64,28 @@ impl BookQuery {
             })
             .collect()
     }
+}
+
+/// The text of a query as every part of the system keeps it: control characters and bidi
+/// overrides become spaces (they could hide or reorder text on the page that shows trends),
+/// the ends are trimmed, and only the first [`MAX_QUERY_CHARS`] characters are kept. The search,
+/// the search event and the trend all use this text, so none of them holds more.
+pub fn clean_query(raw: &str) -> String {
+    let mut text: String = raw
+        .trim_start_matches(|c: char| c.is_whitespace() || is_unsafe_in_text(c))
+        .chars()
+        .take(MAX_QUERY_CHARS)
+        .map(|c| if is_unsafe_in_text(c) { ' ' } else { c })
+        .collect();
+    let end = text.trim_end().len();
+    text.truncate(end);
+    text
+}
+
+/// Characters no query keeps: control characters (`\0`, escapes, newlines and tabs too) and the
+/// bidi embedding, override and isolate controls (U+202A to U+202E, U+2066 to U+2069).
+pub fn is_unsafe_in_text(c: char) -> bool {
+    c.is_control() || crate::book::is_bidi_control(c)
 }
 
 /// One page of results and the number of books that match in all.
@@ -152,5 +175,17 @@ mod tests {
     fn queries_are_trimmed_and_bounded() {
         let q = BookQuery::new(&format!("  {}  ", "a".repeat(500)), 0, 5);
         assert_eq!(q.text().len(), MAX_QUERY_CHARS);
+        // Counted in characters, and cut before the trailing space is trimmed.
+        let q = BookQuery::new(&format!("{} b", "é".repeat(MAX_QUERY_CHARS - 1)), 0, 5);
+        assert_eq!(q.text().chars().count(), MAX_QUERY_CHARS - 1);
+        assert_eq!(clean_query(&"x".repeat(60_000)).len(), MAX_QUERY_CHARS);
+    }
+
+    #[test]
+    fn control_and_bidi_characters_become_spaces() {
+        assert_eq!(clean_query("\u{0}a\u{1b}[31mb\tc\n"), "a [31mb c");
+        assert_eq!(clean_query("x\u{202e}evil\u{2066}y"), "x evil y");
+        assert_eq!(clean_query("\u{202e}\u{0} austen \u{7f}"), "austen");
+        assert_eq!(clean_query("Brontë 東京"), "Brontë 東京");
     }
 }

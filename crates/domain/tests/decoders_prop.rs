@@ -14,8 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bookstore_domain::events::{
-    BookCreatedEvent, CatalogBook, DecodeError, Event, ResultBook, SearchEvent, decode,
-    normalize_query,
+    BookCreatedEvent, CatalogBook, DecodeError, Event, ResultBook, SearchEvent, clean_query,
+    decode, normalize_query,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use proptest::prelude::*;
@@ -69,9 +69,20 @@ fn arb_text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A query whose normalized form is not empty (an empty one is refused by design).
+/// A query whose cleaned and normalized form is not empty (an empty one is refused by design).
 fn arb_query() -> impl Strategy<Value = String> {
-    arb_text().prop_filter("normalizes to a word", |q| !normalize_query(q).is_empty())
+    arb_text().prop_filter("normalizes to a word", |q| {
+        !normalize_query(&clean_query(q)).is_empty()
+    })
+}
+
+/// A user or client id as producers write them: at most 64 bytes, no control characters.
+fn arb_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        arb_uuid().prop_map(|u| u.to_string()),
+        "c-[0-9a-f]{16}",
+        "[^:\\p{Cc}]{1,16}",
+    ]
 }
 
 fn arb_result_book() -> impl Strategy<Value = ResultBook> {
@@ -94,13 +105,14 @@ fn arb_search_v1() -> impl Strategy<Value = SearchEvent> {
     (
         arb_uuid(),
         arb_datetime(),
-        proptest::option::of(arb_text().prop_filter("a user id is not empty", |u| !u.is_empty())),
+        proptest::option::of(arb_id()),
+        proptest::option::of(arb_id()),
         arb_query(),
         any::<u64>(),
         prop::collection::vec(arb_result_book(), 0..12),
     )
-        .prop_map(|(id, at, user, query, offset, results)| {
-            SearchEvent::new(id, at, user, &query, offset, results)
+        .prop_map(|(id, at, user, client, query, offset, results)| {
+            SearchEvent::new(id, at, user, &query, offset, results).with_client(client)
         })
 }
 
@@ -188,8 +200,9 @@ impl LegacySearch {
             version: 0,
             occurred_at: timestamp.unwrap_or(DateTime::UNIX_EPOCH),
             user_id: self.user.clone(),
-            query: self.query.clone(),
-            query_normalized: normalize_query(&self.query),
+            client_id: None,
+            query: clean_query(&self.query),
+            query_normalized: normalize_query(&clean_query(&self.query)),
             offset: 0,
             results: self
                 .books
@@ -231,7 +244,7 @@ fn arb_legacy_book() -> impl Strategy<Value = LegacyBook> {
 fn arb_legacy() -> impl Strategy<Value = LegacySearch> {
     (
         arb_query(),
-        proptest::option::of("[^:]{1,40}"),
+        proptest::option::of("[^:\\p{Cc}]{1,16}"),
         any::<bool>(),
         prop::collection::vec(arb_legacy_book(), 0..10),
     )

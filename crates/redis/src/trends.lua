@@ -3,13 +3,16 @@
 --
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
 --   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
---   user or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, prune_below,
---   max_trends.
--- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>q:<query> (hash: d
--- display, dn its count, l last search ms, b books JSON, ls log2 score, s:<spelling> counts),
--- <p>cap:<window> (hash: user \31 query -> searches), <p>capw (zset of the windows with
--- counters), <p>pos:<group> (hash: partition -> next offset). Five commands per event, none of
--- them a scan.
+--   reader or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, prune_below,
+--   max_trends, min_readers, max_spellings.
+-- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>pscore and <p>pcount
+-- (the same for public trends only), <p>q:<query> (hash: d display, dn its count, l last search
+-- ms, b books JSON, ls log2 score, pub 1 once public, s:<spelling> counts, at most
+-- max_spellings of them), <p>r:<query> (set: the readers of a trend not public yet, at most
+-- min_readers), <p>cap:<window> (hash: reader \31 query -> searches), <p>capw (zset of the
+-- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
+-- per event; the only whole read is of one trend's hash (a bounded number of fields) when a new
+-- spelling replaces another.
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])
 
@@ -35,16 +38,38 @@ local function log2_add(a, x)
   return hi + math.log(1 + 2 ^ (lo - hi)) / LN2
 end
 
+-- The spelling a new one replaces: the least common, ties towards the greatest in byte order,
+-- never the one shown (bookstore_domain::trends::least_common_spelling).
+local function least_common(h, shown)
+  local all = redis.call('HGETALL', h)
+  local victim, victim_n, count = nil, nil, 0
+  for i = 1, #all, 2 do
+    local field = all[i]
+    if string.sub(field, 1, 2) == 's:' then
+      count = count + 1
+      local spelling, n = string.sub(field, 3), tonumber(all[i + 1])
+      if spelling ~= shown then
+        if (not victim) or n < victim_n or (n == victim_n and spelling > victim) then
+          victim, victim_n = spelling, n
+        end
+      end
+    end
+  end
+  return victim, count
+end
+
 local scores = p .. 'score'
 local counts = p .. 'count'
+local pscores = p .. 'pscore'
+local pcounts = p .. 'pcount'
 local windows = {}
 for _, e in ipairs(b.events) do
-  local query, spelled, user, at = e[1], e[2], e[3], e[6]
+  local query, spelled, reader, at = e[1], e[2], e[3], e[6]
   local h = p .. 'q:' .. query
   local scored = true
-  if user ~= '' then
+  if reader ~= '' then
     local caps = p .. 'cap:' .. e[4]
-    local n = redis.call('HINCRBY', caps, user .. '\31' .. query, 1)
+    local n = redis.call('HINCRBY', caps, reader .. '\31' .. query, 1)
     if not windows[e[4]] then
       redis.call('ZADD', p .. 'capw', e[4], e[4])
       windows[e[4]] = true
@@ -52,10 +77,34 @@ for _, e in ipairs(b.events) do
     scored = n <= b.user_cap
   end
   local count = tonumber(redis.call('ZINCRBY', counts, 1, query))
-  local state = redis.call('HMGET', h, 'd', 'dn', 'l', 'ls', 's:' .. spelled)
+  local state = redis.call('HMGET', h, 'd', 'dn', 'l', 'ls', 's:' .. spelled, 'pub')
   local display, shown, last, log_score = state[1], tonumber(state[2] or '0'), state[3], state[4]
-  local n = tonumber(state[5] or '0') + 1
+  local public = state[6] == '1'
+  local n = 1
+  if state[5] then
+    n = tonumber(state[5]) + 1
+  elseif display then
+    -- A new spelling: make room among the trend's few.
+    local victim, spellings = least_common(h, display)
+    while victim and spellings >= b.max_spellings do
+      redis.call('HDEL', h, 's:' .. victim)
+      victim, spellings = least_common(h, display)
+    end
+  end
   local fields = { 's:' .. spelled, n }
+  -- Readers: the trend turns public once min_readers distinct ones searched it.
+  if not public then
+    local readers = p .. 'r:' .. query
+    local seen = redis.call('SCARD', readers)
+    if reader ~= '' and seen < b.min_readers then
+      seen = seen + redis.call('SADD', readers, reader)
+    end
+    if seen >= b.min_readers then
+      public = true
+      redis.call('DEL', readers)
+      fields[#fields + 1] = 'pub'; fields[#fields + 1] = '1'
+    end
+  end
   if not display then
     fields[#fields + 1] = 'd'; fields[#fields + 1] = spelled
     fields[#fields + 1] = 'dn'; fields[#fields + 1] = n
@@ -70,12 +119,17 @@ for _, e in ipairs(b.events) do
     fields[#fields + 1] = 'b'; fields[#fields + 1] = e[7]
   end
   if scored then
-    local new = string.format('%.17g', log2_add(log_score and tonumber(log_score), e[5]))
-    fields[#fields + 1] = 'ls'; fields[#fields + 1] = new
-    redis.call('ZADD', scores, new, query)
+    log_score = string.format('%.17g', log2_add(log_score and tonumber(log_score), e[5]))
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
+    redis.call('ZADD', scores, log_score, query)
   elseif not log_score then
-    fields[#fields + 1] = 'ls'; fields[#fields + 1] = '-inf'
-    redis.call('ZADD', scores, '-inf', query)
+    log_score = '-inf'
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
+    redis.call('ZADD', scores, log_score, query)
+  end
+  if public then
+    redis.call('ZADD', pscores, log_score, query)
+    redis.call('ZADD', pcounts, count, query)
   end
   redis.call('HSET', h, unpack(fields))
 end
@@ -85,7 +139,9 @@ local function forget(members)
   for _, query in ipairs(members) do
     redis.call('ZREM', scores, query)
     redis.call('ZREM', counts, query)
-    redis.call('DEL', p .. 'q:' .. query)
+    redis.call('ZREM', pscores, query)
+    redis.call('ZREM', pcounts, query)
+    redis.call('DEL', p .. 'q:' .. query, p .. 'r:' .. query)
   end
 end
 forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. string.format('%.17g', b.prune_below)))

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    Trend, TrendBook, TrendRanking, TrendSettings, finite_score, rank, spelling, trend_books,
+    Audience, SPELLINGS_PER_TREND, Trend, TrendBook, TrendRanking, TrendSettings, finite_score,
+    rank, spelling, trend_books,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -43,6 +44,8 @@ struct ScriptBatch<'a> {
     user_cap: u32,
     prune_below: f64,
     max_trends: usize,
+    min_readers: u32,
+    max_spellings: usize,
 }
 
 impl RedisTrends {
@@ -110,7 +113,7 @@ impl EventHandler for RedisTrends {
             events.push((
                 e.query_normalized.as_str(),
                 spelling(&e.query),
-                e.user_id.as_deref().unwrap_or(""),
+                e.reader().unwrap_or(""),
                 self.settings.window(e.occurred_at),
                 self.settings.log_weight(e.occurred_at),
                 e.occurred_at.timestamp_millis(),
@@ -134,6 +137,8 @@ impl EventHandler for RedisTrends {
             user_cap: self.settings.user_cap,
             prune_below: self.settings.prune_below(Utc::now()),
             max_trends: self.settings.max_trends.max(1),
+            min_readers: self.settings.min_readers,
+            max_spellings: SPELLINGS_PER_TREND,
         };
         let payload =
             serde_json::to_string(&payload).map_err(|e| HandlerError::Rejected(e.to_string()))?;
@@ -154,14 +159,17 @@ impl TrendStore for RedisTrends {
         &self,
         n: usize,
         by: TrendRanking,
+        audience: Audience,
         now: DateTime<Utc>,
     ) -> Result<Vec<Trend>, RepositoryError> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let ranked_by = match by {
-            TrendRanking::Score => self.key("score"),
-            TrendRanking::Count => self.key("count"),
+        let ranked_by = match (by, audience) {
+            (TrendRanking::Score, Audience::Everyone) => self.key("score"),
+            (TrendRanking::Count, Audience::Everyone) => self.key("count"),
+            (TrendRanking::Score, Audience::Public) => self.key("pscore"),
+            (TrendRanking::Count, Audience::Public) => self.key("pcount"),
         };
         let mut redis = self.redis.clone();
         let best: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -203,7 +211,8 @@ impl TrendStore for RedisTrends {
                 .arg(self.key(&format!("q:{query}")))
                 .arg("d")
                 .arg("l")
-                .arg("b");
+                .arg("b")
+                .arg("pub");
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
         let mut trends = Vec::with_capacity(members.len());
@@ -213,8 +222,12 @@ impl TrendStore for RedisTrends {
             };
             let log_score: Option<f64> = redis::from_redis_value_ref(score).ok().flatten();
             let count: Option<f64> = redis::from_redis_value_ref(count).ok().flatten();
-            let (display, last, books): (Option<String>, Option<i64>, Option<String>) =
-                redis::from_redis_value_ref(fields).unwrap_or((None, None, None));
+            let (display, last, books, public): (
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+            ) = redis::from_redis_value_ref(fields).unwrap_or((None, None, None, None));
             let Some(display) = display else { continue }; // pruned between the two calls
             let log_score = log_score.unwrap_or(f64::NEG_INFINITY);
             trends.push(Trend {
@@ -228,6 +241,7 @@ impl TrendStore for RedisTrends {
                 last_searched_at: last
                     .and_then(DateTime::from_timestamp_millis)
                     .unwrap_or_default(),
+                public: public.as_deref() == Some("1"),
             });
         }
         rank(&mut trends, by);

@@ -24,19 +24,63 @@ async fn the_redis_store_follows_the_reference_rules() {
             )
         });
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    // Leave Redis as it was, whether the check passes or not.
+    let _cleanup = Cleanup {
+        url: redis_url(),
+        prefix: prefix.clone(),
+    };
     let store = RedisTrends::new(redis.clone(), &prefix, conformance::settings());
     conformance::check_store(&store).await;
 
-    // Leave Redis as it was.
+    // The check searches one query in six spellings: a bounded number of them is stored, and
+    // public trends keep no readers.
     let mut redis = redis;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
+    let trends: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}q:*"))
         .query_async(&mut redis)
         .await
         .unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let mut most = 0;
+    for key in &trends {
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        most = most.max(fields.iter().filter(|f| f.starts_with("s:")).count());
+        if fields.iter().any(|f| f == "pub") {
+            let readers = key.replacen(&format!("{prefix}q:"), &format!("{prefix}r:"), 1);
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(readers)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(!exists, "{key} is public and still lists its readers");
+        }
+    }
+    assert_eq!(most, bookstore_domain::trends::SPELLINGS_PER_TREND);
+}
+
+/// Deletes the test's keys when dropped, also after a failed assertion.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, passes_cap, rank,
+    Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, passes_cap, rank,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::positions;
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 6] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS trends (query_normalized TEXT PRIMARY KEY, display TEXT NOT NULL, ",
         "count INTEGER NOT NULL, log_score REAL NOT NULL, books TEXT NOT NULL, ",
@@ -31,6 +31,18 @@ const SCHEMA: [&str; 5] = [
         "query_normalized TEXT NOT NULL, n INTEGER NOT NULL, ",
         "PRIMARY KEY (window, user_id, query_normalized)) STRICT, WITHOUT ROWID"
     ),
+    // Who searched a trend that is not public yet (at most trend.min_readers rows per trend).
+    concat!(
+        "CREATE TABLE IF NOT EXISTS trend_readers (query_normalized TEXT NOT NULL, ",
+        "reader TEXT NOT NULL, PRIMARY KEY (query_normalized, reader)) STRICT, WITHOUT ROWID"
+    ),
+];
+
+/// Added after the first release: trends.db files made before get the column at start.
+const ADD_PUBLIC: &str = "ALTER TABLE trends ADD COLUMN public INTEGER NOT NULL DEFAULT 0";
+const PUBLIC_INDEXES: [&str; 2] = [
+    "CREATE INDEX IF NOT EXISTS trends_public_by_score ON trends (public, log_score DESC)",
+    "CREATE INDEX IF NOT EXISTS trends_public_by_count ON trends (public, count DESC)",
 ];
 
 /// Stored instead of minus infinity (a trend none of whose searches scored).
@@ -47,6 +59,17 @@ impl SqliteTrends {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
+        let has_public: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('trends') WHERE name = 'public'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if has_public == 0 {
+            sqlx::query(ADD_PUBLIC).execute(&pool).await?;
+        }
+        for statement in PUBLIC_INDEXES {
+            sqlx::query(statement).execute(&pool).await?;
+        }
         positions::create_table(&pool).await?;
         Ok(Self { pool, settings })
     }
@@ -56,7 +79,7 @@ impl SqliteTrends {
         query: &str,
     ) -> Result<Option<TrendState>, sqlx::Error> {
         let Some(row) = sqlx::query(concat!(
-            "SELECT display, count, log_score, books, last_searched_at FROM trends ",
+            "SELECT display, count, log_score, books, last_searched_at, public FROM trends ",
             "WHERE query_normalized = ?"
         ))
         .bind(query)
@@ -78,7 +101,15 @@ impl SqliteTrends {
                     ))
                 })
                 .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()?;
-        Ok(Some(state_from_row(&row, spellings)?))
+        let mut state = state_from_row(&row, spellings)?;
+        state.readers =
+            sqlx::query_scalar("SELECT reader FROM trend_readers WHERE query_normalized = ?")
+                .bind(query)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+        Ok(Some(state))
     }
 }
 
@@ -100,6 +131,8 @@ fn state_from_row(
         books: serde_json::from_str::<Vec<TrendBook>>(&books).unwrap_or_default(),
         last_searched_at: DateTime::from_timestamp_millis(row.try_get("last_searched_at")?)
             .unwrap_or_default(),
+        readers: BTreeSet::new(),
+        public: row.try_get::<i64, _>("public")? != 0,
     })
 }
 
@@ -124,7 +157,6 @@ impl EventHandler for SqliteTrends {
         // Read what the batch touches, apply the rules in memory, write back.
         let mut states: BTreeMap<String, TrendState> = BTreeMap::new();
         let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
-        let mut touched_spellings: BTreeSet<(String, String)> = BTreeSet::new();
         for record in &batch.records {
             // Only searches make trends; other events move the position with the batch.
             let Some(event) = record.event.as_search() else {
@@ -138,10 +170,10 @@ impl EventHandler for SqliteTrends {
                     .unwrap_or_else(|| TrendState::new(event.occurred_at));
                 states.insert(query.clone(), state);
             }
-            if let Some(user) = &event.user_id {
+            if let Some(reader) = event.reader() {
                 let key = (
                     self.settings.window(event.occurred_at),
-                    user.clone(),
+                    reader.to_owned(),
                     query.clone(),
                 );
                 if let std::collections::btree_map::Entry::Vacant(slot) = caps.entry(key) {
@@ -163,20 +195,18 @@ impl EventHandler for SqliteTrends {
             if let Some(state) = states.get_mut(query) {
                 state.add(&self.settings, event, scores);
             }
-            touched_spellings.insert((
-                query.clone(),
-                bookstore_domain::trends::spelling(&event.query),
-            ));
         }
 
         for (query, state) in &states {
             let books = serde_json::to_string(&state.books)
                 .map_err(|e| HandlerError::Rejected(e.to_string()))?;
             sqlx::query(concat!(
-                "INSERT INTO trends (query_normalized, display, count, log_score, books, last_searched_at) ",
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (query_normalized) DO UPDATE SET ",
+                "INSERT INTO trends (query_normalized, display, count, log_score, books, ",
+                "last_searched_at, public) VALUES (?, ?, ?, ?, ?, ?, ?) ",
+                "ON CONFLICT (query_normalized) DO UPDATE SET ",
                 "display = excluded.display, count = excluded.count, log_score = excluded.log_score, ",
-                "books = excluded.books, last_searched_at = excluded.last_searched_at"
+                "books = excluded.books, last_searched_at = excluded.last_searched_at, ",
+                "public = excluded.public"
             ))
             .bind(query)
             .bind(&state.display)
@@ -184,26 +214,40 @@ impl EventHandler for SqliteTrends {
             .bind(if state.log_score.is_finite() { state.log_score } else { NO_SCORE })
             .bind(books)
             .bind(state.last_searched_at.timestamp_millis())
+            .bind(i64::from(state.public))
             .execute(&mut *tx)
             .await
             .map_err(positions::handler_error)?;
-        }
-        for (query, spelling) in &touched_spellings {
-            let n = states
-                .get(query)
-                .and_then(|s| s.spellings.get(spelling))
-                .copied()
-                .unwrap_or(0);
-            sqlx::query(concat!(
-                "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?) ",
-                "ON CONFLICT (query_normalized, spelling) DO UPDATE SET n = excluded.n"
-            ))
-            .bind(query)
-            .bind(spelling)
-            .bind(i64::try_from(n).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(positions::handler_error)?;
+            // The trend's few spellings and readers, as the rules left them.
+            sqlx::query("DELETE FROM trend_spellings WHERE query_normalized = ?")
+                .bind(query)
+                .execute(&mut *tx)
+                .await
+                .map_err(positions::handler_error)?;
+            for (spelling, n) in &state.spellings {
+                sqlx::query(
+                    "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?)",
+                )
+                .bind(query)
+                .bind(spelling)
+                .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(positions::handler_error)?;
+            }
+            sqlx::query("DELETE FROM trend_readers WHERE query_normalized = ?")
+                .bind(query)
+                .execute(&mut *tx)
+                .await
+                .map_err(positions::handler_error)?;
+            for reader in &state.readers {
+                sqlx::query("INSERT INTO trend_readers (query_normalized, reader) VALUES (?, ?)")
+                    .bind(query)
+                    .bind(reader)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(positions::handler_error)?;
+            }
         }
         for ((window, user, query), n) in &caps {
             sqlx::query(concat!(
@@ -252,6 +296,12 @@ async fn prune(
         ))
         .execute(&mut *conn)
         .await?;
+        sqlx::query(concat!(
+            "DELETE FROM trend_readers WHERE query_normalized NOT IN ",
+            "(SELECT query_normalized FROM trends)"
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     // Cap counters of the newest window and the two before it are kept (event time).
     sqlx::query(concat!(
@@ -269,16 +319,27 @@ impl TrendStore for SqliteTrends {
         &self,
         n: usize,
         by: TrendRanking,
+        audience: Audience,
         now: DateTime<Utc>,
     ) -> Result<Vec<Trend>, RepositoryError> {
-        let statement: &'static str = match by {
-            TrendRanking::Score => concat!(
-                "SELECT query_normalized, display, count, log_score, books, last_searched_at ",
-                "FROM trends ORDER BY log_score DESC, count DESC, query_normalized LIMIT ?"
+        let statement: &'static str = match (by, audience) {
+            (TrendRanking::Score, Audience::Everyone) => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at, ",
+                "public FROM trends ORDER BY log_score DESC, count DESC, query_normalized LIMIT ?"
             ),
-            TrendRanking::Count => concat!(
-                "SELECT query_normalized, display, count, log_score, books, last_searched_at ",
-                "FROM trends ORDER BY count DESC, log_score DESC, query_normalized LIMIT ?"
+            (TrendRanking::Count, Audience::Everyone) => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at, ",
+                "public FROM trends ORDER BY count DESC, log_score DESC, query_normalized LIMIT ?"
+            ),
+            (TrendRanking::Score, Audience::Public) => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at, ",
+                "public FROM trends WHERE public = 1 ",
+                "ORDER BY log_score DESC, count DESC, query_normalized LIMIT ?"
+            ),
+            (TrendRanking::Count, Audience::Public) => concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at, ",
+                "public FROM trends WHERE public = 1 ",
+                "ORDER BY count DESC, log_score DESC, query_normalized LIMIT ?"
             ),
         };
         let rows = sqlx::query(statement)
@@ -318,5 +379,50 @@ mod tests {
             .await
             .unwrap();
         conformance::check_store(&store).await;
+        // The check searches one query in six spellings: a bounded number of them is stored.
+        let most: i64 = sqlx::query_scalar(concat!(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM trend_spellings ",
+            "GROUP BY query_normalized)"
+        ))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(most, bookstore_domain::trends::SPELLINGS_PER_TREND as i64);
+        let readers: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM trend_readers JOIN trends USING (query_normalized) ",
+            "WHERE public = 1"
+        ))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(readers, 0, "public trends forget their readers");
+    }
+
+    #[tokio::test]
+    async fn a_trends_file_from_before_public_trends_is_upgraded() {
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        sqlx::query(SCHEMA[0]).execute(&pool).await.unwrap();
+        sqlx::query(concat!(
+            "INSERT INTO trends (query_normalized, display, count, log_score, books, ",
+            "last_searched_at) VALUES ('old', 'Old', 5, 1.0, '[]', 0)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let store = SqliteTrends::new(pool, conformance::settings())
+            .await
+            .unwrap();
+        let everyone = store
+            .top(10, TrendRanking::Score, Audience::Everyone, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            (everyone[0].query.as_str(), everyone[0].public),
+            ("Old", false)
+        );
+        // Opening it again changes nothing.
+        SqliteTrends::new(store.pool.clone(), conformance::settings())
+            .await
+            .unwrap();
     }
 }

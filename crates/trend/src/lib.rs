@@ -1,8 +1,9 @@
 //! The trend service's HTTP API over a [`TrendStore`]:
 //!
-//! - `GET /trends?ps=N&by=score|count`: the top N (default 10, 1 to 100) trends, by time-decayed
-//!   score (default) or all-time count, as a JSON array of `{query, query_normalized, count, score,
-//!   books, last_searched_at}`;
+//! - `GET /trends?ps=N&by=score|count&all=true`: the top N (default 10, 1 to 100) public trends
+//!   (searched by `trend.min_readers` distinct readers; `all=true`: every trend, for internal
+//!   callers), by time-decayed score (default) or all-time count, as a JSON array of `{query,
+//!   query_normalized, count, score, books, last_searched_at, public}`;
 //! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).
 //!
 //! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
@@ -17,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bookstore_domain::TrendStore;
-use bookstore_domain::trends::TrendRanking;
+use bookstore_domain::trends::{Audience, TrendRanking};
 use bookstore_http::{StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -52,15 +53,20 @@ const STORE: StoreReads = StoreReads {
     timeout: Duration::from_secs(2),
 };
 
-/// `ps` and `by`, checked.
-fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking), String> {
+/// `ps`, `by` and `all`, checked.
+fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking, Audience), String> {
     let n = count_param(params, "ps", DEFAULT_TRENDS, MAX_TRENDS)?;
     let by = match params.get("by").map(String::as_str) {
         None | Some("") | Some("score") => TrendRanking::Score,
         Some("count") => TrendRanking::Count,
         Some(other) => return Err(format!("by must be score or count, not {other:?}")),
     };
-    Ok((n, by))
+    let audience = match params.get("all").map(String::as_str) {
+        None | Some("") | Some("false") | Some("0") => Audience::Public,
+        Some("true") | Some("1") => Audience::Everyone,
+        Some(other) => return Err(format!("all must be true or false, not {other:?}")),
+    };
+    Ok((n, by, audience))
 }
 
 /// The trending searches, best first.
@@ -68,9 +74,10 @@ fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking), Stri
     params(
         ("ps" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
         ("by" = Option<String>, Query, description = "score (time-decayed, default) or count (all time)"),
+        ("all" = Option<bool>, Query, description = "true: every trend kept, also those fewer than trend.min_readers distinct readers searched (for internal callers); default false: public trends only"),
     ),
     responses(
-        (status = 200, description = "JSON array of `{query, query_normalized, count, score, books, last_searched_at}`"),
+        (status = 200, description = "JSON array of `{query, query_normalized, count, score, books, last_searched_at, public}`"),
         (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
         (status = 503, description = "The trend store is unavailable", body = bookstore_http::ErrorBody),
     ))]
@@ -82,12 +89,15 @@ async fn trends(
         Ok(params) => params,
         Err(answer) => return answer,
     };
-    let (n, by) = match parse(&params) {
+    let (n, by, audience) = match parse(&params) {
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match STORE
-        .read("the trends", state.store.top(n, by, chrono::Utc::now()))
+        .read(
+            "the trends",
+            state.store.top(n, by, audience, chrono::Utc::now()),
+        )
         .await
     {
         Ok(trends) => Json(trends).into_response(),
@@ -108,15 +118,19 @@ mod tests {
 
     #[test]
     fn parameters_are_checked() {
-        assert_eq!(parse(&params(&[])), Ok((10, TrendRanking::Score)));
         assert_eq!(
-            parse(&params(&[("ps", "3"), ("by", "count")])),
-            Ok((3, TrendRanking::Count))
+            parse(&params(&[])),
+            Ok((10, TrendRanking::Score, Audience::Public))
         );
         assert_eq!(
-            parse(&params(&[("ps", "100")])),
-            Ok((100, TrendRanking::Score))
+            parse(&params(&[("ps", "3"), ("by", "count"), ("all", "true")])),
+            Ok((3, TrendRanking::Count, Audience::Everyone))
         );
+        assert_eq!(
+            parse(&params(&[("ps", "100"), ("all", "false")])),
+            Ok((100, TrendRanking::Score, Audience::Public))
+        );
+        assert!(parse(&params(&[("all", "yes please")])).is_err());
         for bad in ["0", "101", "-1", "ten", "1e3"] {
             assert!(parse(&params(&[("ps", bad)])).is_err(), "{bad}");
         }

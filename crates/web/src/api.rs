@@ -46,9 +46,8 @@ pub async fn list_books(
         params.limit.unwrap_or(state.page_size),
     );
     let page = state.books.search(&query).await?;
-    // An API call names its user only through a `uid` cookie it sent.
-    let user = (!visitor.is_new).then_some(visitor.uid);
-    publish_search(&state, user, &params.q, params.offset, &page.books);
+    // An API call names its user only through a signed `uid` cookie it sent.
+    publish_search(&state, &visitor, query.text(), params.offset, &page.books);
     let mut response = Json(page.books).into_response();
     response
         .headers_mut()
@@ -139,14 +138,20 @@ fn authorize(state: &WebState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .unwrap_or("");
     if token_matches(given.as_bytes(), expected) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
+/// (RFC 9110: `bearer`, `BEARER`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Whether `given` equals `expected`, in a time that depends on neither their contents nor the
@@ -224,6 +229,16 @@ mod tests {
             b"\0\0\0\0\0\0\0\0\0\0\0\0",
         ] {
             assert!(!token_matches(wrong, token), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_whatever_its_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "bEaReR t0k"] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic dTpw", "Bearer", "Bearert0k", "t0k"] {
+            assert_ne!(bearer_token(value), Some("t0k"), "{value:?}");
         }
     }
 

@@ -6,12 +6,15 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::WebState;
+use crate::visitor::Visitor;
 
 /// Publishes the search without waiting: the publisher only enqueues (or drops and counts when
-/// its bounded queue is full), so the response never waits for the event log.
+/// its bounded queue is full), so the response never waits for the event log. `query` is the
+/// search's own cleaned text ([`bookstore_domain::BookQuery::text`]). The reader is the visitor
+/// if its signed cookie came with the request; else the search is anonymous, from its client.
 pub fn publish_search(
     state: &WebState,
-    user_id: Option<Uuid>,
+    visitor: &Visitor,
     query: &str,
     offset: u64,
     results: &[Book],
@@ -20,6 +23,11 @@ pub fn publish_search(
         return;
     }
     let event_id = Uuid::now_v7();
+    let user_id = visitor.user_id();
+    let client_id = match user_id {
+        Some(_) => None,
+        None => visitor.client_id.clone(),
+    };
     let event = SearchEvent::new(
         event_id,
         Utc::now(),
@@ -35,7 +43,8 @@ pub fn publish_search(
                 published_at: Some(b.published_at),
             })
             .collect(),
-    );
+    )
+    .with_client(client_id);
     if let Some(recommendations) = &state.recommendations {
         recommendations.searched();
     }

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use remote::{RemoteError, RemoteRecommendations, RemoteTrends};
-pub use visitor::Visitor;
+pub use visitor::{Visitor, VisitorKeys};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -45,13 +45,20 @@ pub struct WebState {
     /// The recommendation service, for the page's "Recommended for you" section; `None`: no
     /// section.
     pub recommendations: Option<Arc<RemoteRecommendations>>,
+    /// Signs and checks visitor ids; names anonymous clients.
+    pub visitors: Arc<VisitorKeys>,
+    /// `trend.min_readers`, for the page to say when a search shows under Trends.
+    pub trend_min_readers: u32,
 }
 
 /// The web service's documented routes (the page, the REST API, the static files).
 pub fn api(state: WebState) -> OpenApiRouter {
     let page = OpenApiRouter::new()
         .routes(routes!(page::index))
-        .route_layer(axum::middleware::from_fn(visitor::ensure_uid));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            visitor::ensure_uid,
+        ));
     OpenApiRouter::new()
         .routes(routes!(api::list_books, api::create_book))
         .routes(routes!(api::get_book))

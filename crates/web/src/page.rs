@@ -32,6 +32,8 @@ struct IndexPage<'a> {
     trends: Option<&'a [Trend]>,
     /// `None`: the recommendation service is not configured or did not answer; no section.
     recommendations: Option<&'a [Recommendation]>,
+    /// How many readers must search a query before it shows under Trends.
+    min_readers: u32,
 }
 
 /// The bookstore page: search box, results, Trends and "Recommended for you".
@@ -82,13 +84,7 @@ pub async fn index(
     let recommendations = recommendations.as_deref().map(Vec::as_slice);
     match searched {
         Ok(page) => {
-            publish_search(
-                &state,
-                Some(visitor.uid),
-                &params.q,
-                params.offset,
-                &page.books,
-            );
+            publish_search(&state, &visitor, query.text(), params.offset, &page.books);
             let shown = page.books.len() as u64;
             let view = IndexPage {
                 q: query.text(),
@@ -103,6 +99,7 @@ pub async fn index(
                 error: None,
                 trends,
                 recommendations,
+                min_readers: state.trend_min_readers,
             };
             render(StatusCode::OK, &view)
         }
@@ -118,6 +115,7 @@ pub async fn index(
                 &IndexPage {
                     trends,
                     recommendations,
+                    min_readers: state.trend_min_readers,
                     ..error_page(query.text(), message.to_owned())
                 },
             )
@@ -137,6 +135,7 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
         error: Some(message),
         trends: None,
         recommendations: None,
+        min_readers: 0,
     }
 }
 

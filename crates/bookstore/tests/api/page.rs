@@ -112,9 +112,14 @@ async fn a_new_visitor_gets_a_random_uid_cookie_for_a_year(backend: Backend) {
             .unwrap()
             .to_owned();
         let parts: Vec<&str> = cookie.split(';').map(str::trim).collect();
-        let uid = parts[0].strip_prefix("uid=").expect("a uid cookie");
+        let value = parts[0].strip_prefix("uid=").expect("a uid cookie");
+        let (uid, mac) = value.split_once('.').expect("an id and its MAC");
         let uuid = uuid::Uuid::parse_str(uid).expect("a UUID");
         assert_eq!(uuid.get_version_num(), 4, "122 random bits");
+        assert!(
+            mac.len() == 32 && mac.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a 128-bit MAC: {mac}"
+        );
         for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=31536000"] {
             assert!(parts.contains(&attribute), "{attribute} in {cookie}");
         }
@@ -125,26 +130,49 @@ async fn a_new_visitor_gets_a_random_uid_cookie_for_a_year(backend: Backend) {
 
 async fn a_known_visitor_keeps_their_uid(backend: Backend) {
     let app = spawn_app(backend).await;
-    let uid = uuid::Uuid::new_v4();
-    let response = app
-        .client
-        .get(app.url("/"))
-        .header("cookie", format!("uid={uid}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.headers().get("set-cookie").is_none());
-    let response = app
-        .client
-        .get(app.url("/"))
-        .header("cookie", "uid=guessable")
-        .send()
-        .await
-        .unwrap();
+    let issued = app.get("/").await.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let send = |cookie: String| {
+        let request = app.client.get(app.url("/")).header("cookie", cookie);
+        async move { request.send().await.unwrap() }
+    };
     assert!(
-        response.headers().get("set-cookie").is_some(),
-        "an invalid uid is replaced"
+        send(issued.clone())
+            .await
+            .headers()
+            .get("set-cookie")
+            .is_none()
     );
+    // Ids the service did not issue are replaced: no one can pick their id (and so read or
+    // write another reader's profile) or make up readers.
+    let value = issued.strip_prefix("uid=").unwrap();
+    let (uid, mac) = value.split_once('.').unwrap();
+    let other = uuid::Uuid::new_v4();
+    for made_up in [
+        "uid=guessable".to_owned(),
+        format!("uid={uid}"),
+        format!("uid={other}"),
+        format!("uid={other}.{mac}"),
+        format!("uid=urn:uuid:{uid}"),
+        format!("uid={}", uuid::Uuid::parse_str(uid).unwrap().simple()),
+        format!("uid={{{uid}}}"),
+        format!("uid={uid}.{}", "0".repeat(32)),
+    ] {
+        let response = send(made_up.clone()).await;
+        let set = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            set.as_deref().is_some_and(|s| !s.contains(uid)),
+            "{made_up} is replaced by a new id: {set:?}"
+        );
+    }
 }
 
 async fn styles_are_served_locally(backend: Backend) {

@@ -25,6 +25,15 @@ pub enum Backend {
     Kafka,
 }
 
+/// The key the test services sign visitor ids with (`web.cookie_secret`).
+pub const TEST_COOKIE_SECRET: &str = "test-cookie-secret-of-at-least-32-characters";
+
+/// A `Cookie` header value naming the visitor `uid` (a UUID), signed as the test services sign.
+pub fn uid_cookie(uid: &str) -> String {
+    let keys = bookstore_web::VisitorKeys::new(TEST_COOKIE_SECRET.into(), false, Vec::new());
+    format!("uid={}", keys.cookie_value(uid.parse().unwrap()))
+}
+
 pub fn kafka_brokers() -> String {
     std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
@@ -69,6 +78,10 @@ impl TestBus {
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.catalog_topic = format!("{}-catalog", config.events.topic);
         config.web.admin_token = Some(bookstore::config::Secret("test-token".to_owned().into()));
+        config.web.cookie_secret = Some(bookstore::config::Secret(TEST_COOKIE_SECRET.into()));
+        // One reader makes a trend public, so that a test's own searches show on the page (the
+        // tests of trend.min_readers set it back).
+        config.trend.min_readers = 1;
         config.events.batch_wait_ms = 20;
         config.events.topic_timeout_ms = 30_000;
         match backend {
@@ -135,6 +148,14 @@ impl TestBus {
             (
                 "BOOKSTORE_EVENTS__SESSION_TIMEOUT_MS".into(),
                 e.session_timeout_ms.to_string(),
+            ),
+            (
+                "BOOKSTORE_WEB__COOKIE_SECRET".into(),
+                TEST_COOKIE_SECRET.into(),
+            ),
+            (
+                "BOOKSTORE_TREND__MIN_READERS".into(),
+                self.config.trend.min_readers.to_string(),
             ),
         ]
     }

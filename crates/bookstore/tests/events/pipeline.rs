@@ -72,7 +72,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
     // The page, as user 1; the API anonymously; the API with user 2's cookie, page 2.
     let page = http
         .get(web.url("/?q=%20%20Pride%20%20and%20PREJUDICE"))
-        .header("cookie", format!("uid={USER_1}"))
+        .header("cookie", crate::helpers::uid_cookie(USER_1))
         .send()
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
         .unwrap();
     let frank: Value = http
         .get(web.url("/api/books?q=Frankenstein&o=0"))
-        .header("cookie", format!("uid={USER_2}"))
+        .header("cookie", crate::helpers::uid_cookie(USER_2))
         .send()
         .await
         .unwrap()
@@ -137,7 +137,10 @@ async fn searches_arrive_with_every_field(backend: Backend) {
     let [pride, austen_event, frank_event, the]: [SearchEvent; 4] = events.try_into().unwrap();
 
     assert_eq!(pride.user_id.as_deref(), Some(USER_1));
-    assert_eq!(pride.query, "  Pride  and PREJUDICE");
+    assert_eq!(
+        pride.query, "Pride  and PREJUDICE",
+        "the search's own cleaned text"
+    );
     assert_eq!(pride.query_normalized, "pride and prejudice");
     assert_eq!(pride.results[0].title, "Pride and Prejudice");
 
@@ -145,6 +148,13 @@ async fn searches_arrive_with_every_field(backend: Backend) {
         austen_event.user_id, None,
         "an API call without a cookie is anonymous"
     );
+    let client = austen_event.client_id.as_deref().unwrap_or_default();
+    assert!(
+        client.starts_with("c-") && !client.contains("127.0.0.1"),
+        "an anonymous search names its client by a pseudonym: {client:?}"
+    );
+    assert_eq!(austen_event.key(), client);
+    assert_eq!(pride.client_id, None, "a known reader needs no client id");
     assert_eq!(austen_event.query, "austen");
     assert_eq!(frank_event.user_id.as_deref(), Some(USER_2));
     assert_eq!(the.offset, 5);
@@ -177,7 +187,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
     }
 
     if backend == Backend::Kafka {
-        // On the wire: key = user id, or the normalized query; type and version in headers.
+        // On the wire: key = user id, else the client id; type and version in headers.
         let mut messages = read_all(&bus, bus.topic(), 4);
         assert_eq!(messages.len(), 4);
         messages.sort_by(|a, b| a.1.cmp(&b.1));
@@ -185,7 +195,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
             let json: Value = serde_json::from_slice(value).unwrap();
             let expected_key = json["user_id"]
                 .as_str()
-                .or(json["query_normalized"].as_str())
+                .or(json["client_id"].as_str())
                 .unwrap();
             assert_eq!(key.as_deref(), Some(expected_key.as_bytes()));
             assert_eq!(
@@ -455,4 +465,68 @@ async fn created_books_reach_the_catalog_topic_through_the_outbox(backend: Backe
     stop.cancel();
     task.await.unwrap().unwrap();
     web.shutdown().await;
+}
+
+/// Every message of `topic`, read raw from either backend: (key, value).
+async fn raw_messages(bus: &TestBus, topic: &str, expected: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match &bus.bus {
+        EventBus::Kafka(_) => read_all(bus, topic, expected)
+            .into_iter()
+            .map(|(key, value, _)| (key.unwrap_or_default(), value))
+            .collect(),
+        EventBus::Embedded { log, partitions } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut out = Vec::new();
+                for partition in 0..*partitions {
+                    let tp = bookstore_domain::TopicPartition {
+                        topic: topic.to_owned(),
+                        partition: i32::try_from(partition).unwrap(),
+                    };
+                    for m in log.read(&tp, 0, 10_000).await.unwrap() {
+                        out.push((m.key.unwrap_or_default(), m.value));
+                    }
+                }
+                if out.len() >= expected || std::time::Instant::now() > deadline {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+both!(a_huge_query_makes_a_bounded_event);
+/// Finding 3 of the hardening issue: the query in the event is the bounded, cleaned text the
+/// search used, so a 60,000-character query makes neither a 120 KB event nor a 60 KB key.
+async fn a_huge_query_makes_a_bounded_event(backend: Backend) {
+    use bookstore_domain::events::{MAX_KEY_BYTES, MAX_QUERY_CHARS, decode};
+    let bus = TestBus::new(backend).await;
+    let web = bus.web().await;
+    let http = reqwest::Client::new();
+    let huge = format!("\u{1b}[2J{}", "x".repeat(60_000));
+    for path in ["/api/books", "/"] {
+        let response = http
+            .get(web.url(path))
+            .query(&[("q", huge.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let messages = raw_messages(&bus, bus.topic(), 2).await;
+    assert_eq!(messages.len(), 2);
+    for (key, value) in &messages {
+        assert!(key.len() <= MAX_KEY_BYTES, "key of {} bytes", key.len());
+        assert!(value.len() < 2_000, "event of {} bytes", value.len());
+        let event = decode(Some(key), value, None).unwrap();
+        let search = event.as_search().unwrap();
+        assert_eq!(search.query.chars().count(), MAX_QUERY_CHARS);
+        assert!(
+            search.query.starts_with("[2Jxxx"),
+            "{:?}",
+            &search.query[..10]
+        );
+        assert!(!search.query.contains('\u{1b}'));
+    }
 }

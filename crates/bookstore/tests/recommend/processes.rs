@@ -23,7 +23,7 @@ async fn three_processes_on_kafka_mariadb_redis_recommend_to_two_visitors() {
         async move {
             let response = http
                 .get(format!("{web}/?q={q}"))
-                .header("cookie", format!("uid={uid}"))
+                .header("cookie", crate::helpers::uid_cookie(uid))
                 .send()
                 .await
                 .unwrap();

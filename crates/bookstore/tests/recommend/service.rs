@@ -29,7 +29,7 @@ fn ids(books: &Value) -> BTreeSet<i64> {
 async fn page_search(http: &reqwest::Client, web: &str, uid: &str, q: &str) -> String {
     let response = http
         .get(format!("{web}/?q={q}"))
-        .header("cookie", format!("uid={uid}"))
+        .header("cookie", crate::helpers::uid_cookie(uid))
         .send()
         .await
         .unwrap();

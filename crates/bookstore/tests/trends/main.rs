@@ -72,7 +72,12 @@ pub async fn counts(config: &Config) -> BTreeMap<String, u64> {
         ),
     };
     store
-        .top(100, TrendRanking::Count, chrono::Utc::now())
+        .top(
+            100,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            chrono::Utc::now(),
+        )
         .await
         .unwrap()
         .into_iter()

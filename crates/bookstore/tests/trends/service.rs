@@ -61,7 +61,7 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
     }
     let page = http
         .get(format!("{}/?q=Rust", web.url))
-        .header("cookie", format!("uid={USER_A}"))
+        .header("cookie", crate::helpers::uid_cookie(USER_A))
         .send()
         .await
         .unwrap();
@@ -95,9 +95,10 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
     assert_eq!(frankenstein["books"][0]["author"], "Mary Shelley");
     assert!(frankenstein["books"][0]["id"].as_i64().is_some());
     assert!(frankenstein["last_searched_at"].as_str().is_some());
-    // Six fresh searches score about six, two about two.
+    // Fresh searches score about one each, but the five anonymous ones come from one client,
+    // whose first three count (trend.user_cap): 3 + 1 for the reader's. Two score about two.
     let score = |t: &Value| t["score"].as_f64().unwrap();
-    assert!((5.9..=6.0).contains(&score(rust)), "{rust}");
+    assert!((3.9..=4.0).contains(&score(rust)), "{rust}");
     assert!((1.9..=2.0).contains(&score(frankenstein)), "{frankenstein}");
     let by_score = trends(&http, &trend, "ps=1").await;
     assert_eq!(by_score.len(), 1);
@@ -146,6 +147,135 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
     trend.shutdown().await;
 }
 
+stores!(one_person_cannot_steer_the_public_trends);
+/// Findings 4 and 8 of the hardening issue: made-up visitor ids do not make readers, anonymous
+/// searches are capped per client, and a query reaches the page only once `trend.min_readers`
+/// distinct readers searched it, so one person can neither push a query onto everyone's page
+/// nor have their own searches (a name, a medical question) shown to others.
+async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: TrendStoreKind) {
+    let mut bus = TestBus::new(backend).await;
+    use_store(&mut bus.config, store);
+    bus.config.trend.min_readers = 3;
+    let (trend, _) = start_trend(&bus.config).await;
+    let web = start_web(&bus, &trend.url).await;
+    let http = reqwest::Client::new();
+    let search = |path: &str, q: &str, cookie: Option<String>| {
+        let mut request = http.get(format!("{}{path}", web.url)).query(&[("q", q)]);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    // One person: forty searches with forty made-up ids, on the API and on the page.
+    for i in 0..40 {
+        let made_up = format!("uid={}", uuid::Uuid::new_v4());
+        let path = if i % 2 == 0 { "/api/books" } else { "/" };
+        search(path, "FREE BOOKS at evil.example", Some(made_up)).await;
+    }
+    // A reader, again and again, for something private.
+    let reader = crate::helpers::uid_cookie(USER_A);
+    for _ in 0..10 {
+        search("/", "my own diagnosis", Some(reader.clone())).await;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the searches in /trends",
+        || async {
+            let all = trends(&http, &trend, "ps=100&all=true").await;
+            count_of(&all, "free books at evil.example") == 40
+                && count_of(&all, "my own diagnosis") == 10
+        },
+    )
+    .await;
+    let all = trends(&http, &trend, "ps=100&all=true").await;
+    let evil = all
+        .iter()
+        .find(|t| t["query_normalized"] == "free books at evil.example")
+        .unwrap();
+    assert!(
+        evil["score"].as_f64().unwrap() < 3.01,
+        "one client scores at most trend.user_cap: {evil}"
+    );
+    assert_eq!(evil["public"], false);
+    assert!(
+        trends(&http, &trend, "ps=100").await.is_empty(),
+        "nothing is public"
+    );
+    let page = http.get(format!("{}/", web.url)).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("evil.example") && !html.contains("diagnosis"));
+    assert!(
+        html.contains("A search shows here once 3 different readers have made it."),
+        "the page says why Trends is empty"
+    );
+
+    // Three real readers (ids the service issued) make a query public.
+    for uid in [
+        USER_A,
+        "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60",
+        "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
+    ] {
+        search("/", "dune", Some(crate::helpers::uid_cookie(uid))).await;
+    }
+    wait_until(Duration::from_secs(30), "dune on the page", || async {
+        let html = http
+            .get(format!("{}/", web.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        html.contains(r#"href="/?q=dune""#)
+    })
+    .await;
+    let public = trends(&http, &trend, "ps=100").await;
+    assert_eq!(public.len(), 1, "{public:#?}");
+    assert_eq!(public[0]["query_normalized"], "dune");
+    assert_eq!(public[0]["public"], true);
+
+    // Finding 3: a 60,000-character query, even one readers agree on, is a trend of the
+    // bounded text the search used; the page stays small.
+    let huge = format!("{}{}", "long ".repeat(20), "y".repeat(60_000));
+    for uid in [
+        USER_A,
+        "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60",
+        "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
+    ] {
+        search("/", &huge, Some(crate::helpers::uid_cookie(uid))).await;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the long query in /trends",
+        || async { trends(&http, &trend, "ps=100").await.len() == 2 },
+    )
+    .await;
+    for t in trends(&http, &trend, "ps=100&all=true").await {
+        let query = t["query"].as_str().unwrap();
+        assert!(query.chars().count() <= 200, "{} characters", query.len());
+    }
+    let page = || async {
+        http.get(format!("{}/", web.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the long query on the page",
+        || async { page().await.contains("long long") },
+    )
+    .await;
+    let html = page().await;
+    assert!(html.len() < 20_000, "the page is {} bytes", html.len());
+
+    web.shutdown().await;
+    trend.shutdown().await;
+}
+
 /// Three searches on the page of the web service at `url` (as one reader): each is under Trends
 /// on a page loaded within a second of it.
 async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url: &str) {
@@ -153,7 +283,7 @@ async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url:
         let searched = Instant::now();
         let page = http
             .get(format!("{url}/?q={query}"))
-            .header("cookie", format!("uid={USER_A}"))
+            .header("cookie", crate::helpers::uid_cookie(USER_A))
             .send()
             .await
             .unwrap();

@@ -4,22 +4,29 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{TrendBoard, TrendRanking, TrendSettings};
+use super::{Audience, TrendBoard, TrendRanking, TrendSettings};
 use crate::events::{Event, ResultBook, SearchEvent};
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStore};
 
-/// The settings the check runs with: a cap that bites and fewer trends kept than searched.
+/// The settings the check runs with: a cap that bites, fewer trends kept than searched, and two
+/// readers to make a trend public.
 pub fn settings() -> TrendSettings {
     TrendSettings {
         user_cap: 2,
         max_trends: 6,
+        min_readers: 2,
         ..TrendSettings::default()
     }
 }
 
+/// Spellings of one query in an order whose shown spelling depends on forgetting the least
+/// common ones ([`super::SPELLINGS_PER_TREND`]): without the bound, `abc` would be shown.
+const SPELLINGS: [&str; 7] = ["aBC", "abC", "ABC", "abc", "aBc", "ABc", "abc"];
+
 /// Search `i` of the check: seven spellings of four queries, by two users and anonymous ones,
 /// times a few milliseconds apart with microseconds and some out of order; and ten other queries
-/// searched anonymously at shared times, so that they tie, at the cut of `max_trends` too.
+/// searched anonymously (some from two clients, some from one, some from none) at shared times,
+/// so that they tie, at the cut of `max_trends` too, and only some are public.
 fn search(i: usize, base: i64) -> SearchEvent {
     let spellings = ["Rust", "rust ", "Dune", "dune", "RUST", "Emma", "ＲＵＳＴ"];
     let query = if i % 3 == 0 {
@@ -47,6 +54,12 @@ fn search(i: usize, base: i64) -> SearchEvent {
     };
     let at = DateTime::from_timestamp(base, 0).unwrap_or_default()
         + chrono::Duration::microseconds(micros);
+    let client = match (user, i % 4) {
+        (Some(_), _) => None,
+        (None, 0) => Some("c-x"),
+        (None, 1) => Some("c-y"),
+        (None, _) => None,
+    };
     SearchEvent::new(
         uuid::Uuid::now_v7(),
         at,
@@ -55,13 +68,28 @@ fn search(i: usize, base: i64) -> SearchEvent {
         0,
         vec![book],
     )
+    .with_client(client.map(str::to_owned))
 }
 
 /// Runs the check on an empty `store` built with [`settings`].
 pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
     let mut board = TrendBoard::new(settings());
     let base = Utc::now().timestamp() - 100;
-    let events: Vec<SearchEvent> = (0..80).map(|i| search(i, base)).collect();
+    let mut events: Vec<SearchEvent> = (0..80).map(|i| search(i, base)).collect();
+    // One query in many spellings, by enough readers to be public.
+    for (i, spelled) in SPELLINGS.iter().enumerate() {
+        let mut event = search(1, base + 1);
+        event = SearchEvent::new(
+            event.id,
+            event.occurred_at + chrono::Duration::milliseconds(i as i64),
+            Some(format!("speller {}", i % 2)),
+            spelled,
+            0,
+            event.results,
+        );
+        events.insert(30 + i * 5, event);
+    }
+    let total = events.len() as i64;
     let mut from = None;
     for (n, chunk) in events.chunks(9).enumerate() {
         let records = chunk
@@ -100,32 +128,23 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
         board.prune(Utc::now());
     }
     let now = Utc::now();
-    for (n, by) in [
-        (10, TrendRanking::Score),
-        (10, TrendRanking::Count),
-        (3, TrendRanking::Count),
-        (2, TrendRanking::Score),
-    ] {
-        let stored = match store.top(n, by, now).await {
-            Ok(stored) => stored,
-            Err(error) => panic!("top {n} by {by:?}: {error}"),
-        };
-        let expected = board.top(n, by, now);
-        assert_eq!(stored.len(), expected.len(), "top {n} by {by:?}");
-        for (s, e) in stored.iter().zip(&expected) {
-            assert_eq!(
-                (&s.query, &s.query_normalized, s.count),
-                (&e.query, &e.query_normalized, e.count)
-            );
-            assert!(
-                (s.score - e.score).abs() < 1e-9,
-                "{}: {} vs {}",
-                s.query,
-                s.score,
-                e.score
-            );
-            assert_eq!(s.books, e.books, "{}", s.query);
-            assert_eq!(s.last_searched_at, e.last_searched_at, "{}", s.query);
+    let everyone = board.top(100, TrendRanking::Score, Audience::Everyone, now);
+    assert!(
+        everyone.iter().any(|t| t.public) && everyone.iter().any(|t| !t.public),
+        "the check covers public and not yet public trends: {everyone:?}"
+    );
+    assert!(
+        everyone.iter().any(|t| t.query == SPELLINGS[0]),
+        "the check covers the spelling bound: {everyone:?}"
+    );
+    for audience in [Audience::Public, Audience::Everyone] {
+        for (n, by) in [
+            (10, TrendRanking::Score),
+            (10, TrendRanking::Count),
+            (3, TrendRanking::Count),
+            (2, TrendRanking::Score),
+        ] {
+            check_top(store, &board, n, by, audience, now).await;
         }
     }
     let positions = match store.positions("g").await {
@@ -139,6 +158,44 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
             positions[0].partition,
             positions[0].next_offset
         ),
-        ("t", 2, 80)
+        ("t", 2, total)
     );
+}
+
+/// The store's top `n` equals the board's.
+async fn check_top<S: TrendStore>(
+    store: &S,
+    board: &TrendBoard,
+    n: usize,
+    by: TrendRanking,
+    audience: Audience,
+    now: DateTime<Utc>,
+) {
+    {
+        let stored = match store.top(n, by, audience, now).await {
+            Ok(stored) => stored,
+            Err(error) => panic!("top {n} by {by:?} for {audience:?}: {error}"),
+        };
+        let expected = board.top(n, by, audience, now);
+        assert_eq!(
+            stored.len(),
+            expected.len(),
+            "top {n} by {by:?} for {audience:?}"
+        );
+        for (s, e) in stored.iter().zip(&expected) {
+            assert_eq!(
+                (&s.query, &s.query_normalized, s.count, s.public),
+                (&e.query, &e.query_normalized, e.count, e.public)
+            );
+            assert!(
+                (s.score - e.score).abs() < 1e-9,
+                "{}: {} vs {}",
+                s.query,
+                s.score,
+                e.score
+            );
+            assert_eq!(s.books, e.books, "{}", s.query);
+            assert_eq!(s.last_searched_at, e.last_searched_at, "{}", s.query);
+        }
+    }
 }

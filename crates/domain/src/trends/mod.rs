@@ -9,9 +9,17 @@
 //! `2^(log_score - now/half_life)` ([`score_at`]). Logs never overflow, so there is nothing to
 //! rebase.
 //!
-//! **Per-user cap.** Within each window of `user_window` (fixed windows, counted from the epoch),
-//! only a user's first `user_cap` searches for a query add to its score; all of them add to its
-//! `count`. Anonymous searches have no user to cap and always count.
+//! **Per-reader cap.** Within each window of `user_window` (fixed windows, counted from the
+//! epoch), only a reader's first `user_cap` searches for a query add to its score; all of them add
+//! to its `count`. A reader is the event's user, else its client (a pseudonym of the address an
+//! anonymous search came from); a search with neither is not capped.
+//!
+//! **Public trends.** A trend is shown to the public (the page) only once `min_readers` distinct
+//! readers have searched it; it stays public until it is pruned. Until then the store remembers
+//! who searched it (at most `min_readers` readers per trend), and afterwards no one.
+//!
+//! **Spellings.** At most [`SPELLINGS_PER_TREND`] spellings are counted per trend: a new one
+//! replaces the least common (ties: the greatest in byte order), never the one shown.
 //!
 //! **Pruning.** After each batch, trends whose current score is below `min_score` are removed, and
 //! only the best `max_trends` by score are kept (ties at the cut are kept). A pruned trend that
@@ -23,7 +31,7 @@
 #[doc(hidden)]
 pub mod conformance;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +41,8 @@ use crate::events::SearchEvent;
 
 /// Books kept per trend (the results of its most recent search).
 pub const BOOKS_PER_TREND: usize = 10;
+/// Spellings counted per trend.
+pub const SPELLINGS_PER_TREND: usize = 5;
 
 /// The rules' parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +55,8 @@ pub struct TrendSettings {
     pub min_score: f64,
     /// At most this many trends are kept.
     pub max_trends: usize,
+    /// Distinct readers who must have searched a trend before it is public.
+    pub min_readers: u32,
 }
 
 impl Default for TrendSettings {
@@ -55,6 +67,7 @@ impl Default for TrendSettings {
             user_window: Duration::from_secs(3600),
             min_score: 0.01,
             max_trends: 10_000,
+            min_readers: 3,
         }
     }
 }
@@ -156,6 +169,19 @@ pub struct Trend {
     /// The results of the most recent search.
     pub books: Vec<TrendBook>,
     pub last_searched_at: DateTime<Utc>,
+    /// Whether `min_readers` distinct readers have searched it, so that the page may show it.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// Who a list of trends is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Audience {
+    /// The public page: only trends that enough distinct readers searched.
+    #[default]
+    Public,
+    /// Internal callers: every trend kept.
+    Everyone,
 }
 
 /// What `GET /trends` ranks by.
@@ -176,6 +202,9 @@ pub struct TrendState {
     pub spellings: BTreeMap<String, u64>,
     pub books: Vec<TrendBook>,
     pub last_searched_at: DateTime<Utc>,
+    /// The distinct readers seen while the trend is not public yet (at most `min_readers`).
+    pub readers: BTreeSet<String>,
+    pub public: bool,
 }
 
 impl TrendState {
@@ -187,16 +216,32 @@ impl TrendState {
             spellings: BTreeMap::new(),
             books: Vec::new(),
             last_searched_at: at,
+            readers: BTreeSet::new(),
+            public: false,
         }
     }
 
-    /// One search of this trend. `scores`: whether it adds to the score (the per-user cap).
+    /// One search of this trend. `scores`: whether it adds to the score (the per-reader cap).
     pub fn add(&mut self, settings: &TrendSettings, event: &SearchEvent, scores: bool) {
         self.count += 1;
+        self.add_reader(settings, event.reader());
         let spelled = spelling(&event.query);
-        let n = self.spellings.entry(spelled.clone()).or_default();
-        *n += 1;
-        let n = *n;
+        let n = match self.spellings.get_mut(&spelled) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                while self.spellings.len() >= SPELLINGS_PER_TREND {
+                    match least_common_spelling(&self.spellings, &self.display) {
+                        Some(victim) => self.spellings.remove(&victim),
+                        None => break,
+                    };
+                }
+                self.spellings.insert(spelled.clone(), 1);
+                1
+            }
+        };
         let shown = self.spellings.get(&self.display).copied().unwrap_or(0);
         if self.display.is_empty() || (n > shown && spelled != self.display) {
             self.display = spelled;
@@ -208,6 +253,24 @@ impl TrendState {
         }
         if scores {
             self.log_score = log2_add(self.log_score, settings.log_weight(event.occurred_at));
+        }
+    }
+
+    /// Counts `reader` towards `min_readers`; the trend turns public when enough have searched
+    /// it, and then forgets who they were.
+    fn add_reader(&mut self, settings: &TrendSettings, reader: Option<&str>) {
+        if self.public {
+            return;
+        }
+        let wanted = settings.min_readers as usize;
+        if let Some(reader) = reader {
+            if self.readers.len() < wanted {
+                self.readers.insert(reader.to_owned());
+            }
+        }
+        if self.readers.len() >= wanted {
+            self.public = true;
+            self.readers.clear();
         }
     }
 
@@ -224,25 +287,36 @@ impl TrendState {
             score: finite_score(self.log_score, settings, now),
             books: self.books.clone(),
             last_searched_at: self.last_searched_at,
+            public: self.public,
         }
     }
 }
 
-/// The per-user cap: how many searches each (window, user, query) has scored so far.
+/// The spelling a new one replaces when a trend has [`SPELLINGS_PER_TREND`]: the least common,
+/// ties broken towards the greatest in byte order; never `shown`.
+pub fn least_common_spelling(spellings: &BTreeMap<String, u64>, shown: &str) -> Option<String> {
+    spellings
+        .iter()
+        .filter(|(spelling, _)| spelling.as_str() != shown)
+        .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(spelling, _)| spelling.clone())
+}
+
+/// The per-reader cap: how many searches each (window, reader, query) has scored so far.
 pub type CapKey = (i64, String, String);
 
-/// Whether `event` adds to its trend's score, given (and updating) the per-user counters.
+/// Whether `event` adds to its trend's score, given (and updating) the per-reader counters.
 pub fn passes_cap(
     settings: &TrendSettings,
     caps: &mut BTreeMap<CapKey, u32>,
     event: &SearchEvent,
 ) -> bool {
-    let Some(user) = &event.user_id else {
+    let Some(reader) = event.reader() else {
         return true;
     };
     let key = (
         settings.window(event.occurred_at),
-        user.clone(),
+        reader.to_owned(),
         event.query_normalized.clone(),
     );
     let n = caps.entry(key).or_default();
@@ -301,10 +375,17 @@ impl TrendBoard {
         }
     }
 
-    pub fn top(&self, n: usize, by: TrendRanking, now: DateTime<Utc>) -> Vec<Trend> {
+    pub fn top(
+        &self,
+        n: usize,
+        by: TrendRanking,
+        audience: Audience,
+        now: DateTime<Utc>,
+    ) -> Vec<Trend> {
         let mut all: Vec<Trend> = self
             .trends
             .iter()
+            .filter(|(_, t)| audience == Audience::Everyone || t.public)
             .map(|(q, t)| t.to_trend(q, &self.settings, now))
             .collect();
         rank(&mut all, by);
@@ -379,10 +460,10 @@ mod tests {
             board.apply(&search(None, "old news", at(-86_400)));
         }
         board.apply(&search(None, "fresh", at(-60)));
-        let top = board.top(10, TrendRanking::Score, at(0));
+        let top = board.top(10, TrendRanking::Score, Audience::Everyone, at(0));
         assert_eq!(top[0].query, "fresh");
         assert_eq!(top[1].query, "old news");
-        let by_count = board.top(10, TrendRanking::Count, at(0));
+        let by_count = board.top(10, TrendRanking::Count, Audience::Everyone, at(0));
         assert_eq!(by_count[0].query, "old news");
         assert_eq!(by_count[0].count, 100);
     }
@@ -399,7 +480,7 @@ mod tests {
         for (i, user) in ["a", "b", "c", "d"].iter().enumerate() {
             board.apply(&search(Some(user), "real trend", at(i as i64)));
         }
-        let top = board.top(10, TrendRanking::Score, at(60));
+        let top = board.top(10, TrendRanking::Score, Audience::Everyone, at(60));
         assert_eq!(top[0].query, "real trend");
         assert_eq!(top[1].query, "my book");
         assert_eq!(top[1].count, 50, "every search is counted");
@@ -410,13 +491,18 @@ mod tests {
         );
         // The next window the user counts again.
         board.apply(&search(Some("flooder"), "my book", at(3600 * 2)));
-        let top = board.top(10, TrendRanking::Count, at(3600 * 2));
+        let top = board.top(10, TrendRanking::Count, Audience::Everyone, at(3600 * 2));
         assert_eq!(top[0].count, 51);
         // Anonymous searches are not capped.
         for i in 0..10 {
             board.apply(&search(None, "anon", at(3600 * 2 + i)));
         }
-        let top = board.top(1, TrendRanking::Score, at(3600 * 2 + 10));
+        let top = board.top(
+            1,
+            TrendRanking::Score,
+            Audience::Everyone,
+            at(3600 * 2 + 10),
+        );
         assert_eq!(top[0].query, "anon");
     }
 
@@ -452,7 +538,7 @@ mod tests {
         board.apply(&late);
         // An older event arriving late does not replace the books.
         board.apply(&search(None, "RUST", at(-100)));
-        let top = board.top(1, TrendRanking::Score, at(4));
+        let top = board.top(1, TrendRanking::Score, Audience::Everyone, at(4));
         assert_eq!(top[0].query, "rust");
         assert_eq!(top[0].count, 5);
         assert_eq!(top[0].books[0].title, "Latest");
@@ -473,7 +559,7 @@ mod tests {
         for i in 3..6 {
             board.apply(&search(Some("u"), "x", at(i)));
         }
-        let top = board.top(1, TrendRanking::Count, at(6));
+        let top = board.top(1, TrendRanking::Count, Audience::Everyone, at(6));
         assert_eq!(top[0].count, 6);
         assert!((top[0].score - 3.0).abs() < 0.01, "{}", top[0].score);
         // Counters three windows older than the newest search are forgotten.
@@ -494,16 +580,120 @@ mod tests {
             "q",
             at(0) + chrono::Duration::microseconds(300),
         ));
-        let top = board.top(1, TrendRanking::Count, at(1));
+        let top = board.top(1, TrendRanking::Count, Audience::Everyone, at(1));
         assert_eq!(top[0].last_searched_at, at(0));
         assert_eq!(top[0].books[0].title, "About q");
         // A search dated far in the future keeps the score finite.
         board.apply(&search(None, "future", at(1_000_000_000_000)));
         assert!(
-            board.top(1, TrendRanking::Score, at(0))[0]
+            board.top(1, TrendRanking::Score, Audience::Everyone, at(0))[0]
                 .score
                 .is_finite()
         );
+    }
+
+    fn from_client(client: &str, query: &str, t: DateTime<Utc>) -> SearchEvent {
+        search(None, query, t).with_client(Some(client.to_owned()))
+    }
+
+    #[test]
+    fn a_trend_is_public_once_enough_distinct_readers_searched_it() {
+        let mut board = TrendBoard::new(TrendSettings {
+            min_readers: 3,
+            ..TrendSettings::default()
+        });
+        // One person: forty searches with forty made-up ids are anonymous to the web service,
+        // which sends them from one client; and the same reader again and again.
+        for i in 0..40 {
+            board.apply(&from_client("c-evil", "FREE BOOKS at evil.example", at(i)));
+            board.apply(&search(Some("me"), "my own name", at(i)));
+        }
+        let public = board.top(10, TrendRanking::Score, Audience::Public, at(60));
+        assert!(public.is_empty(), "{public:?}");
+        let everyone = board.top(10, TrendRanking::Score, Audience::Everyone, at(60));
+        assert_eq!(everyone.len(), 2);
+        assert!(everyone.iter().all(|t| !t.public));
+        let evil = everyone
+            .iter()
+            .find(|t| t.count == 40 && t.query.starts_with("FREE"));
+        assert!(
+            evil.is_some_and(|t| (t.score - 3.0).abs() < 0.05),
+            "one client counts user_cap times: {everyone:?}"
+        );
+        // Three readers (two users and one anonymous client) make a trend public, for good.
+        board.apply(&search(Some("a"), "dune", at(61)));
+        board.apply(&search(Some("a"), "dune", at(62)));
+        board.apply(&from_client("c-1", "dune", at(63)));
+        assert!(
+            board
+                .top(10, TrendRanking::Score, Audience::Public, at(64))
+                .is_empty()
+        );
+        board.apply(&search(Some("b"), "Dune", at(64)));
+        let public = board.top(10, TrendRanking::Score, Audience::Public, at(65));
+        assert_eq!(public.len(), 1);
+        assert_eq!(
+            (public[0].query_normalized.as_str(), public[0].count),
+            ("dune", 4)
+        );
+        assert!(public[0].public);
+        assert!(
+            board.trends["dune"].readers.is_empty(),
+            "who searched is forgotten"
+        );
+        // Events without user or client (the tutorial's anonymous format) count no reader.
+        for i in 0..5 {
+            board.apply(&search(None, "anonymous", at(70 + i)));
+        }
+        assert!(!board.trends["anonymous"].public);
+        assert!(board.trends.values().all(|t| t.readers.len() <= 3));
+    }
+
+    #[test]
+    fn a_handful_of_spellings_is_kept_per_trend() {
+        let mut board = TrendBoard::new(settings());
+        for _ in 0..3 {
+            board.apply(&search(None, "pride", at(0)));
+        }
+        // Three hundred searches in random case: one trend, a bounded number of spellings.
+        let mut seed = 7u64;
+        for i in 0..300 {
+            let spelled: String = "prejudice"
+                .chars()
+                .map(|c| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    if seed >> 63 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            board.apply(&search(None, &format!("pride {spelled}"), at(i)));
+        }
+        assert_eq!(board.trends["pride"].spellings.len(), 1);
+        let mixed = &board.trends["pride prejudice"];
+        assert_eq!(mixed.count, 300);
+        assert!(
+            mixed.spellings.len() <= SPELLINGS_PER_TREND,
+            "{:?}",
+            mixed.spellings
+        );
+        assert!(mixed.spellings.contains_key(&mixed.display));
+        // The most common spelling still wins once it leads.
+        for i in 0..5 {
+            board.apply(&search(None, "Pride Prejudice", at(400 + i)));
+        }
+        assert_eq!(board.trends["pride prejudice"].display, "Pride Prejudice");
+        let mut spellings = BTreeMap::from([
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 1),
+        ]);
+        assert_eq!(least_common_spelling(&spellings, "a").as_deref(), Some("c"));
+        assert_eq!(least_common_spelling(&spellings, "c").as_deref(), Some("b"));
+        spellings.retain(|k, _| k == "a");
+        assert_eq!(least_common_spelling(&spellings, "a"), None);
     }
 
     #[test]
@@ -519,7 +709,7 @@ mod tests {
         ] {
             board.apply(&search(None, q, at(0)));
         }
-        let top = board.top(10, TrendRanking::Count, at(0));
+        let top = board.top(10, TrendRanking::Count, Audience::Everyone, at(0));
         assert_eq!(top.len(), 2);
         assert_eq!(
             (top[0].query_normalized.as_str(), top[0].count),
