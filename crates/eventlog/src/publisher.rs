@@ -268,3 +268,141 @@ async fn append_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bookstore_domain::events::{BookCreatedEvent, CatalogBook};
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A `book.created` event whose description is `bytes` long.
+    fn event(id: i64, bytes: usize) -> Event {
+        Event::BookCreated(BookCreatedEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            CatalogBook {
+                id,
+                title: "T".to_owned(),
+                author: "A".to_owned(),
+                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                description: "d".repeat(bytes),
+                created_at: chrono::Utc::now(),
+            },
+        ))
+    }
+
+    fn size(event: &Event) -> usize {
+        event.key().len() + event.to_json().len()
+    }
+
+    async fn publisher(
+        limits: PublisherLimits,
+    ) -> (tempfile::TempDir, Arc<EventLog>, EmbeddedPublisher) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db")).await.unwrap();
+        let publisher = EmbeddedPublisher::start(log.clone(), "t", 1, limits)
+            .await
+            .unwrap();
+        (dir, log, publisher)
+    }
+
+    async fn messages(log: &EventLog) -> usize {
+        let tp = bookstore_domain::TopicPartition {
+            topic: "t".to_owned(),
+            partition: 0,
+        };
+        log.read(&tp, 0, 10_000).await.unwrap().len()
+    }
+
+    // One thread, and no await while publishing: the appender cannot run, as when the log is
+    // slower than the searches.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let limits = PublisherLimits {
+            queue_capacity: 10_000,
+            queue_max_bytes: 20_000,
+            max_message_bytes: 5_000,
+        };
+        let (_dir, log, publisher) = publisher(limits).await;
+        // Ids of three digits: every event the same size.
+        let one = size(&event(100, 1_000));
+        let fit = 20_000 / one;
+        let published: Vec<Published> = (0..100)
+            .map(|i| publisher.publish(&event(100 + i, 1_000)))
+            .collect();
+        let queued = published
+            .iter()
+            .filter(|p| **p == Published::Queued)
+            .count();
+        assert_eq!(queued, fit, "{one} bytes each");
+        assert!(published[..fit].iter().all(|p| *p == Published::Queued));
+        assert_eq!(publisher.queued_bytes(), fit * one);
+        let stats = publisher.stats();
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), (100 - fit) as u64);
+
+        // Once appended, the bytes are free again.
+        assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+        assert_eq!(publisher.queued_bytes(), 0);
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), fit as u64);
+        assert_eq!(publisher.publish(&event(200, 1_000)), Published::Queued);
+        assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+        assert_eq!(messages(&log).await, fit + 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_larger_than_the_log_takes_is_refused_and_the_others_delivered() {
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+        };
+        let (_dir, log, publisher) = publisher(limits).await;
+        let events = [event(1, 100), event(2, 6_000), event(3, 100)];
+        let deliveries = publisher.deliver(&events, Duration::from_secs(10)).await;
+        assert_eq!(deliveries[0], Delivery::Delivered);
+        assert!(
+            matches!(&deliveries[1], Delivery::Refused(r) if r.contains("events.max_message_bytes")),
+            "{deliveries:?}"
+        );
+        assert_eq!(deliveries[2], Delivery::Delivered);
+        assert_eq!(messages(&log).await, 2);
+        // A search event as large is refused too, and counted as failed.
+        assert_eq!(publisher.publish(&event(4, 6_000)), Published::Dropped);
+        let stats = publisher.stats();
+        assert_eq!(stats.failed.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn while_the_log_cannot_be_written_events_are_undelivered_not_refused() {
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+        };
+        let (dir, log, publisher) = publisher(limits).await;
+        // Another process holds the log's write lock.
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let deliveries = publisher
+            .deliver(&[event(1, 100), event(2, 100)], Duration::from_millis(300))
+            .await;
+        assert_eq!(deliveries.len(), 2);
+        for delivery in &deliveries {
+            assert!(
+                matches!(delivery, Delivery::Undelivered(r) if r.contains("not appended within")),
+                "{delivery:?}"
+            );
+        }
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        // They are still on their way, and arrive.
+        assert_eq!(publisher.flush(Duration::from_secs(20)).await, 0);
+        assert_eq!(messages(&log).await, 2);
+    }
+}

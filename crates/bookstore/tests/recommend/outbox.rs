@@ -450,3 +450,109 @@ async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infr
     stop.cancel();
     recording.await.unwrap().unwrap();
 }
+
+/// Each outbox row's attempts and whether it is dead-lettered, oldest first.
+async fn attempts(catalog: &Catalog) -> Vec<(i64, i64, bool)> {
+    const ATTEMPTS: &str = "SELECT id, attempts, dead_at IS NOT NULL FROM outbox ORDER BY id";
+    match catalog {
+        Catalog::Sqlite(repo) => sqlx::query_as(ATTEMPTS).fetch_all(repo.pool()).await,
+        Catalog::MySql(repo) => sqlx::query_as::<_, (i64, i32, i64)>(ATTEMPTS)
+            .fetch_all(repo.pool())
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(id, attempts, dead)| (id, i64::from(attempts), dead == 1))
+                    .collect()
+            }),
+    }
+    .unwrap()
+}
+
+infra!(an_outage_of_the_log_dead_letters_nothing);
+async fn an_outage_of_the_log_dead_letters_nothing(infra: Infra) {
+    let bus = test_bus(infra).await;
+    let config = &bus.config;
+    let catalog = open_catalog(config).await.unwrap();
+    let books = catalog.repository();
+    books.create(&book("Through the Outage")).await.unwrap();
+    // A row that is not an event, among good ones: during the outage it is not judged either.
+    insert_outbox_row(&catalog, "900001", b"not an event").await;
+    books
+        .create(&book("Also Through the Outage"))
+        .await
+        .unwrap();
+    let outbox = outbox(&catalog);
+
+    // The log is out of reach, without touching the shared broker: on Kafka the relay's
+    // publisher talks to a loopback port nobody listens on; the embedded log's file is locked by
+    // another writer. One refusal would be enough to dead-letter a row.
+    let mut events = config.events.clone();
+    events.flush_timeout_ms = 300;
+    events.message_timeout_ms = 1_000;
+    events.outbox_max_attempts = 1;
+    let mut locker = None;
+    let sink = match &bus.bus {
+        bookstore::events::EventBus::Kafka(_) => {
+            let port = crate::support::free_port();
+            let unreachable = bookstore::events::EventBus::Kafka(
+                bookstore_kafka::KafkaSettings::new([format!("127.0.0.1:{port}")]),
+            );
+            PublisherSink::start(&unreachable, &events).await.unwrap()
+        }
+        bookstore::events::EventBus::Embedded { log, .. } => {
+            let sink = PublisherSink::start(&bus.bus, &events).await.unwrap();
+            use sqlx::Connection;
+            let url = format!("sqlite://{}", log.path().display());
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            locker = Some(connection);
+            sink
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let relayed = outbox.relay(100, &sink).await.unwrap();
+        assert_eq!(
+            relayed,
+            bookstore_domain::Relayed::default(),
+            "round {rounds}"
+        );
+        rounds += 1;
+    }
+    assert!(rounds >= 3, "{rounds} rounds");
+    assert_eq!(outbox.waiting().await.unwrap(), 3);
+    assert_eq!(outbox.dead_letters().await.unwrap(), 0);
+    assert!(
+        attempts(&catalog)
+            .await
+            .iter()
+            .all(|(_, attempts, dead)| *attempts == 0 && !dead),
+        "{:?}",
+        attempts(&catalog).await
+    );
+
+    // The log is back: the good rows go out, and the bad one is judged.
+    if let Some(mut locker) = locker.take() {
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    }
+    drop(sink);
+    let sink = PublisherSink::start(&bus.bus, &config.events)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while outbox.waiting().await.unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the rows still wait");
+        outbox.relay(100, &sink).await.unwrap();
+    }
+    let rows = attempts(&catalog).await;
+    assert_eq!(
+        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        [false, true, false],
+        "{rows:?}"
+    );
+    assert_eq!(rows[1].1, 5, "{rows:?}");
+}
