@@ -228,7 +228,7 @@ impl KafkaPublisher {
             Err((error, _)) => {
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.drop_warning.check() {
-                    tracing::warn!(%error, dropped_total = dropped, suppressed, "event queue full (events.queue_capacity or events.queue_max_bytes): event dropped");
+                    tracing::warn!(%error, dropped_total = dropped, suppressed, "event dropped: the producer's queue is full (events.queue_capacity or events.queue_max_bytes), or it took no more");
                 }
                 Err(error)
             }
