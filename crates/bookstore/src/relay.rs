@@ -240,16 +240,17 @@ pub async fn run(
 /// Counts what a round did, and names every row it dead-lettered.
 fn record(relayed: &Relayed) {
     metrics::counter!("bookstore_outbox_relayed_total").increment(relayed.sent);
-    metrics::counter!("bookstore_outbox_refused_total").increment(relayed.refused);
-    metrics::counter!("bookstore_outbox_dead_lettered_total")
-        .increment(relayed.dead_lettered.len() as u64);
+    let dead = relayed.dead_lettered.len() as u64;
+    // Every refusal, the last one of a dead-lettered row included.
+    metrics::counter!("bookstore_outbox_refused_total").increment(relayed.refused + dead);
+    metrics::counter!("bookstore_outbox_dead_lettered_total").increment(dead);
     for row in &relayed.dead_lettered {
         tracing::warn!(
             row = row.id,
             key = %row.key,
             reason = %row.reason,
-            "outbox row {} dead-lettered: {}; it will not be relayed again (the README's \"Catalog \
-             events\" tells how to replay it)",
+            "outbox row {} dead-lettered: {}; it will not be relayed again (the README's Events \
+             section tells how to replay it)",
             row.id,
             row.reason
         );
