@@ -201,6 +201,12 @@ pub struct EventsConfig {
     pub replication_factor: u32,
     /// Events the publisher holds while the log is unreachable; past it they are dropped.
     pub queue_capacity: usize,
+    /// Bytes of events the publisher holds while the log is unreachable; past it they are
+    /// dropped. At least `max_message_bytes`.
+    pub queue_max_bytes: usize,
+    /// The largest event the publisher sends (Kafka's producer `message.max.bytes`, checked by
+    /// the embedded log too); a larger one is refused and counted as failed.
+    pub max_message_bytes: usize,
     /// Kafka producer batching: `linger.ms` and `compression.type`.
     pub linger_ms: u64,
     pub compression: String,
@@ -212,6 +218,10 @@ pub struct EventsConfig {
     pub topic_timeout_ms: u64,
     /// How long the outbox keeps a row after its event was sent, in hours; 0 keeps them all.
     pub outbox_retention_hours: u64,
+    /// How many times the log may refuse an outbox row (or the relay fail to decode it) before
+    /// the row goes to the dead letters; every attempt after the first is made with the row
+    /// alone.
+    pub outbox_max_attempts: u32,
     /// Consumer batches: at most this many events, waiting at most this long.
     pub batch_size: usize,
     pub batch_wait_ms: u64,
@@ -233,12 +243,15 @@ impl Default for EventsConfig {
             partitions: 3,
             replication_factor: 1,
             queue_capacity: 100_000,
+            queue_max_bytes: 32 * 1024 * 1024,
+            max_message_bytes: 1_000_000,
             linger_ms: 5,
             compression: "lz4".to_owned(),
             message_timeout_ms: 300_000,
             flush_timeout_ms: 5_000,
             topic_timeout_ms: 30_000,
             outbox_retention_hours: 168,
+            outbox_max_attempts: 5,
             batch_size: 1_000,
             batch_wait_ms: 100,
             session_timeout_ms: 10_000,
@@ -506,6 +519,22 @@ impl Config {
             bail!(
                 "invalid configuration: events.queue_capacity and events.batch_size must be at least 1"
             );
+        }
+        if !(1_000..=1_000_000_000).contains(&events.max_message_bytes) {
+            bail!(
+                "invalid configuration: events.max_message_bytes must be between 1000 and 1000000000, got {}",
+                events.max_message_bytes
+            );
+        }
+        if events.queue_max_bytes < events.max_message_bytes {
+            bail!(
+                "invalid configuration: events.queue_max_bytes ({}) must be at least events.max_message_bytes ({})",
+                events.queue_max_bytes,
+                events.max_message_bytes
+            );
+        }
+        if events.outbox_max_attempts == 0 {
+            bail!("invalid configuration: events.outbox_max_attempts must be at least 1");
         }
         if events.backend == EventsBackend::Kafka && events.broker_list().is_empty() {
             bail!(
@@ -935,6 +964,43 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("web.page_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_publisher_and_outbox_bounds_are_checked() {
+        let config: Config = Figment::new().extract().unwrap();
+        assert_eq!(config.events.queue_max_bytes, 32 * 1024 * 1024);
+        assert_eq!(config.events.max_message_bytes, 1_000_000);
+        assert_eq!(config.events.outbox_max_attempts, 5);
+        figment::Jail::expect_with(|jail| {
+            for (yaml, key) in [
+                (
+                    "events:\n  queue_max_bytes: 999999\n",
+                    "events.queue_max_bytes",
+                ),
+                (
+                    "events:\n  max_message_bytes: 999\n",
+                    "events.max_message_bytes",
+                ),
+                (
+                    "events:\n  outbox_max_attempts: 0\n",
+                    "events.outbox_max_attempts",
+                ),
+            ] {
+                jail.create_file("bounds.yaml", yaml)?;
+                let err = Config::load(Some(Path::new("bounds.yaml")))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{err}");
+            }
+            jail.create_file(
+                "bounds.yaml",
+                "events:\n  queue_max_bytes: 2000\n  max_message_bytes: 2000\n",
+            )?;
+            let config = Config::load(Some(Path::new("bounds.yaml"))).unwrap();
+            assert_eq!(config.events.queue_max_bytes, 2_000);
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bookstore_domain::{EventHandler, EventPublisher};
-use bookstore_eventlog::{EmbeddedConsumer, EmbeddedPublisher, EventLog};
+use bookstore_eventlog::{EmbeddedConsumer, EmbeddedPublisher, EventLog, PublisherLimits};
 use bookstore_events::{BatchSettings, Pipeline, PublisherStats};
 use bookstore_kafka::{
     KafkaConsumer, KafkaDeadLetters, KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec,
@@ -118,7 +118,11 @@ impl EventBus {
                     log.clone(),
                     &events.topic,
                     *partitions,
-                    events.queue_capacity,
+                    PublisherLimits {
+                        queue_capacity: events.queue_capacity,
+                        queue_max_bytes: events.queue_max_bytes,
+                        max_message_bytes: events.max_message_bytes,
+                    },
                 )
                 .await
                 .context("cannot start the embedded event publisher")?;
@@ -134,6 +138,8 @@ impl EventBus {
                     &PublisherSettings {
                         topic: events.topic.clone(),
                         queue_capacity: events.queue_capacity,
+                        queue_max_bytes: events.queue_max_bytes,
+                        max_message_bytes: events.max_message_bytes,
                         linger: Duration::from_millis(events.linger_ms),
                         compression: events.compression.clone(),
                         message_timeout: Duration::from_millis(events.message_timeout_ms),

@@ -2,14 +2,24 @@
 //! database's outbox to `events.catalog_topic`, in order, and marks them sent only once the log
 //! has confirmed them. After a crash it resumes from the outbox, so no created book is ever
 //! missing from the topic (one may appear twice; consumers are idempotent by book id).
+//!
+//! A row the log can never take does not hold up the rows after it. The log's verdict on each
+//! event tells a refusal of that event (too large, invalid: [`Delivery::Refused`]), or a payload
+//! that is not an event, from a failure of the log itself (unreachable, slow, queue full:
+//! [`Delivery::Undelivered`]). A failure of the log is retried for ever and counts against no
+//! row. A refusal counts an attempt against its row, which is then tried alone (so that a
+//! batch-mate of a bad event is never blamed for it), and after `events.outbox_max_attempts`
+//! the row goes to the outbox's dead letters with the reason.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::events::decode;
-use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Published};
+use bookstore_domain::events::{Event, decode};
+use bookstore_domain::{
+    Delivery, EventPublisher, Outbox, OutboxRow, OutboxSink, Relayed, RowOutcome,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EventsConfig;
@@ -25,6 +35,7 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 pub struct PublisherSink {
     publisher: Publisher,
     timeout: Duration,
+    max_attempts: u32,
 }
 
 impl PublisherSink {
@@ -37,16 +48,27 @@ impl PublisherSink {
         let mut catalog = events.clone();
         catalog.topic = events.catalog_topic.clone();
         let publisher = bus.publisher(&catalog).await?;
-        Ok(Self {
+        Ok(Self::new(
             publisher,
-            timeout: Duration::from_millis(events.flush_timeout_ms.max(1)),
-        })
+            Duration::from_millis(events.flush_timeout_ms.max(1)),
+            events.outbox_max_attempts,
+        ))
+    }
+
+    /// Delivers through `publisher`, waiting at most `timeout` per round for the log, and gives
+    /// up on a row after `max_attempts` refusals.
+    pub fn new(publisher: Publisher, timeout: Duration, max_attempts: u32) -> Self {
+        Self {
+            publisher,
+            timeout,
+            max_attempts: max_attempts.max(1),
+        }
     }
 }
 
 #[async_trait]
 impl OutboxSink for PublisherSink {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
         // A round that timed out left its events queued in the producer (they are still being
         // retried): wait for them rather than queueing the same rows again on every round of an
         // outage.
@@ -56,22 +78,101 @@ impl OutboxSink for PublisherSink {
                 "{left} events of an earlier round are still undelivered"
             ));
         }
-        let stats = &self.publisher.stats;
-        let failed = stats.failed.load(Ordering::Relaxed);
-        for row in rows {
-            let event = decode(Some(row.key.as_bytes()), &row.payload, None)
-                .map_err(|e| format!("outbox row {} is not an event: {e}", row.id))?;
-            if self.publisher.publisher.publish(&event) == Published::Dropped {
-                return Err("the publisher's queue is full".into());
-            }
-        }
-        let left = self.publisher.publisher.flush(self.timeout).await;
-        let newly_failed = stats.failed.load(Ordering::Relaxed) - failed;
-        if left > 0 || newly_failed > 0 {
-            return Err(format!("{left} events undelivered, {newly_failed} failed"));
-        }
-        Ok(())
+        Ok(judge(
+            rows,
+            self.max_attempts,
+            self.publisher.publisher.as_ref(),
+            self.timeout,
+        )
+        .await)
     }
+}
+
+/// Publishes the rows of this round through `publisher` and says what became of each.
+///
+/// The round is the rows up to the first one refused before, or that row alone when it comes
+/// first: a refused row is always tried again alone. Then, per row, in order:
+/// - in the log: sent, unless an earlier row of the same key was not (it goes again after
+///   that one, so the key's last event stays the last);
+/// - refused (by the log, or not an event): an attempt counted, or the dead letters once it has
+///   been refused `max_attempts` times, the last of them alone; but if any event of the round
+///   failed for the log's own reasons, nothing is counted (the log is not well);
+/// - not delivered: given back, to be tried again.
+async fn judge(
+    rows: &[OutboxRow],
+    max_attempts: u32,
+    publisher: &dyn EventPublisher,
+    timeout: Duration,
+) -> Vec<RowOutcome> {
+    let take = match rows.iter().position(|r| r.attempts > 0) {
+        Some(0) => 1,
+        Some(first_refused) => first_refused,
+        None => rows.len(),
+    };
+    let round = &rows[..take];
+    let alone = round.len() == 1;
+    let decoded: Vec<Result<Event, String>> = round
+        .iter()
+        .map(|row| {
+            decode(Some(row.key.as_bytes()), &row.payload, None)
+                .map_err(|e| format!("not an event: {e}"))
+        })
+        .collect();
+    let events: Vec<Event> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().cloned())
+        .collect();
+    let mut deliveries = if events.is_empty() {
+        Vec::new()
+    } else {
+        publisher.deliver(&events, timeout).await
+    }
+    .into_iter();
+    let verdicts: Vec<Delivery> = decoded
+        .into_iter()
+        .map(|decoded| match decoded {
+            Ok(_) => deliveries.next().unwrap_or_else(|| {
+                Delivery::Undelivered("the publisher gave no verdict".to_owned())
+            }),
+            Err(reason) => Delivery::Refused(reason),
+        })
+        .collect();
+    let log_failed = verdicts
+        .iter()
+        .any(|v| matches!(v, Delivery::Undelivered(_)));
+    let mut held: HashSet<&str> = HashSet::new();
+    let mut outcomes: Vec<RowOutcome> = round
+        .iter()
+        .zip(verdicts)
+        .map(|(row, verdict)| match verdict {
+            Delivery::Delivered if held.contains(row.key.as_str()) => RowOutcome::Retry,
+            Delivery::Delivered => RowOutcome::Sent,
+            Delivery::Undelivered(_) => {
+                held.insert(&row.key);
+                RowOutcome::Retry
+            }
+            Delivery::Refused(reason) => {
+                held.insert(&row.key);
+                if log_failed {
+                    RowOutcome::Retry
+                } else if alone && row.attempts.saturating_add(1) >= max_attempts {
+                    RowOutcome::Dead(reason)
+                } else {
+                    tracing::info!(
+                        row = row.id,
+                        key = %row.key,
+                        attempt = row.attempts.saturating_add(1),
+                        max_attempts,
+                        %reason,
+                        "outbox row refused; it will be tried again alone"
+                    );
+                    RowOutcome::Refused(reason)
+                }
+            }
+        })
+        .collect();
+    outcomes.resize(rows.len(), RowOutcome::Retry);
+    outcomes
 }
 
 /// How often the relay counts the rows waiting (`bookstore_outbox_waiting`).
@@ -93,17 +194,19 @@ pub async fn run(
 ) {
     let pruner = retention
         .map(|retention| tokio::spawn(prune_hourly(outbox.clone(), retention, stop.clone())));
+    metrics::counter!("bookstore_outbox_dead_lettered_total").increment(0);
+    metrics::counter!("bookstore_outbox_refused_total").increment(0);
     let mut counted_at: Option<tokio::time::Instant> = None;
     loop {
-        let sent = match outbox.relay(ROUND, &sink).await {
-            Ok(sent) => {
-                metrics::counter!("bookstore_outbox_relayed_total").increment(sent);
-                sent
+        let relayed = match outbox.relay(ROUND, &sink).await {
+            Ok(relayed) => {
+                record(&relayed);
+                relayed
             }
             Err(error) => {
                 metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "outbox", "kind" => "relay").increment(1);
                 tracing::warn!(%error, "the outbox relay cannot read the outbox; retrying");
-                0
+                Relayed::default()
             }
         };
         if counted_at.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
@@ -111,11 +214,14 @@ pub async fn run(
             if let Ok(waiting) = outbox.waiting().await {
                 metrics::gauge!("bookstore_outbox_waiting").set(waiting as f64);
             }
+            if let Ok(dead) = outbox.dead_letters().await {
+                metrics::gauge!("bookstore_outbox_dead_letters").set(dead as f64);
+            }
         }
         if stop.is_cancelled() {
             break;
         }
-        if sent == 0 {
+        if !relayed.progressed() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE_POLL) => {}
                 () = stop.cancelled() => {}
@@ -126,7 +232,29 @@ pub async fn run(
         // It ends at `stop` too; a statement in flight is dropped, not waited for.
         pruner.abort();
     }
-    let _ = outbox.relay(ROUND, &sink).await;
+    if let Ok(relayed) = outbox.relay(ROUND, &sink).await {
+        record(&relayed);
+    }
+}
+
+/// Counts what a round did, and names every row it dead-lettered.
+fn record(relayed: &Relayed) {
+    metrics::counter!("bookstore_outbox_relayed_total").increment(relayed.sent);
+    let dead = relayed.dead_lettered.len() as u64;
+    // Every refusal, the last one of a dead-lettered row included.
+    metrics::counter!("bookstore_outbox_refused_total").increment(relayed.refused + dead);
+    metrics::counter!("bookstore_outbox_dead_lettered_total").increment(dead);
+    for row in &relayed.dead_lettered {
+        tracing::warn!(
+            row = row.id,
+            key = %row.key,
+            reason = %row.reason,
+            "outbox row {} dead-lettered: {}; it will not be relayed again (the README's Events \
+             section tells how to replay it)",
+            row.id,
+            row.reason
+        );
+    }
 }
 
 /// Prunes now and then every [`PRUNE_EVERY`], until `stop`.
@@ -169,5 +297,214 @@ async fn prune(outbox: &dyn Outbox, retention: Duration) {
             rows = pruned,
             "deleted outbox rows sent more than events.outbox_retention_hours ago"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bookstore_domain::Published;
+    use bookstore_domain::events::{BookCreatedEvent, CatalogBook};
+
+    use super::*;
+
+    /// Answers each event by the description of its book: `delivered`, `refused` or
+    /// `undelivered`; and records the book ids of every call.
+    #[derive(Default)]
+    struct Scripted {
+        calls: Mutex<Vec<Vec<i64>>>,
+    }
+
+    #[async_trait]
+    impl EventPublisher for Scripted {
+        fn publish(&self, _: &Event) -> Published {
+            Published::Queued
+        }
+
+        async fn deliver(&self, events: &[Event], _: Duration) -> Vec<Delivery> {
+            let mut ids = Vec::new();
+            let verdicts = events
+                .iter()
+                .map(|event| {
+                    let Event::BookCreated(created) = event else {
+                        panic!("{event:?}")
+                    };
+                    ids.push(created.book.id);
+                    match created.book.description.as_str() {
+                        "delivered" => Delivery::Delivered,
+                        "refused" => Delivery::Refused("too large".to_owned()),
+                        _ => Delivery::Undelivered("timed out".to_owned()),
+                    }
+                })
+                .collect();
+            self.calls.lock().unwrap().push(ids);
+            verdicts
+        }
+
+        async fn flush(&self, _: Duration) -> u64 {
+            0
+        }
+    }
+
+    /// Row `id` holding book `book`'s event, whose description scripts its verdict.
+    fn row(id: i64, book: i64, verdict: &str, attempts: u32) -> OutboxRow {
+        let event = BookCreatedEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            CatalogBook {
+                id: book,
+                title: "T".to_owned(),
+                author: "A".to_owned(),
+                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                description: verdict.to_owned(),
+                created_at: chrono::Utc::now(),
+            },
+        );
+        OutboxRow {
+            id,
+            key: book.to_string(),
+            payload: event.to_json(),
+            attempts,
+        }
+    }
+
+    fn undecodable(id: i64, attempts: u32) -> OutboxRow {
+        OutboxRow {
+            id,
+            key: "0".to_owned(),
+            payload: b"{\"type\": \"book.cre".to_vec(),
+            attempts,
+        }
+    }
+
+    async fn judged(rows: &[OutboxRow], max_attempts: u32) -> (Vec<RowOutcome>, Vec<Vec<i64>>) {
+        let publisher = Scripted::default();
+        let outcomes = judge(rows, max_attempts, &publisher, Duration::from_secs(1)).await;
+        assert_eq!(outcomes.len(), rows.len());
+        (outcomes, publisher.calls.into_inner().unwrap())
+    }
+
+    fn refused(reason: &str) -> RowOutcome {
+        RowOutcome::Refused(reason.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_counts_an_attempt_and_the_others_are_sent() {
+        let rows = [
+            row(1, 10, "delivered", 0),
+            undecodable(2, 0),
+            row(3, 30, "refused", 0),
+            row(4, 40, "delivered", 0),
+        ];
+        let (outcomes, calls) = judged(&rows, 5).await;
+        assert_eq!(calls, [vec![10, 30, 40]], "the undecodable row is not sent");
+        assert!(
+            matches!(&outcomes[1], RowOutcome::Refused(r) if r.starts_with("not an event")),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes,
+            [
+                RowOutcome::Sent,
+                outcomes[1].clone(),
+                refused("too large"),
+                RowOutcome::Sent,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_refused_before_goes_alone_and_dead_after_the_last_attempt() {
+        // At the head of the round: alone.
+        let rows = [row(3, 30, "refused", 3), row(4, 40, "delivered", 0)];
+        let (outcomes, calls) = judged(&rows, 5).await;
+        assert_eq!(calls, [vec![30]]);
+        assert_eq!(outcomes, [refused("too large"), RowOutcome::Retry]);
+
+        let rows = [row(3, 30, "refused", 4), row(4, 40, "delivered", 0)];
+        let (outcomes, _) = judged(&rows, 5).await;
+        assert_eq!(
+            outcomes,
+            [RowOutcome::Dead("too large".to_owned()), RowOutcome::Retry]
+        );
+        // Alone, a row that is not an event is judged without asking the log.
+        let rows = [undecodable(2, 4), row(4, 40, "undelivered", 0)];
+        let (outcomes, calls) = judged(&rows, 5).await;
+        assert!(calls.is_empty());
+        assert!(matches!(&outcomes[0], RowOutcome::Dead(r) if r.starts_with("not an event")));
+
+        // Further on: the round ends before it.
+        let rows = [
+            row(1, 10, "delivered", 0),
+            row(2, 20, "delivered", 2),
+            row(3, 30, "delivered", 0),
+        ];
+        let (outcomes, calls) = judged(&rows, 5).await;
+        assert_eq!(calls, [vec![10]]);
+        assert_eq!(
+            outcomes,
+            [RowOutcome::Sent, RowOutcome::Retry, RowOutcome::Retry]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_is_dead_only_once_refused_alone() {
+        // One attempt allowed, but a refusal among others may be a batch-mate's doing.
+        let rows = [row(1, 10, "refused", 0), row(2, 20, "delivered", 0)];
+        let (outcomes, _) = judged(&rows, 1).await;
+        assert_eq!(outcomes, [refused("too large"), RowOutcome::Sent]);
+        let (outcomes, _) = judged(&[row(1, 10, "refused", 1)], 1).await;
+        assert_eq!(outcomes, [RowOutcome::Dead("too large".to_owned())]);
+        // A row alone from the start is judged at once.
+        let (outcomes, _) = judged(&[row(1, 10, "refused", 0)], 1).await;
+        assert_eq!(outcomes, [RowOutcome::Dead("too large".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn while_the_log_fails_nothing_is_counted_against_any_row() {
+        let rows = [
+            row(1, 10, "delivered", 0),
+            row(2, 20, "undelivered", 0),
+            undecodable(3, 0),
+            row(4, 40, "refused", 0),
+            row(5, 50, "delivered", 0),
+        ];
+        let (outcomes, _) = judged(&rows, 5).await;
+        assert_eq!(
+            outcomes,
+            [
+                RowOutcome::Sent,
+                RowOutcome::Retry,
+                RowOutcome::Retry,
+                RowOutcome::Retry,
+                RowOutcome::Sent,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_stays_in_order_behind_its_undelivered_or_refused_event() {
+        let rows = [
+            row(1, 10, "undelivered", 0),
+            row(2, 20, "refused", 0),
+            row(3, 10, "delivered", 0),
+            row(4, 20, "delivered", 0),
+            row(5, 30, "delivered", 0),
+        ];
+        let (outcomes, _) = judged(&rows, 5).await;
+        assert_eq!(
+            outcomes,
+            [
+                RowOutcome::Retry,
+                RowOutcome::Retry,
+                RowOutcome::Retry,
+                RowOutcome::Retry,
+                RowOutcome::Sent,
+            ]
+        );
+        let rows = [row(2, 20, "refused", 0), row(4, 20, "delivered", 0)];
+        let (outcomes, _) = judged(&rows, 5).await;
+        assert_eq!(outcomes, [refused("too large"), RowOutcome::Retry]);
     }
 }

@@ -320,6 +320,9 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
         ),
         ("bookstore_outbox_waiting", &[]),
         ("bookstore_outbox_relayed_total", &[]),
+        ("bookstore_outbox_refused_total", &[]),
+        ("bookstore_outbox_dead_lettered_total", &[]),
+        ("bookstore_outbox_dead_letters", &[]),
     ] {
         assert!(
             sample(&web_metrics, name, labels).is_some(),

@@ -11,8 +11,8 @@ pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
 pub use ports::{
-    Batch, BookRepository, EventHandler, EventPublisher, HandlerError, Outbox, OutboxRow,
-    OutboxSink, Position, PositionUpdate, Published, RecommendStore, Record, RepositoryError,
-    TopicPartition, TrendStore,
+    Batch, BookRepository, DeadLetteredRow, Delivery, EventHandler, EventPublisher, HandlerError,
+    Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published, RecommendStore, Record,
+    Refusal, Relayed, RepositoryError, RowOutcome, Settlement, TopicPartition, TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

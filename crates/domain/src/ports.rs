@@ -55,14 +55,34 @@ pub enum Published {
     Dropped,
 }
 
+/// The log's verdict on one event handed to [`EventPublisher::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// In the log.
+    Delivered,
+    /// The log refused this event for a reason of its own (larger than it takes, malformed) and
+    /// would refuse it again: sending it again cannot help.
+    Refused(String),
+    /// Not in the log, for a reason that is not the event's: the log is unreachable or slow, or
+    /// the publisher's queue is full. Sending it again later may succeed.
+    Undelivered(String),
+}
+
 /// Sends events to the event log without making the caller wait for it.
 ///
 /// Contract: `publish` never blocks and never fails. When the log cannot keep up, events are
-/// dropped past a bounded queue and counted, so a search never waits for, or fails because of,
-/// the broker.
+/// dropped past a bounded queue (bounded in events and in bytes) and counted, so a search never
+/// waits for, or fails because of, the broker.
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
     fn publish(&self, event: &Event) -> Published;
+
+    /// Publishes `events`, in order, through the same bounded queue, and waits at most `timeout`
+    /// for the log's verdict on each: one [`Delivery`] per event, in order. An event the queue
+    /// has no room for, or whose delivery is not confirmed in time, is
+    /// [`Delivery::Undelivered`] (it may still reach the log later). The outbox relay's way of
+    /// publishing: it marks a row sent only once its event is in the log.
+    async fn deliver(&self, events: &[Event], timeout: std::time::Duration) -> Vec<Delivery>;
 
     /// Delivers what is queued, waiting at most `timeout`, and returns how many events were
     /// still undelivered when it gave up.
@@ -189,28 +209,135 @@ pub struct OutboxRow {
     pub id: i64,
     pub key: String,
     pub payload: Vec<u8>,
+    /// How many times the row was refused so far (undecodable, or refused by the log).
+    pub attempts: u32,
 }
 
-/// Where the outbox relay delivers rows; `Ok` only once every row is confirmed delivered.
+/// What became of one row an [`OutboxSink`] was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowOutcome {
+    /// Its event is in the log: the row is marked sent.
+    Sent,
+    /// Not delivered this time, for a reason that is not the row's (the log is unreachable or
+    /// slow, an earlier row held it back): it stays waiting as it was.
+    Retry,
+    /// Refused for a reason of its own (undecodable, refused by the log): its attempts grow by
+    /// one, the reason is kept, and it stays waiting.
+    Refused(String),
+    /// Refused for good: its attempts grow by one and it moves to the dead letters with the
+    /// reason. It is never relayed again (unless an operator puts it back).
+    Dead(String),
+}
+
+/// Where the outbox relay delivers rows.
 #[async_trait]
 pub trait OutboxSink: Send + Sync {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String>;
+    /// Delivers `rows` (oldest first) and says what became of each: one [`RowOutcome`] per row,
+    /// in order; rows without one are [`RowOutcome::Retry`]. `Err` means nothing was delivered
+    /// for a reason that is not the rows' (every row is [`RowOutcome::Retry`]).
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String>;
+}
+
+/// What one relay round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Rows marked sent.
+    pub sent: u64,
+    /// Rows refused this round that wait for another attempt.
+    pub refused: u64,
+    /// Rows moved to the dead letters this round: id, key and reason.
+    pub dead_lettered: Vec<DeadLetteredRow>,
+}
+
+impl Relayed {
+    /// Whether the round changed anything (a relay with nothing to do waits before the next).
+    pub fn progressed(&self) -> bool {
+        self.sent > 0 || self.refused > 0 || !self.dead_lettered.is_empty()
+    }
+}
+
+/// An outbox row moved to the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetteredRow {
+    pub id: i64,
+    pub key: String,
+    pub reason: String,
+}
+
+/// A round's outcomes sorted by what the outbox does with each row (for the adapters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Rows to mark sent.
+    pub sent: Vec<i64>,
+    /// Rows to give back as they were.
+    pub retry: Vec<i64>,
+    /// Rows refused: an attempt to count, a reason to keep, perhaps the dead letters.
+    pub refused: Vec<Refusal>,
+}
+
+/// A refused row, as [`Settlement`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub id: i64,
+    pub key: String,
+    /// At most [`Settlement::REASON_CHARS`] characters.
+    pub reason: String,
+    /// Whether the row goes to the dead letters.
+    pub dead: bool,
+}
+
+impl Settlement {
+    /// The longest reason kept with a refused row, in characters.
+    pub const REASON_CHARS: usize = 1_000;
+
+    /// Sorts what the sink answered for `rows`: an `Err` gives every row back.
+    pub fn of(rows: &[OutboxRow], answer: Result<Vec<RowOutcome>, String>) -> Self {
+        let outcomes = answer.unwrap_or_default();
+        let mut settlement = Self::default();
+        let mut outcomes = outcomes.into_iter();
+        for row in rows {
+            let (reason, dead) = match outcomes.next().unwrap_or(RowOutcome::Retry) {
+                RowOutcome::Sent => {
+                    settlement.sent.push(row.id);
+                    continue;
+                }
+                RowOutcome::Retry => {
+                    settlement.retry.push(row.id);
+                    continue;
+                }
+                RowOutcome::Refused(reason) => (reason, false),
+                RowOutcome::Dead(reason) => (reason, true),
+            };
+            settlement.refused.push(Refusal {
+                id: row.id,
+                key: row.key.clone(),
+                reason: reason.chars().take(Self::REASON_CHARS).collect(),
+                dead,
+            });
+        }
+        settlement
+    }
 }
 
 /// The outbox of a catalog database: events written in the transactions that changed the catalog.
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// Takes up to `limit` unsent rows, oldest first, that no other relay holds; delivers them to
-    /// `sink`; marks them sent once `sink` confirms. Returns how many were sent. A crash between
+    /// Takes up to `limit` waiting rows (neither sent nor dead-lettered), oldest first, that no
+    /// other relay holds; delivers them to `sink`; then, in one transaction, marks sent the rows
+    /// `sink` confirms, counts an attempt and keeps the reason for the rows it refuses, moves to
+    /// the dead letters the rows it gives up on, and gives the others back. A crash between
     /// delivery and marking sends them again later (at least once; consumers are idempotent).
-    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError>;
+    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<Relayed, RepositoryError>;
 
-    /// Rows not sent yet.
+    /// Rows waiting to be sent (dead letters excluded).
     async fn waiting(&self) -> Result<u64, RepositoryError>;
 
+    /// Rows in the dead letters.
+    async fn dead_letters(&self) -> Result<u64, RepositoryError>;
+
     /// Deletes up to `limit` of the rows sent more than `age` ago, oldest first; returns how many.
-    /// Their events are in the log by then: a sent row is only history. Unsent rows are never
-    /// deleted.
+    /// Their events are in the log by then: a sent row is only history. Unsent rows, and dead
+    /// letters, are never deleted.
     async fn prune(&self, age: std::time::Duration, limit: usize) -> Result<u64, RepositoryError>;
 }
 

@@ -17,4 +17,4 @@ mod publisher;
 
 pub use consumer::{EmbeddedConsumer, GroupSettings};
 pub use log::{EventLog, EventLogError, StoredDeadLetter};
-pub use publisher::EmbeddedPublisher;
+pub use publisher::{EmbeddedPublisher, PublisherLimits};

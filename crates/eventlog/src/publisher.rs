@@ -6,20 +6,52 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bookstore_domain::events::Event;
-use bookstore_domain::{EventPublisher, Published};
+use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_events::{PublisherStats, RateLimited};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::log::{EventLog, EventLogError};
 
-type Message = (Option<Vec<u8>>, Vec<u8>);
+/// How much the publisher holds, and the largest event the log takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublisherLimits {
+    /// Events in the queue at most.
+    pub queue_capacity: usize,
+    /// Bytes (keys and values) in the queue at most; never less than `max_message_bytes`.
+    pub queue_max_bytes: usize,
+    /// The largest event (key and value) the log takes; a larger one is refused.
+    pub max_message_bytes: usize,
+}
 
-/// Hands events to a bounded queue that a background task appends to the log in batches. When
-/// the queue is full the event is dropped and counted; `publish` never waits.
+/// An event on its way to the log.
+struct Message {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// The queue's bytes this message holds, given back once it has been appended (or lost).
+    _bytes: OwnedSemaphorePermit,
+    /// Who waits for the log's verdict (the outbox relay); `None` for a search event.
+    confirm: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Why an event was not queued.
+enum NotQueued {
+    /// The queue holds `queue_capacity` events or `queue_max_bytes` bytes.
+    Full,
+    /// The event is larger than the log takes.
+    TooLarge(usize),
+}
+
+/// Hands events to a queue, bounded in events and in bytes, that a background task appends to
+/// the log in batches. When the queue is full the event is dropped and counted; `publish` never
+/// waits. An event larger than the log takes is refused and counted as failed.
 pub struct EmbeddedPublisher {
     queue: mpsc::Sender<Message>,
+    bytes: Arc<Semaphore>,
+    queue_max_bytes: usize,
+    max_message_bytes: usize,
     stats: Arc<PublisherStats>,
     drop_warning: RateLimited,
+    refusal_warning: RateLimited,
 }
 
 const APPEND_BATCH: usize = 1024;
@@ -31,10 +63,10 @@ impl EmbeddedPublisher {
         log: Arc<EventLog>,
         topic: &str,
         partitions: u32,
-        queue_capacity: usize,
+        limits: PublisherLimits,
     ) -> Result<Self, EventLogError> {
         let partitions = log.ensure_topic(topic, partitions).await?;
-        let (queue, receiver) = mpsc::channel(queue_capacity.max(1));
+        let (queue, receiver) = mpsc::channel(limits.queue_capacity.max(1));
         let stats = Arc::new(PublisherStats::default());
         tokio::spawn(append_loop(
             log,
@@ -43,39 +75,143 @@ impl EmbeddedPublisher {
             receiver,
             stats.clone(),
         ));
+        let max_message_bytes = limits.max_message_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        // A queue smaller than the largest event would turn such an event away for ever, as if
+        // the queue were always full.
+        let queue_max_bytes = limits
+            .queue_max_bytes
+            .clamp(max_message_bytes, Semaphore::MAX_PERMITS);
         Ok(Self {
             queue,
+            bytes: Arc::new(Semaphore::new(queue_max_bytes)),
+            queue_max_bytes,
+            max_message_bytes,
             stats,
             drop_warning: RateLimited::new(Duration::from_secs(10)),
+            refusal_warning: RateLimited::new(Duration::from_secs(10)),
         })
     }
 
     pub fn stats(&self) -> Arc<PublisherStats> {
         self.stats.clone()
     }
+
+    /// Bytes (keys and values) in the queue now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue_max_bytes
+            .saturating_sub(self.bytes.available_permits())
+    }
+
+    /// Queues `event`, with `confirm` to tell of its fate.
+    fn enqueue(
+        &self,
+        event: &Event,
+        confirm: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), NotQueued> {
+        let key = event.key().as_bytes().to_vec();
+        let value = event.to_json();
+        let size = key.len() + value.len();
+        if size > self.max_message_bytes {
+            return Err(NotQueued::TooLarge(size));
+        }
+        // `size` is at most `max_message_bytes`, which the semaphore can always grant in full.
+        let permits = u32::try_from(size).map_err(|_| NotQueued::TooLarge(size))?;
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| NotQueued::Full)?;
+        self.queue
+            .try_send(Message {
+                key,
+                value,
+                _bytes: bytes,
+                confirm,
+            })
+            .map_err(|_| NotQueued::Full)
+    }
+
+    fn count_dropped(&self) {
+        let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(suppressed) = self.drop_warning.check() {
+            tracing::warn!(
+                dropped_total = dropped,
+                suppressed,
+                "event queue full (events.queue_capacity or events.queue_max_bytes): event dropped"
+            );
+        }
+    }
+
+    /// Counts an event the log refuses, as handed over and failed.
+    fn count_refused(&self, size: usize) -> String {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let failed = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        let reason = format!(
+            "refused by the event log: the event is {size} bytes, over the {} it takes \
+             (events.max_message_bytes)",
+            self.max_message_bytes
+        );
+        if let Some(suppressed) = self.refusal_warning.check() {
+            tracing::warn!(failed_total = failed, suppressed, "event refused: {reason}");
+        }
+        reason
+    }
 }
 
 #[async_trait]
 impl EventPublisher for EmbeddedPublisher {
     fn publish(&self, event: &Event) -> Published {
-        let message = (Some(event.key().as_bytes().to_vec()), event.to_json());
-        match self.queue.try_send(message) {
+        match self.enqueue(event, None) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Published::Queued
             }
-            Err(_) => {
-                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if let Some(suppressed) = self.drop_warning.check() {
-                    tracing::warn!(
-                        dropped_total = dropped,
-                        suppressed,
-                        "event queue full: search event dropped"
-                    );
-                }
+            Err(NotQueued::Full) => {
+                self.count_dropped();
+                Published::Dropped
+            }
+            Err(NotQueued::TooLarge(size)) => {
+                self.count_refused(size);
                 Published::Dropped
             }
         }
+    }
+
+    async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut waiting = Vec::with_capacity(events.len());
+        for event in events {
+            let (confirm, verdict) = oneshot::channel();
+            waiting.push(match self.enqueue(event, Some(confirm)) {
+                Ok(()) => {
+                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    Ok(verdict)
+                }
+                Err(NotQueued::Full) => {
+                    self.count_dropped();
+                    Err(Delivery::Undelivered(
+                        "the publisher's queue is full".to_owned(),
+                    ))
+                }
+                Err(NotQueued::TooLarge(size)) => Err(Delivery::Refused(self.count_refused(size))),
+            });
+        }
+        let mut deliveries = Vec::with_capacity(events.len());
+        for waiting in waiting {
+            deliveries.push(match waiting {
+                Err(delivery) => delivery,
+                Ok(verdict) => match tokio::time::timeout_at(deadline, verdict).await {
+                    Ok(Ok(Ok(()))) => Delivery::Delivered,
+                    Ok(Ok(Err(error))) => Delivery::Undelivered(error),
+                    Ok(Err(_)) => Delivery::Undelivered("the appender has stopped".to_owned()),
+                    Err(_) => Delivery::Undelivered(format!(
+                        "not appended within {} ms",
+                        timeout.as_millis()
+                    )),
+                },
+            });
+        }
+        deliveries
     }
 
     async fn flush(&self, timeout: Duration) -> u64 {
@@ -94,16 +230,23 @@ async fn append_loop(
     mut receiver: mpsc::Receiver<Message>,
     stats: Arc<PublisherStats>,
 ) {
-    let mut batch = Vec::with_capacity(APPEND_BATCH);
+    let mut batch: Vec<Message> = Vec::with_capacity(APPEND_BATCH);
+    let mut messages: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::with_capacity(APPEND_BATCH);
     while receiver.recv_many(&mut batch, APPEND_BATCH).await > 0 {
         let count = batch.len() as u64;
+        messages.extend(batch.iter_mut().map(|m| {
+            (
+                Some(std::mem::take(&mut m.key)),
+                std::mem::take(&mut m.value),
+            )
+        }));
         let mut attempt = 0;
-        loop {
+        let verdict = loop {
             attempt += 1;
-            match log.append(&topic, partitions, &batch).await {
+            match log.append(&topic, partitions, &messages).await {
                 Ok(()) => {
                     stats.delivered.fetch_add(count, Ordering::Relaxed);
-                    break;
+                    break Ok(());
                 }
                 Err(error) if attempt < APPEND_ATTEMPTS => {
                     tracing::warn!(%error, attempt, "cannot append to the event log; retrying");
@@ -112,10 +255,154 @@ async fn append_loop(
                 Err(error) => {
                     tracing::error!(%error, events = count, "cannot append to the event log; events lost");
                     stats.failed.fetch_add(count, Ordering::Relaxed);
-                    break;
+                    break Err(format!("cannot append to the event log: {error}"));
                 }
             }
+        };
+        messages.clear();
+        // Dropping the messages gives their bytes back to the queue.
+        for message in batch.drain(..) {
+            if let Some(confirm) = message.confirm {
+                let _ = confirm.send(verdict.clone());
+            }
         }
-        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bookstore_domain::events::{BookCreatedEvent, CatalogBook};
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A `book.created` event whose description is `bytes` long.
+    fn event(id: i64, bytes: usize) -> Event {
+        Event::BookCreated(BookCreatedEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            CatalogBook {
+                id,
+                title: "T".to_owned(),
+                author: "A".to_owned(),
+                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                description: "d".repeat(bytes),
+                created_at: chrono::Utc::now(),
+            },
+        ))
+    }
+
+    fn size(event: &Event) -> usize {
+        event.key().len() + event.to_json().len()
+    }
+
+    async fn publisher(
+        limits: PublisherLimits,
+    ) -> (tempfile::TempDir, Arc<EventLog>, EmbeddedPublisher) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db")).await.unwrap();
+        let publisher = EmbeddedPublisher::start(log.clone(), "t", 1, limits)
+            .await
+            .unwrap();
+        (dir, log, publisher)
+    }
+
+    async fn messages(log: &EventLog) -> usize {
+        let tp = bookstore_domain::TopicPartition {
+            topic: "t".to_owned(),
+            partition: 0,
+        };
+        log.read(&tp, 0, 10_000).await.unwrap().len()
+    }
+
+    // One thread, and no await while publishing: the appender cannot run, as when the log is
+    // slower than the searches.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let limits = PublisherLimits {
+            queue_capacity: 10_000,
+            queue_max_bytes: 20_000,
+            max_message_bytes: 5_000,
+        };
+        let (_dir, log, publisher) = publisher(limits).await;
+        // Ids of three digits: every event the same size.
+        let one = size(&event(100, 1_000));
+        let fit = 20_000 / one;
+        let published: Vec<Published> = (0..100)
+            .map(|i| publisher.publish(&event(100 + i, 1_000)))
+            .collect();
+        let queued = published
+            .iter()
+            .filter(|p| **p == Published::Queued)
+            .count();
+        assert_eq!(queued, fit, "{one} bytes each");
+        assert!(published[..fit].iter().all(|p| *p == Published::Queued));
+        assert_eq!(publisher.queued_bytes(), fit * one);
+        let stats = publisher.stats();
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), (100 - fit) as u64);
+
+        // Once appended, the bytes are free again.
+        assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+        assert_eq!(publisher.queued_bytes(), 0);
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), fit as u64);
+        assert_eq!(publisher.publish(&event(200, 1_000)), Published::Queued);
+        assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+        assert_eq!(messages(&log).await, fit + 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_larger_than_the_log_takes_is_refused_and_the_others_delivered() {
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+        };
+        let (_dir, log, publisher) = publisher(limits).await;
+        let events = [event(1, 100), event(2, 6_000), event(3, 100)];
+        let deliveries = publisher.deliver(&events, Duration::from_secs(10)).await;
+        assert_eq!(deliveries[0], Delivery::Delivered);
+        assert!(
+            matches!(&deliveries[1], Delivery::Refused(r) if r.contains("events.max_message_bytes")),
+            "{deliveries:?}"
+        );
+        assert_eq!(deliveries[2], Delivery::Delivered);
+        assert_eq!(messages(&log).await, 2);
+        // A search event as large is refused too, and counted as failed.
+        assert_eq!(publisher.publish(&event(4, 6_000)), Published::Dropped);
+        let stats = publisher.stats();
+        assert_eq!(stats.failed.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn while_the_log_cannot_be_written_events_are_undelivered_not_refused() {
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+        };
+        let (dir, log, publisher) = publisher(limits).await;
+        // Another process holds the log's write lock.
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let deliveries = publisher
+            .deliver(&[event(1, 100), event(2, 100)], Duration::from_millis(300))
+            .await;
+        assert_eq!(deliveries.len(), 2);
+        for delivery in &deliveries {
+            assert!(
+                matches!(delivery, Delivery::Undelivered(r) if r.contains("not appended within")),
+                "{delivery:?}"
+            );
+        }
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        // They are still on their way, and arrive.
+        assert_eq!(publisher.flush(Duration::from_secs(20)).await, 0);
+        assert_eq!(messages(&log).await, 2);
     }
 }

@@ -10,7 +10,7 @@ pub use consumer::{GroupSettings, KafkaConsumer};
 pub use dead_letters::{
     DLQ_ERROR, DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, KafkaDeadLetters, dead_letter_topic,
 };
-pub use publisher::{KafkaPublisher, PublisherSettings};
+pub use publisher::{KafkaPublisher, PublisherSettings, refused_for_good};
 
 /// Asks the brokers for a topic's metadata: whether the cluster answers (`/readyz`). One client,
 /// kept for the process's life.

@@ -1,15 +1,16 @@
 //! Publishing events to Kafka without making the caller wait.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore_domain::events::{Event, TYPE_HEADER, VERSION_HEADER};
-use bookstore_domain::{EventPublisher, Published};
+use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_events::{PublisherStats, RateLimited};
 use rdkafka::ClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
@@ -21,6 +22,12 @@ pub struct PublisherSettings {
     pub topic: String,
     /// Events held in librdkafka's queue at most; past it, events are dropped and counted.
     pub queue_capacity: usize,
+    /// Bytes (payloads) held in librdkafka's queue at most (`queue.buffering.max.kbytes`,
+    /// rounded up to a KiB, and never under `max_message_bytes`); past it, events are dropped
+    /// and counted.
+    pub queue_max_bytes: usize,
+    /// The largest message the producer sends (`message.max.bytes`); a larger one is refused.
+    pub max_message_bytes: usize,
     /// How long librdkafka waits to fill a batch (`linger.ms`).
     pub linger: Duration,
     /// `compression.type`: none, gzip, snappy, lz4 or zstd.
@@ -29,29 +36,91 @@ pub struct PublisherSettings {
     pub message_timeout: Duration,
 }
 
-/// Counts every delivery report.
+/// The verdict a delivery report brings to whoever waits for it.
+type Verdict = Result<(), KafkaError>;
+
+/// Counts every delivery report, and hands the report of an awaited event to its waiter.
 struct DeliveryCounter {
     stats: Arc<PublisherStats>,
     failure_warning: RateLimited,
+    /// The events someone waits for ([`EventPublisher::deliver`]), by ticket: the delivery
+    /// opaque of such an event; 0 stands for an event nobody waits for (a search event).
+    waiters: Mutex<HashMap<usize, tokio::sync::oneshot::Sender<Verdict>>>,
+    next_ticket: AtomicUsize,
+}
+
+impl DeliveryCounter {
+    /// A ticket for an awaited event, and where its verdict will arrive.
+    fn wait_for(&self) -> (usize, tokio::sync::oneshot::Receiver<Verdict>) {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed).max(1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.lock_waiters().insert(ticket, sender);
+        (ticket, receiver)
+    }
+
+    /// Forgets a ticket whose event never reached the queue.
+    fn forget(&self, ticket: usize) {
+        self.lock_waiters().remove(&ticket);
+    }
+
+    fn lock_waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<usize, tokio::sync::oneshot::Sender<Verdict>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
 
 impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        let verdict = match result {
             Ok(_) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
             Err((error, _)) => {
                 let failed = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.failure_warning.check() {
                     tracing::warn!(%error, failed_total = failed, suppressed, "event delivery failed");
                 }
+                Err(error.clone())
             }
+        };
+        if ticket == 0 {
+            return;
         }
+        let waiter = self.lock_waiters().remove(&ticket);
+        if let Some(waiter) = waiter {
+            // The waiter may have given up (timed out): the verdict is only counted then.
+            let _ = waiter.send(verdict);
+        }
+    }
+}
+
+/// Whether Kafka refused this event for a reason of its own, for good: too large for the
+/// producer or the topic, or invalid for the topic. Everything else (timeouts, unreachable
+/// brokers, unknown topic, authorisation, a full queue) concerns every event alike.
+pub fn refused_for_good(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// The [`Delivery`] a delivery error means.
+fn delivery_of(error: &KafkaError) -> Delivery {
+    if refused_for_good(error) {
+        Delivery::Refused(format!("refused by Kafka: {error}"))
+    } else {
+        Delivery::Undelivered(error.to_string())
     }
 }
 
@@ -81,6 +150,11 @@ impl KafkaPublisher {
                 publisher.queue_capacity.max(1).to_string(),
             ),
             (
+                "queue.buffering.max.kbytes",
+                queue_kbytes(publisher).to_string(),
+            ),
+            ("message.max.bytes", publisher.max_message_bytes.to_string()),
+            (
                 "message.timeout.ms",
                 publisher.message_timeout.as_millis().max(1).to_string(),
             ),
@@ -88,6 +162,8 @@ impl KafkaPublisher {
         let producer = config.create_with_context(DeliveryCounter {
             stats: stats.clone(),
             failure_warning: RateLimited::new(Duration::from_secs(10)),
+            waiters: Mutex::new(HashMap::new()),
+            next_ticket: AtomicUsize::new(1),
         })?;
         Ok(Self {
             producer: Arc::new(producer),
@@ -116,27 +192,88 @@ pub(crate) fn event_headers(event: &Event) -> OwnedHeaders {
         })
 }
 
-#[async_trait]
-impl EventPublisher for KafkaPublisher {
-    fn publish(&self, event: &Event) -> Published {
+/// `queue.buffering.max.kbytes`: the byte bound in KiB, rounded up, never under the largest
+/// message (librdkafka would answer "queue full" for ever to a message larger than its queue),
+/// within librdkafka's range.
+fn queue_kbytes(publisher: &PublisherSettings) -> usize {
+    publisher
+        .queue_max_bytes
+        .max(publisher.max_message_bytes)
+        .div_ceil(1024)
+        .clamp(1, i32::MAX as usize)
+}
+
+impl KafkaPublisher {
+    /// Hands `event` to librdkafka's queue, with `ticket` as its delivery opaque.
+    fn send(&self, event: &Event, ticket: usize) -> Result<(), KafkaError> {
         let payload = event.to_json();
-        let record = BaseRecord::to(&self.topic)
+        let record = BaseRecord::with_opaque_to(&self.topic, ticket)
             .key(event.key())
             .payload(&payload)
             .headers(event_headers(event));
         match self.producer.send(record) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Published::Queued
+                Ok(())
+            }
+            Err((error, _)) if refused_for_good(&error) => {
+                // Handed over and refused at once: counted as failed.
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                let failed = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = self.producer.context().failure_warning.check() {
+                    tracing::warn!(%error, failed_total = failed, suppressed, "event refused by the producer");
+                }
+                Err(error)
             }
             Err((error, _)) => {
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.drop_warning.check() {
-                    tracing::warn!(%error, dropped_total = dropped, suppressed, "event queue full: search event dropped");
+                    tracing::warn!(%error, dropped_total = dropped, suppressed, "event dropped: the producer's queue is full (events.queue_capacity or events.queue_max_bytes), or it took no more");
                 }
-                Published::Dropped
+                Err(error)
             }
         }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for KafkaPublisher {
+    fn publish(&self, event: &Event) -> Published {
+        match self.send(event, 0) {
+            Ok(()) => Published::Queued,
+            Err(_) => Published::Dropped,
+        }
+    }
+
+    async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let context = self.producer.context();
+        let waiting: Vec<Result<_, Delivery>> = events
+            .iter()
+            .map(|event| {
+                let (ticket, verdict) = context.wait_for();
+                self.send(event, ticket).map(|()| verdict).map_err(|error| {
+                    context.forget(ticket);
+                    delivery_of(&error)
+                })
+            })
+            .collect();
+        let mut deliveries = Vec::with_capacity(events.len());
+        for waiting in waiting {
+            deliveries.push(match waiting {
+                Err(delivery) => delivery,
+                Ok(verdict) => match tokio::time::timeout_at(deadline, verdict).await {
+                    Ok(Ok(Ok(()))) => Delivery::Delivered,
+                    Ok(Ok(Err(error))) => delivery_of(&error),
+                    Ok(Err(_)) => Delivery::Undelivered("no delivery report".to_owned()),
+                    Err(_) => Delivery::Undelivered(format!(
+                        "not confirmed by Kafka within {} ms",
+                        timeout.as_millis()
+                    )),
+                },
+            });
+        }
+        deliveries
     }
 
     async fn flush(&self, timeout: Duration) -> u64 {

@@ -1,10 +1,14 @@
 //! The outbox relay on MySQL/MariaDB: the oldest unsent rows are locked with
 //! `SELECT … FOR UPDATE SKIP LOCKED` in a transaction held while they are delivered, so several
 //! web instances relay side by side without taking the same row; a relay that dies releases its
-//! locks with its connection and the rows are taken again.
+//! locks with its connection and the rows are taken again. A row the sink refuses counts an
+//! attempt and keeps the reason; one it gives up on is dead-lettered (`dead_at`) and never taken
+//! again.
 
 use async_trait::async_trait;
-use bookstore_domain::{Outbox, OutboxRow, OutboxSink, RepositoryError};
+use bookstore_domain::{
+    DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Refusal, Relayed, RepositoryError, Settlement,
+};
 use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder};
 
 use crate::repo_error;
@@ -22,7 +26,7 @@ impl MySqlOutbox {
 
 #[async_trait]
 impl Outbox for MySqlOutbox {
-    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
+    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<Relayed, RepositoryError> {
         // READ COMMITTED: the claim locks the rows it takes and nothing else. Under REPEATABLE READ
         // it would also lock the gap after the last unsent row, and every new book's outbox insert
         // would wait for this round, and so for the log, to finish.
@@ -32,8 +36,9 @@ impl Outbox for MySqlOutbox {
             .await
             .map_err(repo_error)?;
         let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
-        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(concat!(
-            "SELECT id, event_key, payload FROM outbox WHERE sent_at IS NULL ",
+        let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(concat!(
+            "SELECT id, event_key, payload, attempts FROM outbox ",
+            "WHERE dead_at IS NULL AND sent_at IS NULL ",
             "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
         ))
         .bind(u64::try_from(limit).unwrap_or(u64::MAX))
@@ -41,35 +46,80 @@ impl Outbox for MySqlOutbox {
         .await
         .map_err(repo_error)?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Relayed::default());
         }
         let rows: Vec<OutboxRow> = rows
             .into_iter()
-            .map(|(id, key, payload)| OutboxRow { id, key, payload })
+            .map(|(id, key, payload, attempts)| OutboxRow {
+                id,
+                key,
+                payload,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+            })
             .collect();
-        if let Err(error) = sink.deliver(&rows).await {
+        let answer = sink.deliver(&rows).await;
+        if let Err(error) = &answer {
             tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
-            return Ok(0); // the transaction rolls back: the rows stay unsent
+            return Ok(Relayed::default()); // the transaction rolls back: the rows stay unsent
         }
-        let mut update: QueryBuilder<MySql> =
-            QueryBuilder::new("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) WHERE id IN (");
-        let mut ids = update.separated(", ");
-        for row in &rows {
-            ids.push_bind(row.id);
+        let settlement = Settlement::of(&rows, answer);
+        let mut relayed = Relayed::default();
+        if !settlement.sent.is_empty() {
+            let mut update: QueryBuilder<MySql> =
+                QueryBuilder::new("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(6) WHERE id IN (");
+            let mut ids = update.separated(", ");
+            for id in &settlement.sent {
+                ids.push_bind(id);
+            }
+            update.push(")");
+            relayed.sent = update
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_error)?
+                .rows_affected();
         }
-        update.push(")");
-        let sent = update
-            .build()
+        // The rows are this transaction's (locked): nobody else counts their attempts.
+        for refusal in &settlement.refused {
+            sqlx::query(concat!(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, ",
+                "dead_at = IF(?, CURRENT_TIMESTAMP(6), NULL) WHERE id = ?"
+            ))
+            .bind(&refusal.reason)
+            .bind(refusal.dead)
+            .bind(refusal.id)
             .execute(&mut *tx)
             .await
-            .map_err(repo_error)?
-            .rows_affected();
+            .map_err(repo_error)?;
+        }
+        let (dead, refused): (Vec<Refusal>, Vec<Refusal>) =
+            settlement.refused.into_iter().partition(|r| r.dead);
+        relayed.refused = refused.len() as u64;
+        relayed.dead_lettered = dead
+            .into_iter()
+            .map(
+                |Refusal {
+                     id, key, reason, ..
+                 }| DeadLetteredRow { id, key, reason },
+            )
+            .collect();
+        // The rows to retry are given back with the locks.
         tx.commit().await.map_err(repo_error)?;
-        Ok(sent)
+        Ok(relayed)
     }
 
     async fn waiting(&self) -> Result<u64, RepositoryError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE dead_at IS NULL AND sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn dead_letters(&self) -> Result<u64, RepositoryError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")
             .fetch_one(&self.pool)
             .await
             .map_err(repo_error)?;
@@ -83,15 +133,16 @@ impl Outbox for MySqlOutbox {
         }
         // READ COMMITTED, as for a relay round: the delete locks the rows it deletes and no gap,
         // so new books' outbox rows never wait for it. `sent_at` is written by the server's
-        // clock, so the cut-off is computed there too; the order is the `outbox_unsent
-        // (sent_at, id)` key's, so the statement reads no further than the rows it deletes.
+        // clock, so the cut-off is computed there too; with `dead_at IS NULL` (a sent row is
+        // never dead) the order is the `outbox_waiting (dead_at, sent_at, id)` key's, so the
+        // statement reads no further than the rows it deletes.
         let mut conn = self.pool.acquire().await.map_err(repo_error)?;
         (&mut *conn)
             .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(repo_error)?;
         let deleted = sqlx::query(concat!(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL ",
+            "DELETE FROM outbox WHERE dead_at IS NULL AND sent_at IS NOT NULL ",
             "AND sent_at < CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND ",
             "ORDER BY sent_at, id LIMIT ?"
         ))

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bookstore_domain::{
-    BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RepositoryError,
+    BookRepository, DeadLetteredRow, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, Relayed,
+    RepositoryError, RowOutcome, Settlement,
 };
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
 use sqlx::Connection;
@@ -32,6 +33,10 @@ async fn fresh_database() -> String {
     format!("{server}/{name}")
 }
 
+fn all_sent(rows: &[OutboxRow]) -> Vec<RowOutcome> {
+    vec![RowOutcome::Sent; rows.len()]
+}
+
 #[derive(Default)]
 struct Collect {
     delivered: Mutex<Vec<i64>>,
@@ -40,7 +45,7 @@ struct Collect {
 
 #[async_trait]
 impl OutboxSink for Collect {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
         if self.fail {
             return Err("broker down".into());
         }
@@ -49,7 +54,7 @@ impl OutboxSink for Collect {
             .lock()
             .unwrap()
             .extend(rows.iter().map(|r| r.id));
-        Ok(())
+        Ok(all_sent(rows))
     }
 }
 
@@ -70,12 +75,12 @@ impl Record {
 
 #[async_trait]
 impl OutboxSink for Record {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
         self.rows.lock().unwrap().extend_from_slice(rows);
         if self.then_fail {
             return Err("the relay died before marking the rows sent".into());
         }
-        Ok(())
+        Ok(all_sent(rows))
     }
 }
 
@@ -111,7 +116,7 @@ async fn relays_side_by_side_deliver_every_row_once() {
         fail: true,
         ..Collect::default()
     };
-    assert_eq!(outbox.relay(100, &failing).await.unwrap(), 0);
+    assert_eq!(outbox.relay(100, &failing).await.unwrap().sent, 0);
     assert_eq!(
         outbox.waiting().await.unwrap(),
         1_200,
@@ -122,7 +127,9 @@ async fn relays_side_by_side_deliver_every_row_once() {
     let relays: Vec<_> = (0..4)
         .map(|_| {
             let (outbox, sink) = (outbox.clone(), sink.clone());
-            tokio::spawn(async move { while outbox.relay(50, sink.as_ref()).await.unwrap() > 0 {} })
+            tokio::spawn(
+                async move { while outbox.relay(50, sink.as_ref()).await.unwrap().sent > 0 {} },
+            )
         })
         .collect();
     for relay in relays {
@@ -151,7 +158,7 @@ async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() 
         then_fail: true,
         ..Record::default()
     };
-    assert_eq!(dying.relay(3, &dies).await.unwrap(), 0);
+    assert_eq!(dying.relay(3, &dies).await.unwrap().sent, 0);
     let first = dies.rows();
     assert_eq!(ids(&first), [1, 2, 3]);
     assert_eq!(
@@ -167,7 +174,7 @@ async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() 
     let fresh = MySqlOutbox::new(bookstore_mysql::connect(&url, 1).await.unwrap());
     assert_eq!(fresh.waiting().await.unwrap(), 5);
     let sink = Record::default();
-    assert_eq!(fresh.relay(100, &sink).await.unwrap(), 5);
+    assert_eq!(fresh.relay(100, &sink).await.unwrap().sent, 5);
     let again = sink.rows();
     assert_eq!(ids(&again), [1, 2, 3, 4, 5]);
     assert_eq!(
@@ -179,7 +186,7 @@ async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() 
 
     // A third round has nothing left to deliver.
     let third = Record::default();
-    assert_eq!(fresh.relay(100, &third).await.unwrap(), 0);
+    assert_eq!(fresh.relay(100, &third).await.unwrap().sent, 0);
     assert!(third.rows().is_empty());
 }
 
@@ -220,7 +227,7 @@ async fn a_failed_transaction_publishes_nothing() {
     assert_eq!(rows, 0, "no event of the batch");
     assert_eq!(outbox.waiting().await.unwrap(), 0);
     let sink = Record::default();
-    assert_eq!(outbox.relay(100, &sink).await.unwrap(), 0);
+    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 0);
     assert!(sink.rows().is_empty());
 }
 
@@ -233,7 +240,7 @@ async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
     let outbox = MySqlOutbox::new(pool.clone());
     repo.create_many(&new_books(6)).await.unwrap();
     let sink = Record::default();
-    assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
+    assert_eq!(outbox.relay(4, &sink).await.unwrap().sent, 4);
     let sent = ids(&sink.rows());
     // The three oldest were sent a day ago, the fourth two hours ago; two rows wait.
     sqlx::query(concat!(
@@ -264,7 +271,7 @@ async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
 
     // The rows waiting are relayed as before, and kept.
     assert_eq!(outbox.waiting().await.unwrap(), 2);
-    assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
+    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
     assert_eq!(ids(&sink.rows()), all);
     assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 0);
     assert_eq!(left().await, all[4..]);
@@ -277,9 +284,9 @@ struct Slow(std::time::Duration);
 
 #[async_trait]
 impl OutboxSink for Slow {
-    async fn deliver(&self, _: &[OutboxRow]) -> Result<(), String> {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
         tokio::time::sleep(self.0).await;
-        Ok(())
+        Ok(all_sent(rows))
     }
 }
 
@@ -298,6 +305,7 @@ async fn a_slow_delivery_never_holds_up_new_books() {
             outbox
                 .relay(100, &Slow(std::time::Duration::from_secs(2)))
                 .await
+                .map(|r| r.sent)
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -329,7 +337,10 @@ async fn books_with_spaced_ids_each_get_their_own_event() {
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     assert_eq!(repo.create_many(&new_books(4)).await.unwrap(), 4);
     let sink = Record::default();
-    assert_eq!(MySqlOutbox::new(pool).relay(100, &sink).await.unwrap(), 4);
+    assert_eq!(
+        MySqlOutbox::new(pool).relay(100, &sink).await.unwrap().sent,
+        4
+    );
     let keys: Vec<i64> = sink.rows().iter().map(|r| r.key.parse().unwrap()).collect();
     assert_eq!(keys.len(), 4);
     assert!(
@@ -373,7 +384,183 @@ async fn books_stored_before_the_outbox_get_their_events_once() {
     assert_eq!(repo.backfill_outbox().await.unwrap(), 0);
     let sink = Record::default();
     let outbox = MySqlOutbox::new(pool);
-    while outbox.relay(1_000, &sink).await.unwrap() > 0 {}
+    while outbox.relay(1_000, &sink).await.unwrap().sent > 0 {}
     let keys: Vec<i64> = sink.rows().iter().map(|r| r.key.parse().unwrap()).collect();
     assert_eq!(keys, (1..=1_501).collect::<Vec<i64>>());
+}
+
+/// Answers each row by its id from a script (rows not in it are sent), and records the rows it
+/// was given.
+#[derive(Default)]
+struct Scripted {
+    script: std::collections::HashMap<i64, RowOutcome>,
+    given: Mutex<Vec<OutboxRow>>,
+}
+
+#[async_trait]
+impl OutboxSink for Scripted {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+        self.given.lock().unwrap().extend_from_slice(rows);
+        Ok(rows
+            .iter()
+            .map(|r| self.script.get(&r.id).cloned().unwrap_or(RowOutcome::Sent))
+            .collect())
+    }
+}
+
+/// Each row's attempts, last error, whether it is dead, whether it was sent.
+async fn states(pool: &sqlx::MySqlPool) -> Vec<(i64, i32, Option<String>, bool, bool)> {
+    sqlx::query_as::<_, (i64, i32, Option<String>, i64, i64)>(concat!(
+        "SELECT id, attempts, last_error, dead_at IS NOT NULL, sent_at IS NOT NULL ",
+        "FROM outbox ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, attempts, error, dead, sent)| (id, attempts, error, dead == 1, sent == 1))
+    .collect()
+}
+
+#[tokio::test]
+async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    repo.create_many(&new_books(4)).await.unwrap();
+    let outbox = MySqlOutbox::new(pool.clone());
+    let sink = Scripted {
+        script: [
+            (2, RowOutcome::Refused("too large".into())),
+            (3, RowOutcome::Dead("x".repeat(70_000))),
+            (4, RowOutcome::Retry),
+        ]
+        .into(),
+        ..Scripted::default()
+    };
+    let relayed = outbox.relay(100, &sink).await.unwrap();
+    let reason = "x".repeat(Settlement::REASON_CHARS);
+    assert_eq!(
+        relayed,
+        Relayed {
+            sent: 1,
+            refused: 1,
+            dead_lettered: vec![DeadLetteredRow {
+                id: 3,
+                key: "3".into(),
+                reason: reason.clone(),
+            }],
+        }
+    );
+    assert_eq!(
+        states(&pool).await,
+        [
+            (1, 0, None, false, true),
+            (2, 1, Some("too large".into()), false, false),
+            (3, 1, Some(reason), true, false),
+            (4, 0, None, false, false),
+        ]
+    );
+    assert_eq!(outbox.waiting().await.unwrap(), 2);
+    assert_eq!(outbox.dead_letters().await.unwrap(), 1);
+
+    // The next round takes the refused row (with its attempt) and the one given back, not the
+    // dead letter.
+    let sink = Scripted::default();
+    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
+    let given = sink.given.lock().unwrap().clone();
+    assert_eq!(
+        given.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>(),
+        [(2, 1), (4, 0)]
+    );
+    assert_eq!(outbox.relay(100, &sink).await.unwrap(), Relayed::default());
+    assert_eq!(outbox.waiting().await.unwrap(), 0);
+
+    // Pruning never deletes a dead letter.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(
+        outbox.prune(std::time::Duration::ZERO, 100).await.unwrap(),
+        3
+    );
+    assert_eq!(outbox.dead_letters().await.unwrap(), 1);
+
+    // An operator puts it back: it is relayed again.
+    sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox.waiting().await.unwrap(), 1);
+    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 1);
+    assert_eq!(outbox.dead_letters().await.unwrap(), 0);
+}
+
+/// Refuses the rows whose id is a multiple of `every`, and gives them up on their
+/// `max_attempts`-th refusal; sends the others and records them.
+struct Poisoned {
+    every: i64,
+    max_attempts: u32,
+    sent: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl OutboxSink for Poisoned {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+        tokio::task::yield_now().await;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                if r.id % self.every != 0 {
+                    self.sent.lock().unwrap().push(r.id);
+                    RowOutcome::Sent
+                } else if r.attempts + 1 >= self.max_attempts {
+                    RowOutcome::Dead(format!("poison {}", r.id))
+                } else {
+                    RowOutcome::Refused(format!("poison {}", r.id))
+                }
+            })
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_side_by_side_count_each_refusal_once() {
+    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
+        .await
+        .unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    repo.create_many(&new_books(1_000)).await.unwrap();
+    let outbox = Arc::new(MySqlOutbox::new(pool.clone()));
+    let sink = Arc::new(Poisoned {
+        every: 100,
+        max_attempts: 3,
+        sent: Mutex::default(),
+    });
+    let relays: Vec<_> = (0..4)
+        .map(|_| {
+            let (outbox, sink) = (outbox.clone(), sink.clone());
+            tokio::spawn(async move {
+                while outbox.relay(37, sink.as_ref()).await.unwrap().progressed() {}
+            })
+        })
+        .collect();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let mut sent = sink.sent.lock().unwrap().clone();
+    sent.sort_unstable();
+    let good: Vec<i64> = (1..=1_000).filter(|id| id % 100 != 0).collect();
+    assert_eq!(sent, good, "every good row once");
+    for (id, attempts, error, dead, was_sent) in states(&pool).await {
+        if id % 100 == 0 {
+            assert_eq!(
+                (attempts, error, dead, was_sent),
+                (3, Some(format!("poison {id}")), true, false)
+            );
+        } else {
+            assert_eq!((attempts, dead, was_sent), (0, false, true));
+        }
+    }
+    assert_eq!(outbox.waiting().await.unwrap(), 0);
+    assert_eq!(outbox.dead_letters().await.unwrap(), 10);
 }

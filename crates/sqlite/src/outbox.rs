@@ -2,12 +2,15 @@
 //! `UPDATE … RETURNING` that leases the oldest unsent rows to this relay for its lease ([`LEASE`]
 //! unless set with [`SqliteOutbox::with_lease`]); another relay (another web instance on the same
 //! file) skips leased rows, and takes them over if the lease runs out without the rows being marked
-//! sent (the holder crashed, or its delivery failed).
+//! sent (the holder crashed, or its delivery failed). A row the sink refuses counts an attempt
+//! and keeps the reason; one it gives up on is dead-lettered (`dead_at`) and never taken again.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::{Outbox, OutboxRow, OutboxSink, RepositoryError};
+use bookstore_domain::{
+    DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Refusal, Relayed, RepositoryError, Settlement,
+};
 use chrono::Utc;
 use sqlx::SqlitePool;
 
@@ -39,16 +42,89 @@ impl SqliteOutbox {
     }
 }
 
+/// Applies `settlement` to the rows claimed until `until`, in one transaction.
+async fn settle(
+    pool: &SqlitePool,
+    until: i64,
+    settlement: &Settlement,
+) -> Result<Relayed, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut relayed = Relayed::default();
+    if !settlement.sent.is_empty() {
+        relayed.sent = sqlx::query(concat!(
+            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ",
+            "claimed_until = NULL WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(json_ids(&settlement.sent))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    for Refusal {
+        id,
+        key,
+        reason,
+        dead,
+    } in &settlement.refused
+    {
+        // Only while the claim is still this round's: a relay whose lease ran out leaves the
+        // row to the relay that took it over.
+        let counted = sqlx::query(concat!(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, claimed_until = NULL, ",
+            "dead_at = CASE WHEN ?2 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END ",
+            "WHERE id = ?3 AND claimed_until = ?4 AND sent_at IS NULL AND dead_at IS NULL"
+        ))
+        .bind(reason)
+        .bind(dead)
+        .bind(id)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if counted == 0 {
+            continue;
+        }
+        if *dead {
+            relayed.dead_lettered.push(DeadLetteredRow {
+                id: *id,
+                key: key.clone(),
+                reason: reason.clone(),
+            });
+        } else {
+            relayed.refused += 1;
+        }
+    }
+    if !settlement.retry.is_empty() {
+        // Given back (if still ours), so that the next round takes them first and the order
+        // holds.
+        sqlx::query(concat!(
+            "UPDATE outbox SET claimed_until = NULL WHERE sent_at IS NULL ",
+            "AND claimed_until = ?1 AND id IN (SELECT value FROM json_each(?2))"
+        ))
+        .bind(until)
+        .bind(json_ids(&settlement.retry))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(relayed)
+}
+
+fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_default()
+}
+
 #[async_trait]
 impl Outbox for SqliteOutbox {
-    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<u64, RepositoryError> {
+    async fn relay(&self, limit: usize, sink: &dyn OutboxSink) -> Result<Relayed, RepositoryError> {
         let now = Utc::now().timestamp_millis();
         let until = now.saturating_add(self.lease_ms);
-        let mut rows: Vec<(i64, String, Vec<u8>)> = crate::retry_busy(|| {
+        let mut rows: Vec<(i64, String, Vec<u8>, i64)> = crate::retry_busy(|| {
             sqlx::query_as(concat!(
                 "UPDATE outbox SET claimed_until = ?1 WHERE id IN (SELECT id FROM outbox ",
-                "WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?2) ",
-                "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload"
+                "WHERE sent_at IS NULL AND dead_at IS NULL ",
+                "AND (claimed_until IS NULL OR claimed_until < ?2) ",
+                "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload, attempts"
             ))
             .bind(until)
             .bind(now)
@@ -58,50 +134,42 @@ impl Outbox for SqliteOutbox {
         .await
         .map_err(repo_error)?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Relayed::default());
         }
         rows.sort_by_key(|r| r.0);
         let rows: Vec<OutboxRow> = rows
             .into_iter()
-            .map(|(id, key, payload)| OutboxRow { id, key, payload })
-            .collect();
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let ids = serde_json::to_string(&ids).unwrap_or_default();
-        if let Err(error) = sink.deliver(&rows).await {
-            tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
-            // Give the rows back (if still ours), so that the next round takes them first and the
-            // order holds. Should this fail too, the lease runs out instead.
-            let released = crate::retry_busy(|| {
-                sqlx::query(concat!(
-                    "UPDATE outbox SET claimed_until = NULL WHERE sent_at IS NULL ",
-                    "AND claimed_until = ?1 AND id IN (SELECT value FROM json_each(?2))"
-                ))
-                .bind(until)
-                .bind(ids.clone())
-                .execute(&self.pool)
+            .map(|(id, key, payload, attempts)| OutboxRow {
+                id,
+                key,
+                payload,
+                attempts: u32::try_from(attempts).unwrap_or(0),
             })
-            .await;
-            if let Err(error) = released {
-                tracing::warn!(%error, "cannot release the outbox rows; they wait for their lease");
-            }
-            return Ok(0);
+            .collect();
+        let answer = sink.deliver(&rows).await;
+        if let Err(error) = &answer {
+            tracing::warn!(%error, rows = rows.len(), "outbox delivery failed; retrying later");
         }
-        let sent = crate::retry_busy(|| {
-            sqlx::query(concat!(
-            "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), claimed_until = NULL ",
-            "WHERE id IN (SELECT value FROM json_each(?1))"
-        ))
-        .bind(ids.clone())
-        .execute(&self.pool)
-        })
-        .await
-        .map_err(repo_error)?
-        .rows_affected();
-        Ok(sent)
+        let settlement = Settlement::of(&rows, answer);
+        // Should this fail, the rows the log took are sent again later, and the others wait for
+        // their lease.
+        crate::retry_busy(|| settle(&self.pool, until, &settlement))
+            .await
+            .map_err(repo_error)
     }
 
     async fn waiting(&self) -> Result<u64, RepositoryError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn dead_letters(&self) -> Result<u64, RepositoryError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")
             .fetch_one(&self.pool)
             .await
             .map_err(repo_error)?;
@@ -139,10 +207,14 @@ impl Outbox for SqliteOutbox {
 mod tests {
     use std::sync::Mutex;
 
-    use bookstore_domain::{BookRepository, NewBook, NewBookInput};
+    use bookstore_domain::{BookRepository, NewBook, NewBookInput, RowOutcome};
 
     use super::*;
     use crate::SqliteBookRepository;
+
+    fn all_sent(rows: &[OutboxRow]) -> Vec<RowOutcome> {
+        vec![RowOutcome::Sent; rows.len()]
+    }
 
     #[derive(Default)]
     struct Collect {
@@ -152,7 +224,7 @@ mod tests {
 
     #[async_trait]
     impl OutboxSink for Collect {
-        async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
             if self.fail {
                 return Err("broker down".into());
             }
@@ -160,7 +232,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .extend(rows.iter().map(|r| r.id));
-            Ok(())
+            Ok(all_sent(rows))
         }
     }
 
@@ -183,12 +255,12 @@ mod tests {
 
     #[async_trait]
     impl OutboxSink for Record {
-        async fn deliver(&self, rows: &[OutboxRow]) -> Result<(), String> {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
             self.rows.lock().unwrap().extend_from_slice(rows);
             if self.then_hang {
                 std::future::pending::<()>().await;
             }
-            Ok(())
+            Ok(all_sent(rows))
         }
     }
 
@@ -232,12 +304,12 @@ mod tests {
             fail: true,
             ..Collect::default()
         };
-        assert_eq!(outbox.relay(100, &failing).await.unwrap(), 0);
+        assert_eq!(outbox.relay(100, &failing).await.unwrap().sent, 0);
         assert_eq!(outbox.waiting().await.unwrap(), 250);
 
         // The failed round gave its rows back: the next rounds deliver everything, in order.
         let sink = Collect::default();
-        while outbox.relay(100, &sink).await.unwrap() > 0 {}
+        while outbox.relay(100, &sink).await.unwrap().sent > 0 {}
         let delivered = sink.delivered.lock().unwrap().clone();
         assert_eq!(delivered, (1..=250).collect::<Vec<i64>>());
         assert_eq!(outbox.waiting().await.unwrap(), 0);
@@ -247,7 +319,7 @@ mod tests {
     async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
         let (repo, outbox) = catalog_with(6).await;
         let sink = Collect::default();
-        assert_eq!(outbox.relay(4, &sink).await.unwrap(), 4);
+        assert_eq!(outbox.relay(4, &sink).await.unwrap().sent, 4);
         // Rows 1 to 3 were sent a day ago, row 4 two hours ago; rows 5 and 6 wait.
         sqlx::query(concat!(
             "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ",
@@ -273,7 +345,7 @@ mod tests {
 
         // The rows waiting are relayed as before, and kept.
         assert_eq!(outbox.waiting().await.unwrap(), 2);
-        assert_eq!(outbox.relay(100, &sink).await.unwrap(), 2);
+        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
         assert_eq!(*sink.delivered.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
         assert_eq!(outbox.prune(hours(1), 100).await.unwrap(), 0);
         assert_eq!(left().await, [5, 6]);
@@ -289,9 +361,9 @@ mod tests {
         let relays: Vec<_> = (0..4)
             .map(|_| {
                 let (outbox, sink) = (outbox.clone(), sink.clone());
-                tokio::spawn(
-                    async move { while outbox.relay(37, sink.as_ref()).await.unwrap() > 0 {} },
-                )
+                tokio::spawn(async move {
+                    while outbox.relay(37, sink.as_ref()).await.unwrap().sent > 0 {}
+                })
             })
             .collect();
         for relay in relays {
@@ -301,6 +373,210 @@ mod tests {
         delivered.sort_unstable();
         assert_eq!(delivered, (1..=1_000).collect::<Vec<i64>>());
         assert_eq!(outbox.waiting().await.unwrap(), 0);
+    }
+
+    /// Answers each row by its id from a script (rows not in it are sent), and records the rows
+    /// it was given.
+    #[derive(Default)]
+    struct Scripted {
+        script: std::collections::HashMap<i64, RowOutcome>,
+        given: Mutex<Vec<OutboxRow>>,
+    }
+
+    #[async_trait]
+    impl OutboxSink for Scripted {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+            self.given.lock().unwrap().extend_from_slice(rows);
+            Ok(rows
+                .iter()
+                .map(|r| self.script.get(&r.id).cloned().unwrap_or(RowOutcome::Sent))
+                .collect())
+        }
+    }
+
+    /// Refuses the rows whose id is a multiple of `every`, and gives them up on their
+    /// `max_attempts`-th refusal; sends the others and records them.
+    struct Poisoned {
+        every: i64,
+        max_attempts: u32,
+        sent: Mutex<Vec<i64>>,
+    }
+
+    #[async_trait]
+    impl OutboxSink for Poisoned {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+            tokio::task::yield_now().await;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    if r.id % self.every != 0 {
+                        self.sent.lock().unwrap().push(r.id);
+                        RowOutcome::Sent
+                    } else if r.attempts + 1 >= self.max_attempts {
+                        RowOutcome::Dead(format!("poison {}", r.id))
+                    } else {
+                        RowOutcome::Refused(format!("poison {}", r.id))
+                    }
+                })
+                .collect())
+        }
+    }
+
+    /// Each row's attempts, last error, whether it is dead, sent, claimed.
+    async fn states(
+        repo: &SqliteBookRepository,
+    ) -> Vec<(i64, i64, Option<String>, bool, bool, bool)> {
+        sqlx::query_as(concat!(
+            "SELECT id, attempts, last_error, dead_at IS NOT NULL, sent_at IS NOT NULL, ",
+            "claimed_until IS NOT NULL FROM outbox ORDER BY id"
+        ))
+        .fetch_all(repo.pool())
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
+        let (repo, outbox) = catalog_with(4).await;
+        let sink = Scripted {
+            script: [
+                (2, RowOutcome::Refused("too large".into())),
+                (3, RowOutcome::Dead("x".repeat(5_000))),
+                (4, RowOutcome::Retry),
+            ]
+            .into(),
+            ..Scripted::default()
+        };
+        let relayed = outbox.relay(100, &sink).await.unwrap();
+        let reason = "x".repeat(Settlement::REASON_CHARS);
+        assert_eq!(
+            relayed,
+            Relayed {
+                sent: 1,
+                refused: 1,
+                dead_lettered: vec![DeadLetteredRow {
+                    id: 3,
+                    key: "3".into(),
+                    reason: reason.clone(),
+                }],
+            }
+        );
+        assert_eq!(
+            states(&repo).await,
+            [
+                (1, 0, None, false, true, false),
+                (2, 1, Some("too large".into()), false, false, false),
+                (3, 1, Some(reason), true, false, false),
+                (4, 0, None, false, false, false),
+            ]
+        );
+        assert_eq!(outbox.waiting().await.unwrap(), 2);
+        assert_eq!(outbox.dead_letters().await.unwrap(), 1);
+
+        // The next round takes the refused row (with its attempt) and the one given back, not
+        // the dead letter.
+        let sink = Scripted::default();
+        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
+        let given = sink.given.lock().unwrap().clone();
+        assert_eq!(
+            given.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>(),
+            [(2, 1), (4, 0)]
+        );
+        assert_eq!(outbox.relay(100, &sink).await.unwrap(), Relayed::default());
+        assert_eq!(outbox.waiting().await.unwrap(), 0);
+
+        // Pruning never deletes a dead letter.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(outbox.prune(Duration::ZERO, 100).await.unwrap(), 3);
+        assert_eq!(outbox.dead_letters().await.unwrap(), 1);
+
+        // An operator puts it back: it is relayed again.
+        sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = 3")
+            .execute(repo.pool())
+            .await
+            .unwrap();
+        assert_eq!(outbox.waiting().await.unwrap(), 1);
+        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 1);
+        assert_eq!(outbox.dead_letters().await.unwrap(), 0);
+    }
+
+    /// Refuses every row after a pause.
+    struct SlowRefusal(Duration);
+
+    #[async_trait]
+    impl OutboxSink for SlowRefusal {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+            tokio::time::sleep(self.0).await;
+            Ok(vec![RowOutcome::Dead("late".into()); rows.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_whose_lease_ran_out_counts_no_refusal() {
+        let (repo, _) = catalog_with(2).await;
+        let late = SqliteOutbox::with_lease(repo.pool().clone(), Duration::from_millis(100));
+        let round = tokio::spawn(async move {
+            late.relay(100, &SlowRefusal(Duration::from_millis(400)))
+                .await
+                .unwrap()
+        });
+        // Past the lease another relay takes the rows, and gives them back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = SqliteOutbox::new(repo.pool().clone());
+        let given_back = Scripted {
+            script: [(1, RowOutcome::Retry), (2, RowOutcome::Retry)].into(),
+            ..Scripted::default()
+        };
+        assert_eq!(
+            other.relay(100, &given_back).await.unwrap(),
+            Relayed::default()
+        );
+        assert_eq!(round.await.unwrap(), Relayed::default());
+        assert_eq!(
+            states(&repo).await,
+            [
+                (1, 0, None, false, false, false),
+                (2, 0, None, false, false, false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_relays_count_each_refusal_once() {
+        let (repo, outbox) = catalog_with(1_000).await;
+        let outbox = std::sync::Arc::new(outbox);
+        let sink = std::sync::Arc::new(Poisoned {
+            every: 100,
+            max_attempts: 3,
+            sent: Mutex::default(),
+        });
+        let relays: Vec<_> = (0..4)
+            .map(|_| {
+                let (outbox, sink) = (outbox.clone(), sink.clone());
+                tokio::spawn(async move {
+                    while outbox.relay(37, sink.as_ref()).await.unwrap().progressed() {}
+                })
+            })
+            .collect();
+        for relay in relays {
+            relay.await.unwrap();
+        }
+        let mut sent = sink.sent.lock().unwrap().clone();
+        sent.sort_unstable();
+        let good: Vec<i64> = (1..=1_000).filter(|id| id % 100 != 0).collect();
+        assert_eq!(sent, good, "every good row once");
+        for (id, attempts, error, dead, was_sent, _) in states(&repo).await {
+            if id % 100 == 0 {
+                assert_eq!(
+                    (attempts, error, dead, was_sent),
+                    (3, Some(format!("poison {id}")), true, false)
+                );
+            } else {
+                assert_eq!((attempts, dead, was_sent), (0, false, true));
+            }
+        }
+        assert_eq!(outbox.waiting().await.unwrap(), 0);
+        assert_eq!(outbox.dead_letters().await.unwrap(), 10);
     }
 
     #[tokio::test]
@@ -355,7 +631,7 @@ mod tests {
         let fresh = SqliteOutbox::with_lease(crate::connect(&url, 1).await.unwrap(), SHORT);
         assert_eq!(fresh.waiting().await.unwrap(), 5);
         let sink = Record::default();
-        assert_eq!(fresh.relay(100, &sink).await.unwrap(), 5);
+        assert_eq!(fresh.relay(100, &sink).await.unwrap().sent, 5);
         let again = sink.rows();
         assert_eq!(ids(&again), [1, 2, 3, 4, 5]);
         assert_eq!(
@@ -367,7 +643,7 @@ mod tests {
 
         // A third round has nothing left to deliver.
         let third = Record::default();
-        assert_eq!(fresh.relay(100, &third).await.unwrap(), 0);
+        assert_eq!(fresh.relay(100, &third).await.unwrap().sent, 0);
         assert!(third.rows().is_empty());
     }
 
@@ -400,7 +676,7 @@ mod tests {
         assert_eq!(rows, 0, "no event of the batch");
         assert_eq!(outbox.waiting().await.unwrap(), 0);
         let sink = Record::default();
-        assert_eq!(outbox.relay(100, &sink).await.unwrap(), 0);
+        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 0);
         assert!(sink.rows().is_empty());
     }
 }

@@ -1,0 +1,164 @@
+//! The publisher on the broker from `dev/services` (or `BOOKSTORE_TEST_KAFKA_BROKERS`): the
+//! verdict on each event it is asked to deliver tells a refusal of that event (larger than the
+//! producer or the topic takes) from a failure of the cluster (unreachable: a loopback port
+//! nobody listens on, so that the shared broker is never stopped); its queue is bounded in bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event};
+use bookstore_domain::{Delivery, EventPublisher, Published};
+use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
+
+fn settings() -> KafkaSettings {
+    let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    KafkaSettings::new(brokers.split(',').map(str::to_owned))
+}
+
+/// Settings naming a loopback port nobody listens on.
+fn unreachable() -> KafkaSettings {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    KafkaSettings::new([format!("127.0.0.1:{port}")])
+}
+
+fn publisher_settings(topic: &str) -> PublisherSettings {
+    PublisherSettings {
+        topic: topic.to_owned(),
+        queue_capacity: 100_000,
+        queue_max_bytes: 32 * 1024 * 1024,
+        max_message_bytes: 1_000_000,
+        linger: Duration::from_millis(5),
+        compression: "lz4".to_owned(),
+        message_timeout: Duration::from_secs(30),
+    }
+}
+
+/// A `book.created` event whose description is `bytes` of random hex digits (which
+/// compression cannot shrink much).
+fn event(id: i64, bytes: usize) -> Event {
+    let mut description = String::with_capacity(bytes + 32);
+    while description.len() < bytes {
+        description.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    description.truncate(bytes);
+    Event::BookCreated(BookCreatedEvent::new(
+        uuid::Uuid::now_v7(),
+        chrono::Utc::now(),
+        CatalogBook {
+            id,
+            title: "T".to_owned(),
+            author: "A".to_owned(),
+            published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            description,
+            created_at: chrono::Utc::now(),
+        },
+    ))
+}
+
+fn refused(delivery: &Delivery) -> bool {
+    matches!(delivery, Delivery::Refused(reason) if reason.contains("too large"))
+}
+
+#[tokio::test]
+async fn kafka_refuses_what_is_too_large_and_takes_the_rest() {
+    let settings = settings();
+    let topic = format!("test-refusals-{}", uuid::Uuid::new_v4().simple());
+    // The topic takes 20 kB at most; the producer 1 MB.
+    ensure_topic(
+        &settings,
+        &TopicSpec {
+            name: topic.clone(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: vec![("max.message.bytes".to_owned(), "20000".to_owned())],
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|err| {
+        panic!(
+            "Kafka is not reachable at {:?}: start it with `dev/services start`: {err}",
+            settings.brokers
+        )
+    });
+    let publisher = KafkaPublisher::new(&settings, &publisher_settings(&topic)).unwrap();
+    let timeout = Duration::from_secs(30);
+
+    let small = publisher.deliver(&[event(1, 100)], timeout).await;
+    assert_eq!(small, [Delivery::Delivered]);
+    // Refused by the broker (over the topic's limit).
+    let over_topic = publisher.deliver(&[event(2, 100_000)], timeout).await;
+    assert!(refused(&over_topic[0]), "{over_topic:?}");
+    // Refused by the producer (over message.max.bytes), at once.
+    let over_producer = publisher.deliver(&[event(3, 1_200_000)], timeout).await;
+    assert!(refused(&over_producer[0]), "{over_producer:?}");
+    // The producer goes on delivering.
+    let after = publisher
+        .deliver(&[event(4, 100), event(5, 100)], timeout)
+        .await;
+    assert_eq!(after, [Delivery::Delivered, Delivery::Delivered]);
+
+    let stats = publisher.stats();
+    assert_eq!(stats.delivered.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.in_flight(), 0);
+    // A search event that large is refused and counted as failed too.
+    assert_eq!(publisher.publish(&event(6, 1_200_000)), Published::Dropped);
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_leaves_events_undelivered_never_refused() {
+    let mut publisher_settings = publisher_settings("test-unreachable");
+    publisher_settings.message_timeout = Duration::from_millis(1_500);
+    let publisher = KafkaPublisher::new(&unreachable(), &publisher_settings).unwrap();
+
+    // Not confirmed within the wait.
+    let events = [event(1, 100), event(2, 100_000)];
+    let deliveries = publisher.deliver(&events, Duration::from_millis(500)).await;
+    for delivery in &deliveries {
+        assert!(
+            matches!(delivery, Delivery::Undelivered(r) if r.contains("not confirmed")),
+            "{delivery:?}"
+        );
+    }
+    // Failed by librdkafka once `message.timeout.ms` is over.
+    let deliveries = publisher.deliver(&events, Duration::from_secs(10)).await;
+    for delivery in &deliveries {
+        assert!(
+            matches!(delivery, Delivery::Undelivered(r) if r.contains("timed out")),
+            "{delivery:?}"
+        );
+    }
+    assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+    assert_eq!(publisher.stats().failed.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test]
+async fn the_producer_queue_is_bounded_in_bytes() {
+    let mut publisher_settings = publisher_settings("test-unreachable");
+    publisher_settings.queue_max_bytes = 64 * 1024;
+    publisher_settings.max_message_bytes = 10_000;
+    let publisher = KafkaPublisher::new(&unreachable(), &publisher_settings).unwrap();
+    let one = event(1, 5_000).to_json().len();
+    let published: Vec<Published> = (0..100)
+        .map(|i| publisher.publish(&event(100 + i, 5_000)))
+        .collect();
+    let queued = published
+        .iter()
+        .filter(|p| **p == Published::Queued)
+        .count();
+    // librdkafka counts the payloads.
+    assert_eq!(queued, 64 * 1024 / one, "{one} bytes each");
+    assert!(published[..queued].iter().all(|p| *p == Published::Queued));
+    let stats = publisher.stats();
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), (100 - queued) as u64);
+    assert_eq!(stats.in_flight(), queued as u64);
+}
