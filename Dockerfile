@@ -39,19 +39,24 @@ RUN groupadd --system --gid 10001 bookstore \
 COPY --from=builder /out/bookstore /usr/local/bin/bookstore
 
 # Defaults for a container: data in the volume, every service listening on all interfaces of the
-# container (publish ports on 127.0.0.1 or behind a proxy), and in `serve` the page calling the
-# trend and recommendation services of the same container. Override any of them with -e.
+# container (publish ports on 127.0.0.1 or behind a proxy), its operations port (/metrics, and
+# the recommendation service's /interests and /stats) too, for the internal network only: never
+# publish 9000-9002 to the public; and in `serve` the page calling the trend and recommendation
+# services of the same container. Override any of them with -e.
 ENV BOOKSTORE_DATA_DIR=/var/lib/bookstore
 ENV BOOKSTORE_WEB__LISTEN=0.0.0.0:8000
 ENV BOOKSTORE_TREND__LISTEN=0.0.0.0:8001
 ENV BOOKSTORE_RECOMMEND__LISTEN=0.0.0.0:8002
+ENV BOOKSTORE_WEB__OPS_LISTEN=0.0.0.0:9000
+ENV BOOKSTORE_TREND__OPS_LISTEN=0.0.0.0:9001
+ENV BOOKSTORE_RECOMMEND__OPS_LISTEN=0.0.0.0:9002
 ENV BOOKSTORE_WEB__TREND_URL=http://127.0.0.1:8001
 ENV BOOKSTORE_WEB__RECOMMEND_URL=http://127.0.0.1:8002
 
 USER 10001:10001
 WORKDIR /var/lib/bookstore
 VOLUME ["/var/lib/bookstore"]
-# web, trend, recommend
-EXPOSE 8000 8001 8002
+# web, trend, recommend; their operations ports (internal network)
+EXPOSE 8000 8001 8002 9000 9001 9002
 ENTRYPOINT ["bookstore"]
 CMD ["serve"]

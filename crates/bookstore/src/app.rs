@@ -13,7 +13,7 @@ use bookstore_web::{RemoteRecommendations, RemoteTrends, VisitorKeys, WebState};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DbKind, EventsConfig};
+use crate::config::{Config, DbKind, EventsConfig, OpsListen};
 use crate::events::{EventBus, Publisher, flush_publisher};
 
 /// The catalog database, by technology. Most code uses it as a `dyn BookRepository`; the
@@ -101,8 +101,9 @@ fn backfilled(done: Result<u64, bookstore_domain::RepositoryError>) -> anyhow::R
 
 /// The web service, bound and ready to serve.
 pub struct WebApp {
-    listener: TcpListener,
-    router: axum::Router,
+    listeners: Listeners,
+    routers: bookstore_http::Routers,
+    limits: bookstore_http::Limits,
     publisher: Publisher,
     events: EventsConfig,
     outbox: Arc<dyn bookstore_domain::Outbox>,
@@ -162,9 +163,12 @@ impl WebApp {
             visitors: Arc::new(visitors),
             trend_min_readers: config.trend.min_readers,
         };
-        let listener = TcpListener::bind(config.web.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (web.listen)", config.web.listen))?;
+        let listeners = Listeners::bind(
+            "web",
+            (config.web.listen, "web.listen"),
+            (config.web.ops_listen, "web.ops_listen"),
+        )
+        .await?;
         let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
         let database = catalog.repository();
         let surface = bookstore_http::Surface {
@@ -185,10 +189,13 @@ impl WebApp {
                 crate::ops::publisher_collector("searches", publisher.stats.clone()),
                 crate::ops::publisher_collector("catalog", sink.stats()),
             ],
+            request_timeout: config.http.limits().request_timeout,
+            ops: config.web.ops_listen.routes(),
         };
         Ok(Self {
-            listener,
-            router: bookstore_web::router(state, surface),
+            listeners,
+            routers: bookstore_web::router(state, surface),
+            limits: config.http.limits(),
             publisher,
             events: config.events.clone(),
             outbox: catalog.outbox(),
@@ -197,7 +204,12 @@ impl WebApp {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.public.local_addr()
+    }
+
+    /// The address of the operations port (`None`: `web.ops_listen: same`).
+    pub fn ops_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.listeners.ops_addr()
     }
 
     /// The search-event publisher's counters (queued, delivered, failed, dropped).
@@ -211,9 +223,7 @@ impl WebApp {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        if let Ok(addr) = self.listener.local_addr() {
-            tracing::info!(%addr, "web service listening on http://{addr}");
-        }
+        self.listeners.log("web service");
         // The outbox relay runs beside the server and makes one last round after it.
         let relay_stop = tokio_util::sync::CancellationToken::new();
         let relay = tokio::spawn(crate::relay::run(
@@ -222,7 +232,7 @@ impl WebApp {
             self.events.outbox_retention(),
             relay_stop.clone(),
         ));
-        let served = drained(self.listener, self.router, shutdown)
+        let served = drained(self.listeners, self.routers, self.limits, shutdown)
             .await
             .context("the web server failed");
         // The relay's last round and the search events' flush share one window
@@ -250,38 +260,108 @@ impl WebApp {
 /// a hung request cannot use up `shutdown_timeout_ms`.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Serves until `shutdown` completes, then lets the requests in flight finish for at most
-/// [`DRAIN_TIMEOUT`].
-pub(crate) async fn drained(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let stopping = tokio_util::sync::CancellationToken::new();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let stopping = stopping.clone();
-        async move {
-            shutdown.await;
-            stopping.cancel();
+/// A service's listeners: its public address and, unless its `ops_listen` is `same`, the
+/// operations port.
+pub(crate) struct Listeners {
+    service: &'static str,
+    public: TcpListener,
+    ops: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `listen` and `ops_listen` (each with its configuration key, for the error).
+    pub(crate) async fn bind(
+        service: &'static str,
+        (listen, listen_key): (SocketAddr, &str),
+        (ops_listen, ops_key): (OpsListen, &str),
+    ) -> anyhow::Result<Self> {
+        let public = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} ({listen_key})"))?;
+        let ops = match ops_listen {
+            OpsListen::Same => None,
+            OpsListen::Addr(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} ({ops_key})"))?,
+            ),
+        };
+        Ok(Self {
+            service,
+            public,
+            ops,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    pub(crate) fn ops_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.ops.as_ref().map(TcpListener::local_addr).transpose()
+    }
+
+    /// Logs where `what` listens.
+    pub(crate) fn log(&self, what: &str) {
+        if let Ok(addr) = self.public.local_addr() {
+            tracing::info!(%addr, "{what} listening on http://{addr}");
         }
-    });
-    tokio::select! {
-        served = server => served,
-        () = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => {
-            tracing::warn!(
-                "requests still running {} s after the stop signal were cut off",
-                DRAIN_TIMEOUT.as_secs()
-            );
-            Ok(())
+        if let Ok(Some(addr)) = self.ops_addr() {
+            tracing::info!(%addr, "{what} operations port on http://{addr}");
         }
     }
+
+    /// The operations listener's name in logs and metrics.
+    fn ops_name(&self) -> &'static str {
+        match self.service {
+            "web" => "web-ops",
+            "trend" => "trend-ops",
+            "recommend" => "recommend-ops",
+            _ => "ops",
+        }
+    }
+}
+
+/// Serves `routers` on `listeners` within `limits` until `shutdown` completes, then lets the
+/// requests in flight finish for at most [`DRAIN_TIMEOUT`].
+pub(crate) async fn drained(
+    listeners: Listeners,
+    routers: bookstore_http::Routers,
+    limits: bookstore_http::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ops_name = listeners.ops_name();
+    let public = bookstore_http::serve(
+        listeners.public,
+        routers.public,
+        limits,
+        listeners.service,
+        stop.clone().cancelled_owned(),
+        DRAIN_TIMEOUT,
+    );
+    let ops = async {
+        match (listeners.ops, routers.ops) {
+            (Some(listener), Some(router)) => {
+                bookstore_http::serve(
+                    listener,
+                    router,
+                    limits,
+                    ops_name,
+                    stop.clone().cancelled_owned(),
+                    DRAIN_TIMEOUT,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let ((), public, ops) = tokio::join!(signal, public, ops);
+    public.and(ops)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -627,7 +627,7 @@ async fn latency(
     }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let router = bookstore_recommend::router(
+    let routers = bookstore_recommend::router(
         RecommendState { store },
         bookstore_http::Surface {
             service: "recommend",
@@ -635,15 +635,20 @@ async fn latency(
             description: "bench",
             readiness: bookstore_http::Readiness::new(),
             collectors: Vec::new(),
+            request_timeout: bookstore_http::Limits::default().request_timeout,
+            // `/interests` beside `/recommendations`, on one port.
+            ops: bookstore_http::OpsRoutes::OnPublicPort,
         },
     );
     let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
+    let server = tokio::spawn(bookstore_http::serve(
+        listener,
+        routers.public,
+        bookstore_http::Limits::default(),
+        "recommend",
+        stop.clone().cancelled_owned(),
+        Duration::from_secs(4),
+    ));
     let result = measure_requests(&base, users, requests, name).await;
     stop.cancel();
     server.await.context("server task")??;

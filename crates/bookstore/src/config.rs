@@ -23,10 +23,106 @@ pub struct Config {
     pub events: EventsConfig,
     pub trend: TrendConfig,
     pub recommend: RecommendConfig,
+    /// The bounds of every HTTP listener of every service.
+    pub http: HttpConfig,
     /// How long a service may take to stop after SIGINT or SIGTERM (finish requests, flush the
     /// producer and the outbox relay, finish the batch in flight, leave the group); past it the
     /// process exits with an error.
     pub shutdown_timeout_ms: u64,
+}
+
+/// The bounds of every HTTP listener (section `http`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long a request's head (request line and headers) may take to arrive in full, from the
+    /// connection's opening or from the request's first byte on a kept-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout_ms: u64,
+    /// How long a handler may take (408 after it).
+    pub request_timeout_ms: u64,
+    /// Connections served at once per listener; past it a client gets a 503.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let limits = bookstore_http::Limits::default();
+        Self {
+            header_read_timeout_ms: millis(limits.header_read_timeout),
+            idle_timeout_ms: millis(limits.idle_timeout),
+            request_timeout_ms: millis(limits.request_timeout),
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> bookstore_http::Limits {
+        bookstore_http::Limits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Where a service serves its operational endpoints (`/metrics`, and the recommendation
+/// service's `/interests` and `/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsListen {
+    /// An address of their own, for the internal network (default loopback).
+    Addr(SocketAddr),
+    /// `same`: on the service's own `listen` address, beside its API, as before there were
+    /// operations ports.
+    Same,
+}
+
+impl OpsListen {
+    /// The routes' placement this gives.
+    pub fn routes(self) -> bookstore_http::OpsRoutes {
+        match self {
+            Self::Addr(_) => bookstore_http::OpsRoutes::Separate,
+            Self::Same => bookstore_http::OpsRoutes::OnPublicPort,
+        }
+    }
+}
+
+impl std::fmt::Display for OpsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Addr(addr) => addr.fmt(f),
+            Self::Same => f.write_str("same"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OpsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = OpsListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a host:port address, or `same` (the service's own listen address)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OpsListen, E> {
+                if v.trim().eq_ignore_ascii_case("same") {
+                    return Ok(OpsListen::Same);
+                }
+                v.trim()
+                    .parse()
+                    .map(OpsListen::Addr)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +130,8 @@ pub struct Config {
 pub struct RecommendConfig {
     /// Address of the recommendation service's HTTP API.
     pub listen: SocketAddr,
+    /// Address of its operational endpoints (`/metrics`, `/interests`, `/stats`), or `same`.
+    pub ops_listen: OpsListen,
     /// Its consumer group.
     pub group_id: String,
     /// `sqlite://FILE` or `mysql://user:password@host:port/database`; unset means
@@ -56,6 +154,7 @@ impl Default for RecommendConfig {
         let rules = bookstore_domain::recommend::RecommendSettings::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
+            ops_listen: OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 9002))),
             group_id: "rec-svr".to_owned(),
             db_url: None,
             max_connections: 4,
@@ -93,6 +192,8 @@ pub enum TrendStoreKind {
 pub struct TrendConfig {
     /// Address of the trend service's HTTP API.
     pub listen: SocketAddr,
+    /// Address of its operational endpoints (`/metrics`), or `same`.
+    pub ops_listen: OpsListen,
     /// Its consumer group.
     pub group_id: String,
     pub store: TrendStoreKind,
@@ -116,6 +217,7 @@ impl Default for TrendConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            ops_listen: OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 9001))),
             group_id: "trend-svr".to_owned(),
             store: TrendStoreKind::Embedded,
             redis_url: Secret(SecretString::from("redis://127.0.0.1:6379")),
@@ -148,6 +250,8 @@ impl TrendConfig {
 pub struct WebConfig {
     /// Address the web service listens on.
     pub listen: SocketAddr,
+    /// Address of its operational endpoints (`/metrics`), or `same`.
+    pub ops_listen: OpsListen,
     /// Books per page, and the API's default `limit`.
     pub page_size: u32,
     /// Bearer token for `POST /api/books`; unset disables the write API.
@@ -314,6 +418,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             trend: TrendConfig::default(),
             recommend: RecommendConfig::default(),
+            http: HttpConfig::default(),
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -323,6 +428,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            ops_listen: OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 9000))),
             page_size: 5,
             admin_token: None,
             trend_url: None,
@@ -597,6 +703,31 @@ impl Config {
             }
         }
         self.trusted_proxies()?;
+        let http = &self.http;
+        if http.header_read_timeout_ms == 0
+            || http.idle_timeout_ms == 0
+            || http.request_timeout_ms == 0
+            || http.max_connections == 0
+        {
+            bail!(
+                "invalid configuration: http.header_read_timeout_ms, http.idle_timeout_ms, http.request_timeout_ms and http.max_connections must be at least 1"
+            );
+        }
+        for (service, listen, ops) in [
+            ("web", self.web.listen, self.web.ops_listen),
+            ("trend", self.trend.listen, self.trend.ops_listen),
+            (
+                "recommend",
+                self.recommend.listen,
+                self.recommend.ops_listen,
+            ),
+        ] {
+            if ops == OpsListen::Addr(listen) && listen.port() != 0 {
+                bail!(
+                    "invalid configuration: {service}.ops_listen must differ from {service}.listen ({listen}); `same` serves the operational endpoints on {service}.listen"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -774,6 +905,10 @@ mod tests {
         assert_eq!(config.events.topic, "lr-book-searches");
         assert_eq!(config.events.partitions, 3);
         assert_eq!(config.events.replication_factor, 1);
+        assert_eq!(config.web.ops_listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.trend.ops_listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.recommend.ops_listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(config.http.limits(), bookstore_http::Limits::default());
         assert!(
             config
                 .db_url()
@@ -799,6 +934,19 @@ mod tests {
             assert_eq!(config.web.listen.port(), 18000);
             assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+
+            jail.set_env("BOOKSTORE_RECOMMEND__OPS_LISTEN", "same");
+            jail.set_env("BOOKSTORE_TREND__OPS_LISTEN", "0.0.0.0:9101");
+            jail.set_env("BOOKSTORE_HTTP__MAX_CONNECTIONS", "64");
+            jail.set_env("BOOKSTORE_HTTP__IDLE_TIMEOUT_MS", "1500");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.recommend.ops_listen, OpsListen::Same);
+            assert_eq!(config.trend.ops_listen.to_string(), "0.0.0.0:9101");
+            assert_eq!(config.http.limits().max_connections, 64);
+            assert_eq!(
+                config.http.limits().idle_timeout,
+                Duration::from_millis(1500)
+            );
 
             jail.set_env("BOOKSTORE_EVENTS__BACKEND", "kafka");
             jail.set_env("BOOKSTORE_EVENTS__BROKERS", "a:9092, b:9093");
@@ -959,6 +1107,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("db.url"), "{err}");
+            jail.create_file("ops.yaml", "web:\n  ops_listen: somewhere\n")?;
+            let err = Config::load(Some(Path::new("ops.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ops_listen"), "{err}");
+            jail.create_file(
+                "clash.yaml",
+                "trend:\n  listen: 127.0.0.1:8001\n  ops_listen: 127.0.0.1:8001\n",
+            )?;
+            let err = Config::load(Some(Path::new("clash.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("trend.ops_listen"), "{err}");
+            jail.create_file("slow.yaml", "http:\n  header_read_timeout_ms: 0\n")?;
+            let err = Config::load(Some(Path::new("slow.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("http.header_read_timeout_ms"), "{err}");
             jail.create_file("zero.yaml", "web:\n  page_size: 0\n")?;
             let err = Config::load(Some(Path::new("zero.yaml")))
                 .unwrap_err()

@@ -8,10 +8,10 @@ use anyhow::Context;
 use bookstore_domain::EventHandler;
 use bookstore_events::ConsumerStats;
 use bookstore_http::{Probe, Surface};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::app::Listeners;
+use crate::config::{Config, OpsListen};
 use crate::events::{Consumer, EventBus};
 
 /// How one consumer service is made: what it is called, its store, its group and topics, and
@@ -32,8 +32,12 @@ pub(crate) struct ConsumerService<'a> {
     pub group: &'a str,
     pub topics: Vec<String>,
     pub listen: SocketAddr,
-    /// The configuration key of `listen`, for the error when it cannot be bound.
+    /// Where its operational endpoints are served.
+    pub ops_listen: OpsListen,
+    /// The configuration keys of `listen` and `ops_listen`, for the error when one cannot be
+    /// bound.
     pub listen_key: &'static str,
+    pub ops_listen_key: &'static str,
 }
 
 impl ConsumerService<'_> {
@@ -43,7 +47,7 @@ impl ConsumerService<'_> {
     pub async fn build(
         self,
         config: &Config,
-        api: impl FnOnce(Surface) -> axum::Router,
+        api: impl FnOnce(Surface) -> bookstore_http::Routers,
     ) -> anyhow::Result<ConsumerApp> {
         let bus = EventBus::open(config).await?;
         let stop = CancellationToken::new();
@@ -56,9 +60,12 @@ impl ConsumerService<'_> {
                 stop.clone(),
             )
             .await?;
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} ({})", self.listen, self.listen_key))?;
+        let listeners = Listeners::bind(
+            self.service,
+            (self.listen, self.listen_key),
+            (self.ops_listen, self.ops_listen_key),
+        )
+        .await?;
         let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
         let surface = Surface {
             service: self.service,
@@ -72,11 +79,14 @@ impl ConsumerService<'_> {
                 self.group.to_owned(),
                 consumer.stats(),
             )],
+            request_timeout: config.http.limits().request_timeout,
+            ops: self.ops_listen.routes(),
         };
         Ok(ConsumerApp {
             name: self.name,
-            listener,
-            router: api(surface),
+            listeners,
+            routers: api(surface),
+            limits: config.http.limits(),
             consumer,
             stop,
         })
@@ -86,15 +96,21 @@ impl ConsumerService<'_> {
 /// A consumer service (`bookstore trend`, `bookstore recommend`), bound and ready to run.
 pub struct ConsumerApp {
     name: &'static str,
-    listener: TcpListener,
-    router: axum::Router,
+    listeners: Listeners,
+    routers: bookstore_http::Routers,
+    limits: bookstore_http::Limits,
     consumer: Consumer,
     stop: CancellationToken,
 }
 
 impl ConsumerApp {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.local_addr()
+    }
+
+    /// The address of the operations port (`None`: its `ops_listen` is `same`).
+    pub fn ops_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.listeners.ops_addr()
     }
 
     pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
@@ -109,16 +125,15 @@ impl ConsumerApp {
     ) -> anyhow::Result<()> {
         let Self {
             name,
-            listener,
-            router,
+            listeners,
+            routers,
+            limits,
             consumer,
             stop,
         } = self;
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "{name} service listening on http://{addr}");
-        }
+        listeners.log(&format!("{name} service"));
         let mut consumer = tokio::spawn(consumer.run());
-        let served = crate::app::drained(listener, router, {
+        let served = crate::app::drained(listeners, routers, limits, {
             let stop = stop.clone();
             async move {
                 tokio::select! {

@@ -76,7 +76,9 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
             config.events.topic.clone(),
         ],
         listen: config.recommend.listen,
+        ops_listen: config.recommend.ops_listen,
         listen_key: "recommend.listen",
+        ops_listen_key: "recommend.ops_listen",
     }
     .build(config, |surface| {
         bookstore_recommend::router(RecommendState { store: answers }, surface)

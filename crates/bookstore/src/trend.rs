@@ -70,7 +70,9 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
         group: &config.trend.group_id,
         topics: vec![config.events.topic.clone()],
         listen: config.trend.listen,
+        ops_listen: config.trend.ops_listen,
         listen_key: "trend.listen",
+        ops_listen_key: "trend.ops_listen",
     }
     .build(config, |surface| {
         bookstore_trend::router(TrendState { store: trends }, surface)

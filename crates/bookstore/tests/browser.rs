@@ -428,7 +428,7 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
         || async {
             let interests = get_json(
                 &http,
-                &format!("{}/interests?uid={uid_a}", system.processes.rec),
+                &format!("{}/interests?uid={uid_a}", system.processes.rec_ops),
             )
             .await;
             interests["books"]

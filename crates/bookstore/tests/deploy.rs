@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bookstore::config::{Config, DbKind, EventsBackend, TrendStoreKind, db_kind};
+use bookstore::config::{Config, DbKind, EventsBackend, OpsListen, TrendStoreKind, db_kind};
 use secrecy::ExposeSecret;
 use serde_yaml::Value;
 
@@ -248,6 +248,24 @@ impl Service {
             other => panic!("service {}: unexpected command {other}", self.name),
         }
     }
+
+    /// The address of its operations port (`/metrics` and the internal routes).
+    fn ops_listen(&self) -> OpsListen {
+        match self.command.as_str() {
+            "web" => self.config.web.ops_listen,
+            "trend" => self.config.trend.ops_listen,
+            "recommend" => self.config.recommend.ops_listen,
+            other => panic!("service {}: unexpected command {other}", self.name),
+        }
+    }
+
+    /// The operations port, if the service has one of its own.
+    fn ops_port(&self) -> Option<u16> {
+        match self.ops_listen() {
+            OpsListen::Addr(addr) => Some(addr.port()),
+            OpsListen::Same => None,
+        }
+    }
 }
 
 fn services(compose: &Value) -> &serde_yaml::Mapping {
@@ -358,6 +376,14 @@ fn each_bookstore_service_runs_a_subcommand_on_a_configuration_that_loads() {
             service.name,
             service.listen()
         );
+        // The operations port too: the other containers (a Prometheus on the network) reach it.
+        if let OpsListen::Addr(ops) = service.ops_listen() {
+            assert!(
+                ops.ip().is_unspecified(),
+                "service {}: its operations port listens on {ops} inside its container",
+                service.name
+            );
+        }
         match service.command.as_str() {
             "web" => {
                 assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
@@ -400,6 +426,12 @@ fn addresses_health_checks_and_ports_agree() {
             exposed.contains(&port),
             "Dockerfile: EXPOSE {port} ({name})"
         );
+        if let Some(ops) = service.ops_port() {
+            assert!(
+                exposed.contains(&ops),
+                "Dockerfile: EXPOSE {ops} ({name}'s operations port)"
+            );
+        }
 
         // The health check asks this service's own /readyz.
         let test: Vec<String> = match &service.spec["healthcheck"]["test"] {
@@ -421,7 +453,8 @@ fn addresses_health_checks_and_ports_agree() {
         assert_eq!(url.port, Some(port), "service {name}: health check port");
         assert_eq!(url.path, "/readyz", "service {name}: health check path");
 
-        // Published on loopback only, to the port the service listens on.
+        // Published on loopback only, to the ports the service listens on: its own and its
+        // operations port.
         let ports = service.spec["ports"]
             .as_sequence()
             .unwrap_or_else(|| panic!("service {name}: ports"));
@@ -447,9 +480,9 @@ fn addresses_health_checks_and_ports_agree() {
                 host_ip, "127.0.0.1",
                 "service {name}: published on {host_ip}"
             );
-            assert_eq!(
-                target, port,
-                "service {name}: publishes a port it does not listen on"
+            assert!(
+                target == port || Some(target) == service.ops_port(),
+                "service {name}: publishes {target}, a port it does not listen on"
             );
         }
 
@@ -610,6 +643,16 @@ fn the_dockerfile_builds_and_runs_the_bookstore_binary() {
         assert!(
             listen.ip().is_unspecified(),
             "the image listens on {listen}"
+        );
+    }
+    for ops in [
+        config.web.ops_listen,
+        config.trend.ops_listen,
+        config.recommend.ops_listen,
+    ] {
+        assert!(
+            matches!(ops, OpsListen::Addr(addr) if addr.ip().is_unspecified()),
+            "the image's operations port is {ops}"
         );
     }
 }

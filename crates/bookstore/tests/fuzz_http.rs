@@ -7,6 +7,10 @@
 //! random and huge bodies, deeply nested JSON, wrong content types, bad and good tokens, bad
 //! cookies, huge header values, broken body framing.
 //!
+//! Then slow clients (a head trickled within the header-read timeout and past it, a body trickled
+//! past the request timeout, a hundred unfinished heads at once) and 64 KB queries on every
+//! service: each is answered below 500 or closed by the server on time, never held.
+//!
 //! Every response must be below 500 (no backend is down here, so even a 503 is a failure); every
 //! 4xx of a JSON route must be a JSON object with an `"error"` string; nothing in the process may
 //! panic (a panic hook records every panic, in handlers and background tasks alike); and each
@@ -414,6 +418,8 @@ enum Service {
     Web,
     Trend,
     Recommend,
+    /// The operations ports (`/metrics`, the recommendation service's `/interests`, `/stats`).
+    Ops,
 }
 
 impl Service {
@@ -1130,6 +1136,22 @@ const RECOMMEND_ROUTES: &[&str] = &[
     "/{}",
 ];
 const RECOMMEND_KEYS: &[&str] = &["uid", "n", "uid", "n", "ps"];
+/// The operations ports' routes (the recommendation service's internal ones among them).
+const OPS_ROUTES: &[&str] = &[
+    "/interests",
+    "/interests",
+    "/stats",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/{}",
+    "/recommendations",
+];
+
+/// The bounds the services run with here.
+const HEADER_READ: Duration = Duration::from_millis(1_500);
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(3_000);
 
 // ---------------------------------------------------------------------------------------------
 // The test
@@ -1201,7 +1223,10 @@ fn fuzz_every_route() {
         .build()
         .unwrap();
     let (bus, trend, recommend, web) = rt.block_on(async {
-        let bus = bus_with_fresh_groups(Infra::Embedded, "fuzz").await;
+        let mut bus = bus_with_fresh_groups(Infra::Embedded, "fuzz").await;
+        bus.config.http.header_read_timeout_ms = HEADER_READ.as_millis() as u64;
+        bus.config.http.idle_timeout_ms = HEADER_READ.as_millis() as u64;
+        bus.config.http.request_timeout_ms = REQUEST_TIMEOUT.as_millis() as u64;
         assert_eq!(
             bus.config.web.admin_token.as_ref().map(|t| t.expose()),
             Some(ADMIN_TOKEN)
@@ -1218,9 +1243,21 @@ fn fuzz_every_route() {
         }
         (bus, trend, recommend, web)
     });
-    // The shared routes answer on every service (so the fuzzing reaches them, not the 404).
-    for addr in [web.addr, trend.addr, recommend.addr] {
-        for path in ["/metrics", "/openapi.json"] {
+    // The shared routes answer on every port (so the fuzzing reaches them, not the 404).
+    let ops = |running: &support::Running| -> SocketAddr {
+        running.ops_url.as_ref().unwrap()["http://".len()..]
+            .parse()
+            .unwrap()
+    };
+    for (addr, paths) in [
+        (web.addr, &["/openapi.json"][..]),
+        (trend.addr, &["/openapi.json"]),
+        (recommend.addr, &["/openapi.json"]),
+        (ops(&web), &["/metrics", "/openapi.json"]),
+        (ops(&trend), &["/metrics", "/openapi.json"]),
+        (ops(&recommend), &["/metrics", "/openapi.json", "/stats"]),
+    ] {
+        for path in paths {
             let status = rt.block_on(async {
                 reqwest::get(format!("http://{addr}{path}"))
                     .await
@@ -1265,6 +1302,39 @@ fn fuzz_every_route() {
         ),
     );
     eprintln!("recommend: {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    for running in [&web, &trend] {
+        fuzz(
+            &rt,
+            Service::Ops,
+            ops(running),
+            60,
+            arb_request(&["GET", "GET", "HEAD"], OPS_ROUTES, RECOMMEND_KEYS),
+        );
+    }
+    fuzz(
+        &rt,
+        Service::Ops,
+        ops(&recommend),
+        300,
+        arb_request(&["GET", "GET", "GET", "HEAD"], OPS_ROUTES, RECOMMEND_KEYS),
+    );
+    eprintln!("operations ports: {:?}", started.elapsed());
+
+    let started = std::time::Instant::now();
+    rt.block_on(slow_clients_and_long_queries(&[
+        (Service::Web, web.addr, "/", "q"),
+        (Service::Web, web.addr, "/api/books", "q"),
+        (Service::Trend, trend.addr, "/trends", "ps"),
+        (
+            Service::Recommend,
+            recommend.addr,
+            "/recommendations",
+            "uid",
+        ),
+        (Service::Ops, ops(&recommend), "/interests", "uid"),
+    ]));
+    eprintln!("slow clients and long queries: {:?}", started.elapsed());
 
     // The generators reach the handlers: every service answered successes and client errors,
     // and few requests ended without an answer.
@@ -1273,7 +1343,12 @@ fn fuzz_every_route() {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     eprintln!("answers (status 0: none): {tally:?}");
-    for service in [Service::Web, Service::Trend, Service::Recommend] {
+    for service in [
+        Service::Web,
+        Service::Trend,
+        Service::Recommend,
+        Service::Ops,
+    ] {
         let of = |range: std::ops::Range<u16>| -> u32 {
             tally
                 .iter()
@@ -1299,6 +1374,7 @@ fn fuzz_every_route() {
     rt.block_on(async move {
         for running in [&trend, &recommend, &web] {
             healthy(running.addr).await;
+            healthy(ops(running)).await;
         }
         web.shutdown().await;
         trend.shutdown().await;
@@ -1307,4 +1383,177 @@ fn fuzz_every_route() {
     });
     let panicked = take_panics();
     assert!(panicked.is_empty(), "the process panicked: {panicked:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients and long queries
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `at_once`, then `bytes` a `chunk` at a time, `gap` apart, while reading; what came back
+/// when the server closed the connection (or `limit` passed: then `None`).
+async fn trickle(
+    addr: SocketAddr,
+    (at_once, bytes): (Vec<u8>, Vec<u8>),
+    chunk: usize,
+    gap: Duration,
+    limit: Duration,
+) -> Option<Vec<u8>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move {
+        if writer.write_all(&at_once).await.is_err() {
+            return;
+        }
+        for piece in bytes.chunks(chunk) {
+            if writer.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        // Kept open: the server, not the client, ends the exchange.
+        std::future::pending::<()>().await;
+    });
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    };
+    write.abort();
+    closed.then_some(received)
+}
+
+/// Every slow client is answered below 500 or closed on time; 64 KB queries are answered below
+/// 500 with JSON errors; the services stay healthy meanwhile. `routes`: a route with a query key
+/// per service.
+async fn slow_clients_and_long_queries(routes: &[(Service, SocketAddr, &str, &str)]) {
+    // Queries of 60 KB (under the HTTP layer's 65,534-byte limit on a request target, so that the
+    // handlers get them): words, every byte percent-encoded, a huge number.
+    let long_values = [
+        "austen+bronte+".repeat(60_000 / 14),
+        percent_encode(&(0..=255u8).cycle().take(24_000).collect::<Vec<u8>>()),
+        format!("{}{}", "9".repeat(30_000), "x".repeat(30_000)),
+    ];
+    for &(service, addr, path, key) in routes {
+        for value in long_values.iter().chain([&"x".repeat(64 * 1024)]) {
+            let req = Req {
+                method: b"GET".to_vec(),
+                target: format!("{path}?{key}={value}").into_bytes(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                framing: Framing::Length,
+                whole: None,
+            };
+            assert!(req.target.len() >= 56_000);
+            let outcome = exchange(addr, &req).await;
+            let status = match &outcome {
+                Outcome::Reply(reply) => reply.status,
+                Outcome::NoReply { error, .. } => {
+                    panic!("{service:?} {path}: no answer to a long query: {error}")
+                }
+            };
+            if req.target.len() > 65_534 {
+                // Refused by the HTTP layer, before any route.
+                assert_eq!(status, 414, "{service:?} {path}: a 64 KiB query");
+                continue;
+            }
+            assert_ne!(status, 414, "{service:?} {path}: a 60 KB query");
+            check(service, &req, outcome)
+                .unwrap_or_else(|e| panic!("{service:?} {path}, a 60 KB query: {e}"));
+        }
+        // A head trickled a few bytes at a time, all within the header-read timeout: answered.
+        let head =
+            format!("GET {path}?{key}=1 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let gap = HEADER_READ / 4 / u32::try_from(head.len().div_ceil(8)).unwrap();
+        let answer = trickle(addr, (Vec::new(), head.into_bytes()), 8, gap, REPLY_TIMEOUT)
+            .await
+            .unwrap_or_else(|| panic!("{service:?} {path}: a slow head was held"));
+        let status = first_status(&answer);
+        assert!(
+            status.is_some_and(|s| s < 500),
+            "{service:?} {path}: a slow head within the timeout got {:?}",
+            answer.escape_ascii().to_string()
+        );
+        // A head trickled a byte every 200 ms, past the header-read timeout: closed on time,
+        // with nothing or a 4xx.
+        let head = format!(
+            "GET {path}?{key}=1 HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}",
+            "x".repeat(100)
+        );
+        let started = std::time::Instant::now();
+        let answer = trickle(
+            addr,
+            (Vec::new(), head.into_bytes()),
+            1,
+            Duration::from_millis(200),
+            HEADER_READ + Duration::from_secs(3),
+        )
+        .await
+        .unwrap_or_else(|| {
+            panic!("{service:?} {path}: a trickled head was held past the header-read timeout")
+        });
+        assert!(
+            started.elapsed() + Duration::from_millis(200) >= HEADER_READ,
+            "{service:?} {path}: closed after {:?}, before the header-read timeout",
+            started.elapsed()
+        );
+        assert!(
+            first_status(&answer).is_none_or(|s| (400..500).contains(&s)),
+            "{service:?} {path}: a trickled head got {:?}",
+            answer.escape_ascii().to_string()
+        );
+        // A hundred unfinished heads at once: the service still answers at once.
+        let mut unfinished = Vec::new();
+        for _ in 0..100 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x")
+                .await
+                .unwrap();
+            unfinished.push(stream);
+        }
+        let asked = std::time::Instant::now();
+        healthy(addr).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{service:?}: /healthz took {:?} beside 100 unfinished heads",
+            asked.elapsed()
+        );
+        drop(unfinished);
+    }
+    // A book whose body is trickled past the request timeout: a JSON 408, on time.
+    let Some(&(_, web, _, _)) = routes.iter().find(|r| r.0 == Service::Web) else {
+        return;
+    };
+    let body =
+        serde_json::json!({"title": "Slow", "author": "A. Snail", "published_at": "2020-01-01"})
+            .to_string();
+    let head = format!(
+        "POST /api/books HTTP/1.1\r\nHost: {web}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    // The head whole at once, then the body a byte every 200 ms (over 10 s in all).
+    let answer = trickle(
+        web,
+        (head.into_bytes(), body.into_bytes()),
+        1,
+        Duration::from_millis(200),
+        REPLY_TIMEOUT,
+    )
+    .await;
+    let answer = answer.unwrap_or_else(|| panic!("a trickled body was held"));
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(first_status(&answer), Some(408), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(
+        took < REQUEST_TIMEOUT + HEADER_READ + Duration::from_secs(3),
+        "the 408 came after {took:?}"
+    );
 }

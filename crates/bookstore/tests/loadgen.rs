@@ -40,6 +40,10 @@ async fn loadgen_measures_the_all_in_one() {
     config.web.listen = free_addr();
     config.trend.listen = free_addr();
     config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let free = bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.web.ops_listen = free;
+    config.trend.ops_listen = free;
+    config.recommend.ops_listen = free;
     let web_url = format!("http://{}", config.web.listen);
     let trend_url = format!("http://{}", config.trend.listen);
     let (stop, stopped) = oneshot::channel::<()>();

@@ -89,13 +89,30 @@ struct System {
     web: String,
     trend: String,
     recommend: String,
+    /// The operations ports.
+    web_ops: String,
+    trend_ops: String,
+    recommend_ops: String,
     env: Vec<(String, String)>,
 }
 
 impl System {
     fn new(dir: &Path) -> Self {
         let (w, t, r) = (free_port(), free_port(), free_port());
+        let (wo, to, ro) = (free_port(), free_port(), free_port());
         let env = vec![
+            (
+                "BOOKSTORE_WEB__OPS_LISTEN".into(),
+                format!("127.0.0.1:{wo}"),
+            ),
+            (
+                "BOOKSTORE_TREND__OPS_LISTEN".into(),
+                format!("127.0.0.1:{to}"),
+            ),
+            (
+                "BOOKSTORE_RECOMMEND__OPS_LISTEN".into(),
+                format!("127.0.0.1:{ro}"),
+            ),
             ("BOOKSTORE_DATA_DIR".into(), dir.display().to_string()),
             ("BOOKSTORE_WEB__LISTEN".into(), format!("127.0.0.1:{w}")),
             ("BOOKSTORE_TREND__LISTEN".into(), format!("127.0.0.1:{t}")),
@@ -111,8 +128,19 @@ impl System {
             web: format!("http://127.0.0.1:{w}"),
             trend: format!("http://127.0.0.1:{t}"),
             recommend: format!("http://127.0.0.1:{r}"),
+            web_ops: format!("http://127.0.0.1:{wo}"),
+            trend_ops: format!("http://127.0.0.1:{to}"),
+            recommend_ops: format!("http://127.0.0.1:{ro}"),
             env,
         }
+    }
+
+    fn ops_urls(&self) -> [(&'static str, &str); 3] {
+        [
+            ("web", self.web_ops.as_str()),
+            ("trend", self.trend_ops.as_str()),
+            ("recommend", self.recommend_ops.as_str()),
+        ]
     }
 
     fn urls(&self) -> [(&'static str, &str); 3] {
@@ -244,8 +272,8 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // Each consumer service's collectors run on its own scrape.
-        let trend = text(&http, &format!("{}/metrics", system.trend)).await;
-        let recommend = text(&http, &format!("{}/metrics", system.recommend)).await;
+        let trend = text(&http, &format!("{}/metrics", system.trend_ops)).await;
+        let recommend = text(&http, &format!("{}/metrics", system.recommend_ops)).await;
         let applied = |metrics: &str, service| {
             sample(
                 metrics,
@@ -264,7 +292,7 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The web service's collectors run on its own scrape.
-    let web_metrics = text(&http, &format!("{}/metrics", system.web)).await;
+    let web_metrics = text(&http, &format!("{}/metrics", system.web_ops)).await;
     for (name, labels) in [
         (
             "http_requests_total",
@@ -340,9 +368,9 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     );
     for service in ["trend", "recommend"] {
         let url = if service == "trend" {
-            &system.trend
+            &system.trend_ops
         } else {
-            &system.recommend
+            &system.recommend_ops
         };
         let metrics = text(&http, &format!("{url}/metrics")).await;
         for name in [
@@ -368,33 +396,49 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     }
 
     // Once everything is applied, the measured lag of every partition falls to 0.
-    wait_for_zero_lag(&http, &system.trend, "trend", "lr-book-searches", 3).await;
-    wait_for_zero_lag(&http, &system.recommend, "recommend", "lr-book-catalog", 3).await;
+    wait_for_zero_lag(&http, &system.trend_ops, "trend", "lr-book-searches", 3).await;
+    wait_for_zero_lag(
+        &http,
+        &system.recommend_ops,
+        "recommend",
+        "lr-book-catalog",
+        3,
+    )
+    .await;
 
-    // /readyz names each backend; /openapi.json lists exactly the routes each service answers.
-    let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
+    // /readyz names each backend, on both ports; /openapi.json lists exactly the routes its port
+    // answers: the API on the public port, /metrics and the internal routes on the operations
+    // port, /healthz and /readyz on both.
+    let public: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
         (
             "web",
             vec![
-                ("get", "/"),
-                ("get", "/api/books"),
-                ("post", "/api/books"),
-                ("get", "/api/books/{id}"),
-                ("get", "/static/{file}"),
+                "get /",
+                "get /api/books",
+                "post /api/books",
+                "get /api/books/{id}",
+                "get /static/{file}",
             ],
         ),
-        ("trend", vec![("get", "/trends")]),
-        (
-            "recommend",
-            vec![
-                ("get", "/recommendations"),
-                ("get", "/interests"),
-                ("get", "/books/{id}"),
-                ("get", "/stats"),
-            ],
-        ),
+        ("trend", vec!["get /trends"]),
+        ("recommend", vec!["get /recommendations", "get /books/{id}"]),
     ]);
-    for (name, url) in system.urls() {
+    let internal: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("web", vec![]),
+        ("trend", vec![]),
+        ("recommend", vec!["get /interests", "get /stats"]),
+    ]);
+    let ports = system
+        .urls()
+        .into_iter()
+        .map(|(name, url)| (name, "public", url, &public[name], &internal[name]))
+        .chain(
+            system
+                .ops_urls()
+                .into_iter()
+                .map(|(name, url)| (name, "operations", url, &internal[name], &public[name])),
+        );
+    for (name, port, url, expected, elsewhere) in ports {
         let ready: Value = http
             .get(format!("{url}/readyz"))
             .send()
@@ -403,11 +447,11 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             .json()
             .await
             .unwrap();
-        assert_eq!(ready["status"], "ready", "{name}: {ready}");
-        assert_eq!(ready["checks"]["broker"], "ok", "{name}: {ready}");
+        assert_eq!(ready["status"], "ready", "{name} {port}: {ready}");
+        assert_eq!(ready["checks"]["broker"], "ok", "{name} {port}: {ready}");
         assert_eq!(
             ready["backends"]["broker"], "embedded log",
-            "{name}: {ready}"
+            "{name} {port}: {ready}"
         );
 
         let spec: Value = http
@@ -430,16 +474,19 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
                     .map(move |method| (method.clone(), path.clone()))
             })
             .collect();
-        let mut routes: BTreeSet<(String, String)> = expected[name]
-            .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-            .collect();
-        for shared in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
-            routes.insert(("get".to_owned(), shared.to_owned()));
+        let route = |r: &str| {
+            let (m, p) = r.split_once(' ').unwrap();
+            (m.to_owned(), p.to_owned())
+        };
+        let mut routes: BTreeSet<(String, String)> = expected.iter().map(|r| route(r)).collect();
+        let mut shared = vec!["get /healthz", "get /readyz", "get /openapi.json"];
+        if port == "operations" {
+            shared.push("get /metrics");
         }
+        routes.extend(shared.into_iter().map(route));
         assert_eq!(
             documented, routes,
-            "{name}: /openapi.json and the routes differ"
+            "{name} {port} port: /openapi.json and the routes differ"
         );
         // Every documented route is served (not the fallback's "no route").
         for (method, path) in &documented {
@@ -455,6 +502,28 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             assert!(
                 !body.contains("no route for") && status != 405,
                 "{name}: {method} {path} is documented but not served ({status}: {body})"
+            );
+        }
+        // The other port's routes, and /metrics on the public port, are not served here.
+        let mut absent: Vec<String> = elsewhere
+            .iter()
+            .filter(|r| !expected.contains(r))
+            .map(|r| route(r).1)
+            .collect();
+        if port == "public" {
+            absent.push("/metrics".to_owned());
+        }
+        for path in absent {
+            let path = path.replace("{id}", "1").replace("{file}", "style.css");
+            let response = http
+                .get(format!("{url}{path}?uid=u1"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                404,
+                "{name}: {path} is answered on the {port} port"
             );
         }
     }
@@ -574,9 +643,9 @@ async fn on_kafka_the_lag_comes_from_the_brokers_and_readyz_names_kafka() {
         assert_eq!(response.status(), 200);
     }
     // librdkafka's statistics (every 5 s) give the high watermarks.
-    wait_for_zero_lag(&http, &system.trend, "trend", &searches, 3).await;
-    wait_for_zero_lag(&http, &system.recommend, "recommend", &searches, 3).await;
-    let metrics = text(&http, &format!("{}/metrics", system.trend)).await;
+    wait_for_zero_lag(&http, &system.trend_ops, "trend", &searches, 3).await;
+    wait_for_zero_lag(&http, &system.recommend_ops, "recommend", &searches, 3).await;
+    let metrics = text(&http, &format!("{}/metrics", system.trend_ops)).await;
     assert!(
         sample(
             &metrics,

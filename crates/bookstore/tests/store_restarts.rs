@@ -352,7 +352,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
         Duration::from_secs(60),
         "the sample catalog in the recommendation store",
         || async {
-            let stats = match http.get(rec.url("/stats")).send().await {
+            let stats = match http.get(rec.ops("/stats")).send().await {
                 Ok(response) if response.status() == 200 => response.json::<Value>().await.ok(),
                 _ => None,
             };

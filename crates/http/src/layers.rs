@@ -9,11 +9,7 @@ use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-
-/// The request timeout (408 after it).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The page loads its stylesheet and icon from this origin and runs no script; nothing may
 /// frame it.
@@ -22,14 +18,18 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router {
+pub(crate) fn wrap(
+    router: axum::Router,
+    service: &'static str,
+    request_timeout: Duration,
+) -> axum::Router {
     // Router::layer: the last one added runs first. The metrics layer is outside the timeout and
     // the panic catcher, so that 408s and panics are counted with their latency.
     router
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            time_limit,
         ))
         .layer(axum::middleware::from_fn_with_state(
             service,
@@ -75,6 +75,25 @@ pub(crate) fn wrap(router: axum::Router, service: &'static str) -> axum::Router 
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+}
+
+/// A handler that takes longer than `limit` (`http.request_timeout_ms`) is dropped, and the
+/// client gets a JSON 408.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => crate::error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} ms and was given up",
+                limit.as_millis()
+            ),
+        ),
+    }
 }
 
 /// The largest body a request whose method takes none may carry (it is read and dropped), and
@@ -185,6 +204,7 @@ mod tests {
         let app = wrap(
             axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
             "test",
+            Duration::from_secs(30),
         );
         let get = |body: Vec<u8>| {
             Request::builder()
@@ -215,6 +235,39 @@ mod tests {
         let waited = app.oneshot(never).await.unwrap();
         assert_eq!(waited.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_gets_a_json_408_after_the_request_timeout() {
+        use tower::ServiceExt;
+        let app = wrap(
+            axum::Router::new().route(
+                "/",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            ),
+            "test",
+            Duration::from_millis(100),
+        );
+        let started = std::time::Instant::now();
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("100 ms"), "{body}");
     }
 
     #[tokio::test]

@@ -3,25 +3,31 @@
 //!
 //! - `GET /healthz` (the process serves), `GET /readyz` (200 when every backend answers, else 503
 //!   naming the ones that do not), `GET /metrics` (Prometheus text format), `GET /openapi.json`
-//!   (the service's API, generated from the handlers' annotations);
+//!   (the routes of that port, generated from the handlers' annotations);
+//! - two ports per service (see [`OpsRoutes`]): the public one, and the operations one for the
+//!   internal network (`/metrics` and the service's internal routes); `/healthz` and `/readyz` on
+//!   both;
+//! - the server ([`serve`]): header-read, idle and request timeouts, a cap on connections, the
+//!   peer's address as `ConnectInfo<SocketAddr>` on every request;
 //! - an `x-request-id` on every request and response (taken from the client when it sends one),
 //!   carried by the request's log span with its method and route;
 //! - request counts and latency histograms by route and status;
 //! - security headers (Content-Security-Policy, X-Content-Type-Options, Referrer-Policy,
-//!   X-Frame-Options), a request timeout, and a JSON 500 instead of a dropped connection if a
+//!   X-Frame-Options), the request timeout of [`Limits`], and a JSON 500 instead of a dropped connection if a
 //!   handler panics;
 //! - the body of a GET, HEAD, DELETE or OPTIONS request read and dropped (at most 64 KiB).
 //!
 //! Handlers share [`query_params`], [`count_param`] and [`StoreReads`]: the same 400s for bad
 //! parameters and 503s for a store that fails or is slow.
 //!
-//! A service builds its API as a [`utoipa_axum::router::OpenApiRouter`] and hands it to
-//! [`finish`] with its [`Surface`].
+//! A service builds its API as a [`utoipa_axum::router::OpenApiRouter`] (or an [`Api`] when some
+//! routes are for the internal network only) and hands it to [`finish`] with its [`Surface`].
 
 mod answers;
 mod layers;
 mod metrics;
 mod readiness;
+mod server;
 
 use std::sync::Arc;
 
@@ -33,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use crate::answers::{StoreReads, count_param, query_params};
 pub use crate::metrics::{Collector, MetricsRender, render_metrics};
 pub use crate::readiness::{Probe, ProbeError, Readiness};
+pub use crate::server::{Limits, REJECT_LINGER, REJECTING, serve};
 
 /// A JSON error body, `{"error": message}`, with `status`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -47,6 +54,15 @@ pub struct ErrorBody {
     error: String,
 }
 
+/// Where a service's operational routes are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsRoutes {
+    /// On a port of their own (the service's `ops_listen`), off the public port.
+    Separate,
+    /// On the public port, beside the API (`ops_listen: same`).
+    OnPublicPort,
+}
+
 /// What a service adds to the shared routes.
 pub struct Surface {
     /// `web`, `trend` or `recommend`: the `service` label of its metrics and its log spans.
@@ -58,29 +74,81 @@ pub struct Surface {
     pub readiness: Readiness,
     /// Called before each `/metrics` answer, to set gauges from the service's counters.
     pub collectors: Vec<Collector>,
+    /// How long a handler may take (408 after it).
+    pub request_timeout: std::time::Duration,
+    /// Where `/metrics` and the internal routes go.
+    pub ops: OpsRoutes,
 }
 
-/// The service's router: its API, the shared routes, and the shared layers.
-pub fn finish(api: OpenApiRouter, surface: Surface) -> axum::Router {
-    let shared = OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(readiness::healthz))
-        .routes(utoipa_axum::routes!(readiness::readyz))
-        .with_state(Arc::new(surface.readiness))
-        .merge(
-            OpenApiRouter::new()
-                .routes(utoipa_axum::routes!(metrics::metrics))
-                .with_state(Arc::new(MetricsRender::new(surface.collectors))),
+/// A service's routes: those for the public, and those for the internal network only (on the
+/// operations port with `/metrics`).
+pub struct Api {
+    pub public: OpenApiRouter,
+    pub internal: OpenApiRouter,
+}
+
+impl From<OpenApiRouter> for Api {
+    /// Public routes only.
+    fn from(public: OpenApiRouter) -> Self {
+        Self {
+            public,
+            internal: OpenApiRouter::new(),
+        }
+    }
+}
+
+/// A service's routers: the public port's and, with [`OpsRoutes::Separate`], the operations
+/// port's.
+pub struct Routers {
+    pub public: axum::Router,
+    pub ops: Option<axum::Router>,
+}
+
+/// The service's routers: its API, the shared routes, and the shared layers. `/healthz` and
+/// `/readyz` answer on both ports (load balancers and health checks reach the public one),
+/// `/metrics` and `api.internal` on the operations port, `/openapi.json` on each, listing exactly
+/// the routes of its port.
+pub fn finish(api: impl Into<Api>, surface: Surface) -> Routers {
+    let Api { public, internal } = api.into();
+    let readiness = Arc::new(surface.readiness);
+    let health = || {
+        OpenApiRouter::new()
+            .routes(utoipa_axum::routes!(readiness::healthz))
+            .routes(utoipa_axum::routes!(readiness::readyz))
+            .with_state(readiness.clone())
+    };
+    let ops = internal.merge(health()).merge(
+        OpenApiRouter::new()
+            .routes(utoipa_axum::routes!(metrics::metrics))
+            .with_state(Arc::new(MetricsRender::new(surface.collectors))),
+    );
+    let port = |routes: OpenApiRouter, title: String| {
+        let (router, mut spec) = routes
+            .routes(utoipa_axum::routes!(openapi_json))
+            .split_for_parts();
+        let router = router
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed);
+        spec.info.title = title;
+        spec.info.description = Some(surface.description.to_owned());
+        spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        let spec = Arc::new(spec);
+        layers::wrap(
+            router.layer(axum::Extension(spec)),
+            surface.service,
+            surface.request_timeout,
         )
-        .routes(utoipa_axum::routes!(openapi_json));
-    let (router, mut spec) = api.merge(shared).split_for_parts();
-    let router = router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    spec.info.title = surface.title.to_owned();
-    spec.info.description = Some(surface.description.to_owned());
-    spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let spec = Arc::new(spec);
-    layers::wrap(router.layer(axum::Extension(spec)), surface.service)
+    };
+    match surface.ops {
+        OpsRoutes::OnPublicPort => Routers {
+            public: port(public.merge(ops), surface.title.to_owned()),
+            ops: None,
+        },
+        OpsRoutes::Separate => Routers {
+            public: port(public.merge(health()), surface.title.to_owned()),
+            ops: Some(port(ops, format!("{} (operations port)", surface.title))),
+        },
+    }
 }
 
 /// This document: the service's API in OpenAPI 3.1.

@@ -3,11 +3,13 @@
 //! - `GET /recommendations?uid=U&n=N`: up to N (default 10, 1 to 50) books U has not been shown,
 //!   best first, as a JSON array of `{id, title, author, score, reason}`; popular books for a user
 //!   without history;
-//! - `GET /interests?uid=U&n=N`: U's profile, `{uid, books, authors, queries}`, each list strongest
+//! - on the operations port (internal network), `GET /interests?uid=U&n=N`: U's profile, `{uid, books, authors, queries}`, each list strongest
 //!   first (N per list, default 10, 1 to 100), weights decayed to now;
 //! - `GET /books/{id}`: the service's copy of a catalog book (404 when it has none);
-//! - `GET /stats`: how many catalog books, users and co-occurrence pairs the store holds;
-//! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).
+//! - on the operations port, `GET /stats`: how many catalog books, users and co-occurrence pairs
+//!   the store holds;
+//! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`;
+//!   `/metrics` on the operations port).
 //!
 //! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
 
@@ -15,14 +17,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use bookstore_domain::RecommendStore;
 use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS};
-use bookstore_http::{StoreReads, count_param, error, query_params};
+use bookstore_http::{Api, Routers, StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,19 +39,25 @@ pub struct RecommendState {
     pub store: Arc<dyn RecommendStore>,
 }
 
-/// The recommendation service's documented API routes.
-pub fn api(state: RecommendState) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(recommendations))
-        .routes(routes!(interests))
-        .routes(routes!(book))
-        .routes(routes!(stats))
-        .with_state(state)
+/// The recommendation service's documented API routes: `/recommendations` and `/books/{id}` for
+/// the web service, and a reader's profile and the store's counts (`/interests`, `/stats`) for
+/// the internal network only.
+pub fn api(state: RecommendState) -> Api {
+    Api {
+        public: OpenApiRouter::new()
+            .routes(routes!(recommendations))
+            .routes(routes!(book))
+            .with_state(state.clone()),
+        internal: OpenApiRouter::new()
+            .routes(routes!(interests))
+            .routes(routes!(stats))
+            .with_state(state),
+    }
 }
 
 /// The whole HTTP surface: [`api`] and the shared routes and layers of
 /// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
-pub fn router(state: RecommendState, surface: bookstore_http::Surface) -> Router {
+pub fn router(state: RecommendState, surface: bookstore_http::Surface) -> Routers {
     bookstore_http::finish(api(state), surface)
 }
 

@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use bookstore_domain::TrendStore;
 use bookstore_domain::trends::{Audience, TrendRanking};
 use bookstore_http::{StoreReads, count_param, error, query_params};
@@ -41,7 +41,7 @@ pub fn api(state: TrendState) -> OpenApiRouter {
 
 /// The whole HTTP surface: [`api`] and the shared routes and layers of
 /// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
-pub fn router(state: TrendState, surface: bookstore_http::Surface) -> Router {
+pub fn router(state: TrendState, surface: bookstore_http::Surface) -> bookstore_http::Routers {
     bookstore_http::finish(api(state), surface)
 }
 

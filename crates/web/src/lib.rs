@@ -15,7 +15,6 @@ mod visitor;
 
 use std::sync::Arc;
 
-use axum::Router;
 use bookstore_domain::{BookRepository, EventPublisher};
 use secrecy::SecretString;
 use utoipa_axum::router::OpenApiRouter;
@@ -69,6 +68,6 @@ pub fn api(state: WebState) -> OpenApiRouter {
 
 /// The web service's whole HTTP surface: [`api`] and the shared routes and layers of
 /// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
-pub fn router(state: WebState, surface: bookstore_http::Surface) -> Router {
+pub fn router(state: WebState, surface: bookstore_http::Surface) -> bookstore_http::Routers {
     bookstore_http::finish(api(state), surface)
 }

@@ -28,6 +28,9 @@ struct Cached<T> {
     value: Option<Arc<T>>,
 }
 
+/// How long an idle connection to a service is kept for the next call.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
 /// A JSON `GET` client with a timeout and a cache per URL.
 struct RemoteJson<T> {
     http: reqwest::Client,
@@ -43,6 +46,10 @@ impl<T: DeserializeOwned> RemoteJson<T> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // Idle connections are dropped well before the services close them
+            // (`http.idle_timeout_ms`, 30 s by default), so that a call never goes out on a
+            // connection the other side is closing.
+            .pool_idle_timeout(POOL_IDLE)
             .build()?;
         let base = reqwest::Url::parse(base_url.trim_end_matches('/'))
             .map_err(|e| RemoteError::Url(base_url.to_owned(), e.to_string()))?;

@@ -25,6 +25,10 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:0")
         .env("BOOKSTORE_TREND__LISTEN", "127.0.0.1:0")
+        .env("BOOKSTORE_RECOMMEND__LISTEN", "127.0.0.1:0")
+        .env("BOOKSTORE_WEB__OPS_LISTEN", "127.0.0.1:0")
+        .env("BOOKSTORE_TREND__OPS_LISTEN", "127.0.0.1:0")
+        .env("BOOKSTORE_RECOMMEND__OPS_LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

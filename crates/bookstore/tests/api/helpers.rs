@@ -98,6 +98,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         ..Config::default()
     };
     config.web.listen = "127.0.0.1:0".parse().unwrap();
+    config.web.ops_listen = bookstore::config::OpsListen::Addr("127.0.0.1:0".parse().unwrap());
     config.web.page_size = options.page_size;
     config.web.admin_token = options.admin_token.map(Into::into);
     // No trend service here: the page leaves its Trends section out at once.

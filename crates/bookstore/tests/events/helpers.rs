@@ -75,6 +75,10 @@ impl TestBus {
         // Services a test starts (the all-in-one starts them all) take free ports.
         config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let free = bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.web.ops_listen = free;
+        config.trend.ops_listen = free;
+        config.recommend.ops_listen = free;
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.catalog_topic = format!("{}-catalog", config.events.topic);
         config.web.admin_token = Some(bookstore::config::Secret("test-token".to_owned().into()));
@@ -156,6 +160,13 @@ impl TestBus {
             (
                 "BOOKSTORE_TREND__MIN_READERS".into(),
                 self.config.trend.min_readers.to_string(),
+            ),
+            // Operations ports: free ones, unless the test names them.
+            ("BOOKSTORE_WEB__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            ("BOOKSTORE_TREND__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "BOOKSTORE_RECOMMEND__OPS_LISTEN".into(),
+                "127.0.0.1:0".into(),
             ),
         ]
     }

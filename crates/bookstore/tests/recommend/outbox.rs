@@ -120,6 +120,7 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
 
     let app = bookstore::recommend::build(config).await.unwrap();
     let rec_url = format!("http://{}", app.local_addr().unwrap());
+    let rec_ops = format!("http://{}", app.ops_addr().unwrap().unwrap());
     let consumed = app.consumer_stats();
     let (rec_stop, rec_stopped) = tokio::sync::oneshot::channel::<()>();
     let rec = tokio::spawn(app.run_until_stopped(async move {
@@ -132,7 +133,7 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         || async { consumed.applied.load(std::sync::atomic::Ordering::Relaxed) >= 4 },
     )
     .await;
-    let stats = get_json(&http, &format!("{rec_url}/stats")).await;
+    let stats = get_json(&http, &format!("{rec_ops}/stats")).await;
     assert_eq!(stats["catalog_books"], 2, "one copy of each book: {stats}");
     for (book, title) in [
         (&first, "Delivered Twice"),
@@ -216,7 +217,7 @@ async fn the_web_service_deletes_rows_sent_longer_ago_than_the_retention(infra: 
         },
     )
     .await;
-    let metrics = reqwest::get(web.url("/metrics"))
+    let metrics = reqwest::get(web.ops("/metrics"))
         .await
         .unwrap()
         .text()

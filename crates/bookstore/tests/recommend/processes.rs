@@ -15,7 +15,7 @@ async fn three_processes_on_kafka_mariadb_redis_recommend_to_two_visitors() {
     let processes = Processes::start(&bus).await;
     let http = reqwest::Client::new();
     let web = processes.web.clone();
-    let rec = processes.rec.clone();
+    let rec = processes.rec_ops.clone();
 
     let page = |uid: &'static str, q: &'static str| {
         let http = http.clone();

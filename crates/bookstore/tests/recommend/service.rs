@@ -94,8 +94,7 @@ async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
         Duration::from_secs(30),
         "the sample catalog copied",
         || async {
-            get_json(&http, &format!("{}/stats", rec.url)).await["catalog_books"].as_u64()
-                == Some(total)
+            get_json(&http, &rec.ops("/stats")).await["catalog_books"].as_u64() == Some(total)
         },
     )
     .await;
@@ -150,8 +149,7 @@ async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
         Duration::from_secs(30),
         "the sample catalog copied",
         || async {
-            get_json(&http, &format!("{}/stats", rec.url)).await["catalog_books"].as_u64()
-                > Some(200)
+            get_json(&http, &rec.ops("/stats")).await["catalog_books"].as_u64() > Some(200)
         },
     )
     .await;
@@ -172,7 +170,7 @@ async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
     })
     .await;
     let recommended = get_json(&http, &for_a).await;
-    let interests = get_json(&http, &format!("{}/interests?uid={READER_A}", rec.url)).await;
+    let interests = get_json(&http, &rec.ops(&format!("/interests?uid={READER_A}"))).await;
     let shown = ids(&interests["books"]);
     assert_eq!(
         shown.len(),
@@ -201,11 +199,8 @@ async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
         &format!("{}/recommendations?uid={READER_B}&n=50", rec.url),
     )
     .await;
-    let shown_b = ids(&get_json(
-        &http,
-        &format!("{}/interests?uid={READER_B}&n=100", rec.url),
-    )
-    .await["books"]);
+    let shown_b =
+        ids(&get_json(&http, &rec.ops(&format!("/interests?uid={READER_B}&n=100"))).await["books"]);
     assert_eq!(shown_b.len(), 10);
     assert!(ids(&for_b).is_disjoint(&shown_b), "{for_b}");
 
@@ -239,13 +234,13 @@ async fn readers_discover_books_they_have_not_been_shown(infra: Infra) {
     }
 
     // Bad requests get a 400 with a JSON message.
-    for bad in [
-        "/recommendations",
-        "/recommendations?uid=a&n=0",
-        "/recommendations?uid=a&n=51",
-        "/interests?uid=",
+    for (base, bad) in [
+        (&rec.url, "/recommendations"),
+        (&rec.url, "/recommendations?uid=a&n=0"),
+        (&rec.url, "/recommendations?uid=a&n=51"),
+        (rec.ops_url.as_ref().unwrap(), "/interests?uid="),
     ] {
-        let response = http.get(format!("{}{bad}", rec.url)).send().await.unwrap();
+        let response = http.get(format!("{base}{bad}")).send().await.unwrap();
         assert_eq!(response.status(), 400, "{bad}");
         let body: Value = response.json().await.unwrap();
         assert!(body["error"].is_string(), "{bad}");

@@ -125,6 +125,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// `http://` and `addr`.
     pub url: String,
+    /// `http://` and the operations port (`None` when its `ops_listen` is `same`).
+    pub ops_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -132,6 +134,15 @@ pub struct Running {
 impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// `path` on the operations port (`/metrics`, `/interests`, `/stats`).
+    pub fn ops(&self, path: &str) -> String {
+        let ops = self
+            .ops_url
+            .as_ref()
+            .expect("the service has an operations port");
+        format!("{ops}{path}")
     }
 
     pub async fn shutdown(mut self) {
@@ -151,6 +162,7 @@ macro_rules! run_until_shutdown {
     ($app:expr) => {{
         let app = $app;
         let addr = app.local_addr().unwrap();
+        let ops_url = app.ops_addr().unwrap().map(|ops| format!("http://{ops}"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
@@ -158,6 +170,7 @@ macro_rules! run_until_shutdown {
         Running {
             addr,
             url: format!("http://{addr}"),
+            ops_url,
             stop: Some(tx),
             task,
         }
@@ -218,6 +231,7 @@ pub fn consumer_env(config: &Config) -> Vec<(String, String)> {
             config.trend.group_id.clone(),
         ),
         ("BOOKSTORE_TREND__LISTEN".into(), "127.0.0.1:0".into()),
+        ("BOOKSTORE_TREND__OPS_LISTEN".into(), "127.0.0.1:0".into()),
         (
             "BOOKSTORE_TREND__REDIS_URL".into(),
             config.trend.redis_url.expose().to_owned(),
@@ -231,6 +245,10 @@ pub fn consumer_env(config: &Config) -> Vec<(String, String)> {
             config.recommend.group_id.clone(),
         ),
         ("BOOKSTORE_RECOMMEND__LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "BOOKSTORE_RECOMMEND__OPS_LISTEN".into(),
+            "127.0.0.1:0".into(),
+        ),
         (
             "BOOKSTORE_RECOMMEND__NEIGHBOURS_PER_BOOK".into(),
             config.recommend.neighbours_per_book.to_string(),
@@ -269,6 +287,11 @@ pub struct Processes {
     pub trend: String,
     /// The recommendation service's URL.
     pub rec: String,
+    /// Their operations ports' URLs (`/metrics`, and the recommendation service's `/interests`
+    /// and `/stats`).
+    pub web_ops: String,
+    pub trend_ops: String,
+    pub rec_ops: String,
     _children: Vec<KillOnDrop>,
 }
 
@@ -281,6 +304,8 @@ impl Processes {
         let web = format!("http://127.0.0.1:{web_port}");
         let trend = format!("http://127.0.0.1:{trend_port}");
         let rec = format!("http://127.0.0.1:{rec_port}");
+        let ops_ports = [free_port(), free_port(), free_port()];
+        let [web_ops, trend_ops, rec_ops] = ops_ports.map(|port| format!("127.0.0.1:{port}"));
         let mut env = bus.env();
         env.extend(consumer_env(config));
         if let Some(url) = &config.db.url {
@@ -301,7 +326,12 @@ impl Processes {
                 "BOOKSTORE_RECOMMEND__LISTEN".into(),
                 format!("127.0.0.1:{rec_port}"),
             ),
+            ("BOOKSTORE_WEB__OPS_LISTEN".into(), web_ops.clone()),
+            ("BOOKSTORE_TREND__OPS_LISTEN".into(), trend_ops.clone()),
+            ("BOOKSTORE_RECOMMEND__OPS_LISTEN".into(), rec_ops.clone()),
         ]);
+        let [web_ops, trend_ops, rec_ops] =
+            [web_ops, trend_ops, rec_ops].map(|a| format!("http://{a}"));
         let children = ["trend", "recommend", "web"]
             .into_iter()
             .map(|service| bookstore_child(service, &env))
@@ -320,7 +350,8 @@ impl Processes {
             Duration::from_secs(60),
             "the sample catalog copied to the recommendation service",
             || async {
-                get_json(&http, &format!("{rec}/stats")).await["catalog_books"].as_u64() > Some(200)
+                get_json(&http, &format!("{rec_ops}/stats")).await["catalog_books"].as_u64()
+                    > Some(200)
             },
         )
         .await;
@@ -328,6 +359,9 @@ impl Processes {
             web,
             trend,
             rec,
+            web_ops,
+            trend_ops,
+            rec_ops,
             _children: children,
         }
     }

@@ -57,6 +57,8 @@ pub fn use_store(config: &mut Config, kind: TrendStoreKind) {
     config.trend.store = kind;
     config.trend.group_id = format!("trend-test-{run}");
     config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.trend.ops_listen =
+        bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.trend.redis_url = bookstore::config::Secret(redis_url().into());
     config.trend.redis_prefix = format!("test:{run}:");
 }
