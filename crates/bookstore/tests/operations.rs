@@ -773,7 +773,7 @@ async fn sigterm_stops_every_service_cleanly_and_flushes_the_events() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let trends: Value = http
-            .get(format!("{}/trends?ps=100", system.trend))
+            .get(format!("{}/trends?ps=100&all=true", system.trend))
             .send()
             .await
             .unwrap()

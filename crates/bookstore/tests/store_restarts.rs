@@ -179,7 +179,7 @@ fn failures<'a>(calls: &'a [Call], bad: impl Fn(&Call) -> bool + 'a) -> Vec<Stri
 /// All-time counts per normalized query, from `GET /trends?by=count` (`None` while it fails).
 async fn trend_counts(http: &reqwest::Client, trend: &str) -> Option<BTreeMap<String, u64>> {
     let response = http
-        .get(format!("{trend}/trends?by=count&ps=100"))
+        .get(format!("{trend}/trends?by=count&ps=100&all=true"))
         .send()
         .await
         .ok()?;

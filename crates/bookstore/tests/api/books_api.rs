@@ -215,6 +215,18 @@ async fn creating_a_book_needs_the_token(backend: Backend) {
 
     let response = app.post_book(Some(TOKEN), &emma()).await;
     assert_eq!(response.status(), 201);
+    // The scheme's case does not matter (finding 10 of the hardening issue).
+    for scheme in ["bearer", "BEARER"] {
+        let response = app
+            .client
+            .post(app.url("/api/books"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .json(&emma())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{scheme}");
+    }
     let created: serde_json::Value = response.json().await.unwrap();
     assert!(created["id"].as_i64().unwrap() > 0);
     assert_eq!(created["title"], "Emma");
@@ -322,6 +334,20 @@ async fn bad_books_get_422_with_every_field_named(backend: Backend) {
             &["title", "author"],
         ),
         (json!({}), &["title", "author", "published_at"]),
+        // Control characters anywhere (a description keeps newlines and tabs), bidi overrides in
+        // names (finding 9 of the hardening issue).
+        (
+            json!({"title": "T", "author": "A", "published_at": "1900-01-01", "description": "a\u{0}b"}),
+            &["description"],
+        ),
+        (
+            json!({"title": "T", "author": "A", "published_at": "1900-01-01", "description": "\u{1b}[31mred"}),
+            &["description"],
+        ),
+        (
+            json!({"title": "Evil\u{202e}txt.exe", "author": "A\u{2066}B", "published_at": "1900-01-01"}),
+            &["title", "author"],
+        ),
     ];
     for (body, fields) in cases {
         let response = app.post_book(Some(TOKEN), &body).await;
@@ -333,6 +359,15 @@ async fn bad_books_get_422_with_every_field_named(backend: Backend) {
             );
         }
     }
+    // Newlines and tabs in a description are welcome.
+    let lines = json!({
+        "title": "Lines", "author": "A", "published_at": "1900-01-01",
+        "description": "One\r\ntwo\n\tthree"
+    });
+    let response = app.post_book(Some(TOKEN), &lines).await;
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(created["description"], "One\ntwo\n\tthree");
     // The limits themselves are accepted.
     let edge = json!({
         "title": "t".repeat(255), "author": "é".repeat(255), "published_at": "2024-02-29",

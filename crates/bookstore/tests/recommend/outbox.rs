@@ -433,7 +433,7 @@ async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infr
         Duration::from_secs(10),
         "the dead letters counted",
         || async {
-            let metrics = reqwest::get(web.url("/metrics"))
+            let metrics = reqwest::get(web.ops("/metrics"))
                 .await
                 .unwrap()
                 .text()
