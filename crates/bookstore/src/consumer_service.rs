@@ -114,6 +114,10 @@ impl ConsumerApp {
             consumer,
             stop,
         } = self;
+        // Dropped before it ends (its task aborted, the runtime shutting down after a panic), it
+        // still stops the consumer: a Kafka consumer's thread would otherwise poll for ever and
+        // hold up the runtime's shutdown.
+        let _stop_when_dropped = stop.clone().drop_guard();
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "{name} service listening on http://{addr}");
         }
