@@ -675,7 +675,10 @@ mod tests {
     #[test]
     fn retention_applies_to_every_topic_but_the_compacted_catalog() {
         let events = EventsConfig::default();
-        assert_eq!(events.retention_age(), Some(Duration::from_secs(168 * 3600)));
+        assert_eq!(
+            events.retention_age(),
+            Some(Duration::from_secs(168 * 3600))
+        );
         assert_eq!(events.retention_size(), Some(256 * 1024 * 1024));
         let retention = events.retention();
         assert_eq!(retention.max_age, events.retention_age());

@@ -134,6 +134,7 @@ pub fn consumer_collector(
 
 /// The embedded log's trimming: `bookstore_eventlog_trimmed_total{topic, reason}` (messages
 /// removed by age, size or compaction; dead letters under `<topic>.dlq`),
+/// `bookstore_eventlog_trimmed_bytes_total` (their keys and values),
 /// `bookstore_eventlog_trim_errors_total` and `bookstore_eventlog_file_bytes` (the database and
 /// its WAL after the last pass).
 pub fn retention_collector(stats: Arc<bookstore_eventlog::RetentionStats>) -> Collector {
@@ -146,6 +147,7 @@ pub fn retention_collector(stats: Arc<bookstore_eventlog::RetentionStats>) -> Co
             )
             .absolute(n);
         }
+        metrics::counter!("bookstore_eventlog_trimmed_bytes_total").absolute(load(&stats.bytes));
         metrics::counter!("bookstore_eventlog_trim_errors_total").absolute(load(&stats.errors));
         metrics::gauge!("bookstore_eventlog_file_bytes").set(load(&stats.file_bytes) as f64);
     })

@@ -72,14 +72,15 @@ pub struct Retention {
     pub interval: Duration,
     /// …or sooner, once this process appended this many bytes since the last pass.
     pub after_bytes: u64,
-    /// A WAL file larger than this is checkpointed and truncated after a pass.
+    /// A WAL file larger than this is checkpointed and truncated (looked at four times a second).
     pub wal_limit: u64,
 }
 
 impl Retention {
     /// `max_age` and `max_bytes` (per partition) for every topic but the `compacted` ones, a pass
     /// every minute or after a quarter of `max_bytes` appended (between 64 KiB and 64 MiB), and a
-    /// WAL bound of 64 MiB.
+    /// WAL bound of 8 MiB (twice what SQLite's automatic checkpoints leave when readers let them
+    /// restart the WAL).
     pub fn new(
         max_age: Option<Duration>,
         max_bytes: Option<u64>,
@@ -93,7 +94,7 @@ impl Retention {
             after_bytes: max_bytes
                 .map_or(64 * MIB, |b| b / 4)
                 .clamp(64 * 1024, 64 * MIB),
-            wal_limit: 64 * MIB,
+            wal_limit: 8 * MIB,
         }
     }
 }
@@ -125,6 +126,8 @@ impl TrimReport {
 #[derive(Debug, Default)]
 pub struct RetentionStats {
     removed: Mutex<BTreeMap<(String, TrimReason), u64>>,
+    /// Bytes of keys and values removed.
+    pub bytes: AtomicU64,
     /// Passes made, and passes that failed.
     pub passes: AtomicU64,
     pub errors: AtomicU64,
@@ -142,6 +145,7 @@ impl RetentionStats {
     }
 
     fn record(&self, report: &TrimReport) {
+        self.bytes.fetch_add(report.bytes, Ordering::Relaxed);
         let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
         for (key, n) in &report.removed {
             *removed.entry(key.clone()).or_default() += n;
@@ -149,8 +153,12 @@ impl RetentionStats {
     }
 }
 
+/// How often the trimming task looks at the WAL file's size.
+const WAL_CHECK: Duration = Duration::from_millis(250);
+
 /// Trims `log` now, then every `retention.interval` or once `retention.after_bytes` were
-/// appended, until `stop`. Run it in the processes that append (the web service).
+/// appended, until `stop`; four times a second, truncates the WAL if it grew past `retention.wal_limit`.
+/// Run it in the processes that append (the web service).
 pub async fn run_retention(
     log: Arc<EventLog>,
     retention: Retention,
@@ -159,37 +167,42 @@ pub async fn run_retention(
 ) {
     log.trim_after
         .store(retention.after_bytes.max(1), Ordering::Relaxed);
+    let mut next_pass = tokio::time::Instant::now();
+    let mut appended_enough = false;
     loop {
-        log.appended.store(0, Ordering::Relaxed);
-        let pass = tokio::select! {
-            pass = log.trim(&retention) => pass,
-            () = stop.cancelled() => return,
-        };
-        stats.passes.fetch_add(1, Ordering::Relaxed);
-        match pass {
-            Ok(report) => {
-                stats.record(&report);
-                if report.messages() > 0 {
-                    let removed: Vec<String> = report
-                        .removed
-                        .iter()
-                        .map(|((topic, reason), n)| format!("{topic} {}: {n}", reason.as_str()))
-                        .collect();
-                    tracing::info!(
-                        messages = report.messages(),
-                        bytes = report.bytes,
-                        removed = %removed.join(", "),
-                        "trimmed the event log"
-                    );
+        if appended_enough || tokio::time::Instant::now() >= next_pass {
+            log.appended.store(0, Ordering::Relaxed);
+            let pass = tokio::select! {
+                pass = log.trim(&retention) => pass,
+                () = stop.cancelled() => return,
+            };
+            stats.passes.fetch_add(1, Ordering::Relaxed);
+            match pass {
+                Ok(report) => {
+                    stats.record(&report);
+                    if report.messages() > 0 {
+                        let removed: Vec<String> = report
+                            .removed
+                            .iter()
+                            .map(|((topic, reason), n)| format!("{topic} {}: {n}", reason.as_str()))
+                            .collect();
+                        tracing::debug!(
+                            messages = report.messages(),
+                            bytes = report.bytes,
+                            removed = %removed.join(", "),
+                            "trimmed the event log"
+                        );
+                    }
+                }
+                Err(error) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "cannot trim the event log; trying again later");
                 }
             }
-            Err(error) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "cannot trim the event log; trying again later");
-            }
+            next_pass = tokio::time::Instant::now() + retention.interval;
         }
         match log.checkpoint_if_over(retention.wal_limit).await {
-            Ok(Some(before)) => tracing::info!(
+            Ok(Some(before)) => tracing::debug!(
                 wal_bytes = before,
                 "checkpointed the event log and truncated its WAL file"
             ),
@@ -197,11 +210,11 @@ pub async fn run_retention(
             Err(error) => tracing::warn!(%error, "cannot checkpoint the event log"),
         }
         stats.file_bytes.store(log.file_size(), Ordering::Relaxed);
-        tokio::select! {
-            () = tokio::time::sleep(retention.interval) => {}
-            () = log.trim_wakeup.notified() => {}
+        appended_enough = tokio::select! {
+            () = tokio::time::sleep_until(next_pass.min(tokio::time::Instant::now() + WAL_CHECK)) => false,
+            () = log.trim_wakeup.notified() => true,
             () = stop.cancelled() => return,
-        }
+        };
     }
 }
 
