@@ -470,8 +470,12 @@ impl Config {
         }
         self.db_kind()?;
         let events = &self.events;
-        if events.topic.trim().is_empty() {
-            bail!("invalid configuration: events.topic must not be empty");
+        if events.topic.trim().is_empty() || events.catalog_topic.trim().is_empty() {
+            bail!("invalid configuration: events.topic and events.catalog_topic must not be empty");
+        }
+        if events.topic == events.catalog_topic {
+            // The catalog topic is compacted by key: searches on it would be lost.
+            bail!("invalid configuration: events.catalog_topic must differ from events.topic");
         }
         if events.partitions == 0 || events.replication_factor == 0 {
             bail!(
@@ -741,6 +745,14 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("db.url"), "{err}");
+            jail.create_file(
+                "same.yaml",
+                "events:\n  topic: books\n  catalog_topic: books\n",
+            )?;
+            let err = Config::load(Some(Path::new("same.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("events.catalog_topic"), "{err}");
             jail.create_file("zero.yaml", "web:\n  page_size: 0\n")?;
             let err = Config::load(Some(Path::new("zero.yaml")))
                 .unwrap_err()
