@@ -108,6 +108,15 @@ pub struct WebApp {
     events: EventsConfig,
     outbox: Arc<dyn bookstore_domain::Outbox>,
     sink: crate::relay::PublisherSink,
+    /// On the embedded log, its trimming: this process appends to it.
+    retention: Option<Trimming>,
+}
+
+/// The embedded log's trimming task, to start with the service.
+struct Trimming {
+    log: Arc<bookstore_eventlog::EventLog>,
+    retention: bookstore_eventlog::Retention,
+    stats: Arc<bookstore_eventlog::RetentionStats>,
 }
 
 impl WebApp {
@@ -170,6 +179,14 @@ impl WebApp {
         )
         .await?;
         let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
+        let retention = match &bus {
+            EventBus::Embedded { log, .. } => Some(Trimming {
+                log: log.clone(),
+                retention: config.events.retention(),
+                stats: Arc::default(),
+            }),
+            EventBus::Kafka(_) => None,
+        };
         let database = catalog.repository();
         let surface = bookstore_http::Surface {
             service: "web",
@@ -185,10 +202,17 @@ impl WebApp {
                     }),
                 )
                 .with("broker", broker, broker_probe),
-            collectors: vec![
+            collectors: [
                 crate::ops::publisher_collector("searches", publisher.stats.clone()),
                 crate::ops::publisher_collector("catalog", sink.stats()),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                retention
+                    .as_ref()
+                    .map(|t| crate::ops::retention_collector(t.stats.clone())),
+            )
+            .collect(),
             request_timeout: config.http.limits().request_timeout,
             ops: config.web.ops_listen.routes(),
         };
@@ -200,6 +224,7 @@ impl WebApp {
             events: config.events.clone(),
             outbox: catalog.outbox(),
             sink,
+            retention,
         })
     }
 
@@ -217,6 +242,11 @@ impl WebApp {
         self.publisher.stats.clone()
     }
 
+    /// The embedded log's trimming counters (`None` on Kafka).
+    pub fn retention_stats(&self) -> Option<Arc<bookstore_eventlog::RetentionStats>> {
+        self.retention.as_ref().map(|t| t.stats.clone())
+    }
+
     /// Serves until `shutdown` completes, then finishes the requests in flight and delivers the
     /// queued events (within `events.flush_timeout_ms`).
     pub async fn run_until_stopped(
@@ -232,6 +262,16 @@ impl WebApp {
             self.events.outbox_retention(),
             relay_stop.clone(),
         ));
+        // The embedded log is trimmed by the process that appends to it; it stops with the relay
+        // (a step in flight is rolled back).
+        let trimming = self.retention.map(|t| {
+            tokio::spawn(bookstore_eventlog::run_retention(
+                t.log,
+                t.retention,
+                t.stats,
+                relay_stop.clone(),
+            ))
+        });
         let served = drained(self.listeners, self.routers, self.limits, shutdown)
             .await
             .context("the web server failed");
@@ -251,6 +291,9 @@ impl WebApp {
                 "the outbox relay did not finish within events.flush_timeout_ms; its rows stay in \
                  the outbox for the next start"
             );
+        }
+        if let Some(trimming) = trimming {
+            let _ = trimming.await;
         }
         served
     }

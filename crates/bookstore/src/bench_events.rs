@@ -288,8 +288,7 @@ async fn trend_bench(
         let consumer = bus
             .consumer(
                 &config.events,
-                // A group per store: a group's committed offsets are where a store without
-                // positions of its own starts.
+                // A group per store, so that each store's committed offsets (lag) are its own.
                 &format!("bench-trends-{run_id}-{}", out.len()),
                 vec![config.events.topic.clone()],
                 handler,

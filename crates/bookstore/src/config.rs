@@ -326,6 +326,13 @@ pub struct EventsConfig {
     /// the row goes to the dead letters; every attempt after the first is made with the row
     /// alone.
     pub outbox_max_attempts: u32,
+    /// How long the log keeps a message of the search topic (and of every topic but the catalog
+    /// topic, which is compacted by key instead), in hours; 0 keeps them whatever their age.
+    /// The embedded log trims by it; topics the services create on Kafka get `retention.ms`.
+    pub retention_hours: u64,
+    /// The most bytes of message keys and values one partition of those topics keeps, the
+    /// oldest messages going first; 0: no bound. Kafka: `retention.bytes` (also per partition).
+    pub retention_bytes: u64,
     /// Consumer batches: at most this many events, waiting at most this long.
     pub batch_size: usize,
     pub batch_wait_ms: u64,
@@ -356,6 +363,8 @@ impl Default for EventsConfig {
             topic_timeout_ms: 30_000,
             outbox_retention_hours: 168,
             outbox_max_attempts: 5,
+            retention_hours: 168,
+            retention_bytes: 256 * 1024 * 1024,
             batch_size: 1_000,
             batch_wait_ms: 100,
             session_timeout_ms: 10_000,
@@ -390,6 +399,59 @@ impl EventsConfig {
 
     pub fn flush_timeout(&self) -> Duration {
         Duration::from_millis(self.flush_timeout_ms)
+    }
+
+    /// How long messages of the trimmed topics are kept; `None`: whatever their age.
+    pub fn retention_age(&self) -> Option<Duration> {
+        (self.retention_hours > 0)
+            .then(|| Duration::from_secs(self.retention_hours.saturating_mul(3600)))
+    }
+
+    /// The most bytes a partition of the trimmed topics keeps; `None`: no bound.
+    pub fn retention_size(&self) -> Option<u64> {
+        (self.retention_bytes > 0).then_some(self.retention_bytes)
+    }
+
+    /// What the embedded log keeps: the search topic and every other topic trimmed by age and
+    /// size, the catalog topic compacted by key.
+    pub fn retention(&self) -> bookstore_eventlog::Retention {
+        bookstore_eventlog::Retention::new(
+            self.retention_age(),
+            self.retention_size(),
+            [self.catalog_topic.clone()],
+        )
+    }
+
+    /// The Kafka settings of a topic the services create: the catalog topic compacted by key
+    /// (it is the recommendation service's only source of the catalog), every other topic
+    /// deleting by `retention_hours` and `retention_bytes`. Kafka deletes whole segments, the
+    /// active one never, so the segments are made a quarter of either bound: the bounds then
+    /// hold within a quarter.
+    pub fn kafka_topic_configs(&self, topic: &str) -> Vec<(String, String)> {
+        if topic == self.catalog_topic {
+            return vec![("cleanup.policy".to_owned(), "compact".to_owned())];
+        }
+        const MIB: u64 = 1024 * 1024;
+        const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
+        let mut configs = vec![("cleanup.policy".to_owned(), "delete".to_owned())];
+        match self.retention_age() {
+            Some(age) => {
+                let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                configs.push(("retention.ms".to_owned(), ms.to_string()));
+                let segment = (ms / 4).clamp(60_000, WEEK_MS);
+                configs.push(("segment.ms".to_owned(), segment.to_string()));
+            }
+            None => configs.push(("retention.ms".to_owned(), "-1".to_owned())),
+        }
+        match self.retention_size() {
+            Some(bytes) => {
+                configs.push(("retention.bytes".to_owned(), bytes.to_string()));
+                let segment = (bytes / 4).clamp(MIB, 1024 * MIB);
+                configs.push(("segment.bytes".to_owned(), segment.to_string()));
+            }
+            None => configs.push(("retention.bytes".to_owned(), "-1".to_owned())),
+        }
+        configs
     }
 
     /// How long sent outbox rows are kept; `None`: for ever.
@@ -613,8 +675,12 @@ impl Config {
         }
         self.db_kind()?;
         let events = &self.events;
-        if events.topic.trim().is_empty() {
-            bail!("invalid configuration: events.topic must not be empty");
+        if events.topic.trim().is_empty() || events.catalog_topic.trim().is_empty() {
+            bail!("invalid configuration: events.topic and events.catalog_topic must not be empty");
+        }
+        if events.topic == events.catalog_topic {
+            // The catalog topic is compacted by key: searches on it would be lost.
+            bail!("invalid configuration: events.catalog_topic must differ from events.topic");
         }
         if events.partitions == 0 || events.replication_factor == 0 {
             bail!(
@@ -1083,6 +1149,50 @@ mod tests {
     }
 
     #[test]
+    fn retention_applies_to_every_topic_but_the_compacted_catalog() {
+        let events = EventsConfig::default();
+        assert_eq!(
+            events.retention_age(),
+            Some(Duration::from_secs(168 * 3600))
+        );
+        assert_eq!(events.retention_size(), Some(256 * 1024 * 1024));
+        let retention = events.retention();
+        assert_eq!(retention.max_age, events.retention_age());
+        assert_eq!(retention.max_bytes, Some(256 * 1024 * 1024));
+        assert!(retention.compacted.contains("lr-book-catalog"));
+        assert!(!retention.compacted.contains("lr-book-searches"));
+        let settings = |topic: &str| -> BTreeMap<String, String> {
+            events.kafka_topic_configs(topic).into_iter().collect()
+        };
+        let catalog = settings("lr-book-catalog");
+        assert_eq!(catalog["cleanup.policy"], "compact");
+        assert!(!catalog.contains_key("retention.ms"));
+        let searches = settings("lr-book-searches");
+        assert_eq!(searches["cleanup.policy"], "delete");
+        assert_eq!(searches["retention.ms"], "604800000");
+        assert_eq!(searches["retention.bytes"], "268435456");
+        // Segments of a quarter of each bound, so that Kafka can delete within a quarter.
+        assert_eq!(searches["segment.ms"], "151200000");
+        assert_eq!(searches["segment.bytes"], "67108864");
+        assert_eq!(settings("lr-book-searches.dlq"), searches);
+        // 0 keeps everything.
+        let unbounded = EventsConfig {
+            retention_hours: 0,
+            retention_bytes: 0,
+            ..EventsConfig::default()
+        };
+        assert_eq!(unbounded.retention().max_age, None);
+        assert_eq!(unbounded.retention().max_bytes, None);
+        let configs: BTreeMap<String, String> = unbounded
+            .kafka_topic_configs("lr-book-searches")
+            .into_iter()
+            .collect();
+        assert_eq!(configs["retention.ms"], "-1");
+        assert_eq!(configs["retention.bytes"], "-1");
+        assert!(!configs.contains_key("segment.ms"));
+    }
+
+    #[test]
     fn the_shipped_example_config_is_valid() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.yaml");
@@ -1125,6 +1235,14 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("http.header_read_timeout_ms"), "{err}");
+            jail.create_file(
+                "same.yaml",
+                "events:\n  topic: books\n  catalog_topic: books\n",
+            )?;
+            let err = Config::load(Some(Path::new("same.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("events.catalog_topic"), "{err}");
             jail.create_file("zero.yaml", "web:\n  page_size: 0\n")?;
             let err = Config::load(Some(Path::new("zero.yaml")))
                 .unwrap_err()

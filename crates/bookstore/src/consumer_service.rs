@@ -131,6 +131,10 @@ impl ConsumerApp {
             consumer,
             stop,
         } = self;
+        // Dropped before it ends (its task aborted, the runtime shutting down after a panic), it
+        // still stops the consumer: a Kafka consumer's thread would otherwise poll for ever and
+        // hold up the runtime's shutdown.
+        let _stop_when_dropped = stop.clone().drop_guard();
         listeners.log(&format!("{name} service"));
         let mut consumer = tokio::spawn(consumer.run());
         let served = crate::app::drained(listeners, routers, limits, {

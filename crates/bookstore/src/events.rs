@@ -84,18 +84,14 @@ impl EventBus {
                 for topic in topics {
                     // The catalog topic is the recommendation service's only source of the
                     // catalog: compacted (keyed by book id), it keeps every book for good
-                    // instead of dropping what is older than the retention time.
-                    let configs = if *topic == events.catalog_topic {
-                        vec![("cleanup.policy".to_owned(), "compact".to_owned())]
-                    } else {
-                        Vec::new()
-                    };
+                    // instead of dropping what is older than the retention time. The others
+                    // get `events.retention_hours` and `events.retention_bytes`.
                     let spec = TopicSpec {
                         name: topic.clone(),
                         partitions: i32::try_from(events.partitions).unwrap_or(i32::MAX),
                         replication_factor: i32::try_from(events.replication_factor)
                             .unwrap_or(i32::MAX),
-                        configs,
+                        configs: events.kafka_topic_configs(topic),
                     };
                     ensure_topic(
                         settings,

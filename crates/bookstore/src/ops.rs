@@ -132,6 +132,27 @@ pub fn consumer_collector(
     })
 }
 
+/// The embedded log's trimming: `bookstore_eventlog_trimmed_total{topic, reason}` (messages
+/// removed by age, size or compaction; dead letters under `<topic>.dlq`),
+/// `bookstore_eventlog_trimmed_bytes_total` (their keys and values),
+/// `bookstore_eventlog_trim_errors_total` and `bookstore_eventlog_file_bytes` (the database and
+/// its WAL after the last pass).
+pub fn retention_collector(stats: Arc<bookstore_eventlog::RetentionStats>) -> Collector {
+    Arc::new(move || {
+        for ((topic, reason), n) in stats.removed() {
+            metrics::counter!(
+                "bookstore_eventlog_trimmed_total",
+                "topic" => topic,
+                "reason" => reason.as_str()
+            )
+            .absolute(n);
+        }
+        metrics::counter!("bookstore_eventlog_trimmed_bytes_total").absolute(load(&stats.bytes));
+        metrics::counter!("bookstore_eventlog_trim_errors_total").absolute(load(&stats.errors));
+        metrics::gauge!("bookstore_eventlog_file_bytes").set(load(&stats.file_bytes) as f64);
+    })
+}
+
 fn lag_gauge(service: &'static str, group: &str, tp: &TopicPartition) -> metrics::Gauge {
     metrics::gauge!(
         "bookstore_consumer_lag",

@@ -17,22 +17,24 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore::config::{Config, Secret};
-use bookstore::recommend::{RecommendBackend, open_recommend_store};
-use bookstore::trend::{TrendBackend, open_trend_store};
+use bookstore::recommend::open_recommend_store;
+use bookstore::trend::open_trend_store;
 use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
-use bookstore_domain::recommend::{Snapshot, conformance};
+use bookstore_domain::recommend::conformance;
 use bookstore_domain::trends::{TrendBoard, TrendRanking};
 use bookstore_domain::{EventHandler, Record};
 use chrono::Utc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use helpers::{RunningConsumer, TestBus};
+use helpers::TestBus;
+use support::stores::{
+    ExpectedRecommendations, ExpectedTrends, replay, wait_for_recommendations, wait_for_trends,
+};
 use support::{
     Infra, bookstore_child, bus_with_fresh_groups, consumer_env, fresh_mysql_url, use_redis_trends,
 };
@@ -290,8 +292,18 @@ async fn run(infra: Infra, seed: u64) {
     );
     let mut trend_child = bookstore_child("trend", &trend_env);
     let mut rec_child = bookstore_child("recommend", &rec_env);
-    wait_for_trends(trends.as_ref(), &board, "after the crashes").await;
-    wait_for_recommendations(recommendations.as_ref(), &expected, "after the crashes").await;
+    wait_for_trends(
+        trends.as_ref(),
+        ExpectedTrends::Board(&board),
+        "after the crashes",
+    )
+    .await;
+    wait_for_recommendations(
+        recommendations.as_ref(),
+        ExpectedRecommendations::Snapshot(&expected),
+        "after the crashes",
+    )
+    .await;
     for child in [&mut trend_child, &mut rec_child] {
         child.kill().unwrap();
         child.wait().unwrap();
@@ -333,124 +345,18 @@ async fn run(infra: Infra, seed: u64) {
         },
     )
     .await;
-    wait_for_trends(replayed_trends.as_ref(), &board, "the replay").await;
-    wait_for_recommendations(replayed_recommendations.as_ref(), &expected, "the replay").await;
+    wait_for_trends(
+        replayed_trends.as_ref(),
+        ExpectedTrends::Board(&board),
+        "the replay",
+    )
+    .await;
+    wait_for_recommendations(
+        replayed_recommendations.as_ref(),
+        ExpectedRecommendations::Snapshot(&expected),
+        "the replay",
+    )
+    .await;
     trend_replay.shutdown().await;
     rec_replay.shutdown().await;
-}
-
-/// A fresh consumer group in this process reading `topics` from the beginning into `store`.
-async fn replay(
-    bus: &TestBus,
-    topics: Vec<String>,
-    store: Arc<dyn EventHandler>,
-) -> RunningConsumer {
-    bus.consumer_of(
-        &format!("replay-{}", uuid::Uuid::new_v4().simple()),
-        topics,
-        store,
-    )
-    .await
-}
-
-/// Where the trends `store` holds differ from the rules' `board` (`None`: nowhere). Scores may
-/// differ by rounding (events of different partitions are added in another order).
-async fn trend_difference(store: &dyn TrendBackend, board: &TrendBoard) -> Option<String> {
-    let now = Utc::now();
-    let held = match store
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            now,
-        )
-        .await
-    {
-        Ok(held) => held,
-        Err(error) => return Some(format!("cannot read the trends: {error}")),
-    };
-    let held: BTreeMap<_, _> = held
-        .into_iter()
-        .map(|t| (t.query_normalized.clone(), t))
-        .collect();
-    let want: BTreeMap<_, _> = board
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            now,
-        )
-        .into_iter()
-        .map(|t| (t.query_normalized.clone(), t))
-        .collect();
-    let counts = |m: &BTreeMap<String, bookstore_domain::trends::Trend>| -> Vec<(String, u64)> {
-        m.values()
-            .map(|t| (t.query_normalized.clone(), t.count))
-            .collect()
-    };
-    if counts(&held) != counts(&want) {
-        return Some(format!(
-            "counts differ: held {:?}, expected {:?}",
-            counts(&held),
-            counts(&want)
-        ));
-    }
-    for (query, want) in &want {
-        let held = &held[query];
-        let close = (held.score - want.score).abs()
-            <= 1e-9 * held.score.abs().max(want.score.abs()).max(1.0);
-        if held.query != want.query
-            || held.books != want.books
-            || held.last_searched_at != want.last_searched_at
-            || !close
-        {
-            return Some(format!("{query}: held {held:?}, expected {want:?}"));
-        }
-    }
-    None
-}
-
-async fn wait_for_trends(store: &dyn TrendBackend, board: &TrendBoard, what: &str) {
-    wait_until_settled(what, "trend store", || trend_difference(store, board)).await;
-}
-
-async fn wait_for_recommendations(store: &dyn RecommendBackend, expected: &Snapshot, what: &str) {
-    wait_until_settled(what, "recommendation store", || async {
-        match store.snapshot().await {
-            Ok(held) => held.difference(expected),
-            Err(error) => Some(format!("cannot read the store: {error}")),
-        }
-    })
-    .await;
-}
-
-/// Polls `difference` (what a store holds against what it should hold; `None` when they agree)
-/// every 200 ms until it is `None`, for 60 s at most; then checks that it is still `None` half a
-/// second later: nothing arrives late and counts twice.
-async fn wait_until_settled<F, Fut>(what: &str, store: &str, mut difference: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<String>>,
-{
-    let mut last = None;
-    let reached = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            last = difference().await;
-            if last.is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "{what}: the {store} never held every event applied once; last difference: {last:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let late = difference().await;
-    assert!(
-        late.is_none(),
-        "{what}: the {store} changed afterwards: {late:?}"
-    );
 }

@@ -351,6 +351,10 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
         ("bookstore_outbox_refused_total", &[]),
         ("bookstore_outbox_dead_lettered_total", &[]),
         ("bookstore_outbox_dead_letters", &[]),
+        // The embedded log's trimming.
+        ("bookstore_eventlog_file_bytes", &[]),
+        ("bookstore_eventlog_trimmed_bytes_total", &[]),
+        ("bookstore_eventlog_trim_errors_total", &[]),
     ] {
         assert!(
             sample(&web_metrics, name, labels).is_some(),

@@ -45,9 +45,6 @@ pub struct EmbeddedConsumer {
     pipeline: Pipeline,
     settings: GroupSettings,
     member: String,
-    /// Where to start partitions for which the handler stores no position: the group's
-    /// committed offset, else the beginning.
-    fallback: BTreeMap<TopicPartition, i64>,
 }
 
 impl EmbeddedConsumer {
@@ -63,7 +60,6 @@ impl EmbeddedConsumer {
             pipeline,
             settings,
             member: Uuid::new_v4().to_string(),
-            fallback: BTreeMap::new(),
         }
     }
 
@@ -139,19 +135,19 @@ impl EmbeddedConsumer {
         }
     }
 
-    /// Measures each owned partition's lag against the log's end offsets.
+    /// Measures each owned partition's lag against the log's retained offsets.
     async fn record_lag(&self) {
-        let mut ends = BTreeMap::new();
+        let mut ranges = BTreeMap::new();
         for topic in &self.topics {
-            match self.log.end_offsets(topic).await {
-                Ok(positions) => ends.extend(positions.into_iter().map(Position::into_entry)),
+            match self.log.ranges(topic).await {
+                Ok(found) => ranges.extend(found),
                 Err(error) => {
-                    tracing::debug!(%error, "cannot read the event log's end offsets");
+                    tracing::debug!(%error, "cannot read the event log's offsets");
                     return;
                 }
             }
         }
-        self.pipeline.record_lag(|tp| ends.get(tp).copied());
+        self.pipeline.record_lag(|tp| ranges.get(tp).copied());
     }
 
     /// Reads the next messages of every owned partition into the pipeline; returns how many.
@@ -159,11 +155,9 @@ impl EmbeddedConsumer {
         let owned: Vec<TopicPartition> = self.pipeline.owned().cloned().collect();
         let mut total = 0;
         for tp in owned {
-            let from = self
-                .pipeline
-                .read_position(&tp)
-                .or_else(|| self.fallback.get(&tp).copied())
-                .unwrap_or(0);
+            // Without a stored position, from the partition's earliest retained message.
+            let position = self.pipeline.read_position(&tp);
+            let from = position.unwrap_or(0);
             let messages = match self.log.read(&tp, from, 500).await {
                 Ok(messages) => messages,
                 Err(error) => {
@@ -171,6 +165,11 @@ impl EmbeddedConsumer {
                     continue;
                 }
             };
+            if let (Some(from), Some(first)) = (position, messages.first()) {
+                if first.offset > from {
+                    self.report_trimmed(&tp, from).await;
+                }
+            }
             total += messages.len();
             for message in messages {
                 self.pipeline.offer(message).await?;
@@ -180,6 +179,30 @@ impl EmbeddedConsumer {
             }
         }
         Ok(total)
+    }
+
+    /// Says how many messages were trimmed from `tp` before this group applied them, when its
+    /// position `from` is older than the earliest message the log still holds. (A gap further on
+    /// is a compacted topic's, and no loss.)
+    async fn report_trimmed(&self, tp: &TopicPartition, from: i64) {
+        let Ok(range) = self.log.range(tp).await else {
+            return;
+        };
+        if let Some(start) = range.start.filter(|start| *start > from) {
+            tracing::warn!(
+                group = %self.pipeline.group(),
+                handler = self.pipeline.handler_name(),
+                topic = %tp.topic,
+                partition = tp.partition,
+                position = from,
+                earliest = start,
+                missed = start - from,
+                "the group's position is older than the earliest message the log still holds: \
+                 {} messages were trimmed (or compacted away) before it applied them; continuing \
+                 from the earliest",
+                start - from
+            );
+        }
     }
 
     async fn flush(&mut self) -> Result<(), Stopped> {
@@ -206,23 +229,22 @@ impl EmbeddedConsumer {
         let owned: BTreeSet<TopicPartition> = self.pipeline.owned().cloned().collect();
         let revoked: Vec<_> = owned.difference(&held).cloned().collect();
         self.pipeline.revoke(&revoked);
-        for tp in &revoked {
-            self.fallback.remove(tp);
-        }
         let assigned: Vec<_> = held.difference(&owned).cloned().collect();
         if !assigned.is_empty() {
-            let committed: BTreeMap<TopicPartition, i64> = self
-                .log
-                .committed(self.pipeline.group())
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(Position::into_entry)
-                .collect();
-            for (tp, start) in self.pipeline.assign(&assigned).await? {
-                if start.is_none() {
-                    self.fallback
-                        .insert(tp.clone(), committed.get(&tp).copied().unwrap_or(0));
+            let starts = self.pipeline.assign(&assigned).await?;
+            if starts.iter().any(|(_, start)| start.is_none()) {
+                // Only to word the log line: a partition with no stored position is read from
+                // its earliest retained message whatever the group committed.
+                let committed: BTreeMap<TopicPartition, i64> = self
+                    .log
+                    .committed(self.pipeline.group())
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Position::into_entry)
+                    .collect();
+                for (tp, _) in starts.iter().filter(|(_, start)| start.is_none()) {
+                    self.pipeline.log_rebuild(tp, committed.get(tp).copied());
                 }
             }
         }
@@ -346,5 +368,158 @@ impl EmbeddedConsumer {
             }
             Err(error) => tracing::warn!(%error, "could not leave the consumer group cleanly"),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bookstore_domain::events::SearchEvent;
+    use bookstore_domain::{Batch, EventHandler, HandlerError};
+    use bookstore_events::BatchSettings;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A handler keeping its positions and the queries it applied, checking positions as a
+    /// store does.
+    #[derive(Default)]
+    struct Memory(Mutex<(BTreeMap<TopicPartition, i64>, Vec<String>)>);
+
+    #[async_trait]
+    impl EventHandler for Memory {
+        fn name(&self) -> &str {
+            "memory"
+        }
+        async fn positions(&self, _: &str) -> Result<Vec<Position>, HandlerError> {
+            let state = self.0.lock().unwrap();
+            Ok(state
+                .0
+                .iter()
+                .map(|(tp, next)| Position {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    next_offset: *next,
+                })
+                .collect())
+        }
+        async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
+            let mut state = self.0.lock().unwrap();
+            for u in &batch.positions {
+                let tp = TopicPartition {
+                    topic: u.topic.clone(),
+                    partition: u.partition,
+                };
+                if state.0.get(&tp).copied() != u.from {
+                    return Err(HandlerError::StalePosition(tp.to_string()));
+                }
+                state.0.insert(tp, u.to);
+            }
+            state.1.extend(
+                batch
+                    .records
+                    .iter()
+                    .filter_map(|r| r.event.as_search().map(|e| e.query.clone())),
+            );
+            Ok(())
+        }
+    }
+
+    fn search(query: &str) -> (Option<Vec<u8>>, Vec<u8>) {
+        let event = SearchEvent::new(Uuid::now_v7(), Utc::now(), None, query, 0, vec![]);
+        (Some(b"k".to_vec()), event.to_json())
+    }
+
+    fn tp() -> TopicPartition {
+        TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        }
+    }
+
+    /// Runs a consumer of group `g` on topic `t` into `memory` until it applied `queries`
+    /// queries in all (panics after 10 s), then stops it.
+    async fn consume(log: &Arc<EventLog>, memory: &Arc<Memory>, queries: usize) {
+        let stop = CancellationToken::new();
+        let pipeline = Pipeline::new(
+            "g",
+            memory.clone(),
+            log.clone(),
+            BatchSettings::default(),
+            stop.clone(),
+        );
+        let consumer = EmbeddedConsumer::new(
+            log.clone(),
+            vec!["t".into()],
+            pipeline,
+            GroupSettings {
+                heartbeat: Duration::from_millis(50),
+                session_timeout: Duration::from_millis(500),
+            },
+        );
+        let task = tokio::spawn(consumer.run());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while memory.0.lock().unwrap().1.len() < queries {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "applied only {:?}",
+                memory.0.lock().unwrap().1
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Nothing more arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_without_positions_is_rebuilt_from_the_beginning_not_the_committed_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db")).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        let messages: Vec<_> = (0..5).map(|i| search(&format!("q{i}"))).collect();
+        log.append("t", 1, &messages).await.unwrap();
+        // The group had applied everything into a store that is now lost.
+        log.commit(
+            "g",
+            &[Position {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 5,
+            }],
+        )
+        .await
+        .unwrap();
+        let memory = Arc::new(Memory::default());
+        consume(&log, &memory, 5).await;
+        let state = memory.0.lock().unwrap();
+        assert_eq!(state.1, ["q0", "q1", "q2", "q3", "q4"]);
+        assert_eq!(state.0.get(&tp()), Some(&5));
+    }
+
+    #[tokio::test]
+    async fn a_position_trimmed_away_continues_from_the_earliest_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db")).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        let messages: Vec<_> = (0..10).map(|i| search(&format!("q{i}"))).collect();
+        log.append("t", 1, &messages).await.unwrap();
+        sqlx::query("UPDATE messages SET appended_at = 0 WHERE offset < 6")
+            .execute(&log.pool)
+            .await
+            .unwrap();
+        let retention = crate::Retention::new(Some(Duration::from_secs(3600)), None, []);
+        assert_eq!(log.trim(&retention).await.unwrap().messages(), 6);
+        // The store had applied offsets 0 and 1.
+        let memory = Arc::new(Memory::default());
+        memory.0.lock().unwrap().0.insert(tp(), 2);
+        consume(&log, &memory, 4).await;
+        let state = memory.0.lock().unwrap();
+        assert_eq!(state.1, ["q6", "q7", "q8", "q9"]);
+        assert_eq!(state.0.get(&tp()), Some(&10));
     }
 }

@@ -1,17 +1,19 @@
 //! The log file: topics, partitions, messages, group membership, offsets and dead letters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore_domain::{Position, TopicPartition};
-use bookstore_events::{DeadLetter, DeadLetters, RawMessage, SinkError};
+use bookstore_events::{DeadLetter, DeadLetters, LogRange, RawMessage, SinkError};
 use chrono::{DateTime, Utc};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// Why the log could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,23 @@ const SCHEMA: &[&str] = &[
         next_offset INTEGER NOT NULL,
         PRIMARY KEY (group_id, topic, partition)
     ) STRICT",
+    // Per partition: the bytes of its messages' keys and values (kept by `append` and the
+    // trimming, so that size retention needs no scan), and how far compaction got.
+    "CREATE TABLE IF NOT EXISTS partition_state (
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        compacted_to INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, partition)
+    ) STRICT",
+    // The latest offset of each key of a compacted topic.
+    "CREATE TABLE IF NOT EXISTS compacted_keys (
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        offset INTEGER NOT NULL,
+        PRIMARY KEY (topic, partition, key)
+    ) STRICT, WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS dead_letters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         group_id TEXT NOT NULL,
@@ -87,12 +106,21 @@ const SCHEMA: &[&str] = &[
     ) STRICT",
 ];
 
+/// The schema version in `PRAGMA user_version`: 1 added `partition_state`, filled from the
+/// messages already there.
+const SCHEMA_VERSION: i64 = 1;
+
 /// An open event log file.
 pub struct EventLog {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
     changes: watch::Sender<u64>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Bytes this process appended since the last trimming pass, and the amount past which
+    /// `append` wakes the trimming task early.
+    pub(crate) appended: AtomicU64,
+    pub(crate) trim_after: AtomicU64,
+    pub(crate) trim_wakeup: Notify,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -130,6 +158,7 @@ impl EventLog {
                 .await
                 .map_err(EventLogError::Schema)?;
         }
+        migrate(&pool).await.map_err(EventLogError::Schema)?;
         let (changes, _) = watch::channel(0);
         let watcher = watch_file(path, changes.clone());
         Ok(Arc::new(Self {
@@ -137,6 +166,9 @@ impl EventLog {
             path: path.to_owned(),
             changes,
             _watcher: watcher,
+            appended: AtomicU64::new(0),
+            trim_after: AtomicU64::new(u64::MAX),
+            trim_wakeup: Notify::new(),
         }))
     }
 
@@ -181,7 +213,8 @@ impl EventLog {
     }
 
     /// Appends messages to `topic` in one transaction: each goes to the partition its key hashes
-    /// to (keyless ones to partition 0), after the partition's last offset.
+    /// to (keyless ones to partition 0), after the partition's last offset. Offsets never
+    /// restart: trimming always keeps each partition's newest message.
     pub async fn append(
         &self,
         topic: &str,
@@ -192,9 +225,11 @@ impl EventLog {
             return Ok(());
         }
         let now = Utc::now().timestamp_millis();
+        let mut sizes: BTreeMap<u32, i64> = BTreeMap::new();
         let mut tx = self.pool.begin().await?;
         for (key, value) in messages {
             let partition = partition_for(key.as_deref(), partitions);
+            *sizes.entry(partition).or_default() += message_size(key.as_deref(), value);
             // A write is the transaction's first statement, so it takes the write lock before
             // reading the last offset: concurrent appenders (other processes) queue behind it.
             sqlx::query(concat!(
@@ -210,8 +245,24 @@ impl EventLog {
             .execute(&mut *tx)
             .await?;
         }
+        for (partition, bytes) in &sizes {
+            sqlx::query(concat!(
+                "INSERT INTO partition_state (topic, partition, bytes) VALUES (?, ?, ?) ",
+                "ON CONFLICT (topic, partition) DO UPDATE SET bytes = bytes + excluded.bytes"
+            ))
+            .bind(topic)
+            .bind(i64::from(*partition))
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         self.notify_change();
+        let total = sizes.values().sum::<i64>().max(0).unsigned_abs();
+        let appended = self.appended.fetch_add(total, Ordering::Relaxed) + total;
+        if appended >= self.trim_after.load(Ordering::Relaxed) {
+            self.trim_wakeup.notify_one();
+        }
         Ok(())
     }
 
@@ -246,6 +297,42 @@ impl EventLog {
             .collect()
     }
 
+    /// The offsets `tp` holds: its earliest retained message (trimming and compaction move it)
+    /// and the offset after its last one.
+    pub async fn range(&self, tp: &TopicPartition) -> Result<LogRange, EventLogError> {
+        // Two subqueries, so that each is one look-up in the primary key.
+        let (start, last): (Option<i64>, Option<i64>) = sqlx::query_as(concat!(
+            "SELECT (SELECT MIN(offset) FROM messages WHERE topic = ?1 AND partition = ?2), ",
+            "(SELECT MAX(offset) FROM messages WHERE topic = ?1 AND partition = ?2)"
+        ))
+        .bind(&tp.topic)
+        .bind(tp.partition)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LogRange {
+            start,
+            end: last.map_or(0, |last| last + 1),
+        })
+    }
+
+    /// [`range`](Self::range) of every partition of `topic`.
+    pub async fn ranges(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<(TopicPartition, LogRange)>, EventLogError> {
+        let partitions = self.partitions(topic).await?;
+        let mut ranges = Vec::new();
+        for partition in 0..partitions {
+            let tp = TopicPartition {
+                topic: topic.to_owned(),
+                partition: i32::try_from(partition).unwrap_or(i32::MAX),
+            };
+            let range = self.range(&tp).await?;
+            ranges.push((tp, range));
+        }
+        Ok(ranges)
+    }
+
     /// Answers when the log's database can be read (`/readyz`).
     pub async fn ping(&self) -> Result<(), EventLogError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -274,8 +361,8 @@ impl EventLog {
         Ok(ends)
     }
 
-    /// Records how far `group` got (the fallback start for a handler with no stored position,
-    /// and the measure of lag).
+    /// Records how far `group` got, for lag monitoring and tools (a handler with no stored
+    /// position starts at the earliest retained message, not here).
     pub async fn commit(&self, group: &str, positions: &[Position]) -> Result<(), EventLogError> {
         if positions.is_empty() {
             return Ok(());
@@ -374,6 +461,38 @@ impl DeadLetters for EventLog {
         .map(|_| ())
         .map_err(|e| SinkError(e.to_string()))
     }
+}
+
+/// Brings the schema of a file made by an older version up to [`SCHEMA_VERSION`], in one
+/// write transaction, so that processes opening it together do it once.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    if version < 1 {
+        // Sizes of the messages written before sizes were kept (a scan, once).
+        sqlx::query(concat!(
+            "INSERT INTO partition_state (topic, partition, bytes) ",
+            "SELECT topic, partition, SUM(COALESCE(length(key), 0) + length(value)) ",
+            "FROM messages WHERE true GROUP BY topic, partition ",
+            "ON CONFLICT (topic, partition) DO UPDATE SET bytes = excluded.bytes"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if version < SCHEMA_VERSION {
+        // SCHEMA_VERSION
+        sqlx::query("PRAGMA user_version = 1")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// What a message counts for in the size retention: its key and value.
+pub(crate) fn message_size(key: Option<&[u8]>, value: &[u8]) -> i64 {
+    i64::try_from(key.map_or(0, <[u8]>::len) + value.len()).unwrap_or(i64::MAX)
 }
 
 /// The partition a key goes to: a stable hash, so a key always lands on the same partition.

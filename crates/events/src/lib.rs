@@ -12,6 +12,7 @@ mod pipeline;
 mod stats;
 
 pub use pipeline::{
-    BatchSettings, DeadLetter, DeadLetters, Flushed, Pipeline, RawMessage, SinkError, Stopped,
+    BatchSettings, DeadLetter, DeadLetters, Flushed, LogRange, Pipeline, RawMessage, SinkError,
+    Stopped,
 };
 pub use stats::{ConsumerStats, PublisherStats, RateLimited};

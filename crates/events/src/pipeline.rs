@@ -76,6 +76,15 @@ impl Default for BatchSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
 
+/// The offsets a partition holds, as its backend last saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRange {
+    /// The earliest retained offset (`None`: not known, or the partition is empty).
+    pub start: Option<i64>,
+    /// The offset after the partition's last message.
+    pub end: i64,
+}
+
 /// What a flush achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flushed {
@@ -172,7 +181,8 @@ impl Pipeline {
     }
 
     /// The next offset to read in `tp`: past the batch being gathered, else the stored position.
-    /// `None` when nothing is stored (the backend's own fallback decides).
+    /// `None` when nothing is stored: the backend reads the partition from its earliest retained
+    /// message (never from the group's committed offset, which a lost store would skip past).
     pub fn read_position(&self, tp: &TopicPartition) -> Option<i64> {
         self.read
             .get(tp)
@@ -180,25 +190,57 @@ impl Pipeline {
             .or_else(|| self.stored.get(tp).copied().flatten())
     }
 
-    /// Records each owned partition's lag: `end` (the offset after the partition's last message,
-    /// when the backend knows it) minus the next offset to apply.
-    pub fn record_lag(&self, end: impl Fn(&TopicPartition) -> Option<i64>) {
+    /// Records each owned partition's lag: the messages between the next one to apply and the
+    /// partition's end. `range` gives, when the backend knows it, the partition's retained range:
+    /// a partition with no stored position is read from its earliest retained message, and one
+    /// whose stored position was trimmed away continues from there too.
+    pub fn record_lag(&self, range: impl Fn(&TopicPartition) -> Option<LogRange>) {
         let lag = self
             .stored
             .iter()
             .filter_map(|(tp, stored)| {
-                let end = end(tp)?;
-                // Without a stored position the start is the backend's fallback, which is not
-                // known here (no figure rather than a wrong one), unless the partition is empty.
-                let next = match stored {
-                    Some(next) => *next,
-                    None if end <= 0 => 0,
-                    None => return None,
+                let LogRange { start, end } = range(tp)?;
+                let next = match (stored, start) {
+                    (Some(next), Some(start)) => (*next).max(start),
+                    (Some(next), None) => *next,
+                    (None, Some(start)) => start,
+                    // The start is not known: no figure rather than a wrong one, unless the
+                    // partition is empty.
+                    (None, None) if end <= 0 => 0,
+                    (None, None) => return None,
                 };
                 Some((tp.clone(), end.saturating_sub(next).max(0)))
             })
             .collect();
         self.stats.set_lag(lag);
+    }
+
+    /// Says, once per partition assigned without a stored position, that the partition is read
+    /// from its earliest retained message: the handler's store is new, or it was lost and is
+    /// being rebuilt. `committed` is the group's committed offset there, when the backend knows
+    /// it: a group that had got somewhere while its store knows nothing means a lost store, which
+    /// is worth a warning.
+    pub fn log_rebuild(&self, tp: &TopicPartition, committed: Option<i64>) {
+        match committed.filter(|c| *c > 0) {
+            Some(committed) => tracing::warn!(
+                group = %self.group,
+                handler = self.handler.name(),
+                topic = %tp.topic,
+                partition = tp.partition,
+                committed,
+                "the handler's store has no position for this partition although the group had \
+                 committed offset {committed}: the store was lost or replaced; rebuilding it from \
+                 the beginning of the partition"
+            ),
+            None => tracing::info!(
+                group = %self.group,
+                handler = self.handler.name(),
+                topic = %tp.topic,
+                partition = tp.partition,
+                "the handler's store has no position for this partition: reading it from the \
+                 beginning (a new store, or a lost one being rebuilt)"
+            ),
+        }
     }
 
     /// Takes ownership of `partitions` and returns where to start reading each: the position the
@@ -820,6 +862,40 @@ mod tests {
         });
         assert_eq!(p.flush().await, Err(Stopped));
         assert!(memory.state.lock().unwrap().1.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lag_counts_from_the_earliest_retained_offset() {
+        let memory = Arc::new(Memory::default());
+        let mut p = pipeline(memory.clone(), Arc::default());
+        p.assign(&[tp(0), tp(1), tp(2), tp(3)]).await.unwrap();
+        p.offer(message(1, 0, "a")).await.unwrap();
+        p.offer(message(3, 7, "b")).await.unwrap();
+        p.flush().await.unwrap();
+        p.record_lag(|tp| match tp.partition {
+            // No position: read from the earliest retained offset.
+            0 => Some(LogRange {
+                start: Some(5),
+                end: 8,
+            }),
+            // A position older than the earliest retained offset continues from there.
+            1 => Some(LogRange {
+                start: Some(4),
+                end: 10,
+            }),
+            // No position and no known start: no figure.
+            2 => Some(LogRange {
+                start: None,
+                end: 3,
+            }),
+            _ => Some(LogRange {
+                start: Some(0),
+                end: 9,
+            }),
+        });
+        let (lag, measured) = p.stats().lag();
+        assert!(measured.is_some());
+        assert_eq!(lag, BTreeMap::from([(tp(0), 3), (tp(1), 6), (tp(3), 1)]));
     }
 
     #[tokio::test]

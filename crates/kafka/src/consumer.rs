@@ -2,15 +2,15 @@
 //!
 //! The member runs on its own thread with a `BaseConsumer`, so that the rebalance callback (which
 //! librdkafka runs inside `poll`) can ask the handler's store where each new partition stands and
-//! start it there: the store, not Kafka, holds the authoritative positions. Kafka's committed
-//! offsets are written after each applied batch, as a fallback for partitions the store knows
-//! nothing of and for lag monitoring.
+//! start it there: the store, not Kafka, holds the authoritative positions. A partition the store
+//! knows nothing of (a new store, or a lost one) is read from its beginning. Kafka's committed
+//! offsets are written after each applied batch, for lag monitoring and tools only.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bookstore_domain::TopicPartition;
-use bookstore_events::{Flushed, Pipeline, RateLimited, RawMessage, Stopped};
+use bookstore_events::{Flushed, LogRange, Pipeline, RateLimited, RawMessage, Stopped};
 use chrono::DateTime;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
@@ -48,21 +48,27 @@ impl GroupContext {
 }
 
 impl ClientContext for GroupContext {
-    /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's high
-    /// watermark: the consumer lag is measured against it.
+    /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's low and
+    /// high watermarks: the consumer lag is measured against them.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let ends: std::collections::HashMap<(String, i32), i64> = statistics
+        let ranges: std::collections::HashMap<(String, i32), LogRange> = statistics
             .topics
             .iter()
             .flat_map(|(topic, t)| {
                 t.partitions
                     .iter()
                     .filter(|(p, part)| **p >= 0 && part.hi_offset >= 0)
-                    .map(move |(p, part)| ((topic.clone(), *p), part.hi_offset))
+                    .map(move |(p, part)| {
+                        let range = LogRange {
+                            start: (part.lo_offset >= 0).then_some(part.lo_offset),
+                            end: part.hi_offset,
+                        };
+                        ((topic.clone(), *p), range)
+                    })
             })
             .collect();
         self.pipeline()
-            .record_lag(|tp| ends.get(&(tp.topic.clone(), tp.partition)).copied());
+            .record_lag(|tp| ranges.get(&(tp.topic.clone(), tp.partition)).copied());
     }
 }
 
@@ -88,21 +94,32 @@ impl ConsumerContext for GroupContext {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Start each partition where the handler's store says; with no stored position,
-                // Kafka's committed offset, else the beginning (`auto.offset.reset`).
+                // at the beginning of the partition (its earliest retained offset), never at the
+                // group's committed offset: a store that was lost must be rebuilt from the whole
+                // log, not from where the group had got to.
                 let starts = {
                     let mut pipeline = self.pipeline();
                     self.runtime.block_on(pipeline.assign(&partitions))
                 };
                 if let Ok(starts) = starts {
-                    for (tp, start) in starts {
-                        if let Some(offset) = start {
-                            if let Err(error) = tpl.set_partition_offset(
-                                &tp.topic,
-                                tp.partition,
-                                Offset::Offset(offset),
-                            ) {
-                                tracing::warn!(%error, "cannot set a partition's start offset");
-                            }
+                    let rebuilt: Vec<&TopicPartition> = starts
+                        .iter()
+                        .filter(|(_, start)| start.is_none())
+                        .map(|(tp, _)| tp)
+                        .collect();
+                    let committed = committed_offsets(consumer, &rebuilt);
+                    for (tp, start) in &starts {
+                        let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                        if let Err(error) =
+                            tpl.set_partition_offset(&tp.topic, tp.partition, offset)
+                        {
+                            tracing::warn!(%error, "cannot set a partition's start offset");
+                        }
+                        if start.is_none() {
+                            self.pipeline().log_rebuild(
+                                tp,
+                                committed.get(&(tp.topic.clone(), tp.partition)).copied(),
+                            );
                         }
                     }
                 }
@@ -264,7 +281,7 @@ fn flush(
                     tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset));
             }
             if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(%error, "cannot commit offsets to Kafka (only a fallback)");
+                tracing::debug!(%error, "cannot commit offsets to Kafka (only used for lag)");
             }
         }
         Flushed::Applied(_) => {}
@@ -280,6 +297,39 @@ fn flush(
         }
     }
     Ok(())
+}
+
+/// How long the rebalance callback waits for the group's committed offsets (only used to word
+/// the log line of a partition read from the beginning).
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The group's committed offsets of `partitions` (those it has), or none if the coordinator does
+/// not answer in time.
+fn committed_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    partitions: &[&TopicPartition],
+) -> std::collections::HashMap<(String, i32), i64> {
+    if partitions.is_empty() {
+        return std::collections::HashMap::new();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for tp in partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    match consumer.committed_offsets(tpl, COMMITTED_TIMEOUT) {
+        Ok(committed) => committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+                _ => None,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the group's committed offsets");
+            std::collections::HashMap::new()
+        }
+    }
 }
 
 fn to_raw<M: Message>(message: &M) -> RawMessage {

@@ -5,3 +5,4 @@
 mod crashes;
 mod helpers;
 mod pipeline;
+mod retention;

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::helpers::{Backend, KillOnDrop, TestBus, wait_until};
 
+pub mod stores;
+
 // ------------------------------------------------------------------ the real servers
 
 /// The MariaDB server the tests use: `BOOKSTORE_TEST_MYSQL_URL`, or `dev/services`' default.

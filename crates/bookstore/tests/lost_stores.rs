@@ -1,0 +1,385 @@
+//! A consumer whose store was lost rebuilds it from the beginning of the log, not from where its
+//! group had got to: the history is in the log (searches through the web service and the sample
+//! catalog's `book.created` events), the trend and recommendation services and a query-count
+//! consumer apply it and stop, their stores are lost (SQLite files deleted, the Redis keys under
+//! the test's prefix deleted, the MariaDB database dropped), and they start again with the same
+//! group ids. Each store then equals a fresh group's replay into a fresh store, and `/stats`
+//! counts the whole catalog.
+//!
+//! On both event logs (embedded, Kafka) and both sets of stores (SQLite; Redis for trends and
+//! MariaDB for recommendations).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "events/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookstore::config::{Config, Secret};
+use bookstore::events::EventBus;
+use bookstore::recommend::{RecommendBackend, open_recommend_store};
+use bookstore::trend::{TrendBackend, open_trend_store};
+use bookstore::{Remotes, config::TrendStoreKind};
+use bookstore_domain::EventHandler;
+use bookstore_domain::trends::TrendRanking;
+
+use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
+use support::stores::{
+    Cleanup, ExpectedRecommendations, ExpectedTrends, delete_redis_keys, replay,
+    wait_for_recommendations, wait_for_trends,
+};
+use support::{Running, fresh_mysql_url, get_json, start_recommend, start_trend, start_web};
+
+/// Searches made through the web service.
+const SEARCHES: usize = 150;
+const QUERIES: &[&str] = &[
+    "dickens",
+    "shakespeare",
+    "twain",
+    "austen",
+    "hardy",
+    "wells",
+    "doyle",
+    "kipling",
+    "verne",
+    "conrad",
+    "the",
+    "war",
+    "love",
+    "bronte",
+    "no such book anywhere",
+];
+const READERS: usize = 12;
+
+/// Where the consumers keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stores {
+    /// Trends and recommendations in SQLite files in the data dir.
+    Sqlite,
+    /// Trends on the test Redis, recommendations on the test MariaDB.
+    RedisMariadb,
+}
+
+macro_rules! every_log_and_store {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded_log_sqlite() {
+                $name(Backend::Embedded, Stores::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded_log_redis_mariadb() {
+                $name(Backend::Embedded, Stores::RedisMariadb).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kafka_sqlite() {
+                $name(Backend::Kafka, Stores::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kafka_redis_mariadb() {
+                $name(Backend::Kafka, Stores::RedisMariadb).await;
+            }
+        }
+    };
+}
+
+/// The consumers under test: the two services, and a query-count group.
+struct Consumers {
+    trend: Running,
+    rec: Running,
+    counts: RunningConsumer,
+}
+
+impl Consumers {
+    async fn start(bus: &TestBus) -> Self {
+        let config = &bus.config;
+        let (trend, _) = start_trend(config).await;
+        let (rec, _) = start_recommend(config).await;
+        let counts = bus
+            .consumer(
+                &counts_group(config),
+                Arc::new(counts_store(&bus.path("counts.db")).await),
+            )
+            .await;
+        Self { trend, rec, counts }
+    }
+
+    async fn stop(self) {
+        self.trend.shutdown().await;
+        self.rec.shutdown().await;
+        self.counts.shutdown().await;
+    }
+}
+
+fn counts_group(config: &Config) -> String {
+    format!("counts-{}", config.trend.group_id)
+}
+
+/// Deletes a SQLite database and its WAL and shared-memory files.
+fn delete_sqlite(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot delete {}: {e}", Path::new(&file).display()),
+        }
+    }
+}
+
+async fn trend_total(store: &dyn TrendBackend) -> u64 {
+    store
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            chrono::Utc::now(),
+        )
+        .await
+        .map(|trends| trends.iter().map(|t| t.count).sum())
+        .unwrap_or(0)
+}
+
+/// Waits until each consumer's store holds what the replay holds, and `/stats` counts the whole
+/// catalog.
+async fn wait_for_the_replay(
+    bus: &TestBus,
+    consumers: &Consumers,
+    replayed_trends: &dyn TrendBackend,
+    replayed_recommendations: &dyn RecommendBackend,
+    catalog: u64,
+    what: &str,
+) {
+    let config = &bus.config;
+    // Handles of the services' stores opened now: a lost one was made anew at their start.
+    let trends = open_trend_store(config).await.unwrap();
+    let recommendations = open_recommend_store(config).await.unwrap();
+    wait_for_trends(
+        trends.as_ref(),
+        ExpectedTrends::Store(replayed_trends),
+        what,
+    )
+    .await;
+    wait_for_recommendations(
+        recommendations.as_ref(),
+        ExpectedRecommendations::Store(replayed_recommendations),
+        what,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let stats = get_json(&http, &consumers.rec.url("/stats")).await;
+    assert_eq!(
+        stats["catalog_books"].as_u64(),
+        Some(catalog),
+        "{what}: /stats {stats}"
+    );
+    let counts = counts_store(&bus.path("counts.db")).await;
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{what}: the query counts"),
+        || async { total(&counts).await == SEARCHES as u64 },
+    )
+    .await;
+}
+
+every_log_and_store!(lost_stores_are_rebuilt_from_the_beginning_of_the_log);
+async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend, stores: Stores) {
+    let mut cleanup = Cleanup::default();
+    let mut bus = TestBus::new(backend).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let config = &mut bus.config;
+        config.trend.group_id = format!("trend-lost-{run}");
+        config.recommend.group_id = format!("rec-lost-{run}");
+        // No trimming of neighbour lists: which neighbours a trimmed list keeps depends on batch
+        // boundaries, which differ between the services' runs and the replay.
+        config.recommend.neighbours_per_book = 1_000;
+        if stores == Stores::RedisMariadb {
+            support::use_redis_trends(config).await;
+            cleanup
+                .redis_prefixes
+                .push(config.trend.redis_prefix.clone());
+            let url = fresh_mysql_url("lost_rec").await;
+            cleanup.mysql_urls.push(url.clone());
+            config.recommend.db_url = Some(Secret(url.into()));
+        }
+    }
+    let config = &bus.config;
+    // The catalog topic is created by the first consumer or relay that needs it.
+    bus.bus
+        .ensure_topics(
+            &config.events,
+            std::slice::from_ref(&config.events.catalog_topic),
+        )
+        .await
+        .unwrap();
+
+    // The history: the sample catalog (through the outbox) and searches through the web service.
+    let (web, searches) = start_web(config, Remotes::default()).await;
+    let http = reqwest::Client::new();
+    let listed = http
+        .get(web.url("/api/books?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    let catalog: u64 = listed.headers()["x-total-count"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(catalog > 200, "the sample catalog is loaded");
+    let readers: Vec<String> = (0..READERS)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    for i in 0..SEARCHES {
+        let query = QUERIES[(i * 7) % QUERIES.len()];
+        let offset = if i % 3 == 0 { 5 } else { 0 };
+        let mut request = http
+            .get(web.url("/api/books"))
+            .query(&[("q", query), ("o", &offset.to_string())]);
+        // Every fifth search is anonymous.
+        if i % 5 != 0 {
+            request = request.header("cookie", crate::helpers::uid_cookie(&readers[i % READERS]));
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the searches delivered to the log",
+        || async {
+            searches
+                .delivered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == SEARCHES as u64
+        },
+    )
+    .await;
+
+    // A fresh group's replay into fresh stores: what every rebuilt store must equal.
+    let replay_dir = tempfile::tempdir().unwrap();
+    let mut fresh = Config {
+        data_dir: replay_dir.path().to_owned(),
+        events: config.events.clone(),
+        trend: config.trend.clone(),
+        recommend: config.recommend.clone(),
+        ..Config::default()
+    };
+    fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    fresh.recommend.db_url = Some(Secret(
+        match stores {
+            Stores::Sqlite => format!("sqlite://{}", replay_dir.path().join("rec.db").display()),
+            Stores::RedisMariadb => {
+                let url = fresh_mysql_url("lost_rec_replay").await;
+                cleanup.mysql_urls.push(url.clone());
+                url
+            }
+        }
+        .into(),
+    ));
+    if fresh.trend.store == TrendStoreKind::Redis {
+        cleanup
+            .redis_prefixes
+            .push(fresh.trend.redis_prefix.clone());
+    }
+    let replayed_trends = open_trend_store(&fresh).await.unwrap();
+    let replayed_recommendations = open_recommend_store(&fresh).await.unwrap();
+    let trend_replay = replay(&bus, vec![config.events.topic.clone()], {
+        let store: Arc<dyn EventHandler> = replayed_trends.clone();
+        store
+    })
+    .await;
+    let rec_replay = replay(
+        &bus,
+        vec![
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+        {
+            let store: Arc<dyn EventHandler> = replayed_recommendations.clone();
+            store
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the replay to apply the whole log",
+        || async {
+            trend_total(replayed_trends.as_ref()).await == SEARCHES as u64
+                && replayed_recommendations
+                    .stats()
+                    .await
+                    .is_ok_and(|s| s.catalog_books == catalog)
+                && rec_replay.applied() >= catalog + SEARCHES as u64
+        },
+    )
+    .await;
+
+    // The services and the query-count group apply the history, and stop.
+    let consumers = Consumers::start(&bus).await;
+    wait_for_the_replay(
+        &bus,
+        &consumers,
+        replayed_trends.as_ref(),
+        replayed_recommendations.as_ref(),
+        catalog,
+        &format!("{backend:?}, {stores:?}: before the loss"),
+    )
+    .await;
+    consumers.stop().await;
+    if let EventBus::Embedded { log, .. } = &bus.bus {
+        // The groups got somewhere: a start from their committed offsets would skip the history.
+        for group in [&config.trend.group_id, &config.recommend.group_id] {
+            let committed = log.committed(group).await.unwrap();
+            assert!(
+                committed.iter().any(|p| p.next_offset > 0),
+                "{group}: {committed:?}"
+            );
+        }
+    }
+
+    // The stores are lost.
+    match stores {
+        Stores::Sqlite => {
+            delete_sqlite(&config.data_dir.join("trends.db"));
+            delete_sqlite(&config.data_dir.join("recommend.db"));
+        }
+        Stores::RedisMariadb => {
+            assert!(delete_redis_keys(&config.trend.redis_prefix).await > 0);
+            let url = config
+                .recommend
+                .db_url
+                .as_ref()
+                .unwrap()
+                .expose()
+                .to_owned();
+            support::stores::drop_mysql_database(&url).await;
+        }
+    }
+    delete_sqlite(&bus.path("counts.db"));
+
+    // Started again with the same group ids, they rebuild their stores from the whole log.
+    let consumers = Consumers::start(&bus).await;
+    wait_for_the_replay(
+        &bus,
+        &consumers,
+        replayed_trends.as_ref(),
+        replayed_recommendations.as_ref(),
+        catalog,
+        &format!("{backend:?}, {stores:?}: after the loss"),
+    )
+    .await;
+    consumers.stop().await;
+    trend_replay.shutdown().await;
+    rec_replay.shutdown().await;
+    web.shutdown().await;
+}

@@ -1,0 +1,279 @@
+//! Comparing consumer stores: a trend or recommendation store against what it should hold (the
+//! domain rules applied to every event once, or what another store holds, such as a fresh
+//! group's replay), waiting until they agree; a fresh group replaying topics into a store; and
+//! losing and cleaning up stores on the real servers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookstore::recommend::RecommendBackend;
+use bookstore::trend::TrendBackend;
+use bookstore_domain::EventHandler;
+use bookstore_domain::recommend::Snapshot;
+use bookstore_domain::trends::{Trend, TrendBoard, TrendRanking};
+use chrono::{DateTime, Utc};
+
+use crate::helpers::{RunningConsumer, TestBus};
+
+/// What a trend store should hold.
+#[derive(Clone, Copy)]
+pub enum ExpectedTrends<'a> {
+    /// The rules applied to every event once.
+    Board(&'a TrendBoard),
+    /// What another store holds (a fresh group's replay).
+    Store(&'a dyn TrendBackend),
+}
+
+impl ExpectedTrends<'_> {
+    async fn top(&self, now: DateTime<Utc>) -> Result<Vec<Trend>, String> {
+        match self {
+            Self::Board(board) => Ok(board.top(
+                1_000,
+                TrendRanking::Count,
+                bookstore_domain::trends::Audience::Everyone,
+                now,
+            )),
+            Self::Store(store) => store
+                .top(
+                    1_000,
+                    TrendRanking::Count,
+                    bookstore_domain::trends::Audience::Everyone,
+                    now,
+                )
+                .await
+                .map_err(|e| format!("cannot read the expected trends: {e}")),
+        }
+    }
+}
+
+/// What a recommendation store should hold.
+#[derive(Clone, Copy)]
+pub enum ExpectedRecommendations<'a> {
+    /// The rules applied to every event once.
+    Snapshot(&'a Snapshot),
+    /// What another store holds (a fresh group's replay).
+    Store(&'a dyn RecommendBackend),
+}
+
+/// Where the trends `store` holds differ from `expected` (`None`: nowhere). Scores may differ by
+/// rounding (events of different partitions are added in another order).
+pub async fn trend_difference(
+    store: &dyn TrendBackend,
+    expected: ExpectedTrends<'_>,
+) -> Option<String> {
+    let now = Utc::now();
+    let held = match store
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            now,
+        )
+        .await
+    {
+        Ok(held) => held,
+        Err(error) => return Some(format!("cannot read the trends: {error}")),
+    };
+    let want = match expected.top(now).await {
+        Ok(want) => want,
+        Err(error) => return Some(error),
+    };
+    let by_query = |trends: Vec<Trend>| -> BTreeMap<String, Trend> {
+        trends
+            .into_iter()
+            .map(|t| (t.query_normalized.clone(), t))
+            .collect()
+    };
+    let (held, want) = (by_query(held), by_query(want));
+    let counts = |m: &BTreeMap<String, Trend>| -> Vec<(String, u64)> {
+        m.values()
+            .map(|t| (t.query_normalized.clone(), t.count))
+            .collect()
+    };
+    if counts(&held) != counts(&want) {
+        return Some(format!(
+            "counts differ: held {:?}, expected {:?}",
+            counts(&held),
+            counts(&want)
+        ));
+    }
+    for (query, want) in &want {
+        let held = &held[query];
+        let close = (held.score - want.score).abs()
+            <= 1e-9 * held.score.abs().max(want.score.abs()).max(1.0);
+        if held.query != want.query
+            || held.books != want.books
+            || held.last_searched_at != want.last_searched_at
+            || !close
+        {
+            return Some(format!("{query}: held {held:?}, expected {want:?}"));
+        }
+    }
+    None
+}
+
+/// Where the recommendation `store` differs from `expected` (`None`: nowhere).
+pub async fn recommendation_difference(
+    store: &dyn RecommendBackend,
+    expected: ExpectedRecommendations<'_>,
+) -> Option<String> {
+    let held = match store.snapshot().await {
+        Ok(held) => held,
+        Err(error) => return Some(format!("cannot read the store: {error}")),
+    };
+    match expected {
+        ExpectedRecommendations::Snapshot(expected) => held.difference(expected),
+        ExpectedRecommendations::Store(other) => match other.snapshot().await {
+            Ok(expected) => held.difference(&expected),
+            Err(error) => Some(format!("cannot read the expected store: {error}")),
+        },
+    }
+}
+
+/// Waits until the trend `store` holds `expected` (see [`wait_until_settled`]).
+pub async fn wait_for_trends(store: &dyn TrendBackend, expected: ExpectedTrends<'_>, what: &str) {
+    wait_until_settled(what, "trend store", || trend_difference(store, expected)).await;
+}
+
+/// Waits until the recommendation `store` holds `expected` (see [`wait_until_settled`]).
+pub async fn wait_for_recommendations(
+    store: &dyn RecommendBackend,
+    expected: ExpectedRecommendations<'_>,
+    what: &str,
+) {
+    wait_until_settled(what, "recommendation store", || {
+        recommendation_difference(store, expected)
+    })
+    .await;
+}
+
+/// Polls `difference` (what a store holds against what it should hold; `None` when they agree)
+/// every 200 ms until it is `None`, for 60 s at most; then checks that it is still `None` half a
+/// second later: nothing arrives late and counts twice.
+pub async fn wait_until_settled<F, Fut>(what: &str, store: &str, mut difference: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let mut last = None;
+    let reached = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            last = difference().await;
+            if last.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{what}: the {store} never held every event applied once; last difference: {last:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = difference().await;
+    assert!(
+        late.is_none(),
+        "{what}: the {store} changed afterwards: {late:?}"
+    );
+}
+
+/// A fresh consumer group in this process reading `topics` from the beginning into `store`.
+pub async fn replay(
+    bus: &TestBus,
+    topics: Vec<String>,
+    store: Arc<dyn EventHandler>,
+) -> RunningConsumer {
+    bus.consumer_of(
+        &format!("replay-{}", uuid::Uuid::new_v4().simple()),
+        topics,
+        store,
+    )
+    .await
+}
+
+// ------------------------------------------------------------------ losing and cleaning up
+
+/// Deletes every key of the test Redis under `prefix` (never anything else: the server is
+/// shared). Returns how many it deleted.
+pub async fn delete_redis_keys(prefix: &str) -> usize {
+    assert!(
+        prefix.len() > 5 && !prefix.contains(['*', '?', '[']),
+        "refusing to delete under the prefix {prefix:?}"
+    );
+    let client = redis::Client::open(crate::support::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let n: usize = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            deleted += n;
+        }
+        if next == 0 {
+            return deleted;
+        }
+        cursor = next;
+    }
+}
+
+/// Drops the MariaDB database `url` names, if it exists.
+pub async fn drop_mysql_database(url: &str) {
+    use sqlx::migrate::MigrateDatabase;
+    if sqlx::MySql::database_exists(url).await.unwrap_or(false) {
+        sqlx::MySql::drop_database(url).await.unwrap();
+    }
+}
+
+/// What a test made on the shared servers (MariaDB databases, Redis key prefixes), removed when
+/// it is dropped, whether the test passed or not.
+#[derive(Default)]
+pub struct Cleanup {
+    pub mysql_urls: Vec<String>,
+    pub redis_prefixes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.mysql_urls.is_empty() && self.redis_prefixes.is_empty() {
+            return;
+        }
+        let urls = std::mem::take(&mut self.mysql_urls);
+        let prefixes = std::mem::take(&mut self.redis_prefixes);
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
+        // runtime of its own on a thread of its own. A failure here is reported, not raised (it
+        // would hide the test's own).
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                for url in &urls {
+                    drop_mysql_database(url).await;
+                }
+                for prefix in &prefixes {
+                    delete_redis_keys(prefix).await;
+                }
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("could not remove everything the test made on the shared servers");
+        }
+    }
+}
