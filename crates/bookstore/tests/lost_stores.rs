@@ -176,7 +176,7 @@ async fn wait_for_the_replay(
     )
     .await;
     let http = reqwest::Client::new();
-    let stats = get_json(&http, &consumers.rec.url("/stats")).await;
+    let stats = get_json(&http, &consumers.rec.ops("/stats")).await;
     assert_eq!(
         stats["catalog_books"].as_u64(),
         Some(catalog),

@@ -230,6 +230,7 @@ impl TestBus {
     pub async fn web(&self) -> RunningWeb {
         let app = WebApp::build(&self.config).await.unwrap();
         let addr = app.local_addr().unwrap();
+        let ops = app.ops_addr().unwrap();
         let stats = app.publisher_stats();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
@@ -237,6 +238,7 @@ impl TestBus {
         }));
         RunningWeb {
             addr,
+            ops,
             stats,
             stop: Some(tx),
             task: Some(task),
@@ -283,6 +285,8 @@ impl Drop for RunningConsumer {
 
 pub struct RunningWeb {
     pub addr: SocketAddr,
+    /// The operations port (`/metrics`), unless `web.ops_listen` is `same`.
+    pub ops: Option<SocketAddr>,
     pub stats: Arc<PublisherStats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -291,6 +295,11 @@ pub struct RunningWeb {
 impl RunningWeb {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the operations port (the public one when they are the same).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops.unwrap_or(self.addr))
     }
 
     pub async fn shutdown(mut self) {

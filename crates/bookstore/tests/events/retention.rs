@@ -132,7 +132,7 @@ async fn the_embedded_log_stays_bounded_under_a_long_load() {
         "events.db and its WAL reached {during} bytes during the load (bound {FILE_BOUND})"
     );
     // One more pass after the load, then the files as they stay.
-    let metrics_url = web.url("/metrics");
+    let metrics_url = web.ops_url("/metrics");
     let scrape = || async {
         http.get(&metrics_url)
             .send()
