@@ -530,6 +530,7 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(
 /// verbatim (`BOOKSTORE_WEB__ADMIN_TOKEN=00123` is the token `00123`, not the number 123), as are
 /// all of `events.properties` (SASL passwords).
 const TEXT_KEYS: &[&str] = &[
+    "data_dir",
     "web.admin_token",
     "web.cookie_secret",
     "web.public_url",
@@ -833,44 +834,48 @@ impl Config {
         }
         self.ensure_data_dir()?;
         let path = self.data_dir.join("cookie_secret");
-        let read = |path: &Path| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim().to_owned())
-                .with_context(|| format!("cannot read the cookie secret {}", path.display()))
-        };
-        if path.exists() {
-            let secret = read(&path)?;
-            if secret.chars().count() >= 32 {
-                return Ok(SecretString::from(secret));
+        if !path.exists() {
+            // Written whole to a file of its own, then linked into place: a process that starts
+            // at the same moment either sees no secret or the whole one, never a partial file.
+            let secret = random_secret();
+            let draft = self
+                .data_dir
+                .join(format!(".cookie_secret.{}", uuid::Uuid::new_v4().simple()));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let written = options.open(&draft).and_then(|mut file| {
+                use std::io::Write;
+                file.write_all(secret.as_bytes())?;
+                file.sync_all()
+            });
+            let linked = written.and_then(|()| std::fs::hard_link(&draft, &path));
+            let _ = std::fs::remove_file(&draft);
+            match linked {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "made a new secret for visitor cookies");
+                    return Ok(SecretString::from(secret));
+                }
+                // Another process made it first: use theirs, below.
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot create the cookie secret {}", path.display())
+                    });
+                }
             }
+        }
+        let secret = std::fs::read_to_string(&path)
+            .map(|text| text.trim().to_owned())
+            .with_context(|| format!("cannot read the cookie secret {}", path.display()))?;
+        if secret.chars().count() < 32 {
             bail!(
                 "the cookie secret {} is shorter than 32 characters; delete it to have a new one made",
                 path.display()
             );
         }
-        let secret = random_secret();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(mut file) => {
-                use std::io::Write;
-                file.write_all(secret.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .with_context(|| {
-                        format!("cannot write the cookie secret {}", path.display())
-                    })?;
-                tracing::info!(path = %path.display(), "made a new secret for visitor cookies");
-                Ok(SecretString::from(secret))
-            }
-            // Another process made it first: use theirs.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                Ok(SecretString::from(read(&path)?))
-            }
-            Err(error) => Err(error)
-                .with_context(|| format!("cannot create the cookie secret {}", path.display())),
-        }
+        Ok(SecretString::from(secret))
     }
 
     /// `web.cookie_secret` unless unset or empty.
@@ -1114,8 +1119,24 @@ mod tests {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
+        // Processes starting together agree on one secret.
+        let made: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| config.cookie_secret().unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().expose_secret().to_owned())
+                .collect()
+        });
+        assert!(made.iter().all(|s| *s == made[0]), "{made:?}");
         let first = config.cookie_secret().unwrap();
+        assert_eq!(first.expose_secret(), made[0]);
         assert_eq!(first.expose_secret().len(), 64);
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1, "no draft left behind");
         let again = config.cookie_secret().unwrap();
         assert_eq!(first.expose_secret(), again.expose_secret());
         #[cfg(unix)]
@@ -1127,8 +1148,9 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o077, 0, "readable by its owner only: {mode:o}");
         }
+        let other_dir = tempfile::tempdir().unwrap();
         let other = Config {
-            data_dir: tempfile::tempdir().unwrap().path().to_owned(),
+            data_dir: other_dir.path().to_owned(),
             ..Config::default()
         };
         assert_ne!(

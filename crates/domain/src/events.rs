@@ -60,9 +60,9 @@ pub struct SearchEvent {
     /// The visitor's id, from a `uid` cookie the web service signed; `None` for searches without
     /// one (API calls, first visits).
     pub user_id: Option<String>,
-    /// For a search without a user: a pseudonym of the client's network address (a keyed hash,
-    /// the same on every web instance that shares `web.cookie_secret`), so that consumers can cap
-    /// anonymous searches per client without ever seeing the address.
+    /// A pseudonym of the client's network address (a keyed hash, the same on every web instance
+    /// that shares `web.cookie_secret`), so that consumers can tell clients apart (cap anonymous
+    /// searches, count distinct origins) without ever seeing an address.
     pub client_id: Option<String>,
     /// The query as typed, cleaned and bounded by [`clean_query`] like the search's own text.
     pub query: String,
@@ -104,9 +104,15 @@ impl SearchEvent {
         self
     }
 
-    /// Who searched, for rules that count readers: the user, else the client.
+    /// Who searched, for rules that count searches per reader: the user, else the client.
     pub fn reader(&self) -> Option<&str> {
         self.user_id.as_deref().or(self.client_id.as_deref())
+    }
+
+    /// Where the search came from, for rules that count distinct people: the client (its network
+    /// address, which visitor ids do not change), else the user (producers that send no client).
+    pub fn origin(&self) -> Option<&str> {
+        self.client_id.as_deref().or(self.user_id.as_deref())
     }
 
     /// The Kafka key: the user id, else the client id, else the normalized query, so that one

@@ -365,13 +365,19 @@ impl Activity {
 
     /// Bytes arrived: if the connection was idle, a request head has begun.
     fn bytes_read(&self) {
-        if self.head_started.load(Ordering::Relaxed) == 0 {
-            let _ = self.head_started.compare_exchange(
-                0,
-                self.now().saturating_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        if self.head_started.load(Ordering::Relaxed) == 0
+            && self
+                .head_started
+                .compare_exchange(
+                    0,
+                    self.now().saturating_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            // The connection's task sleeps until the idle deadline: the head's is sooner.
+            self.changed.notify_one();
         }
     }
 
@@ -585,6 +591,40 @@ mod tests {
             "answered a trickled head: {answer}"
         );
         assert!(started.elapsed() < Duration::from_secs(6));
+    }
+
+    #[tokio::test]
+    async fn a_later_head_gets_the_head_timeout_not_the_idle_one() {
+        let (addr, _stop, _server) = start(Limits {
+            idle_timeout: Duration::from_secs(4),
+            ..LIMITS
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        get(&mut stream, "/").await;
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // The next head trickles in: cut header_read_timeout (300 ms) after its first byte,
+        // long before the idle timeout (4 s).
+        let started = Instant::now();
+        let trickle = async {
+            for byte in b"GET / HTTP/1.1\r\nHost: a-very-long-host-name\r\n\r\n" {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        trickle.await;
+        let (answer, closed) = read_to_close(&mut stream).await;
+        assert!(answer.is_empty(), "answered a trickled head: {answer}");
+        assert!(closed.is_some());
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(2), "cut after {elapsed:?}");
     }
 
     #[tokio::test]

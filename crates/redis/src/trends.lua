@@ -3,12 +3,12 @@
 --
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
 --   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
---   reader or "", cap window, log weight, occurred_at ms, books JSON]], user_cap, prune_below,
---   max_trends, min_readers, max_spellings.
+--   reader or "", cap window, log weight, occurred_at ms, books JSON, origin or ""]], user_cap,
+--   prune_below, max_trends, min_readers, max_spellings.
 -- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>pscore and <p>pcount
 -- (the same for public trends only), <p>q:<query> (hash: d display, dn its count, l last search
 -- ms, b books JSON, ls log2 score, pub 1 once public, s:<spelling> counts, at most
--- max_spellings of them), <p>r:<query> (set: the readers of a trend not public yet, at most
+-- max_spellings of them), <p>r:<query> (set: the origins of a trend not public yet, at most
 -- min_readers), <p>cap:<window> (hash: reader \31 query -> searches), <p>capw (zset of the
 -- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
 -- per event; the only whole read is of one trend's hash (a bounded number of fields) when a new
@@ -38,6 +38,17 @@ local function log2_add(a, x)
   return hi + math.log(1 + 2 ^ (lo - hi)) / LN2
 end
 
+-- Whether a sorts after b byte by byte, as Rust orders strings (Lua's `>` follows the server's
+-- collation locale).
+local function bytes_after(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
 -- The spelling a new one replaces: the least common, ties towards the greatest in byte order,
 -- never the one shown (bookstore_domain::trends::least_common_spelling).
 local function least_common(h, shown)
@@ -49,7 +60,7 @@ local function least_common(h, shown)
       count = count + 1
       local spelling, n = string.sub(field, 3), tonumber(all[i + 1])
       if spelling ~= shown then
-        if (not victim) or n < victim_n or (n == victim_n and spelling > victim) then
+        if (not victim) or n < victim_n or (n == victim_n and bytes_after(spelling, victim)) then
           victim, victim_n = spelling, n
         end
       end
@@ -64,7 +75,7 @@ local pscores = p .. 'pscore'
 local pcounts = p .. 'pcount'
 local windows = {}
 for _, e in ipairs(b.events) do
-  local query, spelled, reader, at = e[1], e[2], e[3], e[6]
+  local query, spelled, reader, at, origin = e[1], e[2], e[3], e[6], e[8]
   local h = p .. 'q:' .. query
   local scored = true
   if reader ~= '' then
@@ -92,12 +103,12 @@ for _, e in ipairs(b.events) do
     end
   end
   local fields = { 's:' .. spelled, n }
-  -- Readers: the trend turns public once min_readers distinct ones searched it.
+  -- Origins: the trend turns public once min_readers distinct ones searched it.
   if not public then
     local readers = p .. 'r:' .. query
     local seen = redis.call('SCARD', readers)
-    if reader ~= '' and seen < b.min_readers then
-      seen = seen + redis.call('SADD', readers, reader)
+    if origin ~= '' and seen < b.min_readers then
+      seen = seen + redis.call('SADD', readers, origin)
     end
     if seen >= b.min_readers then
       public = true

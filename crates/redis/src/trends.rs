@@ -40,13 +40,18 @@ pub struct RedisTrends {
 struct ScriptBatch<'a> {
     group: &'a str,
     positions: Vec<(String, i64, i64)>,
-    events: Vec<(&'a str, String, &'a str, i64, f64, i64, String)>,
+    events: Vec<ScriptEvent<'a>>,
     user_cap: u32,
     prune_below: f64,
     max_trends: usize,
     min_readers: u32,
     max_spellings: usize,
 }
+
+/// One event as the script reads it (a JSON array): query_normalized, spelling, reader, cap
+/// window, log weight, occurred_at in ms, books as JSON, origin.
+#[derive(Serialize)]
+struct ScriptEvent<'a>(&'a str, String, &'a str, i64, f64, i64, String, &'a str);
 
 impl RedisTrends {
     pub fn new(redis: ConnectionManager, prefix: &str, settings: TrendSettings) -> Self {
@@ -110,7 +115,7 @@ impl EventHandler for RedisTrends {
             };
             let books = serde_json::to_string(&trend_books(e))
                 .map_err(|e| HandlerError::Rejected(e.to_string()))?;
-            events.push((
+            events.push(ScriptEvent(
                 e.query_normalized.as_str(),
                 spelling(&e.query),
                 e.reader().unwrap_or(""),
@@ -118,6 +123,7 @@ impl EventHandler for RedisTrends {
                 self.settings.log_weight(e.occurred_at),
                 e.occurred_at.timestamp_millis(),
                 books,
+                e.origin().unwrap_or(""),
             ));
         }
         let payload = ScriptBatch {

@@ -11,7 +11,8 @@ use crate::visitor::Visitor;
 /// Publishes the search without waiting: the publisher only enqueues (or drops and counts when
 /// its bounded queue is full), so the response never waits for the event log. `query` is the
 /// search's own cleaned text ([`bookstore_domain::BookQuery::text`]). The reader is the visitor
-/// if its signed cookie came with the request; else the search is anonymous, from its client.
+/// if its signed cookie came with the request, else the search is anonymous; either way it
+/// carries its client's pseudonym.
 pub fn publish_search(
     state: &WebState,
     visitor: &Visitor,
@@ -24,10 +25,7 @@ pub fn publish_search(
     }
     let event_id = Uuid::now_v7();
     let user_id = visitor.user_id();
-    let client_id = match user_id {
-        Some(_) => None,
-        None => visitor.client_id.clone(),
-    };
+    let client_id = visitor.client_id.clone();
     let event = SearchEvent::new(
         event_id,
         Utc::now(),

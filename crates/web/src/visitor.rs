@@ -112,7 +112,8 @@ impl VisitorKeys {
             return None;
         }
         let expected = self.mac_hex("uid", uid.as_bytes(), COOKIE_MAC_BYTES);
-        bool::from(expected.as_bytes().ct_eq(mac.as_bytes())).then_some(parsed)
+        (!expected.is_empty() && bool::from(expected.as_bytes().ct_eq(mac.as_bytes())))
+            .then_some(parsed)
     }
 
     /// `Set-Cookie` for `uid`: a year, `HttpOnly`, `SameSite=Lax`, and `Secure` when the site is
@@ -153,7 +154,12 @@ impl VisitorKeys {
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            let Ok(address) = hop.parse::<IpAddr>() else {
+            // An address, or one with a port (`203.0.113.7:4711`, `[2001:db8::1]:4711`).
+            let Some(address) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            else {
                 break;
             };
             client = address.to_canonical();
@@ -353,6 +359,11 @@ mod tests {
         assert_eq!(
             trusted.client_address(Some(peer), &HeaderMap::new()),
             Some(peer)
+        );
+        let with_ports = headers(&[("x-forwarded-for", "203.0.113.7:4711, [2001:db8::1]:80")]);
+        assert_eq!(
+            trusted.client_address(Some(peer), &with_ports),
+            Some("2001:db8::1".parse().unwrap())
         );
         let garbage = headers(&[("x-forwarded-for", "not an address")]);
         assert_eq!(trusted.client_address(Some(peer), &garbage), Some(peer));

@@ -154,7 +154,12 @@ async fn searches_arrive_with_every_field(backend: Backend) {
         "an anonymous search names its client by a pseudonym: {client:?}"
     );
     assert_eq!(austen_event.key(), client);
-    assert_eq!(pride.client_id, None, "a known reader needs no client id");
+    assert_eq!(
+        pride.client_id.as_deref(),
+        Some(client),
+        "every search names its client; the key is the reader's"
+    );
+    assert_eq!(pride.key(), USER_1);
     assert_eq!(austen_event.query, "austen");
     assert_eq!(frank_event.user_id.as_deref(), Some(USER_2));
     assert_eq!(the.offset, 5);

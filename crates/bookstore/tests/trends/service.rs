@@ -156,16 +156,22 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     let mut bus = TestBus::new(backend).await;
     use_store(&mut bus.config, store);
     bus.config.trend.min_readers = 3;
+    // The test speaks for several networks through a proxy it trusts (X-Forwarded-For).
+    bus.config.web.trusted_proxies = vec!["127.0.0.1".to_owned()];
     let (trend, _) = start_trend(&bus.config).await;
     let web = start_web(&bus, &trend.url).await;
     let http = reqwest::Client::new();
-    let search = |path: &str, q: &str, cookie: Option<String>| {
+    let search_from = |path: &str, q: &str, cookie: Option<String>, from: Option<&str>| {
         let mut request = http.get(format!("{}{path}", web.url)).query(&[("q", q)]);
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }
+        if let Some(from) = from {
+            request = request.header("x-forwarded-for", from);
+        }
         async move { assert_eq!(request.send().await.unwrap().status(), 200) }
     };
+    let search = |path: &str, q: &str, cookie: Option<String>| search_from(path, q, cookie, None);
     // One person: forty searches with forty made-up ids, on the API and on the page.
     for i in 0..40 {
         let made_up = format!("uid={}", uuid::Uuid::new_v4());
@@ -177,6 +183,14 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     for _ in 0..10 {
         search("/", "my own diagnosis", Some(reader.clone())).await;
     }
+    // And visitor ids fetched from the page, as many as wanted: they are the readers of one
+    // network, one origin.
+    for _ in 0..5 {
+        let issued = http.get(format!("{}/", web.url)).send().await.unwrap();
+        let cookie = issued.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        search("/api/books", "minted readers", Some(cookie)).await;
+    }
     wait_until(
         Duration::from_secs(30),
         "the searches in /trends",
@@ -184,6 +198,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
             let all = trends(&http, &trend, "ps=100&all=true").await;
             count_of(&all, "free books at evil.example") == 40
                 && count_of(&all, "my own diagnosis") == 10
+                && count_of(&all, "minted readers") == 5
         },
     )
     .await;
@@ -203,19 +218,26 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     );
     let page = http.get(format!("{}/", web.url)).send().await.unwrap();
     let html = page.text().await.unwrap();
-    assert!(!html.contains("evil.example") && !html.contains("diagnosis"));
+    assert!(
+        !html.contains("evil.example") && !html.contains("diagnosis") && !html.contains("minted")
+    );
     assert!(
         html.contains("A search shows here once 3 different readers have made it."),
         "the page says why Trends is empty"
     );
 
-    // Three real readers (ids the service issued) make a query public.
-    for uid in [
-        USER_A,
-        "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60",
-        "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
-    ] {
-        search("/", "dune", Some(crate::helpers::uid_cookie(uid))).await;
+    // Three readers on three networks make a query public.
+    const READERS: [(&str, &str); 3] = [
+        (USER_A, "203.0.113.1"),
+        (
+            "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60",
+            "198.51.100.2, 203.0.113.2",
+        ),
+        ("9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a", "2001:db8:3::1"),
+    ];
+    for (uid, from) in READERS {
+        let cookie = Some(crate::helpers::uid_cookie(uid));
+        search_from("/", "dune", cookie, Some(from)).await;
     }
     wait_until(Duration::from_secs(30), "dune on the page", || async {
         let html = http
@@ -237,12 +259,9 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     // Finding 3: a 60,000-character query, even one readers agree on, is a trend of the
     // bounded text the search used; the page stays small.
     let huge = format!("{}{}", "long ".repeat(20), "y".repeat(60_000));
-    for uid in [
-        USER_A,
-        "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60",
-        "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
-    ] {
-        search("/", &huge, Some(crate::helpers::uid_cookie(uid))).await;
+    for (uid, from) in READERS {
+        let cookie = Some(crate::helpers::uid_cookie(uid));
+        search_from("/", &huge, cookie, Some(from)).await;
     }
     wait_until(
         Duration::from_secs(30),

@@ -54,11 +54,11 @@ fn search(i: usize, base: i64) -> SearchEvent {
     };
     let at = DateTime::from_timestamp(base, 0).unwrap_or_default()
         + chrono::Duration::microseconds(micros);
-    let client = match (user, i % 4) {
-        (Some(_), _) => None,
-        (None, 0) => Some("c-x"),
-        (None, 1) => Some("c-y"),
-        (None, _) => None,
+    // Users a and b sometimes search from one network (c-x): then they are one origin.
+    let client = match i % 4 {
+        0 => Some("c-x"),
+        1 => Some("c-y"),
+        _ => None,
     };
     SearchEvent::new(
         uuid::Uuid::now_v7(),
@@ -88,6 +88,21 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
             event.results,
         );
         events.insert(30 + i * 5, event);
+    }
+    // Three readers of one network: one origin, so never public; searched often enough to be
+    // kept.
+    for i in 0..6 {
+        let template = search(2, base + 2);
+        let event = SearchEvent::new(
+            template.id,
+            template.occurred_at + chrono::Duration::milliseconds(i),
+            Some(format!("neighbour {}", i % 3)),
+            "one network",
+            0,
+            template.results,
+        )
+        .with_client(Some("c-z".to_owned()));
+        events.insert(40 + i as usize * 3, event);
     }
     let total = events.len() as i64;
     let mut from = None;
@@ -136,6 +151,12 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
     assert!(
         everyone.iter().any(|t| t.query == SPELLINGS[0]),
         "the check covers the spelling bound: {everyone:?}"
+    );
+    assert!(
+        everyone
+            .iter()
+            .any(|t| t.query == "one network" && !t.public),
+        "the check covers readers of one network: {everyone:?}"
     );
     for audience in [Audience::Public, Audience::Everyone] {
         for (n, by) in [

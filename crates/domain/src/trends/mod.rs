@@ -15,8 +15,10 @@
 //! anonymous search came from); a search with neither is not capped.
 //!
 //! **Public trends.** A trend is shown to the public (the page) only once `min_readers` distinct
-//! readers have searched it; it stays public until it is pruned. Until then the store remembers
-//! who searched it (at most `min_readers` readers per trend), and afterwards no one.
+//! origins have searched it: clients (network addresses, as pseudonyms), which a visitor cannot
+//! multiply by collecting fresh visitor ids; users only for events that name no client. It stays
+//! public until it is pruned. Until then the store remembers the origins that searched it (at
+//! most `min_readers` per trend), and afterwards none.
 //!
 //! **Spellings.** At most [`SPELLINGS_PER_TREND`] spellings are counted per trend: a new one
 //! replaces the least common (ties: the greatest in byte order), never the one shown.
@@ -202,7 +204,7 @@ pub struct TrendState {
     pub spellings: BTreeMap<String, u64>,
     pub books: Vec<TrendBook>,
     pub last_searched_at: DateTime<Utc>,
-    /// The distinct readers seen while the trend is not public yet (at most `min_readers`).
+    /// The distinct origins seen while the trend is not public yet (at most `min_readers`).
     pub readers: BTreeSet<String>,
     pub public: bool,
 }
@@ -224,7 +226,7 @@ impl TrendState {
     /// One search of this trend. `scores`: whether it adds to the score (the per-reader cap).
     pub fn add(&mut self, settings: &TrendSettings, event: &SearchEvent, scores: bool) {
         self.count += 1;
-        self.add_reader(settings, event.reader());
+        self.add_reader(settings, event.origin());
         let spelled = spelling(&event.query);
         let n = match self.spellings.get_mut(&spelled) {
             Some(n) => {
@@ -256,8 +258,8 @@ impl TrendState {
         }
     }
 
-    /// Counts `reader` towards `min_readers`; the trend turns public when enough have searched
-    /// it, and then forgets who they were.
+    /// Counts `reader` (an origin, see [`SearchEvent::origin`]) towards `min_readers`; the trend
+    /// turns public when enough have searched it, and then forgets who they were.
     fn add_reader(&mut self, settings: &TrendSettings, reader: Option<&str>) {
         if self.public {
             return;
@@ -641,6 +643,12 @@ mod tests {
             board.trends["dune"].readers.is_empty(),
             "who searched is forgotten"
         );
+        // Visitor ids collected by one client are one origin: the query stays private.
+        for user in ["minted-1", "minted-2", "minted-3", "minted-4"] {
+            board.apply(&search(Some(user), "spam", at(66)).with_client(Some("c-evil".into())));
+        }
+        assert!(!board.trends["spam"].public, "one network is one origin");
+        assert_eq!(board.trends["spam"].readers.len(), 1);
         // Events without user or client (the tutorial's anonymous format) count no reader.
         for i in 0..5 {
             board.apply(&search(None, "anonymous", at(70 + i)));
