@@ -55,8 +55,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, OpenE
 
 pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
     match err {
+        // A connection broken mid-packet (a server going down or coming up while a connection
+        // is being opened: sqlx's pool passes such errors on at once) is the server being away.
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => RepositoryError::Unavailable(Box::new(err)),
@@ -102,4 +105,24 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
             .map_err(OpenError::Create)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_the_server_being_away() {
+        for error in [
+            sqlx::Error::Protocol("unexpected end of stream".into()),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            assert!(matches!(repo_error(error), RepositoryError::Unavailable(_)));
+        }
+        assert!(matches!(
+            repo_error(sqlx::Error::RowNotFound),
+            RepositoryError::Internal(_)
+        ));
+    }
 }
