@@ -27,6 +27,10 @@ use uuid::Uuid;
 use crate::config::{Config, EventsBackend, TrendStoreKind};
 use crate::events::EventBus;
 
+/// `events.queue_max_bytes` of the benchmarks' publishers: they are handed a whole history at
+/// once, faster than any log takes it, so their queues must hold it all (4 GiB).
+pub(crate) const BENCH_QUEUE_BYTES: usize = 4 << 30;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct EventsBench {
@@ -116,6 +120,8 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         config.events.queue_capacity = usize::try_from(spec.events)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
+        // The producer runs hand it every event at once: its queue holds them all.
+        config.events.queue_max_bytes = BENCH_QUEUE_BYTES;
         config.events.session_timeout_ms = 6_000;
         config.events.topic = format!("bench-events-{run_id}");
         let name = match backend {
@@ -266,6 +272,8 @@ async fn trend_bench(
     config.events.backend = EventsBackend::Embedded;
     config.events.topic = format!("bench-trends-{run_id}");
     config.events.batch_size = spec.batch_size;
+    config.events.queue_capacity = events.len().saturating_add(1);
+    config.events.queue_max_bytes = BENCH_QUEUE_BYTES;
     config.trend.redis_url = crate::config::Secret(spec.redis_url.clone().into());
     config.trend.redis_prefix = format!("bench:{run_id}:");
     let bus = EventBus::open(&config).await?;

@@ -308,6 +308,7 @@ pub async fn run(
         .len()
         .max(history.searches.len())
         .saturating_add(1);
+    config.events.queue_max_bytes = crate::bench_events::BENCH_QUEUE_BYTES;
     let result = run_stores(spec, &history, &mut config, &run_id).await;
     let _ = std::fs::remove_dir_all(&config.data_dir);
     let mut report = result?;

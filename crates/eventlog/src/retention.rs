@@ -153,6 +153,10 @@ impl RetentionStats {
     }
 }
 
+/// A WAL checkpoint waits 100 ms at most for readers (holding up appends meanwhile) before it
+/// gives up until the next look.
+const CHECKPOINT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 100";
+
 /// How often the trimming task looks at the WAL file's size.
 const WAL_CHECK: Duration = Duration::from_millis(250);
 
@@ -464,17 +468,32 @@ impl EventLog {
     }
 
     /// Checkpoints the log and truncates its WAL file when that has grown past `limit` bytes;
-    /// returns the WAL's size before, if it did. The checkpoint waits (up to the busy timeout)
-    /// for readers to finish with the WAL, holding up appends meanwhile.
+    /// returns the WAL's size before, if it did. The checkpoint holds up appends while it waits
+    /// for readers to finish with the WAL, so it waits 100 ms at most: when readers
+    /// are still busy it gives up, and the next look (a quarter of a second later) tries again.
     pub async fn checkpoint_if_over(&self, limit: u64) -> Result<Option<u64>, EventLogError> {
         let wal = std::fs::metadata(self.wal_path()).map_or(0, |m| m.len());
         if wal <= limit {
             return Ok(None);
         }
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_all(&self.pool)
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(CHECKPOINT_BUSY_TIMEOUT)
+            .execute(&mut *conn)
             .await?;
-        Ok(Some(wal))
+        let checkpoint: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await;
+        if sqlx::query(bookstore_sqlite::BUSY_TIMEOUT_PRAGMA)
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            // A connection left with the short wait must not serve anything else.
+            conn.close_on_drop();
+        }
+        let (busy, _, _) = checkpoint?;
+        Ok((busy == 0).then_some(wal))
     }
 }
 

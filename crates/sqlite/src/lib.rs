@@ -47,6 +47,11 @@ pub enum OpenError {
 
 /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path/to/file.db`) with a pool
 /// of up to `max_connections`, in WAL mode so that readers never wait for the writer.
+/// How long a statement waits for another connection's lock before SQLite answers busy.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`BUSY_TIMEOUT`] as a statement, to give a connection its usual wait back.
+pub const BUSY_TIMEOUT_PRAGMA: &str = "PRAGMA busy_timeout = 10000";
+
 pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, OpenError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|source| OpenError::InvalidUrl {
@@ -56,7 +61,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, Open
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)
         .pragma("temp_store", "memory")
         .pragma("cache_size", "-65536")

@@ -102,6 +102,10 @@ impl SqliteTrends {
                 })
                 .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()?;
         let mut state = state_from_row(&row, spellings)?;
+        if state.public {
+            // A public trend keeps no readers.
+            return Ok(Some(state));
+        }
         state.readers =
             sqlx::query_scalar("SELECT reader FROM trend_readers WHERE query_normalized = ?")
                 .bind(query)
@@ -156,6 +160,9 @@ impl EventHandler for SqliteTrends {
 
         // Read what the batch touches, apply the rules in memory, write back.
         let mut states: BTreeMap<String, TrendState> = BTreeMap::new();
+        // The spellings and readers as loaded: only what the batch changed is written back.
+        let mut loaded: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>)> =
+            BTreeMap::new();
         let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
         for record in &batch.records {
             // Only searches make trends; other events move the position with the batch.
@@ -168,6 +175,10 @@ impl EventHandler for SqliteTrends {
                     .await
                     .map_err(positions::handler_error)?
                     .unwrap_or_else(|| TrendState::new(event.occurred_at));
+                loaded.insert(
+                    query.clone(),
+                    (state.spellings.clone(), state.readers.clone()),
+                );
                 states.insert(query.clone(), state);
             }
             if let Some(reader) = event.reader() {
@@ -219,15 +230,27 @@ impl EventHandler for SqliteTrends {
             .await
             .map_err(positions::handler_error)?;
             // The trend's few spellings and readers, as the rules left them.
-            sqlx::query("DELETE FROM trend_spellings WHERE query_normalized = ?")
-                .bind(query)
-                .execute(&mut *tx)
-                .await
-                .map_err(positions::handler_error)?;
+            let (spellings_before, readers_before) = loaded.get(query).cloned().unwrap_or_default();
+            for spelling in spellings_before.keys() {
+                if !state.spellings.contains_key(spelling) {
+                    sqlx::query(
+                        "DELETE FROM trend_spellings WHERE query_normalized = ? AND spelling = ?",
+                    )
+                    .bind(query)
+                    .bind(spelling)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(positions::handler_error)?;
+                }
+            }
             for (spelling, n) in &state.spellings {
-                sqlx::query(
-                    "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?)",
-                )
+                if spellings_before.get(spelling) == Some(n) {
+                    continue;
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?) ",
+                    "ON CONFLICT (query_normalized, spelling) DO UPDATE SET n = excluded.n"
+                ))
                 .bind(query)
                 .bind(spelling)
                 .bind(i64::try_from(*n).unwrap_or(i64::MAX))
@@ -235,12 +258,14 @@ impl EventHandler for SqliteTrends {
                 .await
                 .map_err(positions::handler_error)?;
             }
-            sqlx::query("DELETE FROM trend_readers WHERE query_normalized = ?")
-                .bind(query)
-                .execute(&mut *tx)
-                .await
-                .map_err(positions::handler_error)?;
-            for reader in &state.readers {
+            if state.readers.is_empty() && !readers_before.is_empty() {
+                sqlx::query("DELETE FROM trend_readers WHERE query_normalized = ?")
+                    .bind(query)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(positions::handler_error)?;
+            }
+            for reader in state.readers.difference(&readers_before) {
                 sqlx::query("INSERT INTO trend_readers (query_normalized, reader) VALUES (?, ?)")
                     .bind(query)
                     .bind(reader)
