@@ -202,8 +202,12 @@ pub struct TrendConfig {
     pub redis_prefix: String,
     /// Seconds for a search's weight in the score to halve.
     pub half_life: u64,
-    /// Searches per user and query that add to the score within a window of `user_window` seconds.
+    /// Searches per reader (user, else client) and query that add to the score within a window of
+    /// `user_window` seconds…
     pub user_cap: u32,
+    /// …and per origin (client network, else user): what one network adds however many visitor
+    /// ids it shows.
+    pub client_cap: u32,
     pub user_window: u64,
     /// Trends whose decayed score falls below this are pruned…
     pub min_score: f64,
@@ -224,6 +228,7 @@ impl Default for TrendConfig {
             redis_prefix: "bookstore:trends:".to_owned(),
             half_life: 3600,
             user_cap: 3,
+            client_cap: 10,
             user_window: 3600,
             min_score: 0.01,
             max_trends: 10_000,
@@ -237,6 +242,7 @@ impl TrendConfig {
         bookstore_domain::trends::TrendSettings {
             half_life: Duration::from_secs(self.half_life),
             user_cap: self.user_cap,
+            client_cap: self.client_cap,
             user_window: Duration::from_secs(self.user_window),
             min_score: self.min_score,
             max_trends: self.max_trends,
@@ -720,8 +726,10 @@ impl Config {
                 "invalid configuration: trend.half_life and trend.user_window must be at least 1 second"
             );
         }
-        if trend.user_cap == 0 || trend.max_trends == 0 {
-            bail!("invalid configuration: trend.user_cap and trend.max_trends must be at least 1");
+        if trend.user_cap == 0 || trend.client_cap == 0 || trend.max_trends == 0 {
+            bail!(
+                "invalid configuration: trend.user_cap, trend.client_cap and trend.max_trends must be at least 1"
+            );
         }
         if !(trend.min_score.is_finite() && trend.min_score > 0.0) {
             bail!("invalid configuration: trend.min_score must be a positive number");
@@ -835,24 +843,8 @@ impl Config {
         self.ensure_data_dir()?;
         let path = self.data_dir.join("cookie_secret");
         if !path.exists() {
-            // Written whole to a file of its own, then linked into place: a process that starts
-            // at the same moment either sees no secret or the whole one, never a partial file.
             let secret = random_secret();
-            let draft = self
-                .data_dir
-                .join(format!(".cookie_secret.{}", uuid::Uuid::new_v4().simple()));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let written = options.open(&draft).and_then(|mut file| {
-                use std::io::Write;
-                file.write_all(secret.as_bytes())?;
-                file.sync_all()
-            });
-            let linked = written.and_then(|()| std::fs::hard_link(&draft, &path));
-            let _ = std::fs::remove_file(&draft);
-            match linked {
+            match write_new_secret(&self.data_dir, &path, &secret) {
                 Ok(()) => {
                     tracing::info!(path = %path.display(), "made a new secret for visitor cookies");
                     return Ok(SecretString::from(secret));
@@ -866,16 +858,25 @@ impl Config {
                 }
             }
         }
-        let secret = std::fs::read_to_string(&path)
-            .map(|text| text.trim().to_owned())
-            .with_context(|| format!("cannot read the cookie secret {}", path.display()))?;
-        if secret.chars().count() < 32 {
-            bail!(
-                "the cookie secret {} is shorter than 32 characters; delete it to have a new one made",
-                path.display()
-            );
+        // A process that made the file a moment ago may still be writing it (on a file system
+        // without hard links): give it a second.
+        let mut waited = Duration::ZERO;
+        loop {
+            let secret = std::fs::read_to_string(&path)
+                .map(|text| text.trim().to_owned())
+                .with_context(|| format!("cannot read the cookie secret {}", path.display()))?;
+            if secret.chars().count() >= 32 {
+                return Ok(SecretString::from(secret));
+            }
+            if waited >= Duration::from_secs(1) {
+                bail!(
+                    "the cookie secret {} is shorter than 32 characters; delete it to have a new one made",
+                    path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
         }
-        Ok(SecretString::from(secret))
     }
 
     /// `web.cookie_secret` unless unset or empty.
@@ -938,6 +939,41 @@ impl Config {
                 self.data_dir.display()
             )
         })
+    }
+}
+
+/// Writes `secret` to `path`, readable by its owner only, unless `path` exists
+/// (`AlreadyExists`). It is written whole to a draft beside it, then linked into place, so that a
+/// process starting at the same moment sees no secret or the whole one; where the file system
+/// has no hard links, it is created in place. Drafts a crash left behind are removed.
+fn write_new_secret(dir: &Path, path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let create = |target: &Path| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(target)?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()
+    };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".cookie_secret.")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let draft = dir.join(format!(".cookie_secret.{}", uuid::Uuid::new_v4().simple()));
+    let linked = create(&draft).and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => create(path),
+        done => done,
     }
 }
 

@@ -14,11 +14,9 @@
 //!   search latencies are also given as ratios to it, as machines are noisy.
 //! - **Trend delay**: about every second, an API search for this run's marker query
 //!   (`loadgen<nonce>`, a single word no book has) whose trend count the load generator knows, from
-//!   the visitors in turn (so that the per-reader cap does not hold its score down);
-//!   `GET /trends?ps=100&by=score&all=true` every 20 ms until the marker's count reaches it, for at most
-//!   `--trend-wait-ms`. Zero-result searches are published and ranked like any other. The marker
-//!   must stay among the 100 best trends to be seen, so when the list is full and the marker is
-//!   not comfortably inside it, a few more (unmeasured) marker searches raise its score first.
+//!   the visitors in turn; `GET /trends?q=<marker>&all=true` (that one trend, public or not) every
+//!   20 ms until the marker's count reaches it, for at most `--trend-wait-ms`. Zero-result
+//!   searches are published and counted like any other.
 //!
 //! Every phase stops by itself at its duration; requests still outstanding then are awaited (each
 //! is bounded by `--timeout-ms`).
@@ -36,16 +34,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Trends asked for when looking for the marker: the API's largest page.
-const TRENDS_PAGE: usize = 100;
 /// How often the trend service is asked while a marker is awaited.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 /// How often a marker search is sent.
 const MARKER_EVERY: Duration = Duration::from_secs(1);
-/// At most this many extra marker searches per marker, to keep it among the best trends.
-const MAX_BOOSTS: u64 = 200;
-/// Extra marker searches in flight at once.
-const BOOST_CONCURRENCY: usize = 8;
 
 /// `bookstore loadgen` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -416,19 +408,18 @@ async fn drive(
 /// A trend as `GET /trends` gives it, the fields used here.
 #[derive(Debug, Deserialize)]
 struct TrendEntry {
-    query_normalized: String,
     count: u64,
-    score: f64,
 }
 
-async fn top_trends(client: &reqwest::Client, trend_url: &str) -> Result<Vec<TrendEntry>, String> {
+/// The marker's trend (`GET /trends?q=…&all=true`: an array of at most one).
+async fn marker_trend(
+    client: &reqwest::Client,
+    trend_url: &str,
+    marker: &str,
+) -> Result<Vec<TrendEntry>, String> {
     let response = client
         .get(format!("{trend_url}/trends"))
-        .query(&[
-            ("ps", TRENDS_PAGE.to_string().as_str()),
-            ("by", "score"),
-            ("all", "true"),
-        ])
+        .query(&[("q", marker), ("all", "true")])
         .send()
         .await
         .map_err(|e| classify(&e))?;
@@ -493,25 +484,6 @@ async fn visitor_cookies(
     Ok(cookies)
 }
 
-/// Marker searches needed so that the marker stays among the best trends: none while the list
-/// has room, else enough to sit well above the lowest score shown.
-fn boosts_needed(trends: &[TrendEntry], marker: &str, marker_searches: u64) -> u64 {
-    if trends.len() < TRENDS_PAGE {
-        return 0;
-    }
-    let lowest = trends.iter().map(|t| t.score).fold(f64::INFINITY, f64::min);
-    let ours = trends
-        .iter()
-        .find(|t| t.query_normalized == marker)
-        .map_or(marker_searches as f64, |t| t.score);
-    let wanted = lowest * 1.25 + 2.0;
-    if ours >= wanted {
-        0
-    } else {
-        ((wanted - ours).ceil() as u64).min(MAX_BOOSTS)
-    }
-}
-
 /// The trend delay measurements.
 struct Markers {
     marker: String,
@@ -519,7 +491,6 @@ struct Markers {
     sent: u64,
     missed: u64,
     search_errors: u64,
-    boosts: u64,
     polls: u64,
     poll_errors: u64,
 }
@@ -547,44 +518,14 @@ async fn measure_trend_delay(
         sent: 0,
         missed: 0,
         search_errors: 0,
-        boosts: 0,
         polls: 0,
         poll_errors: 0,
     };
     // Marker searches answered: the count the trend reaches once they are all applied.
     let mut answered: u64 = 0;
-    let mut seen = match top_trends(&client, &trend_url).await {
-        Ok(trends) => trends,
-        Err(_) => {
-            m.poll_errors += 1;
-            Vec::new()
-        }
-    };
-    m.polls += 1;
     let mut tick = Instant::now();
     while tick < end {
         tokio::time::sleep_until(tick.into()).await;
-        let boosts = boosts_needed(&seen, &m.marker, answered);
-        let mut extra = JoinSet::new();
-        let slots = Arc::new(Semaphore::new(BOOST_CONCURRENCY));
-        for _ in 0..boosts {
-            let (client, web_url, marker) = (client.clone(), web_url.clone(), m.marker.clone());
-            let cookie = next_visitor();
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            extra.spawn(async move {
-                let ok = marker_search(&client, &web_url, &marker, cookie).await;
-                drop(slot);
-                ok
-            });
-        }
-        while let Some(done) = extra.join_next().await {
-            if matches!(done, Ok(true)) {
-                answered += 1;
-                m.boosts += 1;
-            }
-        }
         let sent_at = Instant::now();
         m.sent += 1;
         if !marker_search(&client, &web_url, &m.marker, next_visitor()).await {
@@ -597,13 +538,9 @@ async fn measure_trend_delay(
         loop {
             let polled_at = Instant::now();
             m.polls += 1;
-            match top_trends(&client, &trend_url).await {
+            match marker_trend(&client, &trend_url, &m.marker).await {
                 Ok(trends) => {
-                    let arrived = trends
-                        .iter()
-                        .any(|t| t.query_normalized == m.marker && t.count >= answered);
-                    seen = trends;
-                    if arrived {
+                    if trends.iter().any(|t| t.count >= answered) {
                         m.delays.saturating_record(micros(sent_at.elapsed()));
                         break;
                     }
@@ -688,8 +625,6 @@ pub struct TrendDelay {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
-    /// Unmeasured marker searches sent to keep the marker among the best 100 trends.
-    pub boost_searches: u64,
     /// `GET /trends` requests, and how many failed.
     pub polls: u64,
     pub poll_errors: u64,
@@ -839,7 +774,6 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         p50_ms: delay(0.5),
         p99_ms: delay(0.99),
         max_ms: (!d.is_empty()).then(|| d.max() as f64 / 1000.0),
-        boost_searches: markers.boosts,
         polls: markers.polls,
         poll_errors: markers.poll_errors,
     };
@@ -924,7 +858,7 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "search to /trends: p50 {}, p99 {}, max {}; {} of {} markers appeared, {} never did within {} ms \
-         ({} failed searches, {} extra marker searches to stay in the top {TRENDS_PAGE})",
+         ({} failed searches)",
         ms(t.p50_ms),
         ms(t.p99_ms),
         ms(t.max_ms),
@@ -932,8 +866,7 @@ pub fn table(report: &Report) -> String {
         t.markers,
         t.missed,
         t.wait_ms,
-        t.search_errors,
-        t.boost_searches
+        t.search_errors
     );
     out
 }
@@ -981,23 +914,5 @@ mod tests {
         let users: std::collections::BTreeSet<_> =
             (0..1000).map(|_| workload.next().cookie).collect();
         assert_eq!(users.len(), 10);
-    }
-
-    #[test]
-    fn the_marker_is_raised_only_when_the_list_is_full() {
-        let entry = |q: &str, score: f64| TrendEntry {
-            query_normalized: q.to_owned(),
-            count: score as u64,
-            score,
-        };
-        let few: Vec<_> = (0..10).map(|i| entry(&format!("q{i}"), 50.0)).collect();
-        assert_eq!(boosts_needed(&few, "m", 0), 0);
-        let full: Vec<_> = (0..TRENDS_PAGE)
-            .map(|i| entry(&format!("q{i}"), 10.0))
-            .collect();
-        assert_eq!(boosts_needed(&full, "m", 3), 12);
-        let mut with_marker = full;
-        with_marker[0] = entry("m", 40.0);
-        assert_eq!(boosts_needed(&with_marker, "m", 3), 0);
     }
 }

@@ -116,6 +116,8 @@ pub fn consumer_collector(
         .absolute(load(&stats.retries));
         metrics::gauge!("bookstore_consumer_owned_partitions", &labels)
             .set(load(&stats.owned_partitions) as f64);
+        metrics::gauge!("bookstore_consumer_store_ahead_of_log_partitions", &labels)
+            .set(load(&stats.ahead_of_log) as f64);
         let (lag, measured_ago) = stats.lag();
         if let Some(ago) = measured_ago {
             metrics::gauge!("bookstore_consumer_lag_age_seconds", &labels).set(ago.as_secs_f64());

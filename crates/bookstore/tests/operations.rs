@@ -383,6 +383,7 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             "bookstore_events_dead_lettered_total",
             "bookstore_consumer_batches_total",
             "bookstore_consumer_owned_partitions",
+            "bookstore_consumer_store_ahead_of_log_partitions",
             "bookstore_consumer_lag",
             "bookstore_store_errors_total",
         ] {

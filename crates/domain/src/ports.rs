@@ -199,6 +199,13 @@ pub trait TrendStore: Send + Sync + 'static {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<crate::trends::Trend>, RepositoryError>;
 
+    /// The trend of one normalized query at `now`, if the store keeps it (public or not).
+    async fn trend(
+        &self,
+        query_normalized: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::trends::Trend>, RepositoryError>;
+
     /// Whether the store answers (`/readyz`).
     async fn ping(&self) -> Result<(), RepositoryError>;
 }

@@ -476,23 +476,16 @@ impl EventLog {
         if wal <= limit {
             return Ok(None);
         }
-        let mut conn = self.pool.acquire().await?;
+        // A connection of its own, taken out of the pool (which opens another in its place):
+        // with its short wait it never serves anything else, even if this is cancelled midway.
+        let mut conn = self.pool.acquire().await?.detach();
         sqlx::query(CHECKPOINT_BUSY_TIMEOUT)
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await?;
-        let checkpoint: Result<(i64, i64, i64), sqlx::Error> =
-            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&mut *conn)
-                .await;
-        if sqlx::query(bookstore_sqlite::BUSY_TIMEOUT_PRAGMA)
-            .execute(&mut *conn)
-            .await
-            .is_err()
-        {
-            // A connection left with the short wait must not serve anything else.
-            conn.close_on_drop();
-        }
-        let (busy, _, _) = checkpoint?;
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = sqlx::Connection::close(conn).await;
         Ok((busy == 0).then_some(wal))
     }
 }

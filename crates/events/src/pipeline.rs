@@ -121,6 +121,7 @@ pub struct Pipeline {
     pending: Vec<(Record, RawMessage)>,
     opened_at: Option<Instant>,
     retry_warning: RateLimited,
+    ahead_warning: RateLimited,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -149,6 +150,7 @@ impl Pipeline {
             pending: Vec::new(),
             opened_at: None,
             retry_warning: RateLimited::new(Duration::from_secs(10)),
+            ahead_warning: RateLimited::new(Duration::from_secs(60)),
         }
     }
 
@@ -195,11 +197,29 @@ impl Pipeline {
     /// a partition with no stored position is read from its earliest retained message, and one
     /// whose stored position was trimmed away continues from there too.
     pub fn record_lag(&self, range: impl Fn(&TopicPartition) -> Option<LogRange>) {
+        let mut ahead = 0u64;
         let lag = self
             .stored
             .iter()
             .filter_map(|(tp, stored)| {
                 let LogRange { start, end } = range(tp)?;
+                if let Some(next) = stored.filter(|next| *next > end) {
+                    ahead += 1;
+                    if self.ahead_warning.check().is_some() {
+                        tracing::error!(
+                            group = %self.group,
+                            handler = self.handler.name(),
+                            topic = %tp.topic,
+                            partition = tp.partition,
+                            stored = next,
+                            end,
+                            "the handler's store is ahead of the log: the log was lost or \
+                             replaced while the store was kept, and events appended below the \
+                             stored position will be skipped; delete the store to have it rebuilt \
+                             from the log"
+                        );
+                    }
+                }
                 let next = match (stored, start) {
                     (Some(next), Some(start)) => (*next).max(start),
                     (Some(next), None) => *next,
@@ -213,6 +233,9 @@ impl Pipeline {
             })
             .collect();
         self.stats.set_lag(lag);
+        self.stats
+            .ahead_of_log
+            .store(ahead, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Says, once per partition assigned without a stored position, that the partition is read
@@ -896,6 +919,39 @@ mod tests {
         let (lag, measured) = p.stats().lag();
         assert!(measured.is_some());
         assert_eq!(lag, BTreeMap::from([(tp(0), 3), (tp(1), 6), (tp(3), 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_store_ahead_of_the_log_is_reported() {
+        let memory = Arc::new(Memory::default());
+        let mut p = pipeline(memory.clone(), Arc::default());
+        p.assign(&[tp(0), tp(1)]).await.unwrap();
+        p.offer(message(0, 41, "a")).await.unwrap();
+        p.offer(message(1, 2, "b")).await.unwrap();
+        p.flush().await.unwrap();
+        // Partition 0's store is at 42; the log (lost and begun again) ends at 5.
+        p.record_lag(|tp| {
+            Some(LogRange {
+                start: Some(0),
+                end: if tp.partition == 0 { 5 } else { 3 },
+            })
+        });
+        let ahead = p
+            .stats()
+            .ahead_of_log
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ahead, 1);
+        p.record_lag(|_| {
+            Some(LogRange {
+                start: Some(0),
+                end: 50,
+            })
+        });
+        let ahead = p
+            .stats()
+            .ahead_of_log
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ahead, 0, "caught up again");
     }
 
     #[tokio::test]

@@ -43,6 +43,10 @@ pub struct ConsumerStats {
     pub stale: AtomicU64,
     /// Partitions this consumer owns now.
     pub owned_partitions: AtomicU64,
+    /// Owned partitions whose stored position is past the log's end, as last measured: the log
+    /// was lost or replaced while the store was kept, and what is appended below the stored
+    /// position will be skipped (delete the store to have it rebuilt).
+    pub ahead_of_log: AtomicU64,
     /// Per owned partition, the messages between the next one to apply and the log's end, as
     /// last measured (the backend measures every few seconds).
     lag: Mutex<(BTreeMap<TopicPartition, i64>, Option<Instant>)>,

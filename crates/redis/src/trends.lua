@@ -4,12 +4,12 @@
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
 --   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
 --   reader or "", cap window, log weight, occurred_at ms, books JSON, origin or ""]], user_cap,
---   prune_below, max_trends, min_readers, max_spellings.
+--   prune_below, max_trends, min_readers, max_spellings, client_cap.
 -- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>pscore and <p>pcount
 -- (the same for public trends only), <p>q:<query> (hash: d display, dn its count, l last search
 -- ms, b books JSON, ls log2 score, pub 1 once public, s:<spelling> counts, at most
 -- max_spellings of them), <p>r:<query> (set: the origins of a trend not public yet, at most
--- min_readers), <p>cap:<window> (hash: reader \31 query -> searches), <p>capw (zset of the
+-- min_readers), <p>cap:<window> (hash: reader \31 query, and \1 origin \31 query -> searches), <p>capw (zset of the
 -- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
 -- per event; the only whole read is of one trend's hash (a bounded number of fields) when a new
 -- spelling replaces another.
@@ -78,14 +78,19 @@ for _, e in ipairs(b.events) do
   local query, spelled, reader, at, origin = e[1], e[2], e[3], e[6], e[8]
   local h = p .. 'q:' .. query
   local scored = true
-  if reader ~= '' then
-    local caps = p .. 'cap:' .. e[4]
-    local n = redis.call('HINCRBY', caps, reader .. '\31' .. query, 1)
-    if not windows[e[4]] then
-      redis.call('ZADD', p .. 'capw', e[4], e[4])
-      windows[e[4]] = true
+  -- The reader's counter (user_cap) and the origin's (client_cap, its key marked by \1).
+  local counters = { { reader, b.user_cap } }
+  if origin ~= '' then counters[2] = { '\1' .. origin, b.client_cap } end
+  for _, who in ipairs(counters) do
+    if who[1] ~= '' then
+      local caps = p .. 'cap:' .. e[4]
+      local n = redis.call('HINCRBY', caps, who[1] .. '\31' .. query, 1)
+      if not windows[e[4]] then
+        redis.call('ZADD', p .. 'capw', e[4], e[4])
+        windows[e[4]] = true
+      end
+      scored = scored and n <= who[2]
     end
-    scored = n <= b.user_cap
   end
   local count = tonumber(redis.call('ZINCRBY', counts, 1, query))
   local state = redis.call('HMGET', h, 'd', 'dn', 'l', 'ls', 's:' .. spelled, 'pub')

@@ -46,6 +46,7 @@ struct ScriptBatch<'a> {
     max_trends: usize,
     min_readers: u32,
     max_spellings: usize,
+    client_cap: u32,
 }
 
 /// One event as the script reads it (a JSON array): query_normalized, spelling, reader, cap
@@ -145,6 +146,7 @@ impl EventHandler for RedisTrends {
             max_trends: self.settings.max_trends.max(1),
             min_readers: self.settings.min_readers,
             max_spellings: SPELLINGS_PER_TREND,
+            client_cap: self.settings.client_cap,
         };
         let payload =
             serde_json::to_string(&payload).map_err(|e| HandlerError::Rejected(e.to_string()))?;
@@ -253,6 +255,57 @@ impl TrendStore for RedisTrends {
         rank(&mut trends, by);
         trends.truncate(n);
         Ok(trends)
+    }
+
+    async fn trend(
+        &self,
+        query_normalized: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Trend>, RepositoryError> {
+        let mut redis = self.redis.clone();
+        let (count, fields): (
+            Option<f64>,
+            (
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+            ),
+        ) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg(self.key("count"))
+            .arg(query_normalized)
+            .cmd("HMGET")
+            .arg(self.key(&format!("q:{query_normalized}")))
+            .arg("d")
+            .arg("ls")
+            .arg("l")
+            .arg("b")
+            .arg("pub")
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        let (display, log_score, last, books, public) = fields;
+        let Some(display) = display else {
+            return Ok(None);
+        };
+        let log_score = log_score
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NEG_INFINITY);
+        Ok(Some(Trend {
+            query: display,
+            query_normalized: query_normalized.to_owned(),
+            count: count.unwrap_or(0.0).max(0.0) as u64,
+            score: finite_score(log_score, &self.settings, now),
+            books: books
+                .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
+                .unwrap_or_default(),
+            last_searched_at: last
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_default(),
+            public: public.as_deref() == Some("1"),
+        }))
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -49,8 +49,6 @@ pub enum OpenError {
 /// of up to `max_connections`, in WAL mode so that readers never wait for the writer.
 /// How long a statement waits for another connection's lock before SQLite answers busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// [`BUSY_TIMEOUT`] as a statement, to give a connection its usual wait back.
-pub const BUSY_TIMEOUT_PRAGMA: &str = "PRAGMA busy_timeout = 10000";
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, OpenError> {
     let options = SqliteConnectOptions::from_str(url)

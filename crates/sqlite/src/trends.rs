@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, passes_cap, rank,
+    Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, cap_keys,
+    passes_cap, rank,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -181,12 +182,8 @@ impl EventHandler for SqliteTrends {
                 );
                 states.insert(query.clone(), state);
             }
-            if let Some(reader) = event.reader() {
-                let key = (
-                    self.settings.window(event.occurred_at),
-                    reader.to_owned(),
-                    query.clone(),
-                );
+            let (reader, origin) = cap_keys(&self.settings, event);
+            for key in [reader, origin].into_iter().flatten() {
                 if let std::collections::btree_map::Entry::Vacant(slot) = caps.entry(key) {
                     let (window, user, query) = slot.key();
                     let n: Option<i64> = sqlx::query_scalar(concat!(
@@ -266,12 +263,15 @@ impl EventHandler for SqliteTrends {
                     .map_err(positions::handler_error)?;
             }
             for reader in state.readers.difference(&readers_before) {
-                sqlx::query("INSERT INTO trend_readers (query_normalized, reader) VALUES (?, ?)")
-                    .bind(query)
-                    .bind(reader)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(positions::handler_error)?;
+                sqlx::query(concat!(
+                    "INSERT INTO trend_readers (query_normalized, reader) VALUES (?, ?) ",
+                    "ON CONFLICT DO NOTHING"
+                ))
+                .bind(query)
+                .bind(reader)
+                .execute(&mut *tx)
+                .await
+                .map_err(positions::handler_error)?;
             }
         }
         for ((window, user, query), n) in &caps {
@@ -380,6 +380,27 @@ impl TrendStore for SqliteTrends {
         }
         rank(&mut trends, by);
         Ok(trends)
+    }
+
+    async fn trend(
+        &self,
+        query_normalized: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Trend>, RepositoryError> {
+        let row = sqlx::query(concat!(
+            "SELECT display, count, log_score, books, last_searched_at, public FROM trends ",
+            "WHERE query_normalized = ?"
+        ))
+        .bind(query_normalized)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|row| {
+            state_from_row(&row, BTreeMap::new())
+                .map(|state| state.to_trend(query_normalized, &self.settings, now))
+                .map_err(unavailable)
+        })
+        .transpose()
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -1,6 +1,6 @@
 //! The trend service's HTTP API over a [`TrendStore`]:
 //!
-//! - `GET /trends?ps=N&by=score|count&all=true`: the top N (default 10, 1 to 100) public trends
+//! - `GET /trends?ps=N&by=score|count&all=true` (or `q=QUERY` for one trend): the top N (default 10, 1 to 100) public trends
 //!   (searched by `trend.min_readers` distinct readers; `all=true`: every trend, for internal
 //!   callers), by time-decayed score (default) or all-time count, as a JSON array of `{query,
 //!   query_normalized, count, score, books, last_searched_at, public}`;
@@ -18,6 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bookstore_domain::TrendStore;
+use bookstore_domain::events::{clean_query, normalize_query};
 use bookstore_domain::trends::{Audience, TrendRanking};
 use bookstore_http::{StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
@@ -74,7 +75,8 @@ fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking, Audie
     params(
         ("ps" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
         ("by" = Option<String>, Query, description = "score (time-decayed, default) or count (all time)"),
-        ("all" = Option<bool>, Query, description = "true: every trend kept, also those fewer than trend.min_readers distinct readers searched (for internal callers); default false: public trends only"),
+        ("all" = Option<bool>, Query, description = "true: every trend kept, also those fewer than trend.min_readers distinct origins searched (for internal callers); default false: public trends only"),
+        ("q" = Option<String>, Query, description = "Only the trend of this query (normalized here), if kept: an array of at most one; ps and by are ignored"),
     ),
     responses(
         (status = 200, description = "JSON array of `{query, query_normalized, count, score, books, last_searched_at, public}`"),
@@ -93,6 +95,22 @@ async fn trends(
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(q) = params.get("q") {
+        let query = normalize_query(&clean_query(q));
+        let found = STORE
+            .read("the trend", state.store.trend(&query, chrono::Utc::now()))
+            .await;
+        return match found {
+            Ok(trend) => Json(
+                trend
+                    .filter(|t| audience == Audience::Everyone || t.public)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            )
+            .into_response(),
+            Err(answer) => answer,
+        };
+    }
     match STORE
         .read(
             "the trends",

@@ -128,11 +128,12 @@ impl VisitorKeys {
     }
 
     /// The pseudonym of a client address: `c-` and 16 hex digits of its keyed hash. An IPv6
-    /// client is named by its /64, which one subscriber usually holds whole.
+    /// client is named by its /56, the block a home subscriber is commonly given whole (one
+    /// person can hold many /64s).
     pub fn client_id(&self, address: IpAddr) -> String {
         let network = match address.to_canonical() {
             IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+            IpAddr::V6(v6) => v6.octets()[..7].to_vec(),
         };
         format!("c-{}", self.mac_hex("client", &network, CLIENT_ID_BYTES))
     }
@@ -142,6 +143,9 @@ impl VisitorKeys {
     pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?.to_canonical();
         if !self.trusted(peer) {
+            if headers.contains_key("x-forwarded-for") {
+                untrusted_forward(peer);
+            }
             return Some(peer);
         }
         // From the nearest hop back: each trusted proxy names the one before it.
@@ -195,6 +199,28 @@ impl VisitorKeys {
                 client_id,
             },
         }
+    }
+}
+
+/// A peer that is not a trusted proxy sent `X-Forwarded-For`: almost always a proxy missing from
+/// `web.trusted_proxies` (then every reader shares its address). Said at most every 10 minutes.
+fn untrusted_forward(peer: IpAddr) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if (last == 0 || now >= last + 600)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            %peer,
+            "ignoring X-Forwarded-For from a peer that is not in web.trusted_proxies: if it is your \
+             proxy, list it there, or every reader counts as this one address"
+        );
     }
 }
 
@@ -337,8 +363,13 @@ mod tests {
         );
         assert_eq!(
             keys.client_id("2001:db8:1:2::1".parse().unwrap()),
-            keys.client_id("2001:db8:1:2:ffff::9".parse().unwrap()),
-            "one /64"
+            keys.client_id("2001:db8:1:ff:ffff::9".parse().unwrap()),
+            "one /56"
+        );
+        assert_ne!(
+            keys.client_id("2001:db8:1:2::1".parse().unwrap()),
+            keys.client_id("2001:db8:1:102::1".parse().unwrap()),
+            "another /56"
         );
         let other = VisitorKeys::new(SecretString::from("o".repeat(32)), false, vec![]);
         assert_ne!(a, other.client_id("203.0.113.7".parse().unwrap()));

@@ -183,13 +183,15 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     for _ in 0..10 {
         search("/", "my own diagnosis", Some(reader.clone())).await;
     }
-    // And visitor ids fetched from the page, as many as wanted: they are the readers of one
-    // network, one origin.
+    // And visitor ids fetched from the page, as many as wanted: they are readers of one
+    // network, one origin, which adds at most trend.client_cap (10) to the score.
     for _ in 0..5 {
         let issued = http.get(format!("{}/", web.url)).send().await.unwrap();
         let cookie = issued.headers()["set-cookie"].to_str().unwrap();
         let cookie = cookie.split(';').next().unwrap().to_owned();
-        search("/api/books", "minted readers", Some(cookie)).await;
+        for _ in 0..3 {
+            search("/api/books", "minted readers", Some(cookie.clone())).await;
+        }
     }
     wait_until(
         Duration::from_secs(30),
@@ -198,7 +200,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
             let all = trends(&http, &trend, "ps=100&all=true").await;
             count_of(&all, "free books at evil.example") == 40
                 && count_of(&all, "my own diagnosis") == 10
-                && count_of(&all, "minted readers") == 5
+                && count_of(&all, "minted readers") == 15
         },
     )
     .await;
@@ -212,6 +214,14 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         "one client scores at most trend.user_cap: {evil}"
     );
     assert_eq!(evil["public"], false);
+    let minted = all
+        .iter()
+        .find(|t| t["query_normalized"] == "minted readers")
+        .unwrap();
+    assert!(
+        minted["score"].as_f64().unwrap() < 10.01,
+        "one network scores at most trend.client_cap: {minted}"
+    );
     assert!(
         trends(&http, &trend, "ps=100").await.is_empty(),
         "nothing is public"
@@ -222,7 +232,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         !html.contains("evil.example") && !html.contains("diagnosis") && !html.contains("minted")
     );
     assert!(
-        html.contains("A search shows here once 3 different readers have made it."),
+        html.contains("A search shows here once people on 3 different networks have made it."),
         "the page says why Trends is empty"
     );
 

@@ -13,6 +13,7 @@ use crate::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStor
 pub fn settings() -> TrendSettings {
     TrendSettings {
         user_cap: 2,
+        client_cap: 3,
         max_trends: 6,
         min_readers: 2,
         ..TrendSettings::default()
@@ -167,6 +168,35 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
         ] {
             check_top(store, &board, n, by, audience, now).await;
         }
+    }
+    // Each trend alone, as the board has it; a query never searched, none.
+    for expected in &everyone {
+        let stored = match store.trend(&expected.query_normalized, now).await {
+            Ok(stored) => stored,
+            Err(error) => panic!("trend {}: {error}", expected.query_normalized),
+        };
+        let Some(stored) = stored else {
+            panic!("no trend {}", expected.query_normalized)
+        };
+        assert_eq!(
+            (&stored.query, stored.count, stored.public, &stored.books),
+            (
+                &expected.query,
+                expected.count,
+                expected.public,
+                &expected.books
+            )
+        );
+        assert!(
+            (stored.score - expected.score).abs() < 1e-9,
+            "{}",
+            stored.query
+        );
+        assert_eq!(stored.last_searched_at, expected.last_searched_at);
+    }
+    match store.trend("never searched", now).await {
+        Ok(None) => {}
+        other => panic!("a query never searched: {other:?}"),
     }
     let positions = match store.positions("g").await {
         Ok(positions) => positions,

@@ -9,10 +9,12 @@
 //! `2^(log_score - now/half_life)` ([`score_at`]). Logs never overflow, so there is nothing to
 //! rebase.
 //!
-//! **Per-reader cap.** Within each window of `user_window` (fixed windows, counted from the
-//! epoch), only a reader's first `user_cap` searches for a query add to its score; all of them add
-//! to its `count`. A reader is the event's user, else its client (a pseudonym of the address an
-//! anonymous search came from); a search with neither is not capped.
+//! **Caps.** Within each window of `user_window` (fixed windows, counted from the epoch), a
+//! search for a query adds to its score only while its reader has made at most `user_cap` of
+//! them and its origin at most `client_cap`; all of them add to its `count`. A reader is the
+//! event's user, else its client; an origin is its client (a pseudonym of the network address),
+//! else its user. So one person can neither flood a query nor, by collecting visitor ids, make
+//! one network count for more than `client_cap`. A search with neither is not capped.
 //!
 //! **Public trends.** A trend is shown to the public (the page) only once `min_readers` distinct
 //! origins have searched it: clients (network addresses, as pseudonyms), which a visitor cannot
@@ -50,8 +52,11 @@ pub const SPELLINGS_PER_TREND: usize = 5;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrendSettings {
     pub half_life: Duration,
-    /// Searches per user, query and window that add to the score.
+    /// Searches per reader (user, else client), query and window that add to the score…
     pub user_cap: u32,
+    /// …and per origin (client, else user): what one network can add, however many readers
+    /// it shows.
+    pub client_cap: u32,
     pub user_window: Duration,
     /// Trends whose current score falls below this are pruned.
     pub min_score: f64,
@@ -66,6 +71,7 @@ impl Default for TrendSettings {
         Self {
             half_life: Duration::from_secs(3600),
             user_cap: 3,
+            client_cap: 10,
             user_window: Duration::from_secs(3600),
             min_score: 0.01,
             max_trends: 10_000,
@@ -304,26 +310,44 @@ pub fn least_common_spelling(spellings: &BTreeMap<String, u64>, shown: &str) -> 
         .map(|(spelling, _)| spelling.clone())
 }
 
-/// The per-reader cap: how many searches each (window, reader, query) has scored so far.
+/// The caps' counters: how many searches each (window, reader or origin, query) has made so
+/// far. An origin's counter is keyed by [`ORIGIN_MARK`] and the origin.
 pub type CapKey = (i64, String, String);
 
-/// Whether `event` adds to its trend's score, given (and updating) the per-reader counters.
+/// Starts the key of an origin's counter, so that it never meets a reader's (for an anonymous
+/// search the reader and the origin are the same client); ids never hold control characters.
+pub const ORIGIN_MARK: char = '\u{1}';
+
+/// The counters a search adds to: its reader's (`user_cap`), and its origin's (`client_cap`).
+pub fn cap_keys(settings: &TrendSettings, event: &SearchEvent) -> (Option<CapKey>, Option<CapKey>) {
+    let window = settings.window(event.occurred_at);
+    let key = |who: String| (window, who, event.query_normalized.clone());
+    (
+        event.reader().map(|r| key(r.to_owned())),
+        event.origin().map(|o| key(format!("{ORIGIN_MARK}{o}"))),
+    )
+}
+
+/// Whether `event` adds to its trend's score, given (and updating) the counters: only while its
+/// reader is within `user_cap` and its origin within `client_cap` (a network cannot outweigh a
+/// handful of readers however many visitor ids it collects).
 pub fn passes_cap(
     settings: &TrendSettings,
     caps: &mut BTreeMap<CapKey, u32>,
     event: &SearchEvent,
 ) -> bool {
-    let Some(reader) = event.reader() else {
-        return true;
+    let (reader, origin) = cap_keys(settings, event);
+    let mut count = |key: Option<CapKey>, cap: u32| match key {
+        Some(key) => {
+            let n = caps.entry(key).or_default();
+            *n += 1;
+            *n <= cap
+        }
+        None => true,
     };
-    let key = (
-        settings.window(event.occurred_at),
-        reader.to_owned(),
-        event.query_normalized.clone(),
-    );
-    let n = caps.entry(key).or_default();
-    *n += 1;
-    *n <= settings.user_cap
+    let by_reader = count(reader, settings.user_cap);
+    let by_origin = count(origin, settings.client_cap);
+    by_reader && by_origin
 }
 
 /// Ranks trends: by score (then count), or by count (then score); ties by query.
@@ -375,6 +399,13 @@ impl TrendBoard {
             let oldest = TrendSettings::oldest_cap_window(newest);
             self.caps.retain(|(window, _, _), _| *window >= oldest);
         }
+    }
+
+    /// The trend of `query_normalized`, if kept.
+    pub fn trend(&self, query_normalized: &str, now: DateTime<Utc>) -> Option<Trend> {
+        self.trends
+            .get(query_normalized)
+            .map(|t| t.to_trend(query_normalized, &self.settings, now))
     }
 
     pub fn top(
@@ -567,7 +598,12 @@ mod tests {
         // Counters three windows older than the newest search are forgotten.
         board.apply(&search(Some("v"), "y", at(3 * 3600 + 60)));
         board.prune(at(3 * 3600 + 61));
-        assert!(board.caps.keys().all(|(_, user, _)| user == "v"));
+        assert!(
+            board
+                .caps
+                .keys()
+                .all(|(_, who, _)| who.trim_start_matches(ORIGIN_MARK) == "v")
+        );
     }
 
     #[test]
@@ -655,6 +691,32 @@ mod tests {
         }
         assert!(!board.trends["anonymous"].public);
         assert!(board.trends.values().all(|t| t.readers.len() <= 3));
+    }
+
+    #[test]
+    fn one_network_adds_at_most_client_cap_however_many_readers_it_shows() {
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 3,
+            client_cap: 10,
+            ..TrendSettings::default()
+        });
+        // Forty visitor ids from one network, three searches each.
+        for reader in 0..40 {
+            for i in 0..3 {
+                let event = search(Some(&format!("id-{reader}")), "pump", at(i));
+                board.apply(&event.with_client(Some("c-one".into())));
+            }
+        }
+        let top = board.top(1, TrendRanking::Score, Audience::Everyone, at(10));
+        assert_eq!(top[0].count, 120);
+        assert!((top[0].score - 10.0).abs() < 0.05, "{}", top[0].score);
+        // Another network adds its own share.
+        for i in 0..3 {
+            let event = search(Some("someone"), "pump", at(i));
+            board.apply(&event.with_client(Some("c-two".into())));
+        }
+        let top = board.top(1, TrendRanking::Score, Audience::Everyone, at(10));
+        assert!((top[0].score - 13.0).abs() < 0.05, "{}", top[0].score);
     }
 
     #[test]
