@@ -1,7 +1,7 @@
 //! The trend service's HTTP API over a [`TrendStore`]:
 //!
 //! - `GET /trends?ps=N&by=score|count&all=true` (or `q=QUERY` for one trend): the top N (default 10, 1 to 100) public trends
-//!   (searched by `trend.min_readers` distinct readers; `all=true`: every trend, for internal
+//!   (searched from `trend.min_readers` distinct networks; `all=true`: every trend, for internal
 //!   callers), by time-decayed score (default) or all-time count, as a JSON array of `{query,
 //!   query_normalized, count, score, books, last_searched_at, public}`;
 //! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).

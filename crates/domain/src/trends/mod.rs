@@ -177,7 +177,7 @@ pub struct Trend {
     /// The results of the most recent search.
     pub books: Vec<TrendBook>,
     pub last_searched_at: DateTime<Utc>,
-    /// Whether `min_readers` distinct readers have searched it, so that the page may show it.
+    /// Whether `min_readers` distinct origins (networks) have searched it, so that the page may show it.
     #[serde(default)]
     pub public: bool,
 }
@@ -185,7 +185,7 @@ pub struct Trend {
 /// Who a list of trends is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Audience {
-    /// The public page: only trends that enough distinct readers searched.
+    /// The public page: only trends that enough distinct origins searched.
     #[default]
     Public,
     /// Internal callers: every trend kept.
