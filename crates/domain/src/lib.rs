@@ -4,6 +4,8 @@
 
 pub mod book;
 pub mod events;
+#[doc(hidden)]
+pub mod outbox_conformance;
 pub mod ports;
 pub mod recommend;
 pub mod search;

@@ -8,9 +8,10 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bookstore_domain::outbox_conformance;
 use bookstore_domain::{
-    BookRepository, DeadLetteredRow, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, Relayed,
-    RepositoryError, RowOutcome, Settlement,
+    BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RepositoryError,
+    RowOutcome,
 };
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
 use sqlx::Connection;
@@ -389,27 +390,8 @@ async fn books_stored_before_the_outbox_get_their_events_once() {
     assert_eq!(keys, (1..=1_501).collect::<Vec<i64>>());
 }
 
-/// Answers each row by its id from a script (rows not in it are sent), and records the rows it
-/// was given.
-#[derive(Default)]
-struct Scripted {
-    script: std::collections::HashMap<i64, RowOutcome>,
-    given: Mutex<Vec<OutboxRow>>,
-}
-
-#[async_trait]
-impl OutboxSink for Scripted {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
-        self.given.lock().unwrap().extend_from_slice(rows);
-        Ok(rows
-            .iter()
-            .map(|r| self.script.get(&r.id).cloned().unwrap_or(RowOutcome::Sent))
-            .collect())
-    }
-}
-
 /// Each row's attempts, last error, whether it is dead, whether it was sent.
-async fn states(pool: &sqlx::MySqlPool) -> Vec<(i64, i32, Option<String>, bool, bool)> {
+async fn states(pool: &sqlx::MySqlPool) -> Vec<outbox_conformance::RowState> {
     sqlx::query_as::<_, (i64, i32, Option<String>, i64, i64)>(concat!(
         "SELECT id, attempts, last_error, dead_at IS NOT NULL, sent_at IS NOT NULL ",
         "FROM outbox ORDER BY id"
@@ -418,7 +400,7 @@ async fn states(pool: &sqlx::MySqlPool) -> Vec<(i64, i32, Option<String>, bool, 
     .await
     .unwrap()
     .into_iter()
-    .map(|(id, attempts, error, dead, sent)| (id, attempts, error, dead == 1, sent == 1))
+    .map(|(id, attempts, error, dead, sent)| (id, i64::from(attempts), error, dead == 1, sent == 1))
     .collect()
 }
 
@@ -430,97 +412,21 @@ async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(4)).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
-    let sink = Scripted {
-        script: [
-            (2, RowOutcome::Refused("too large".into())),
-            (3, RowOutcome::Dead("x".repeat(70_000))),
-            (4, RowOutcome::Retry),
-        ]
-        .into(),
-        ..Scripted::default()
-    };
-    let relayed = outbox.relay(100, &sink).await.unwrap();
-    let reason = "x".repeat(Settlement::REASON_CHARS);
-    assert_eq!(
-        relayed,
-        Relayed {
-            sent: 1,
-            refused: 1,
-            dead_lettered: vec![DeadLetteredRow {
-                id: 3,
-                key: "3".into(),
-                reason: reason.clone(),
-            }],
-        }
-    );
-    assert_eq!(
-        states(&pool).await,
-        [
-            (1, 0, None, false, true),
-            (2, 1, Some("too large".into()), false, false),
-            (3, 1, Some(reason), true, false),
-            (4, 0, None, false, false),
-        ]
-    );
-    assert_eq!(outbox.waiting().await.unwrap(), 2);
-    assert_eq!(outbox.dead_letters().await.unwrap(), 1);
-
-    // The next round takes the refused row (with its attempt) and the one given back, not the
-    // dead letter.
-    let sink = Scripted::default();
-    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
-    let given = sink.given.lock().unwrap().clone();
-    assert_eq!(
-        given.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>(),
-        [(2, 1), (4, 0)]
-    );
-    assert_eq!(outbox.relay(100, &sink).await.unwrap(), Relayed::default());
-    assert_eq!(outbox.waiting().await.unwrap(), 0);
-
-    // Pruning never deletes a dead letter.
-    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    assert_eq!(
-        outbox.prune(std::time::Duration::ZERO, 100).await.unwrap(),
-        3
-    );
-    assert_eq!(outbox.dead_letters().await.unwrap(), 1);
-
-    // An operator puts it back: it is relayed again.
-    sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    assert_eq!(outbox.waiting().await.unwrap(), 1);
-    assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 1);
-    assert_eq!(outbox.dead_letters().await.unwrap(), 0);
-}
-
-/// Refuses the rows whose id is a multiple of `every`, and gives them up on their
-/// `max_attempts`-th refusal; sends the others and records them.
-struct Poisoned {
-    every: i64,
-    max_attempts: u32,
-    sent: Mutex<Vec<i64>>,
-}
-
-#[async_trait]
-impl OutboxSink for Poisoned {
-    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
-        tokio::task::yield_now().await;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                if r.id % self.every != 0 {
-                    self.sent.lock().unwrap().push(r.id);
-                    RowOutcome::Sent
-                } else if r.attempts + 1 >= self.max_attempts {
-                    RowOutcome::Dead(format!("poison {}", r.id))
-                } else {
-                    RowOutcome::Refused(format!("poison {}", r.id))
-                }
-            })
-            .collect())
-    }
+    outbox_conformance::check_refusals(
+        &outbox,
+        || states(&pool),
+        |id| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = ?")
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -531,11 +437,7 @@ async fn relays_side_by_side_count_each_refusal_once() {
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(1_000)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool.clone()));
-    let sink = Arc::new(Poisoned {
-        every: 100,
-        max_attempts: 3,
-        sent: Mutex::default(),
-    });
+    let sink = Arc::new(outbox_conformance::Poisoned::default());
     let relays: Vec<_> = (0..4)
         .map(|_| {
             let (outbox, sink) = (outbox.clone(), sink.clone());
@@ -547,20 +449,5 @@ async fn relays_side_by_side_count_each_refusal_once() {
     for relay in relays {
         relay.await.unwrap();
     }
-    let mut sent = sink.sent.lock().unwrap().clone();
-    sent.sort_unstable();
-    let good: Vec<i64> = (1..=1_000).filter(|id| id % 100 != 0).collect();
-    assert_eq!(sent, good, "every good row once");
-    for (id, attempts, error, dead, was_sent) in states(&pool).await {
-        if id % 100 == 0 {
-            assert_eq!(
-                (attempts, error, dead, was_sent),
-                (3, Some(format!("poison {id}")), true, false)
-            );
-        } else {
-            assert_eq!((attempts, dead, was_sent), (0, false, true));
-        }
-    }
-    assert_eq!(outbox.waiting().await.unwrap(), 0);
-    assert_eq!(outbox.dead_letters().await.unwrap(), 10);
+    outbox_conformance::check_poisoned(outbox.as_ref(), &sink, states(&pool)).await;
 }

@@ -207,6 +207,7 @@ impl Outbox for SqliteOutbox {
 mod tests {
     use std::sync::Mutex;
 
+    use bookstore_domain::outbox_conformance::{self, Scripted};
     use bookstore_domain::{BookRepository, NewBook, NewBookInput, RowOutcome};
 
     use super::*;
@@ -375,53 +376,6 @@ mod tests {
         assert_eq!(outbox.waiting().await.unwrap(), 0);
     }
 
-    /// Answers each row by its id from a script (rows not in it are sent), and records the rows
-    /// it was given.
-    #[derive(Default)]
-    struct Scripted {
-        script: std::collections::HashMap<i64, RowOutcome>,
-        given: Mutex<Vec<OutboxRow>>,
-    }
-
-    #[async_trait]
-    impl OutboxSink for Scripted {
-        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
-            self.given.lock().unwrap().extend_from_slice(rows);
-            Ok(rows
-                .iter()
-                .map(|r| self.script.get(&r.id).cloned().unwrap_or(RowOutcome::Sent))
-                .collect())
-        }
-    }
-
-    /// Refuses the rows whose id is a multiple of `every`, and gives them up on their
-    /// `max_attempts`-th refusal; sends the others and records them.
-    struct Poisoned {
-        every: i64,
-        max_attempts: u32,
-        sent: Mutex<Vec<i64>>,
-    }
-
-    #[async_trait]
-    impl OutboxSink for Poisoned {
-        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
-            tokio::task::yield_now().await;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    if r.id % self.every != 0 {
-                        self.sent.lock().unwrap().push(r.id);
-                        RowOutcome::Sent
-                    } else if r.attempts + 1 >= self.max_attempts {
-                        RowOutcome::Dead(format!("poison {}", r.id))
-                    } else {
-                        RowOutcome::Refused(format!("poison {}", r.id))
-                    }
-                })
-                .collect())
-        }
-    }
-
     /// Each row's attempts, last error, whether it is dead, sent, claimed.
     async fn states(
         repo: &SqliteBookRepository,
@@ -438,66 +392,33 @@ mod tests {
     #[tokio::test]
     async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
         let (repo, outbox) = catalog_with(4).await;
-        let sink = Scripted {
-            script: [
-                (2, RowOutcome::Refused("too large".into())),
-                (3, RowOutcome::Dead("x".repeat(5_000))),
-                (4, RowOutcome::Retry),
-            ]
-            .into(),
-            ..Scripted::default()
-        };
-        let relayed = outbox.relay(100, &sink).await.unwrap();
-        let reason = "x".repeat(Settlement::REASON_CHARS);
-        assert_eq!(
-            relayed,
-            Relayed {
-                sent: 1,
-                refused: 1,
-                dead_lettered: vec![DeadLetteredRow {
-                    id: 3,
-                    key: "3".into(),
-                    reason: reason.clone(),
-                }],
-            }
-        );
-        assert_eq!(
-            states(&repo).await,
-            [
-                (1, 0, None, false, true, false),
-                (2, 1, Some("too large".into()), false, false, false),
-                (3, 1, Some(reason), true, false, false),
-                (4, 0, None, false, false, false),
-            ]
-        );
-        assert_eq!(outbox.waiting().await.unwrap(), 2);
-        assert_eq!(outbox.dead_letters().await.unwrap(), 1);
+        outbox_conformance::check_refusals(
+            &outbox,
+            || row_states(&repo),
+            |id| {
+                let pool = repo.pool().clone();
+                async move {
+                    sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = ?")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            },
+        )
+        .await;
+    }
 
-        // The next round takes the refused row (with its attempt) and the one given back, not
-        // the dead letter.
-        let sink = Scripted::default();
-        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 2);
-        let given = sink.given.lock().unwrap().clone();
-        assert_eq!(
-            given.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>(),
-            [(2, 1), (4, 0)]
-        );
-        assert_eq!(outbox.relay(100, &sink).await.unwrap(), Relayed::default());
-        assert_eq!(outbox.waiting().await.unwrap(), 0);
-
-        // Pruning never deletes a dead letter.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(outbox.prune(Duration::ZERO, 100).await.unwrap(), 3);
-        assert_eq!(outbox.dead_letters().await.unwrap(), 1);
-
-        // An operator puts it back: it is relayed again.
-        sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE id = 3")
-            .execute(repo.pool())
+    /// [`states`] for the shared check, which also finds no row left claimed.
+    async fn row_states(repo: &SqliteBookRepository) -> Vec<outbox_conformance::RowState> {
+        states(repo)
             .await
-            .unwrap();
-        assert_eq!(outbox.waiting().await.unwrap(), 1);
-        assert_eq!(outbox.relay(100, &sink).await.unwrap().sent, 1);
-        assert_eq!(outbox.dead_letters().await.unwrap(), 0);
+            .into_iter()
+            .map(|(id, attempts, error, dead, sent, claimed)| {
+                assert!(!claimed, "row {id} is still claimed");
+                (id, attempts, error, dead, sent)
+            })
+            .collect()
     }
 
     /// Refuses every row after a pause.
@@ -545,11 +466,7 @@ mod tests {
     async fn concurrent_relays_count_each_refusal_once() {
         let (repo, outbox) = catalog_with(1_000).await;
         let outbox = std::sync::Arc::new(outbox);
-        let sink = std::sync::Arc::new(Poisoned {
-            every: 100,
-            max_attempts: 3,
-            sent: Mutex::default(),
-        });
+        let sink = std::sync::Arc::new(outbox_conformance::Poisoned::default());
         let relays: Vec<_> = (0..4)
             .map(|_| {
                 let (outbox, sink) = (outbox.clone(), sink.clone());
@@ -561,22 +478,7 @@ mod tests {
         for relay in relays {
             relay.await.unwrap();
         }
-        let mut sent = sink.sent.lock().unwrap().clone();
-        sent.sort_unstable();
-        let good: Vec<i64> = (1..=1_000).filter(|id| id % 100 != 0).collect();
-        assert_eq!(sent, good, "every good row once");
-        for (id, attempts, error, dead, was_sent, _) in states(&repo).await {
-            if id % 100 == 0 {
-                assert_eq!(
-                    (attempts, error, dead, was_sent),
-                    (3, Some(format!("poison {id}")), true, false)
-                );
-            } else {
-                assert_eq!((attempts, dead, was_sent), (0, false, true));
-            }
-        }
-        assert_eq!(outbox.waiting().await.unwrap(), 0);
-        assert_eq!(outbox.dead_letters().await.unwrap(), 10);
+        outbox_conformance::check_poisoned(outbox.as_ref(), &sink, row_states(&repo)).await;
     }
 
     #[tokio::test]
