@@ -61,20 +61,8 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
     let second = books.create(&book("Also Delivered Twice")).await.unwrap();
 
     // Everything that reaches the catalog topic, recorded.
-    let recorder = Arc::new(Recorder::default());
-    let stop = CancellationToken::new();
-    let consumer = bus
-        .bus
-        .consumer(
-            &config.events,
-            &format!("{}-recorder", config.recommend.group_id),
-            vec![config.events.catalog_topic.clone()],
-            recorder.clone(),
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-    let recording = tokio::spawn(consumer.run());
+    let recording = CatalogRecording::start(&bus).await;
+    let recorder = recording.recorder.clone();
 
     let sink = PublisherSink::start(&bus.bus, &config.events)
         .await
@@ -95,17 +83,6 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
     assert_eq!(restarted.waiting().await.unwrap(), 0);
     assert_eq!(restarted.relay(100, &sink).await.unwrap().sent, 0);
 
-    let created_ids = |records: Vec<bookstore_domain::Record>| -> Vec<i64> {
-        let mut ids: Vec<i64> = records
-            .into_iter()
-            .filter_map(|r| match r.event {
-                Event::BookCreated(e) => Some(e.book.id),
-                Event::BookSearched(_) => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids
-    };
     wait_until(
         Duration::from_secs(30),
         "both deliveries recorded",
@@ -145,8 +122,7 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
 
     rec_stop.send(()).unwrap();
     rec.await.unwrap().unwrap();
-    stop.cancel();
-    recording.await.unwrap().unwrap();
+    recording.stop().await;
 }
 
 /// The outbox's row ids, oldest first.
@@ -305,7 +281,7 @@ async fn dead_rows(catalog: &Catalog) -> Vec<(i64, i64, String)> {
     .unwrap()
 }
 
-/// The book ids of the `book.created` events recorded, sorted.
+/// The book ids of the `book.created` events recorded, sorted, each as often as it came.
 fn created_ids(records: Vec<bookstore_domain::Record>) -> Vec<i64> {
     let mut ids: Vec<i64> = records
         .into_iter()
@@ -315,8 +291,53 @@ fn created_ids(records: Vec<bookstore_domain::Record>) -> Vec<i64> {
         })
         .collect();
     ids.sort_unstable();
+    ids
+}
+
+/// The book ids of the `book.created` events recorded, sorted, each once.
+fn distinct_created_ids(records: Vec<bookstore_domain::Record>) -> Vec<i64> {
+    let mut ids = created_ids(records);
     ids.dedup();
     ids
+}
+
+/// A consumer group in this process recording everything that reaches the catalog topic; it
+/// stops when dropped too, so that a failing test does not leave its consumer running.
+struct CatalogRecording {
+    recorder: Arc<Recorder>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _stop: tokio_util::sync::DropGuard,
+    stop: CancellationToken,
+}
+
+impl CatalogRecording {
+    async fn start(bus: &crate::helpers::TestBus) -> Self {
+        let config = &bus.config;
+        let recorder = Arc::new(Recorder::default());
+        let stop = CancellationToken::new();
+        let consumer = bus
+            .bus
+            .consumer(
+                &config.events,
+                &format!("{}-recorder", config.recommend.group_id),
+                vec![config.events.catalog_topic.clone()],
+                recorder.clone(),
+                stop.clone(),
+            )
+            .await
+            .unwrap();
+        Self {
+            recorder,
+            task: tokio::spawn(consumer.run()),
+            _stop: stop.clone().drop_guard(),
+            stop,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
 }
 
 /// The value of a counter in a `/metrics` text, 0 when it is absent.
@@ -376,22 +397,8 @@ async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infr
     expected.sort_unstable();
     dead.sort_unstable();
 
-    let recorder = Arc::new(Recorder::default());
-    let stop = CancellationToken::new();
-    // A panic still stops the consumer (its thread would keep the test binary alive).
-    let _stop_on_drop = stop.clone().drop_guard();
-    let consumer = bus
-        .bus
-        .consumer(
-            &config.events,
-            &format!("{}-recorder", config.recommend.group_id),
-            vec![config.events.catalog_topic.clone()],
-            recorder.clone(),
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-    let recording = tokio::spawn(consumer.run());
+    let recording = CatalogRecording::start(&bus).await;
+    let recorder = recording.recorder.clone();
 
     let (web, _) = start_web(
         config,
@@ -404,7 +411,7 @@ async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infr
     wait_until(
         Duration::from_secs(60),
         "every good row in the catalog topic",
-        || async { created_ids(recorder.records()) == expected },
+        || async { distinct_created_ids(recorder.records()) == expected },
     )
     .await;
     let outbox = catalog.outbox();
@@ -445,11 +452,10 @@ async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infr
     .await;
     // Nothing more comes out of the outbox.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(created_ids(recorder.records()), expected);
+    assert_eq!(distinct_created_ids(recorder.records()), expected);
 
     web.shutdown().await;
-    stop.cancel();
-    recording.await.unwrap().unwrap();
+    recording.stop().await;
 }
 
 /// Each outbox row's attempts and whether it is dead-lettered, oldest first.
