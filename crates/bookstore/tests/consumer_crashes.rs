@@ -17,23 +17,22 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore::config::{Config, Secret};
 use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
+use bookstore_domain::Record;
 use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;
 use bookstore_domain::trends::{TrendBoard, TrendRanking};
-use bookstore_domain::{EventHandler, Record};
 use chrono::Utc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use helpers::TestBus;
 use support::stores::{
-    ExpectedRecommendations, ExpectedTrends, replay, wait_for_recommendations, wait_for_trends,
+    ExpectedRecommendations, ExpectedTrends, Replay, wait_for_recommendations, wait_for_trends,
 };
 use support::{
     Infra, bookstore_child, bus_with_fresh_groups, consumer_env, fresh_mysql_url, use_redis_trends,
@@ -326,25 +325,8 @@ async fn run(infra: Infra, seed: u64) {
         }
         .into(),
     ));
-    let replayed_trends = open_trend_store(&fresh).await.unwrap();
-    let replayed_recommendations = open_recommend_store(&fresh).await.unwrap();
-    let trend_replay = replay(&bus, vec![config.events.topic.clone()], {
-        let store: Arc<dyn EventHandler> = replayed_trends.clone();
-        store
-    })
-    .await;
-    let rec_replay = replay(
-        &bus,
-        vec![
-            config.events.catalog_topic.clone(),
-            config.events.topic.clone(),
-        ],
-        {
-            let store: Arc<dyn EventHandler> = replayed_recommendations.clone();
-            store
-        },
-    )
-    .await;
+    let replayed = Replay::start(&bus, &fresh).await;
+    let (replayed_trends, replayed_recommendations) = (&replayed.trends, &replayed.recommendations);
     wait_for_trends(
         replayed_trends.as_ref(),
         ExpectedTrends::Board(&board),
@@ -357,6 +339,5 @@ async fn run(infra: Infra, seed: u64) {
         "the replay",
     )
     .await;
-    trend_replay.shutdown().await;
-    rec_replay.shutdown().await;
+    replayed.shutdown().await;
 }

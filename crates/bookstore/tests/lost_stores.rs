@@ -27,12 +27,11 @@ use bookstore::events::EventBus;
 use bookstore::recommend::{RecommendBackend, open_recommend_store};
 use bookstore::trend::{TrendBackend, open_trend_store};
 use bookstore::{Remotes, config::TrendStoreKind};
-use bookstore_domain::EventHandler;
 use bookstore_domain::trends::TrendRanking;
 
 use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
 use support::stores::{
-    Cleanup, ExpectedRecommendations, ExpectedTrends, delete_redis_keys, replay,
+    Cleanup, ExpectedRecommendations, ExpectedTrends, Replay, delete_redis_keys,
     wait_for_recommendations, wait_for_trends,
 };
 use support::{Running, fresh_mysql_url, get_json, start_recommend, start_trend, start_web};
@@ -291,25 +290,8 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
             .redis_prefixes
             .push(fresh.trend.redis_prefix.clone());
     }
-    let replayed_trends = open_trend_store(&fresh).await.unwrap();
-    let replayed_recommendations = open_recommend_store(&fresh).await.unwrap();
-    let trend_replay = replay(&bus, vec![config.events.topic.clone()], {
-        let store: Arc<dyn EventHandler> = replayed_trends.clone();
-        store
-    })
-    .await;
-    let rec_replay = replay(
-        &bus,
-        vec![
-            config.events.catalog_topic.clone(),
-            config.events.topic.clone(),
-        ],
-        {
-            let store: Arc<dyn EventHandler> = replayed_recommendations.clone();
-            store
-        },
-    )
-    .await;
+    let replayed = Replay::start(&bus, &fresh).await;
+    let (replayed_trends, replayed_recommendations) = (&replayed.trends, &replayed.recommendations);
     wait_until(
         Duration::from_secs(60),
         "the replay to apply the whole log",
@@ -319,7 +301,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
                     .stats()
                     .await
                     .is_ok_and(|s| s.catalog_books == catalog)
-                && rec_replay.applied() >= catalog + SEARCHES as u64
+                && replayed.rec_group.applied() >= catalog + SEARCHES as u64
         },
     )
     .await;
@@ -374,8 +356,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     )
     .await;
     consumers.stop().await;
-    trend_replay.shutdown().await;
-    rec_replay.shutdown().await;
+    replayed.shutdown().await;
     web.shutdown().await;
 }
 

@@ -193,6 +193,50 @@ pub async fn replay(
     .await
 }
 
+/// Fresh groups replaying the log from its beginning into the trend and recommendation stores of
+/// `fresh` (the search topic into the trends; both topics into the recommendations).
+pub struct Replay {
+    pub trends: Arc<dyn TrendBackend>,
+    pub recommendations: Arc<dyn RecommendBackend>,
+    pub trend_group: RunningConsumer,
+    pub rec_group: RunningConsumer,
+}
+
+impl Replay {
+    pub async fn start(bus: &TestBus, fresh: &bookstore::config::Config) -> Self {
+        let trends = bookstore::trend::open_trend_store(fresh).await.unwrap();
+        let recommendations = bookstore::recommend::open_recommend_store(fresh)
+            .await
+            .unwrap();
+        let events = &bus.config.events;
+        let trend_group = replay(bus, vec![events.topic.clone()], {
+            let store: Arc<dyn EventHandler> = trends.clone();
+            store
+        })
+        .await;
+        let rec_group = replay(
+            bus,
+            vec![events.catalog_topic.clone(), events.topic.clone()],
+            {
+                let store: Arc<dyn EventHandler> = recommendations.clone();
+                store
+            },
+        )
+        .await;
+        Self {
+            trends,
+            recommendations,
+            trend_group,
+            rec_group,
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.trend_group.shutdown().await;
+        self.rec_group.shutdown().await;
+    }
+}
+
 // ------------------------------------------------------------------ losing and cleaning up
 
 /// Deletes every key of the test Redis under `prefix` (never anything else: the server is
