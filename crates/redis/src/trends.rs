@@ -69,6 +69,52 @@ impl RedisTrends {
     }
 }
 
+/// The replies [`RedisTrends::queue_trend`] queues for one trend.
+const TREND_REPLIES: usize = 3;
+
+impl RedisTrends {
+    /// Queues the reads of one trend: its score, its count and its hash's fields.
+    fn queue_trend(&self, pipe: &mut redis::Pipeline, query: &str) {
+        pipe.cmd("ZSCORE").arg(self.key("score")).arg(query);
+        pipe.cmd("ZSCORE").arg(self.key("count")).arg(query);
+        pipe.cmd("HMGET")
+            .arg(self.key(&format!("q:{query}")))
+            .arg("d")
+            .arg("l")
+            .arg("b")
+            .arg("pub");
+    }
+
+    /// The trend those replies describe at `now`; `None` when it is not kept (or was pruned
+    /// between two calls).
+    fn read_trend(&self, query: &str, reply: &[redis::Value], now: DateTime<Utc>) -> Option<Trend> {
+        let [score, count, fields] = reply else {
+            return None;
+        };
+        let log_score: Option<f64> = redis::from_redis_value_ref(score).ok().flatten();
+        let count: Option<f64> = redis::from_redis_value_ref(count).ok().flatten();
+        let (display, last, books, public): (
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        ) = redis::from_redis_value_ref(fields).unwrap_or((None, None, None, None));
+        Some(Trend {
+            query: display?,
+            query_normalized: query.to_owned(),
+            count: count.unwrap_or(0.0).max(0.0) as u64,
+            score: finite_score(log_score.unwrap_or(f64::NEG_INFINITY), &self.settings, now),
+            books: books
+                .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
+                .unwrap_or_default(),
+            last_searched_at: last
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_default(),
+            public: public.as_deref() == Some("1"),
+        })
+    }
+}
+
 /// Sorts a Redis error: a stale position, or the store being away (retried).
 fn handler_error(error: redis::RedisError) -> HandlerError {
     if error.code() == Some("STALE") {
@@ -213,45 +259,14 @@ impl TrendStore for RedisTrends {
         members.extend(ties);
         let mut pipe = redis::pipe();
         for query in &members {
-            pipe.cmd("ZSCORE").arg(self.key("score")).arg(query);
-            pipe.cmd("ZSCORE").arg(self.key("count")).arg(query);
-            pipe.cmd("HMGET")
-                .arg(self.key(&format!("q:{query}")))
-                .arg("d")
-                .arg("l")
-                .arg("b")
-                .arg("pub");
+            self.queue_trend(&mut pipe, query);
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
-        let mut trends = Vec::with_capacity(members.len());
-        for (query, reply) in members.iter().zip(replies.chunks(3)) {
-            let [score, count, fields] = reply else {
-                continue;
-            };
-            let log_score: Option<f64> = redis::from_redis_value_ref(score).ok().flatten();
-            let count: Option<f64> = redis::from_redis_value_ref(count).ok().flatten();
-            let (display, last, books, public): (
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-                Option<String>,
-            ) = redis::from_redis_value_ref(fields).unwrap_or((None, None, None, None));
-            let Some(display) = display else { continue }; // pruned between the two calls
-            let log_score = log_score.unwrap_or(f64::NEG_INFINITY);
-            trends.push(Trend {
-                query: display,
-                query_normalized: query.clone(),
-                count: count.unwrap_or(0.0).max(0.0) as u64,
-                score: finite_score(log_score, &self.settings, now),
-                books: books
-                    .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
-                    .unwrap_or_default(),
-                last_searched_at: last
-                    .and_then(DateTime::from_timestamp_millis)
-                    .unwrap_or_default(),
-                public: public.as_deref() == Some("1"),
-            });
-        }
+        let mut trends: Vec<Trend> = members
+            .iter()
+            .zip(replies.chunks(TREND_REPLIES))
+            .filter_map(|(query, reply)| self.read_trend(query, reply, now))
+            .collect();
         rank(&mut trends, by);
         trends.truncate(n);
         Ok(trends)
@@ -262,50 +277,13 @@ impl TrendStore for RedisTrends {
         query_normalized: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Trend>, RepositoryError> {
-        let mut redis = self.redis.clone();
-        let (count, fields): (
-            Option<f64>,
-            (
-                Option<String>,
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-                Option<String>,
-            ),
-        ) = redis::pipe()
-            .cmd("ZSCORE")
-            .arg(self.key("count"))
-            .arg(query_normalized)
-            .cmd("HMGET")
-            .arg(self.key(&format!("q:{query_normalized}")))
-            .arg("d")
-            .arg("ls")
-            .arg("l")
-            .arg("b")
-            .arg("pub")
-            .query_async(&mut redis)
+        let mut pipe = redis::pipe();
+        self.queue_trend(&mut pipe, query_normalized);
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut self.redis.clone())
             .await
             .map_err(unavailable)?;
-        let (display, log_score, last, books, public) = fields;
-        let Some(display) = display else {
-            return Ok(None);
-        };
-        let log_score = log_score
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(f64::NEG_INFINITY);
-        Ok(Some(Trend {
-            query: display,
-            query_normalized: query_normalized.to_owned(),
-            count: count.unwrap_or(0.0).max(0.0) as u64,
-            score: finite_score(log_score, &self.settings, now),
-            books: books
-                .and_then(|b| serde_json::from_str::<Vec<TrendBook>>(&b).ok())
-                .unwrap_or_default(),
-            last_searched_at: last
-                .and_then(DateTime::from_timestamp_millis)
-                .unwrap_or_default(),
-            public: public.as_deref() == Some("1"),
-        }))
+        Ok(self.read_trend(query_normalized, &replies, now))
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
