@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bookstore::config::{Config, Secret};
 use bookstore::events::EventBus;
-use bookstore::recommend::{RecommendBackend, open_recommend_store};
+use bookstore::recommend::open_recommend_store;
 use bookstore::trend::{TrendBackend, open_trend_store};
 use bookstore::{Remotes, config::TrendStoreKind};
 use bookstore_domain::trends::TrendRanking;
@@ -153,11 +153,12 @@ async fn trend_total(store: &dyn TrendBackend) -> u64 {
 async fn wait_for_the_replay(
     bus: &TestBus,
     consumers: &Consumers,
-    replayed_trends: &dyn TrendBackend,
-    replayed_recommendations: &dyn RecommendBackend,
+    replayed: &Replay,
     catalog: u64,
     what: &str,
 ) {
+    let (replayed_trends, replayed_recommendations) =
+        (replayed.trends.as_ref(), replayed.recommendations.as_ref());
     let config = &bus.config;
     // Handles of the services' stores opened now: a lost one was made anew at their start.
     let trends = open_trend_store(config).await.unwrap();
@@ -311,8 +312,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     wait_for_the_replay(
         &bus,
         &consumers,
-        replayed_trends.as_ref(),
-        replayed_recommendations.as_ref(),
+        &replayed,
         catalog,
         &format!("{backend:?}, {stores:?}: before the loss"),
     )
@@ -349,8 +349,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     wait_for_the_replay(
         &bus,
         &consumers,
-        replayed_trends.as_ref(),
-        replayed_recommendations.as_ref(),
+        &replayed,
         catalog,
         &format!("{backend:?}, {stores:?}: after the loss"),
     )

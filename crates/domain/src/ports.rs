@@ -261,6 +261,19 @@ impl Relayed {
     pub fn progressed(&self) -> bool {
         self.sent > 0 || self.refused > 0 || !self.dead_lettered.is_empty()
     }
+
+    /// Counts a refusal the store recorded: a dead letter, or a row that waits for another try.
+    pub fn record(&mut self, refusal: &Refusal) {
+        if refusal.dead {
+            self.dead_lettered.push(DeadLetteredRow {
+                id: refusal.id,
+                key: refusal.key.clone(),
+                reason: refusal.reason.clone(),
+            });
+        } else {
+            self.refused += 1;
+        }
+    }
 }
 
 /// An outbox row moved to the dead letters.

@@ -6,9 +6,7 @@
 //! again.
 
 use async_trait::async_trait;
-use bookstore_domain::{
-    DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Refusal, Relayed, RepositoryError, Settlement,
-};
+use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError, Settlement};
 use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder};
 
 use crate::repo_error;
@@ -91,18 +89,8 @@ impl Outbox for MySqlOutbox {
             .execute(&mut *tx)
             .await
             .map_err(repo_error)?;
+            relayed.record(refusal);
         }
-        let (dead, refused): (Vec<Refusal>, Vec<Refusal>) =
-            settlement.refused.into_iter().partition(|r| r.dead);
-        relayed.refused = refused.len() as u64;
-        relayed.dead_lettered = dead
-            .into_iter()
-            .map(
-                |Refusal {
-                     id, key, reason, ..
-                 }| DeadLetteredRow { id, key, reason },
-            )
-            .collect();
         // The rows to retry are given back with the locks.
         tx.commit().await.map_err(repo_error)?;
         Ok(relayed)

@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::{
-    DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Refusal, Relayed, RepositoryError, Settlement,
-};
+use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError, Settlement};
 use chrono::Utc;
 use sqlx::SqlitePool;
 
@@ -60,13 +58,7 @@ async fn settle(
         .await?
         .rows_affected();
     }
-    for Refusal {
-        id,
-        key,
-        reason,
-        dead,
-    } in &settlement.refused
-    {
+    for refusal in &settlement.refused {
         // Only while the claim is still this round's: a relay whose lease ran out leaves the
         // row to the relay that took it over.
         let counted = sqlx::query(concat!(
@@ -74,24 +66,15 @@ async fn settle(
             "dead_at = CASE WHEN ?2 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END ",
             "WHERE id = ?3 AND claimed_until = ?4 AND sent_at IS NULL AND dead_at IS NULL"
         ))
-        .bind(reason)
-        .bind(dead)
-        .bind(id)
+        .bind(&refusal.reason)
+        .bind(refusal.dead)
+        .bind(refusal.id)
         .bind(until)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if counted == 0 {
-            continue;
-        }
-        if *dead {
-            relayed.dead_lettered.push(DeadLetteredRow {
-                id: *id,
-                key: key.clone(),
-                reason: reason.clone(),
-            });
-        } else {
-            relayed.refused += 1;
+        if counted > 0 {
+            relayed.record(refusal);
         }
     }
     if !settlement.retry.is_empty() {
