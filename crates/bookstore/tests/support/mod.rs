@@ -201,6 +201,11 @@ pub async fn start_web(config: &Config, remotes: Remotes) -> (Running, Arc<Publi
     (run_until_shutdown!(app), stats)
 }
 
+/// `GET url`, its body as text (whatever the status).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// `GET url` as JSON, expecting 200.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     let response = http.get(url).send().await.unwrap();

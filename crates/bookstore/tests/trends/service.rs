@@ -129,14 +129,7 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
 
     // The page shows them, each query a link that runs its search.
     wait_until(Duration::from_secs(5), "the trends on the page", || async {
-        let html = http
-            .get(format!("{}/", web.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = support::get_text(&http, &format!("{}/", web.url)).await;
         html.contains(r#"id="trends""#)
             && html.contains(r#"href="/?q=rust""#)
             && html.contains(r#"href="/?q=Frankenstein""#)
@@ -250,14 +243,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         search_from("/", "dune", cookie, Some(from)).await;
     }
     wait_until(Duration::from_secs(30), "dune on the page", || async {
-        let html = http
-            .get(format!("{}/", web.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = support::get_text(&http, &format!("{}/", web.url)).await;
         html.contains(r#"href="/?q=dune""#)
     })
     .await;
@@ -283,15 +269,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         let query = t["query"].as_str().unwrap();
         assert!(query.chars().count() <= 200, "{} characters", query.len());
     }
-    let page = || async {
-        http.get(format!("{}/", web.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let page = || async { support::get_text(&http, &format!("{}/", web.url)).await };
     wait_until(
         Duration::from_secs(10),
         "the long query on the page",
@@ -319,14 +297,7 @@ async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url:
         assert_eq!(page.status(), 200);
         let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
         loop {
-            let html = http
-                .get(format!("{url}/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let html = support::get_text(http, &format!("{url}/")).await;
             if html.contains(&link) {
                 break;
             }
@@ -477,14 +448,7 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
         Duration::from_secs(60),
         "the trend service to join",
         || async {
-            let html = http
-                .get(format!("{url}/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let html = support::get_text(&http, &format!("{url}/")).await;
             html.contains(r#"href="/?q=warm%20up""#)
         },
     )
