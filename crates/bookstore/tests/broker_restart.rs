@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use bookstore::config::Config;
 use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
-use bookstore_domain::trends::TrendRanking;
 use helpers::{counts_store, total, wait_until};
 use support::Infra;
 
@@ -127,20 +126,7 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
 
     // The trend service counted each search once.
     let trends = open_trend_store(&bus.config).await.unwrap();
-    let trend_total = || async {
-        trends
-            .top(
-                1_000,
-                TrendRanking::Count,
-                bookstore_domain::trends::Audience::Everyone,
-                chrono::Utc::now(),
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|t| t.count)
-            .sum::<u64>()
-    };
+    let trend_total = || support::stores::trend_total(trends.as_ref());
     wait_until(
         Duration::from_secs(60),
         "every search in the trends",

@@ -25,13 +25,12 @@ use std::time::Duration;
 use bookstore::config::{Config, Secret};
 use bookstore::events::EventBus;
 use bookstore::recommend::open_recommend_store;
-use bookstore::trend::{TrendBackend, open_trend_store};
+use bookstore::trend::open_trend_store;
 use bookstore::{Remotes, config::TrendStoreKind};
-use bookstore_domain::trends::TrendRanking;
 
 use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
 use support::stores::{
-    Cleanup, ExpectedRecommendations, ExpectedTrends, Replay, delete_redis_keys,
+    Cleanup, ExpectedRecommendations, ExpectedTrends, Replay, delete_redis_keys, trend_total,
     wait_for_recommendations, wait_for_trends,
 };
 use support::{Running, fresh_mysql_url, get_json, start_recommend, start_trend, start_web};
@@ -133,19 +132,6 @@ fn delete_sqlite(path: &Path) {
             Err(e) => panic!("cannot delete {}: {e}", Path::new(&file).display()),
         }
     }
-}
-
-async fn trend_total(store: &dyn TrendBackend) -> u64 {
-    store
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            chrono::Utc::now(),
-        )
-        .await
-        .map(|trends| trends.iter().map(|t| t.count).sum())
-        .unwrap_or(0)
 }
 
 /// Waits until each consumer's store holds what the replay holds, and `/stats` counts the whole

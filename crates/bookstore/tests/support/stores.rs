@@ -193,6 +193,20 @@ pub async fn replay(
     .await
 }
 
+/// The searches a trend store has counted (every trend's all-time count); 0 while it fails.
+pub async fn trend_total(store: &dyn TrendBackend) -> u64 {
+    store
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            Utc::now(),
+        )
+        .await
+        .map(|trends| trends.iter().map(|t| t.count).sum())
+        .unwrap_or(0)
+}
+
 /// Fresh groups replaying the log from its beginning into the trend and recommendation stores of
 /// `fresh` (the search topic into the trends; both topics into the recommendations).
 pub struct Replay {
