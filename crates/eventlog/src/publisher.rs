@@ -277,17 +277,19 @@ mod tests {
     use super::*;
 
     /// A `book.created` event whose description is `bytes` long.
+    // A fixed time: `now()` prints 0, 3, 6 or 9 fraction digits, so sizes would differ.
     fn event(id: i64, bytes: usize) -> Event {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap();
         Event::BookCreated(BookCreatedEvent::new(
             uuid::Uuid::now_v7(),
-            chrono::Utc::now(),
+            at,
             CatalogBook {
                 id,
                 title: "T".to_owned(),
                 author: "A".to_owned(),
                 published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
                 description: "d".repeat(bytes),
-                created_at: chrono::Utc::now(),
+                created_at: at,
             },
         ))
     }

@@ -47,16 +47,18 @@ fn event(id: i64, bytes: usize) -> Event {
         description.push_str(&uuid::Uuid::new_v4().simple().to_string());
     }
     description.truncate(bytes);
+    // A fixed time: `now()` prints 0, 3, 6 or 9 fraction digits, so sizes would differ.
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap();
     Event::BookCreated(BookCreatedEvent::new(
         uuid::Uuid::now_v7(),
-        chrono::Utc::now(),
+        at,
         CatalogBook {
             id,
             title: "T".to_owned(),
             author: "A".to_owned(),
             published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             description,
-            created_at: chrono::Utc::now(),
+            created_at: at,
         },
     ))
 }
@@ -147,7 +149,7 @@ async fn the_producer_queue_is_bounded_in_bytes() {
     publisher_settings.queue_max_bytes = 64 * 1024;
     publisher_settings.max_message_bytes = 10_000;
     let publisher = KafkaPublisher::new(&unreachable(), &publisher_settings).unwrap();
-    let one = event(1, 5_000).to_json().len();
+    let one = event(100, 5_000).to_json().len();
     let published: Vec<Published> = (0..100)
         .map(|i| publisher.publish(&event(100 + i, 5_000)))
         .collect();
