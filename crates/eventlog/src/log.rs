@@ -466,7 +466,7 @@ impl DeadLetters for EventLog {
 /// Brings the schema of a file made by an older version up to [`SCHEMA_VERSION`], in one
 /// write transaction, so that processes opening it together do it once.
 async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *tx)
         .await?;
@@ -488,6 +488,25 @@ async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
             .await?;
     }
     tx.commit().await
+}
+
+/// A transaction that holds the write lock from its start (what `BEGIN IMMEDIATE` does), so that
+/// what it reads cannot change before it writes: its first statement is a write that changes
+/// nothing.
+///
+/// Not `begin_with("BEGIN IMMEDIATE")`: sqlx (0.8) checks a custom BEGIN with one more await
+/// after SQLite ran it, and a caller cancelled at that await (a task told to stop) never gets the
+/// `Transaction` that would roll it back. The connection then goes back to the pool inside the
+/// transaction, holding the write lock, and every later append waits on it. A plain `begin()`
+/// is rolled back whenever it is cancelled.
+pub(crate) async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM topics WHERE false")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// What a message counts for in the size retention: its key and value.

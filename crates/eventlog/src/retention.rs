@@ -261,9 +261,10 @@ impl EventLog {
     }
 
     /// A write transaction that holds the write lock from its start, so that what it reads
-    /// cannot change before it writes (another process may be trimming too).
+    /// cannot change before it writes (another process may be trimming too). Safe to cancel:
+    /// the task stops in the middle of a step.
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, EventLogError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(crate::log::begin_write(&self.pool).await?)
     }
 
     /// Trims up to [`CHUNK`] of the partition's oldest messages that are too old or over its
@@ -722,6 +723,46 @@ mod tests {
         drop(log);
         let log = EventLog::open(&path).await.unwrap();
         assert_eq!(sizes(&log, "t").await, (808, 808));
+    }
+
+    // The task stops in the middle of a pass, at whatever await it is: the write lock must go
+    // with it. (It did not, once: stopped right after its BEGIN IMMEDIATE, the transaction stayed
+    // open on a pooled connection and appends waited on it until the process was killed.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_stopped_anywhere_leaves_the_log_writable() {
+        let (_dir, log) = log().await;
+        // Every pass has something to trim: each partition is over its size.
+        let retention = Retention::new(None, Some(1), []);
+        for round in 0..400 {
+            append(&log, "t", 2).await;
+            // Stopped after 0 to 39 polls: a whole pass, or only the start of one of its steps.
+            let polls = round / 2 % 40;
+            let stop = async {
+                for _ in 0..polls {
+                    tokio::task::yield_now().await;
+                }
+            };
+            if round % 2 == 0 {
+                tokio::select! {
+                    biased;
+                    _ = log.trim(&retention) => {}
+                    () = stop => {}
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = log.write() => {}
+                    () = stop => {}
+                }
+            }
+            let messages = vec![(None, b"v".to_vec())];
+            let appended =
+                tokio::time::timeout(Duration::from_secs(3), log.append("t", 1, &messages)).await;
+            assert!(
+                matches!(appended, Ok(Ok(()))),
+                "stopped after {polls} polls (round {round}), the log is still locked: {appended:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -34,18 +34,24 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !line.contains("web service listening") {
-                continue;
-            }
-            if let Some(at) = line.find("http://") {
-                let addr = line[at + 7..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                let _ = tx.send(addr);
+    // Everything it says, for the message of a failed assertion.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    std::thread::spawn({
+        let said = said.clone();
+        move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                said.lock().unwrap().push(line.clone());
+                if !line.contains("web service listening") {
+                    continue;
+                }
+                if let Some(at) = line.find("http://") {
+                    let addr = line[at + 7..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
             }
         }
     });
@@ -70,7 +76,13 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
+            // The reader has the last lines once the pipe closes.
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                status.success(),
+                "exit status {status}; it said:\n{}",
+                said.lock().unwrap().join("\n")
+            );
             break;
         }
         assert!(
