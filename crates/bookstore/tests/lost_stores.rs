@@ -28,10 +28,11 @@ use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
 use bookstore::{Remotes, config::TrendStoreKind};
 
+use helpers::cleanup::{Cleanup, delete_redis_keys, drop_mysql_database};
 use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
 use support::stores::{
-    Cleanup, ExpectedRecommendations, ExpectedTrends, Replay, delete_redis_keys, trend_total,
-    wait_for_recommendations, wait_for_trends,
+    ExpectedRecommendations, ExpectedTrends, Replay, trend_total, wait_for_recommendations,
+    wait_for_trends,
 };
 use support::{Running, fresh_mysql_url, get_json, start_recommend, start_trend, start_web};
 
@@ -325,7 +326,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
                 .unwrap()
                 .expose()
                 .to_owned();
-            support::stores::drop_mysql_database(&url).await;
+            drop_mysql_database(&url).await;
         }
     }
     delete_sqlite(&bus.path("counts.db"));

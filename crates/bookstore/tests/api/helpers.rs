@@ -63,6 +63,21 @@ pub struct TestApp {
     _dir: TempDir,
 }
 
+#[path = "../support/cleanup.rs"]
+#[allow(dead_code)]
+mod cleanup;
+
+/// A test's MariaDB database goes with its app, whether the test passed or not.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.db_url.starts_with("mysql:") {
+            let mut made = cleanup::Cleanup::default();
+            made.mysql_urls.push(self.db_url.clone());
+            drop(made);
+        }
+    }
+}
+
 pub struct Options {
     pub admin_token: Option<&'static str>,
     pub page_size: u32,

@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+#[path = "../support/cleanup.rs"]
+pub mod cleanup;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
@@ -61,6 +64,13 @@ pub struct TestBus {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub bus: EventBus,
+}
+
+/// A test's topics, Redis keys and databases go with its bus, whether the test passed or not.
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        drop(self.made());
+    }
 }
 
 impl TestBus {
@@ -120,6 +130,34 @@ impl TestBus {
 
     pub fn topic(&self) -> &str {
         &self.config.events.topic
+    }
+
+    /// What this bus's test made on the shared servers, as its configuration says at the end:
+    /// its Kafka topics, the Redis keys of a test prefix, the test MariaDB databases.
+    fn made(&self) -> cleanup::Cleanup {
+        let config = &self.config;
+        let mut made = cleanup::Cleanup::default();
+        if self.backend == Backend::Kafka {
+            let e = &config.events;
+            made.kafka_brokers = e.brokers.clone();
+            made.kafka_topics = [&e.topic, &e.catalog_topic]
+                .into_iter()
+                .filter(|t| t.starts_with("test-"))
+                .flat_map(|t| [t.clone(), bookstore_kafka::dead_letter_topic(t)])
+                .collect();
+        }
+        if config.trend.store == bookstore::config::TrendStoreKind::Redis
+            && config.trend.redis_prefix.starts_with("test:")
+        {
+            made.redis_prefixes.push(config.trend.redis_prefix.clone());
+        }
+        made.mysql_urls = [&config.db.url, &config.recommend.db_url]
+            .into_iter()
+            .flatten()
+            .map(|url| url.expose().to_owned())
+            .filter(|url| url.starts_with("mysql:") && url.contains("/bookstore_test_"))
+            .collect();
+        made
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

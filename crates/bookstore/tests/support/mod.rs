@@ -46,11 +46,7 @@ pub async fn fresh_mysql_url(purpose: &str) -> String {
     )
 }
 
-/// The Redis server the tests use: `BOOKSTORE_TEST_REDIS_URL`, or `dev/services`' default.
-pub fn redis_url() -> String {
-    std::env::var("BOOKSTORE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+pub use crate::helpers::cleanup::redis_url;
 
 /// Puts the trend store of `config` on the test Redis, under a fresh key prefix. Panics, naming
 /// the fix, when Redis does not answer.

@@ -1,7 +1,6 @@
 //! Comparing consumer stores: a trend or recommendation store against what it should hold (the
 //! domain rules applied to every event once, or what another store holds, such as a fresh
-//! group's replay), waiting until they agree; a fresh group replaying topics into a store; and
-//! losing and cleaning up stores on the real servers.
+//! group's replay), waiting until they agree; and a fresh group replaying topics into a store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -248,90 +247,5 @@ impl Replay {
     pub async fn shutdown(self) {
         self.trend_group.shutdown().await;
         self.rec_group.shutdown().await;
-    }
-}
-
-// ------------------------------------------------------------------ losing and cleaning up
-
-/// Deletes every key of the test Redis under `prefix` (never anything else: the server is
-/// shared). Returns how many it deleted.
-pub async fn delete_redis_keys(prefix: &str) -> usize {
-    assert!(
-        prefix.len() > 5 && !prefix.contains(['*', '?', '[']),
-        "refusing to delete under the prefix {prefix:?}"
-    );
-    let client = redis::Client::open(crate::support::redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let n: usize = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            deleted += n;
-        }
-        if next == 0 {
-            return deleted;
-        }
-        cursor = next;
-    }
-}
-
-/// Drops the MariaDB database `url` names, if it exists.
-pub async fn drop_mysql_database(url: &str) {
-    use sqlx::migrate::MigrateDatabase;
-    if sqlx::MySql::database_exists(url).await.unwrap_or(false) {
-        sqlx::MySql::drop_database(url).await.unwrap();
-    }
-}
-
-/// What a test made on the shared servers (MariaDB databases, Redis key prefixes), removed when
-/// it is dropped, whether the test passed or not.
-#[derive(Default)]
-pub struct Cleanup {
-    pub mysql_urls: Vec<String>,
-    pub redis_prefixes: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.mysql_urls.is_empty() && self.redis_prefixes.is_empty() {
-            return;
-        }
-        let urls = std::mem::take(&mut self.mysql_urls);
-        let prefixes = std::mem::take(&mut self.redis_prefixes);
-        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
-        // runtime of its own on a thread of its own. A failure here is reported, not raised (it
-        // would hide the test's own).
-        let done = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                for url in &urls {
-                    drop_mysql_database(url).await;
-                }
-                for prefix in &prefixes {
-                    delete_redis_keys(prefix).await;
-                }
-            });
-        })
-        .join();
-        if done.is_err() {
-            eprintln!("could not remove everything the test made on the shared servers");
-        }
     }
 }

@@ -1,0 +1,117 @@
+//! Removing what a test made on the shared servers: MariaDB databases, Redis keys under a prefix,
+//! Kafka topics. Self-contained (it names nothing of the test crate), so that every test binary
+//! can include it: `#[path = "../support/cleanup.rs"] mod cleanup;`.
+
+/// The Redis server the tests use: `BOOKSTORE_TEST_REDIS_URL`, or `dev/services`' default.
+pub fn redis_url() -> String {
+    std::env::var("BOOKSTORE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Deletes every key of the test Redis under `prefix` (never anything else: the server is
+/// shared). Returns how many it deleted.
+pub async fn delete_redis_keys(prefix: &str) -> usize {
+    assert!(
+        prefix.len() > 5 && !prefix.contains(['*', '?', '[']),
+        "refusing to delete under the prefix {prefix:?}"
+    );
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let n: usize = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            deleted += n;
+        }
+        if next == 0 {
+            return deleted;
+        }
+        cursor = next;
+    }
+}
+
+/// Drops the MariaDB database `url` names, if it exists.
+pub async fn drop_mysql_database(url: &str) {
+    use sqlx::migrate::MigrateDatabase;
+    if sqlx::MySql::database_exists(url).await.unwrap_or(false) {
+        sqlx::MySql::drop_database(url).await.unwrap();
+    }
+}
+
+/// Deletes `topics` from the Kafka at `brokers`; a topic that does not exist is no error.
+pub async fn delete_kafka_topics(brokers: &str, topics: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    // Each topic's own result is `UnknownTopicOrPartition` for one that was never made.
+    let _ = admin.delete_topics(&names, &options).await;
+}
+
+/// What a test made on the shared servers, removed when it is dropped, whether the test passed or
+/// not.
+#[derive(Default)]
+pub struct Cleanup {
+    pub mysql_urls: Vec<String>,
+    pub redis_prefixes: Vec<String>,
+    /// Kafka topics, and the brokers that hold them.
+    pub kafka_topics: Vec<String>,
+    pub kafka_brokers: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.mysql_urls.is_empty()
+            && self.redis_prefixes.is_empty()
+            && self.kafka_topics.is_empty()
+        {
+            return;
+        }
+        let urls = std::mem::take(&mut self.mysql_urls);
+        let prefixes = std::mem::take(&mut self.redis_prefixes);
+        let topics = std::mem::take(&mut self.kafka_topics);
+        let brokers = std::mem::take(&mut self.kafka_brokers);
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
+        // runtime of its own on a thread of its own. A failure here is reported, not raised (it
+        // would hide the test's own).
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                for url in &urls {
+                    drop_mysql_database(url).await;
+                }
+                for prefix in &prefixes {
+                    delete_redis_keys(prefix).await;
+                }
+                if !topics.is_empty() {
+                    delete_kafka_topics(&brokers, &topics).await;
+                }
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("could not remove everything the test made on the shared servers");
+        }
+    }
+}
