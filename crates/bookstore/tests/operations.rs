@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/cleanup.rs"]
+#[allow(dead_code)]
+mod cleanup;
+
 const TOKEN: &str = "ops-test-token";
 
 fn free_port() -> u16 {
@@ -593,16 +597,21 @@ async fn on_kafka_the_lag_comes_from_the_brokers_and_readyz_names_kafka() {
     let system = System::new(dir.path());
     let run = uuid::Uuid::new_v4().simple().to_string();
     let searches = format!("ops-searches-{run}");
+    let catalog = format!("ops-catalog-{run}");
+    // The topics (and their dead-letter topics) go at the end, whether the test passed or not.
+    let mut made = cleanup::Cleanup::default();
+    made.kafka_brokers = brokers.clone();
+    made.kafka_topics = [&searches, &catalog]
+        .into_iter()
+        .flat_map(|t| [t.clone(), bookstore_kafka::dead_letter_topic(t)])
+        .collect();
     let env = [
         system.env.clone(),
         vec![
             ("BOOKSTORE_EVENTS__BACKEND".into(), "kafka".into()),
             ("BOOKSTORE_EVENTS__BROKERS".into(), brokers.clone()),
             ("BOOKSTORE_EVENTS__TOPIC".into(), searches.clone()),
-            (
-                "BOOKSTORE_EVENTS__CATALOG_TOPIC".into(),
-                format!("ops-catalog-{run}"),
-            ),
+            ("BOOKSTORE_EVENTS__CATALOG_TOPIC".into(), catalog.clone()),
             (
                 "BOOKSTORE_TREND__GROUP_ID".into(),
                 format!("ops-trend-{run}"),

@@ -4,12 +4,15 @@
 //! nobody listens on, so that the shared broker is never stopped); its queue is bounded in bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event};
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
+use common::TestTopic;
 
 fn settings() -> KafkaSettings {
     let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
@@ -70,7 +73,8 @@ fn refused(delivery: &Delivery) -> bool {
 #[tokio::test]
 async fn kafka_refuses_what_is_too_large_and_takes_the_rest() {
     let settings = settings();
-    let topic = format!("test-refusals-{}", uuid::Uuid::new_v4().simple());
+    let made = TestTopic::new("test-refusals", &settings);
+    let topic = made.name.clone();
     // The topic takes 20 kB at most; the producer 1 MB.
     ensure_topic(
         &settings,

@@ -3,9 +3,12 @@
 //! `BOOKSTORE_TEST_KAFKA_BROKERS`); an unreachable broker fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use bookstore_kafka::{KafkaSettings, TopicSpec, ensure_topic};
+use common::TestTopic;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -22,7 +25,8 @@ fn settings() -> KafkaSettings {
 #[tokio::test]
 async fn a_message_goes_through_a_real_broker_and_back_in_a_consumer_group() {
     let settings = settings();
-    let topic = format!("smoke-{}", uuid::Uuid::new_v4().simple());
+    let made = TestTopic::new("smoke", &settings);
+    let topic = made.name.clone();
     let spec = TopicSpec {
         name: topic.clone(),
         partitions: 3,

@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
+mod common;
+
 use async_trait::async_trait;
 use bookstore_domain::outbox_conformance;
 use bookstore_domain::{
@@ -14,25 +16,7 @@ use bookstore_domain::{
     RowOutcome,
 };
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
-use sqlx::Connection;
-
-async fn fresh_database() -> String {
-    let server = std::env::var("BOOKSTORE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://bookstore:bookstore@127.0.0.1:3306".to_owned())
-        .trim_end_matches('/')
-        .to_owned();
-    let mut conn = sqlx::MySqlConnection::connect(&server)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("MariaDB is not reachable at {server}: start it with `dev/services start`: {e}")
-        });
-    let name = format!("bookstore_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{server}/{name}")
-}
+use common::TestDb;
 
 fn all_sent(rows: &[OutboxRow]) -> Vec<RowOutcome> {
     vec![RowOutcome::Sent; rows.len()]
@@ -105,9 +89,8 @@ fn new_books(n: usize) -> Vec<NewBook> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relays_side_by_side_deliver_every_row_once() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(1_200)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool));
@@ -145,7 +128,8 @@ async fn relays_side_by_side_deliver_every_row_once() {
 
 #[tokio::test]
 async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() {
-    let url = fresh_database().await;
+    let db = TestDb::new().await;
+    let url = db.url.clone();
     let repo = MySqlBookRepository::new(bookstore_mysql::connect(&url, 2).await.unwrap())
         .await
         .unwrap();
@@ -193,9 +177,8 @@ async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() 
 
 #[tokio::test]
 async fn a_failed_transaction_publishes_nothing() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
     // The books' AUTO_INCREMENT counter leaves ids for 600 more books: 2^63 - 600 up to 2^63 - 1,
@@ -234,9 +217,8 @@ async fn a_failed_transaction_publishes_nothing() {
 
 #[tokio::test]
 async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
     repo.create_many(&new_books(6)).await.unwrap();
@@ -293,9 +275,8 @@ impl OutboxSink for Slow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_delivery_never_holds_up_new_books() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(3)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool));
@@ -328,9 +309,8 @@ async fn a_slow_delivery_never_holds_up_new_books() {
 #[tokio::test]
 async fn books_with_spaced_ids_each_get_their_own_event() {
     // One connection, so that the session's id spacing (as on a multi-primary cluster) holds.
-    let pool = bookstore_mysql::connect(&fresh_database().await, 1)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 1).await.unwrap();
     sqlx::query("SET SESSION auto_increment_increment = 3")
         .execute(&pool)
         .await
@@ -353,9 +333,8 @@ async fn books_with_spaced_ids_each_get_their_own_event() {
 #[tokio::test]
 async fn books_stored_before_the_outbox_get_their_events_once() {
     // A catalog from before the outbox: only the first migration, and books in it.
-    let pool = bookstore_mysql::connect(&fresh_database().await, 4)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 4).await.unwrap();
     let mut first = sqlx::migrate!("./migrations");
     first.migrations = first
         .migrations
@@ -406,9 +385,8 @@ async fn states(pool: &sqlx::MySqlPool) -> Vec<outbox_conformance::RowState> {
 
 #[tokio::test]
 async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 2)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(4)).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
@@ -431,9 +409,8 @@ async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relays_side_by_side_count_each_refusal_once() {
-    let pool = bookstore_mysql::connect(&fresh_database().await, 8)
-        .await
-        .unwrap();
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(1_000)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool.clone()));

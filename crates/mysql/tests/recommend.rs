@@ -3,8 +3,10 @@
 //! end where the rules applied in one go end, although popularity and co-occurrence rows are
 //! shared; positions move only from where they are; names compare exactly; an event the tables
 //! cannot hold is rejected without applying anything. Fails, naming the fix, when
-//! `BOOKSTORE_TEST_MYSQL_URL` is unset or MariaDB cannot be reached.
+//! MariaDB cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,36 +20,7 @@ use bookstore_domain::{
 };
 use bookstore_mysql::MySqlRecommendations;
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
-
-const URL_VAR: &str = "BOOKSTORE_TEST_MYSQL_URL";
-
-/// A database of its own on the test server, dropped by [`TestDb::drop`] when the test passes.
-struct TestDb {
-    server: String,
-    name: String,
-    url: String,
-}
-
-async fn fresh_database() -> TestDb {
-    // `dev/services`' default when the variable is unset; an unreachable server fails below.
-    let server = std::env::var(URL_VAR)
-        .unwrap_or_else(|_| "mysql://bookstore:bookstore@127.0.0.1:3306".to_owned())
-        .trim_end_matches('/')
-        .to_owned();
-    let mut conn = sqlx::MySqlConnection::connect(&server)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("MariaDB is not reachable at {server}: start it with `dev/services start`: {e}")
-        });
-    let name = format!("bookstore_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{server}/{name}");
-    TestDb { server, name, url }
-}
+use common::TestDb;
 
 impl TestDb {
     async fn store(&self, settings: RecommendSettings, connections: u32) -> MySqlRecommendations {
@@ -55,14 +28,6 @@ impl TestDb {
             .await
             .unwrap();
         MySqlRecommendations::new(pool, settings).await.unwrap()
-    }
-
-    async fn drop(self) {
-        let mut conn = sqlx::MySqlConnection::connect(&self.server).await.unwrap();
-        sqlx::raw_sql(&format!("DROP DATABASE `{}`", self.name))
-            .execute(&mut conn)
-            .await
-            .unwrap();
     }
 }
 
@@ -150,7 +115,7 @@ async fn apply_retrying(store: &MySqlRecommendations, batch: &Batch) -> u64 {
 
 #[tokio::test]
 async fn the_store_follows_the_rules() {
-    let db = fresh_database().await;
+    let db = TestDb::new().await;
     let store = db.store(conformance::settings(), 4).await;
     conformance::check_store(&store).await;
 
@@ -160,7 +125,6 @@ async fn the_store_follows_the_rules() {
     assert_eq!(again.snapshot().await.unwrap(), before);
     assert_eq!(again.name(), "recommend");
     again.ping().await.unwrap();
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,7 +135,7 @@ async fn partitions_applied_concurrently_add_up() {
         neighbours_per_book: 1_000,
         ..conformance::settings()
     };
-    let db = fresh_database().await;
+    let db = TestDb::new().await;
     let first = Arc::new(db.store(settings.clone(), 3).await);
     let second = Arc::new(db.store(settings.clone(), 3).await);
 
@@ -259,12 +223,11 @@ async fn partitions_applied_concurrently_add_up() {
             ("events".to_owned(), 2, 16)
         ]
     );
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn positions_move_only_from_where_they_are() {
-    let db = fresh_database().await;
+    let db = TestDb::new().await;
     let store = db.store(conformance::settings(), 2).await;
     let moves = |group: &str, from: Option<i64>, to: i64| Batch {
         group: group.to_owned(),
@@ -312,13 +275,12 @@ async fn positions_move_only_from_where_they_are() {
         at(store.positions("g").await.unwrap()),
         [("events".to_owned(), 3, 9)]
     );
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn names_compare_exactly() {
     let settings = conformance::settings();
-    let db = fresh_database().await;
+    let db = TestDb::new().await;
     let store = db.store(settings.clone(), 2).await;
     let mut partition = Partition::new(0);
     let mut all = Vec::new();
@@ -356,12 +318,11 @@ async fn names_compare_exactly() {
     let mut queries: Vec<_> = ann.queries.iter().map(|q| q.name.as_str()).collect();
     queries.sort_unstable();
     assert_eq!(queries, ["austen", "bronte", "brönte"]);
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn an_event_the_tables_cannot_hold_is_rejected_whole() {
-    let db = fresh_database().await;
+    let db = TestDb::new().await;
     let store = db.store(conformance::settings(), 2).await;
     let mut partition = Partition::new(0);
     store.apply(&partition.batch(catalog(1..=4))).await.unwrap();
@@ -381,5 +342,4 @@ async fn an_event_the_tables_cannot_hold_is_rejected_whole() {
     assert_eq!(store.snapshot().await.unwrap(), before, "nothing applied");
     let positions = store.positions("recommend").await.unwrap();
     assert_eq!(positions[0].next_offset, 4, "the position did not move");
-    db.drop().await;
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, fresh_mysql_database};
+use crate::helpers::{Backend, cleanup, fresh_mysql_database};
 
 fn bookstore() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
@@ -166,10 +166,15 @@ backend_tests!(import_loads_good_rows_and_reports_bad_ones_by_line);
 
 async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    // The MariaDB database goes at the end, whether the test passed or not.
+    let mut made = cleanup::Cleanup::default();
     let db_url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("import.db").display()),
         Backend::MySql => fresh_mysql_database().await,
     };
+    if backend == Backend::MySql {
+        made.mysql_urls.push(db_url.clone());
+    }
     let csv = dir.path().join("books.csv");
     std::fs::write(
         &csv,

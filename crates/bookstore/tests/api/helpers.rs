@@ -65,7 +65,7 @@ pub struct TestApp {
 
 #[path = "../support/cleanup.rs"]
 #[allow(dead_code)]
-mod cleanup;
+pub mod cleanup;
 
 /// A test's MariaDB database goes with its app, whether the test passed or not.
 impl Drop for TestApp {

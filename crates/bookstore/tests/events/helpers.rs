@@ -22,6 +22,24 @@ use tokio_util::sync::CancellationToken;
 #[path = "../support/cleanup.rs"]
 pub mod cleanup;
 
+/// The stores of `config` that a test made on the shared servers: the Redis keys under a `test:`
+/// prefix, and the `bookstore_test_` MariaDB databases (catalog and recommendations).
+pub fn made_stores(config: &bookstore::config::Config) -> cleanup::Cleanup {
+    let mut made = cleanup::Cleanup::default();
+    if config.trend.store == bookstore::config::TrendStoreKind::Redis
+        && config.trend.redis_prefix.starts_with("test:")
+    {
+        made.redis_prefixes.push(config.trend.redis_prefix.clone());
+    }
+    made.mysql_urls = [&config.db.url, &config.recommend.db_url]
+        .into_iter()
+        .flatten()
+        .map(|url| url.expose().to_owned())
+        .filter(|url| url.starts_with("mysql:") && url.contains("/bookstore_test_"))
+        .collect();
+    made
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
@@ -133,12 +151,11 @@ impl TestBus {
     }
 
     /// What this bus's test made on the shared servers, as its configuration says at the end:
-    /// its Kafka topics, the Redis keys of a test prefix, the test MariaDB databases.
+    /// its Kafka topics, and its stores (see [`made_stores`]).
     fn made(&self) -> cleanup::Cleanup {
-        let config = &self.config;
-        let mut made = cleanup::Cleanup::default();
+        let mut made = made_stores(&self.config);
         if self.backend == Backend::Kafka {
-            let e = &config.events;
+            let e = &self.config.events;
             made.kafka_brokers = e.brokers.clone();
             made.kafka_topics = [&e.topic, &e.catalog_topic]
                 .into_iter()
@@ -146,17 +163,6 @@ impl TestBus {
                 .flat_map(|t| [t.clone(), bookstore_kafka::dead_letter_topic(t)])
                 .collect();
         }
-        if config.trend.store == bookstore::config::TrendStoreKind::Redis
-            && config.trend.redis_prefix.starts_with("test:")
-        {
-            made.redis_prefixes.push(config.trend.redis_prefix.clone());
-        }
-        made.mysql_urls = [&config.db.url, &config.recommend.db_url]
-            .into_iter()
-            .flatten()
-            .map(|url| url.expose().to_owned())
-            .filter(|url| url.starts_with("mysql:") && url.contains("/bookstore_test_"))
-            .collect();
         made
     }
 

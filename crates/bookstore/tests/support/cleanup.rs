@@ -44,12 +44,30 @@ pub async fn delete_redis_keys(prefix: &str) -> usize {
     }
 }
 
-/// Drops the MariaDB database `url` names, if it exists.
+/// Drops the MariaDB database `url` names, if it exists. First it ends the sessions still using
+/// it: a test's pools are dropped, not closed, and one may be inside a transaction whose locks
+/// would hold the DROP up.
 pub async fn drop_mysql_database(url: &str) {
-    use sqlx::migrate::MigrateDatabase;
-    if sqlx::MySql::database_exists(url).await.unwrap_or(false) {
-        sqlx::MySql::drop_database(url).await.unwrap();
+    use sqlx::Connection;
+    let url = url.split_once('?').map_or(url, |(url, _)| url);
+    let (server, name) = url.rsplit_once('/').unwrap();
+    let mut conn = sqlx::MySqlConnection::connect(server).await.unwrap();
+    let sessions: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE db = ?")
+            .bind(name)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    for id in sessions {
+        // It may have ended meanwhile.
+        let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}"))
+            .execute(&mut conn)
+            .await;
     }
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{name}`"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
 
 /// Deletes `topics` from the Kafka at `brokers`; a topic that does not exist is no error.

@@ -207,12 +207,14 @@ pub async fn trend_total(store: &dyn TrendBackend) -> u64 {
 }
 
 /// Fresh groups replaying the log from its beginning into the trend and recommendation stores of
-/// `fresh` (the search topic into the trends; both topics into the recommendations).
+/// `fresh` (the search topic into the trends; both topics into the recommendations). The stores
+/// go from the shared servers when it is dropped.
 pub struct Replay {
     pub trends: Arc<dyn TrendBackend>,
     pub recommendations: Arc<dyn RecommendBackend>,
     pub trend_group: RunningConsumer,
     pub rec_group: RunningConsumer,
+    _made: crate::helpers::cleanup::Cleanup,
 }
 
 impl Replay {
@@ -241,6 +243,7 @@ impl Replay {
             recommendations,
             trend_group,
             rec_group,
+            _made: crate::helpers::made_stores(fresh),
         }
     }
 
