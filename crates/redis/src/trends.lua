@@ -11,7 +11,7 @@
 -- max_spellings of them), <p>r:<query> (set: the origins of a trend not public yet, at most
 -- min_readers), <p>cap:<window> (hash: reader \31 query, and \1 origin \31 query -> searches), <p>capw (zset of the
 -- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
--- per event; the only whole read is of one trend's hash (a bounded number of fields) when a new
+-- per event and one ZADD per sorted set for the batch; the only whole read is of one trend's hash (a bounded number of fields) when a new
 -- spelling replaces another.
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])
@@ -74,6 +74,9 @@ local counts = p .. 'count'
 local pscores = p .. 'pscore'
 local pcounts = p .. 'pcount'
 local windows = {}
+-- Each touched trend's score and count (and whether public) as the batch leaves them: the
+-- sorted sets get one ZADD per trend at the end rather than one per event.
+local touched, latest = {}, {}
 for _, e in ipairs(b.events) do
   local query, spelled, reader, at, origin = e[1], e[2], e[3], e[6], e[8]
   local h = p .. 'q:' .. query
@@ -137,18 +140,33 @@ for _, e in ipairs(b.events) do
   if scored then
     log_score = string.format('%.17g', log2_add(log_score and tonumber(log_score), e[5]))
     fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
-    redis.call('ZADD', scores, log_score, query)
   elseif not log_score then
     log_score = '-inf'
     fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
-    redis.call('ZADD', scores, log_score, query)
   end
-  if public then
-    redis.call('ZADD', pscores, log_score, query)
-    redis.call('ZADD', pcounts, count, query)
-  end
+  if not latest[query] then touched[#touched + 1] = query end
+  latest[query] = { log_score, count, public }
   redis.call('HSET', h, unpack(fields))
 end
+
+-- The sorted sets, up to 500 members per ZADD.
+local function zadd(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('ZADD', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+local all_scores, public_scores, public_counts = {}, {}, {}
+for _, query in ipairs(touched) do
+  local t = latest[query]
+  all_scores[#all_scores + 1] = t[1]; all_scores[#all_scores + 1] = query
+  if t[3] then
+    public_scores[#public_scores + 1] = t[1]; public_scores[#public_scores + 1] = query
+    public_counts[#public_counts + 1] = t[2]; public_counts[#public_counts + 1] = query
+  end
+end
+zadd(scores, all_scores)
+zadd(pscores, public_scores)
+zadd(pcounts, public_counts)
 
 -- Prune: decayed trends, then all but the best max_trends.
 local function forget(members)

@@ -75,47 +75,101 @@ impl SqliteTrends {
         Ok(Self { pool, settings })
     }
 
+    /// The stored state of each of `queries` that has one, read in a few statements per
+    /// [`CHUNK`] of queries (a batch touches hundreds; one statement each was most of its cost).
     async fn load(
         conn: &mut SqliteConnection,
-        query: &str,
-    ) -> Result<Option<TrendState>, sqlx::Error> {
-        let Some(row) = sqlx::query(concat!(
-            "SELECT display, count, log_score, books, last_searched_at, public FROM trends ",
-            "WHERE query_normalized = ?"
-        ))
-        .bind(query)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let spellings =
-            sqlx::query("SELECT spelling, n FROM trend_spellings WHERE query_normalized = ?")
-                .bind(query)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<String, _>(0)?,
-                        r.try_get::<i64, _>(1)?.max(0) as u64,
-                    ))
-                })
-                .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()?;
-        let mut state = state_from_row(&row, spellings)?;
-        if state.public {
-            // A public trend keeps no readers.
-            return Ok(Some(state));
+        queries: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, TrendState>, sqlx::Error> {
+        let mut states = BTreeMap::new();
+        let queries: Vec<&str> = queries.iter().copied().collect();
+        for chunk in queries.chunks(CHUNK) {
+            let chunk = json_array(chunk);
+            let rows = sqlx::query(concat!(
+                "SELECT query_normalized, display, count, log_score, books, last_searched_at, ",
+                "public FROM trends WHERE query_normalized IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(&chunk)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &rows {
+                states.insert(
+                    row.try_get::<String, _>("query_normalized")?,
+                    state_from_row(row, BTreeMap::new())?,
+                );
+            }
+            let spellings = sqlx::query(concat!(
+                "SELECT query_normalized, spelling, n FROM trend_spellings ",
+                "WHERE query_normalized IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(&chunk)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &spellings {
+                let query: String = row.try_get(0)?;
+                if let Some(state) = states.get_mut(&query) {
+                    let n = row.try_get::<i64, _>(2)?.max(0) as u64;
+                    state.spellings.insert(row.try_get(1)?, n);
+                }
+            }
+            let readers = sqlx::query(concat!(
+                "SELECT query_normalized, reader FROM trend_readers ",
+                "WHERE query_normalized IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(&chunk)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &readers {
+                let query: String = row.try_get(0)?;
+                // A public trend keeps no readers.
+                if let Some(state) = states.get_mut(&query).filter(|s| !s.public) {
+                    state.readers.insert(row.try_get(1)?);
+                }
+            }
         }
-        state.readers =
-            sqlx::query_scalar("SELECT reader FROM trend_readers WHERE query_normalized = ?")
-                .bind(query)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .collect();
-        Ok(Some(state))
+        Ok(states)
     }
+
+    /// Fills in the stored value of each counter of `caps` (0 for one not stored), a statement
+    /// per [`CHUNK`] of counters.
+    async fn load_caps(
+        conn: &mut SqliteConnection,
+        caps: &mut BTreeMap<CapKey, u32>,
+    ) -> Result<(), sqlx::Error> {
+        let keys: Vec<&CapKey> = caps.keys().collect();
+        let mut stored = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let chunk = serde_json::Value::from(
+                chunk
+                    .iter()
+                    .map(|(window, user, query)| serde_json::json!([window, user, query]))
+                    .collect::<Vec<_>>(),
+            );
+            let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(concat!(
+                "SELECT c.window, c.user_id, c.query_normalized, c.n FROM json_each(?) AS k ",
+                "JOIN trend_caps AS c ON c.window = k.value ->> 0 AND c.user_id = k.value ->> 1 ",
+                "AND c.query_normalized = k.value ->> 2"
+            ))
+            .bind(chunk.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            stored.extend(rows);
+        }
+        for (window, user, query, n) in stored {
+            caps.insert(
+                (window, user, query),
+                n.clamp(0, i64::from(u32::MAX)) as u32,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Rows read or written in one statement (their keys go in as one JSON array).
+const CHUNK: usize = 500;
+
+fn json_array(items: &[&str]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
 }
 
 fn state_from_row(
@@ -160,51 +214,49 @@ impl EventHandler for SqliteTrends {
         positions::advance(&mut tx, batch).await?;
 
         // Read what the batch touches, apply the rules in memory, write back.
-        let mut states: BTreeMap<String, TrendState> = BTreeMap::new();
-        // The spellings and readers as loaded: only what the batch changed is written back.
-        let mut loaded: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>)> =
-            BTreeMap::new();
-        let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
-        for record in &batch.records {
+        let searches: Vec<_> = batch
+            .records
+            .iter()
             // Only searches make trends; other events move the position with the batch.
-            let Some(event) = record.event.as_search() else {
-                continue;
-            };
-            let query = &event.query_normalized;
-            if !states.contains_key(query) {
-                let state = Self::load(&mut tx, query)
-                    .await
-                    .map_err(positions::handler_error)?
-                    .unwrap_or_else(|| TrendState::new(event.occurred_at));
-                loaded.insert(
+            .filter_map(|record| record.event.as_search())
+            .collect();
+        let queries: BTreeSet<&str> = searches
+            .iter()
+            .map(|event| event.query_normalized.as_str())
+            .collect();
+        let mut states = Self::load(&mut tx, &queries)
+            .await
+            .map_err(positions::handler_error)?;
+        // The spellings and readers as loaded: only what the batch changed is written back.
+        let loaded: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>)> = states
+            .iter()
+            .map(|(query, state)| {
+                (
                     query.clone(),
                     (state.spellings.clone(), state.readers.clone()),
-                );
-                states.insert(query.clone(), state);
-            }
+                )
+            })
+            .collect();
+        let mut caps: BTreeMap<CapKey, u32> = BTreeMap::new();
+        for event in &searches {
             let (reader, origin) = cap_keys(&self.settings, event);
             for key in [reader, origin].into_iter().flatten() {
-                if let std::collections::btree_map::Entry::Vacant(slot) = caps.entry(key) {
-                    let (window, user, query) = slot.key();
-                    let n: Option<i64> = sqlx::query_scalar(concat!(
-                        "SELECT n FROM trend_caps ",
-                        "WHERE window = ? AND user_id = ? AND query_normalized = ?"
-                    ))
-                    .bind(*window)
-                    .bind(user)
-                    .bind(query)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(positions::handler_error)?;
-                    slot.insert(n.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32);
-                }
-            }
-            let scores = passes_cap(&self.settings, &mut caps, event);
-            if let Some(state) = states.get_mut(query) {
-                state.add(&self.settings, event, scores);
+                caps.insert(key, 0);
             }
         }
+        Self::load_caps(&mut tx, &mut caps)
+            .await
+            .map_err(positions::handler_error)?;
+        for event in &searches {
+            let scores = passes_cap(&self.settings, &mut caps, event);
+            states
+                .entry(event.query_normalized.clone())
+                .or_insert_with(|| TrendState::new(event.occurred_at))
+                .add(&self.settings, event, scores);
+        }
 
+        // Spellings counted anew, written a chunk at a time.
+        let mut spellings = Vec::new();
         for (query, state) in &states {
             let books = serde_json::to_string(&state.books)
                 .map_err(|e| HandlerError::Rejected(e.to_string()))?;
@@ -241,19 +293,9 @@ impl EventHandler for SqliteTrends {
                 }
             }
             for (spelling, n) in &state.spellings {
-                if spellings_before.get(spelling) == Some(n) {
-                    continue;
+                if spellings_before.get(spelling) != Some(n) {
+                    spellings.push(serde_json::json!([query, spelling, n]));
                 }
-                sqlx::query(concat!(
-                    "INSERT INTO trend_spellings (query_normalized, spelling, n) VALUES (?, ?, ?) ",
-                    "ON CONFLICT (query_normalized, spelling) DO UPDATE SET n = excluded.n"
-                ))
-                .bind(query)
-                .bind(spelling)
-                .bind(i64::try_from(*n).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(positions::handler_error)?;
             }
             if state.readers.is_empty() && !readers_before.is_empty() {
                 sqlx::query("DELETE FROM trend_readers WHERE query_normalized = ?")
@@ -274,15 +316,29 @@ impl EventHandler for SqliteTrends {
                 .map_err(positions::handler_error)?;
             }
         }
-        for ((window, user, query), n) in &caps {
+        for chunk in spellings.chunks(CHUNK) {
             sqlx::query(concat!(
-                "INSERT INTO trend_caps (window, user_id, query_normalized, n) VALUES (?, ?, ?, ?) ",
+                "INSERT INTO trend_spellings (query_normalized, spelling, n) ",
+                "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true ",
+                "ON CONFLICT (query_normalized, spelling) DO UPDATE SET n = excluded.n"
+            ))
+            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(positions::handler_error)?;
+        }
+        let caps: Vec<serde_json::Value> = caps
+            .iter()
+            .map(|((window, user, query), n)| serde_json::json!([window, user, query, n]))
+            .collect();
+        for chunk in caps.chunks(CHUNK) {
+            sqlx::query(concat!(
+                "INSERT INTO trend_caps (window, user_id, query_normalized, n) ",
+                "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) ",
+                "WHERE true ",
                 "ON CONFLICT (window, user_id, query_normalized) DO UPDATE SET n = excluded.n"
             ))
-            .bind(window)
-            .bind(user)
-            .bind(query)
-            .bind(i64::from(*n))
+            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
             .execute(&mut *tx)
             .await
             .map_err(positions::handler_error)?;
