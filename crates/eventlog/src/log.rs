@@ -574,6 +574,29 @@ mod tests {
         assert_eq!(spread.len(), 3);
     }
 
+    // What the trimming relies on: from its start, nobody else can write.
+    #[tokio::test]
+    async fn a_write_transaction_holds_the_write_lock_from_its_start() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let log = EventLog::open(&path).await.unwrap();
+        let tx = begin_write(&log.pool).await.unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::ZERO);
+        let mut other = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let refused = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await;
+        assert!(refused.is_err(), "another writer got in: {refused:?}");
+        tx.rollback().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn append_and_read_in_order_per_partition() {
         let dir = tempfile::tempdir().unwrap();
