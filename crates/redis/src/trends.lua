@@ -11,7 +11,7 @@
 -- max_spellings of them), <p>r:<query> (set: the origins of a trend not public yet, at most
 -- min_readers), <p>cap:<window> (hash: reader \31 query, and \1 origin \31 query -> searches), <p>capw (zset of the
 -- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
--- per event and one ZADD per sorted set for the batch; the only whole read is of one trend's hash (a bounded number of fields) when a new
+-- per event, and per batch one ZADD per sorted set and 500 trends; the only whole read is of one trend's hash (a bounded number of fields) when a new
 -- spelling replaces another.
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])

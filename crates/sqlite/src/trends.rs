@@ -294,7 +294,11 @@ impl EventHandler for SqliteTrends {
             }
             for (spelling, n) in &state.spellings {
                 if spellings_before.get(spelling) != Some(n) {
-                    spellings.push(serde_json::json!([query, spelling, n]));
+                    spellings.push(serde_json::json!([
+                        query,
+                        spelling,
+                        (*n).min(i64::MAX as u64)
+                    ]));
                 }
             }
             if state.readers.is_empty() && !readers_before.is_empty() {
@@ -473,6 +477,77 @@ mod tests {
     use bookstore_domain::trends::conformance;
 
     use super::*;
+
+    // More queries and counters in one batch than one statement reads or writes ([`CHUNK`]):
+    // every one of them is read back and counted again by the next batch.
+    #[tokio::test]
+    async fn batches_larger_than_a_chunk_are_applied_whole() {
+        use bookstore_domain::events::{Event, SearchEvent};
+        use bookstore_domain::{PositionUpdate, Record};
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        let settings = TrendSettings {
+            max_trends: 10_000,
+            ..TrendSettings::default()
+        };
+        let store = SqliteTrends::new(pool, settings).await.unwrap();
+        let queries = CHUNK * 2 + 300;
+        let at = Utc::now();
+        for round in 0..2_i64 {
+            let records = (0..queries)
+                .map(|i| Record {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: round * queries as i64 + i as i64,
+                    event: Event::BookSearched(
+                        SearchEvent::new(
+                            uuid::Uuid::now_v7(),
+                            at,
+                            Some(format!("reader {}", i % 7)),
+                            &format!("query {i}"),
+                            0,
+                            vec![],
+                        )
+                        .with_client(Some(format!("network {}", i % 5))),
+                    ),
+                })
+                .collect();
+            let batch = Batch {
+                group: "g".into(),
+                records,
+                positions: vec![PositionUpdate {
+                    topic: "t".into(),
+                    partition: 0,
+                    from: (round > 0).then_some(queries as i64),
+                    to: (round + 1) * queries as i64,
+                }],
+            };
+            store.apply(&batch).await.unwrap();
+        }
+        let counted = |sql: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_as::<_, (i64, i64, i64)>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let queries = queries as i64;
+        // Rows, and the least and most of their counts.
+        assert_eq!(
+            counted("SELECT COUNT(*), MIN(count), MAX(count) FROM trends").await,
+            (queries, 2, 2)
+        );
+        assert_eq!(
+            counted("SELECT COUNT(*), MIN(n), MAX(n) FROM trend_spellings").await,
+            (queries, 2, 2)
+        );
+        // A reader's and a network's counter per query.
+        assert_eq!(
+            counted("SELECT COUNT(*), MIN(n), MAX(n) FROM trend_caps").await,
+            (2 * queries, 2, 2)
+        );
+    }
 
     #[tokio::test]
     async fn the_store_follows_the_reference_rules() {

@@ -51,13 +51,23 @@ pub async fn drop_mysql_database(url: &str) {
     use sqlx::Connection;
     let url = url.split_once('?').map_or(url, |(url, _)| url);
     let (server, name) = url.rsplit_once('/').unwrap();
+    assert!(
+        name.starts_with("bookstore_test_"),
+        "refusing to drop the database {name:?}"
+    );
     let mut conn = sqlx::MySqlConnection::connect(server).await.unwrap();
-    let sessions: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE db = ?")
-            .bind(name)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+    // A lock taken after the sessions were listed makes the DROP fail rather than wait a year.
+    sqlx::query("SET SESSION lock_wait_timeout = 30")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sessions: Vec<i64> = sqlx::query_scalar(
+        "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
+    )
+    .bind(name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
     for id in sessions {
         // It may have ended meanwhile.
         let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}"))
@@ -83,6 +93,9 @@ pub async fn delete_kafka_topics(brokers: &str, topics: &[String]) {
     // Each topic's own result is `UnknownTopicOrPartition` for one that was never made.
     let _ = admin.delete_topics(&names, &options).await;
 }
+
+/// How long removing what a test made may take.
+const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a test made on the shared servers, removed when it is dropped, whether the test passed or
 /// not.
@@ -115,7 +128,7 @@ impl Drop for Cleanup {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async move {
+            let all = async move {
                 for url in &urls {
                     drop_mysql_database(url).await;
                 }
@@ -125,7 +138,11 @@ impl Drop for Cleanup {
                 if !topics.is_empty() {
                     delete_kafka_topics(&brokers, &topics).await;
                 }
-            });
+            };
+            // Bounded: a server that does not answer must not hold the test up.
+            runtime
+                .block_on(tokio::time::timeout(CLEANUP_TIMEOUT, all))
+                .unwrap();
         })
         .join();
         if done.is_err() {

@@ -31,7 +31,7 @@ impl Drop for TestTopic {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
+            let delete = async {
                 let admin: AdminClient<DefaultClientContext> = settings
                     .client_config()
                     .create()
@@ -42,7 +42,11 @@ impl Drop for TestTopic {
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
-            })
+            };
+            // Bounded: a broker that does not answer must not hold the test up.
+            runtime
+                .block_on(tokio::time::timeout(Duration::from_secs(60), delete))
+                .map_err(|_| "timed out".to_owned())?
         })
         .join();
         match deleted {

@@ -1,6 +1,8 @@
 //! A database of its own on the test MariaDB from `dev/services` for each test, dropped when the
 //! test ends, whether it passed or not.
 
+use std::time::Duration;
+
 use sqlx::Connection;
 
 pub struct TestDb {
@@ -45,8 +47,13 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
+            // Bounded: a server that does not answer must not hold the test up.
             runtime
-                .block_on(drop_database(&server, &name))
+                .block_on(tokio::time::timeout(
+                    Duration::from_secs(60),
+                    drop_database(&server, &name),
+                ))
+                .map_err(|_| "timed out".to_owned())?
                 .map_err(|e| e.to_string())
         })
         .join();
@@ -62,11 +69,16 @@ impl Drop for TestDb {
 /// and one may be inside a transaction whose locks would hold the DROP up), then drops it.
 pub async fn drop_database(server: &str, name: &str) -> Result<(), sqlx::Error> {
     let mut conn = sqlx::MySqlConnection::connect(server).await?;
-    let sessions: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE db = ?")
-            .bind(name)
-            .fetch_all(&mut conn)
-            .await?;
+    // A lock taken after the sessions were listed makes the DROP fail rather than wait a year.
+    sqlx::query("SET SESSION lock_wait_timeout = 30")
+        .execute(&mut conn)
+        .await?;
+    let sessions: Vec<i64> = sqlx::query_scalar(
+        "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
+    )
+    .bind(name)
+    .fetch_all(&mut conn)
+    .await?;
     for id in sessions {
         // It may have ended meanwhile.
         let _ = sqlx::raw_sql(&format!("KILL CONNECTION {id}"))
