@@ -121,8 +121,8 @@ impl Drop for Cleanup {
         let topics = std::mem::take(&mut self.kafka_topics);
         let brokers = std::mem::take(&mut self.kafka_brokers);
         // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a
-        // runtime of its own on a thread of its own. A failure here is reported, not raised (it
-        // would hide the test's own).
+        // runtime of its own on a thread of its own. A failure fails the test, unless it is
+        // failing already.
         let done = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -139,14 +139,25 @@ impl Drop for Cleanup {
                     delete_kafka_topics(&brokers, &topics).await;
                 }
             };
-            // Bounded: a server that does not answer must not hold the test up.
+            // Bounded: a server that does not answer must not hold the test up. (The timer is
+            // made inside the runtime: it needs one.)
             runtime
-                .block_on(tokio::time::timeout(CLEANUP_TIMEOUT, all))
+                .block_on(async { tokio::time::timeout(CLEANUP_TIMEOUT, all).await })
                 .unwrap();
         })
         .join();
         if done.is_err() {
-            eprintln!("could not remove everything the test made on the shared servers");
+            report("could not remove everything the test made on the shared servers");
         }
+    }
+}
+
+/// A cleanup that failed fails the test, unless the test is failing already (its own message
+/// matters more, and a second panic would abort).
+pub fn report(message: &str) {
+    if std::thread::panicking() {
+        eprintln!("{message}");
+    } else {
+        panic!("{message}");
     }
 }

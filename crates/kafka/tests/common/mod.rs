@@ -25,7 +25,7 @@ impl Drop for TestTopic {
     fn drop(&mut self) {
         let (name, settings) = (self.name.clone(), self.settings.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on: a runtime of its own
-        // on a thread of its own. A failure is reported, not raised (it would hide the test's own).
+        // on a thread of its own. A failure fails the test, unless it is failing already.
         let deleted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -44,15 +44,29 @@ impl Drop for TestTopic {
                     .map_err(|e| e.to_string())
             };
             // Bounded: a broker that does not answer must not hold the test up.
+            // (The timer is made inside the runtime: it needs one.)
             runtime
-                .block_on(tokio::time::timeout(Duration::from_secs(60), delete))
+                .block_on(async { tokio::time::timeout(Duration::from_secs(60), delete).await })
                 .map_err(|_| "timed out".to_owned())?
         })
         .join();
         match deleted {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("could not delete the test topic {}: {error}", self.name),
-            Err(_) => eprintln!("could not delete the test topic {}", self.name),
+            Ok(Err(error)) => report(&format!(
+                "could not delete the test topic {}: {error}",
+                self.name
+            )),
+            Err(_) => report(&format!("could not delete the test topic {}", self.name)),
         }
+    }
+}
+
+/// Fails the test, unless it is failing already (its own message matters more, and a second
+/// panic would abort).
+fn report(message: &str) {
+    if std::thread::panicking() {
+        eprintln!("{message}");
+    } else {
+        panic!("{message}");
     }
 }

@@ -41,26 +41,30 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on: a runtime of its own
-        // on a thread of its own. A failure is reported, not raised (it would hide the test's own).
+        // on a thread of its own. A failure fails the test, unless it is failing already.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
             // Bounded: a server that does not answer must not hold the test up.
+            // (The timer is made inside the runtime: it needs one.)
             runtime
-                .block_on(tokio::time::timeout(
-                    Duration::from_secs(60),
-                    drop_database(&server, &name),
-                ))
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(60), drop_database(&server, &name))
+                        .await
+                })
                 .map_err(|_| "timed out".to_owned())?
                 .map_err(|e| e.to_string())
         })
         .join();
         match dropped {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => eprintln!("could not drop the test database {}: {error}", self.name),
-            Err(_) => eprintln!("could not drop the test database {}", self.name),
+            Ok(Err(error)) => report(&format!(
+                "could not drop the test database {}: {error}",
+                self.name
+            )),
+            Err(_) => report(&format!("could not drop the test database {}", self.name)),
         }
     }
 }
@@ -89,4 +93,14 @@ pub async fn drop_database(server: &str, name: &str) -> Result<(), sqlx::Error> 
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+/// Fails the test, unless it is failing already (its own message matters more, and a second
+/// panic would abort).
+fn report(message: &str) {
+    if std::thread::panicking() {
+        eprintln!("{message}");
+    } else {
+        panic!("{message}");
+    }
 }
