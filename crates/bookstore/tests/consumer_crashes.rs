@@ -19,20 +19,21 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bookstore::config::{Config, Secret};
+use bookstore::config::Secret;
 use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
 use bookstore_domain::Record;
 use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;
-use bookstore_domain::trends::{TrendBoard, TrendRanking};
+use bookstore_domain::trends::TrendBoard;
 use chrono::Utc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use helpers::TestBus;
 use support::stores::{
-    ExpectedRecommendations, ExpectedTrends, Replay, wait_for_recommendations, wait_for_trends,
+    ExpectedRecommendations, ExpectedTrends, Replay, all_trends, wait_for_recommendations,
+    wait_for_trends,
 };
 use support::{
     Infra, bookstore_child, bus_with_fresh_groups, consumer_env, fresh_mysql_url, use_redis_trends,
@@ -265,13 +266,7 @@ async fn run(infra: Infra, seed: u64) {
     // The services after their crashes, run to the end of the topics.
     let trends = open_trend_store(config).await.unwrap();
     let recommendations = open_recommend_store(config).await.unwrap();
-    let before: u64 = trends
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            Utc::now(),
-        )
+    let before: u64 = all_trends(trends.as_ref(), Utc::now())
         .await
         .unwrap()
         .iter()
@@ -309,23 +304,7 @@ async fn run(infra: Infra, seed: u64) {
     }
 
     // A clean replay: fresh groups from the beginning of the topics into fresh stores.
-    let other_dir = tempfile::tempdir().unwrap();
-    let mut fresh = Config {
-        data_dir: other_dir.path().to_owned(), // the embedded trend store's file
-        events: config.events.clone(),
-        trend: config.trend.clone(),
-        recommend: config.recommend.clone(),
-        ..Config::default()
-    };
-    fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    fresh.recommend.db_url = Some(Secret(
-        match infra {
-            Infra::Embedded => format!("sqlite://{}", other_dir.path().join("rec.db").display()),
-            Infra::Real => fresh_mysql_url("crash_rec_replay").await,
-        }
-        .into(),
-    ));
-    let replayed = Replay::start(&bus, &fresh).await;
+    let replayed = Replay::start(&bus, config).await;
     let (replayed_trends, replayed_recommendations) = (&replayed.trends, &replayed.recommendations);
     wait_for_trends(
         replayed_trends.as_ref(),

@@ -22,11 +22,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bookstore::Remotes;
 use bookstore::config::{Config, Secret};
 use bookstore::events::EventBus;
 use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
-use bookstore::{Remotes, config::TrendStoreKind};
 
 use helpers::cleanup::{Cleanup, delete_redis_keys, drop_mysql_database};
 use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
@@ -135,15 +135,10 @@ fn delete_sqlite(path: &Path) {
     }
 }
 
-/// Waits until each consumer's store holds what the replay holds, and `/stats` counts the whole
-/// catalog.
-async fn wait_for_the_replay(
-    bus: &TestBus,
-    consumers: &Consumers,
-    replayed: &Replay,
-    catalog: u64,
-    what: &str,
-) {
+/// Starts the services and the query-count group, waits until each one's store holds what the
+/// replay holds and `/stats` counts the whole catalog, and stops them.
+async fn consume_until_like_the_replay(bus: &TestBus, replayed: &Replay, catalog: u64, what: &str) {
+    let consumers = Consumers::start(bus).await;
     let (replayed_trends, replayed_recommendations) =
         (replayed.trends.as_ref(), replayed.recommendations.as_ref());
     let config = &bus.config;
@@ -176,6 +171,7 @@ async fn wait_for_the_replay(
         || async { total(&counts).await == SEARCHES as u64 },
     )
     .await;
+    consumers.stop().await;
 }
 
 every_log_and_store!(lost_stores_are_rebuilt_from_the_beginning_of_the_log);
@@ -253,32 +249,7 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     .await;
 
     // A fresh group's replay into fresh stores: what every rebuilt store must equal.
-    let replay_dir = tempfile::tempdir().unwrap();
-    let mut fresh = Config {
-        data_dir: replay_dir.path().to_owned(),
-        events: config.events.clone(),
-        trend: config.trend.clone(),
-        recommend: config.recommend.clone(),
-        ..Config::default()
-    };
-    fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    fresh.recommend.db_url = Some(Secret(
-        match stores {
-            Stores::Sqlite => format!("sqlite://{}", replay_dir.path().join("rec.db").display()),
-            Stores::RedisMariadb => {
-                let url = fresh_mysql_url("lost_rec_replay").await;
-                cleanup.mysql_urls.push(url.clone());
-                url
-            }
-        }
-        .into(),
-    ));
-    if fresh.trend.store == TrendStoreKind::Redis {
-        cleanup
-            .redis_prefixes
-            .push(fresh.trend.redis_prefix.clone());
-    }
-    let replayed = Replay::start(&bus, &fresh).await;
+    let replayed = Replay::start(&bus, config).await;
     let (replayed_trends, replayed_recommendations) = (&replayed.trends, &replayed.recommendations);
     wait_until(
         Duration::from_secs(60),
@@ -295,16 +266,13 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     .await;
 
     // The services and the query-count group apply the history, and stop.
-    let consumers = Consumers::start(&bus).await;
-    wait_for_the_replay(
+    consume_until_like_the_replay(
         &bus,
-        &consumers,
         &replayed,
         catalog,
         &format!("{backend:?}, {stores:?}: before the loss"),
     )
     .await;
-    consumers.stop().await;
     // The groups got somewhere: a start from their committed offsets would skip the history.
     for group in [&config.trend.group_id, &config.recommend.group_id] {
         let committed = committed_offsets(&bus, group).await;
@@ -332,16 +300,13 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
     delete_sqlite(&bus.path("counts.db"));
 
     // Started again with the same group ids, they rebuild their stores from the whole log.
-    let consumers = Consumers::start(&bus).await;
-    wait_for_the_replay(
+    consume_until_like_the_replay(
         &bus,
-        &consumers,
         &replayed,
         catalog,
         &format!("{backend:?}, {stores:?}: after the loss"),
     )
     .await;
-    consumers.stop().await;
     replayed.shutdown().await;
     web.shutdown().await;
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bookstore::config::{Config, Secret};
 use bookstore::recommend::RecommendBackend;
 use bookstore::trend::TrendBackend;
 use bookstore_domain::EventHandler;
@@ -14,6 +15,21 @@ use bookstore_domain::trends::{Trend, TrendBoard, TrendRanking};
 use chrono::{DateTime, Utc};
 
 use crate::helpers::{RunningConsumer, TestBus};
+
+/// Every trend `store` holds (up to 1,000), public or not, by count.
+pub async fn all_trends(
+    store: &dyn TrendBackend,
+    now: DateTime<Utc>,
+) -> Result<Vec<Trend>, bookstore_domain::RepositoryError> {
+    store
+        .top(
+            1_000,
+            TrendRanking::Count,
+            bookstore_domain::trends::Audience::Everyone,
+            now,
+        )
+        .await
+}
 
 /// What a trend store should hold.
 #[derive(Clone, Copy)]
@@ -33,13 +49,7 @@ impl ExpectedTrends<'_> {
                 bookstore_domain::trends::Audience::Everyone,
                 now,
             )),
-            Self::Store(store) => store
-                .top(
-                    1_000,
-                    TrendRanking::Count,
-                    bookstore_domain::trends::Audience::Everyone,
-                    now,
-                )
+            Self::Store(store) => all_trends(*store, now)
                 .await
                 .map_err(|e| format!("cannot read the expected trends: {e}")),
         }
@@ -62,15 +72,7 @@ pub async fn trend_difference(
     expected: ExpectedTrends<'_>,
 ) -> Option<String> {
     let now = Utc::now();
-    let held = match store
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            now,
-        )
-        .await
-    {
+    let held = match all_trends(store, now).await {
         Ok(held) => held,
         Err(error) => return Some(format!("cannot read the trends: {error}")),
     };
@@ -194,33 +196,50 @@ pub async fn replay(
 
 /// The searches a trend store has counted (every trend's all-time count); 0 while it fails.
 pub async fn trend_total(store: &dyn TrendBackend) -> u64 {
-    store
-        .top(
-            1_000,
-            TrendRanking::Count,
-            bookstore_domain::trends::Audience::Everyone,
-            Utc::now(),
-        )
+    all_trends(store, Utc::now())
         .await
         .map(|trends| trends.iter().map(|t| t.count).sum())
         .unwrap_or(0)
 }
 
-/// Fresh groups replaying the log from its beginning into the trend and recommendation stores of
-/// `fresh` (the search topic into the trends; both topics into the recommendations). The stores
-/// go from the shared servers when it is dropped.
+/// Fresh groups replaying the log from its beginning into fresh stores of the kinds `config`
+/// uses (the search topic into the trends; both topics into the recommendations): files in a
+/// directory of its own, or a fresh Redis prefix and a fresh MariaDB database, which go from the
+/// shared servers when it is dropped.
 pub struct Replay {
     pub trends: Arc<dyn TrendBackend>,
     pub recommendations: Arc<dyn RecommendBackend>,
     pub trend_group: RunningConsumer,
     pub rec_group: RunningConsumer,
     _made: crate::helpers::cleanup::Cleanup,
+    _dir: tempfile::TempDir,
 }
 
 impl Replay {
-    pub async fn start(bus: &TestBus, fresh: &bookstore::config::Config) -> Self {
-        let trends = bookstore::trend::open_trend_store(fresh).await.unwrap();
-        let recommendations = bookstore::recommend::open_recommend_store(fresh)
+    pub async fn start(bus: &TestBus, config: &Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let on_mariadb = config
+            .recommend
+            .db_url
+            .as_ref()
+            .is_some_and(|url| url.expose().starts_with("mysql:"));
+        let rec_url = if on_mariadb {
+            super::fresh_mysql_url("replay_rec").await
+        } else {
+            format!("sqlite://{}", dir.path().join("rec.db").display())
+        };
+        let mut fresh = Config {
+            data_dir: dir.path().to_owned(), // the embedded trend store's file
+            events: config.events.clone(),
+            trend: config.trend.clone(),
+            recommend: config.recommend.clone(),
+            ..Config::default()
+        };
+        fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        fresh.recommend.db_url = Some(Secret(rec_url.into()));
+        let made = crate::helpers::made_stores(&fresh);
+        let trends = bookstore::trend::open_trend_store(&fresh).await.unwrap();
+        let recommendations = bookstore::recommend::open_recommend_store(&fresh)
             .await
             .unwrap();
         let events = &bus.config.events;
@@ -243,7 +262,8 @@ impl Replay {
             recommendations,
             trend_group,
             rec_group,
-            _made: crate::helpers::made_stores(fresh),
+            _made: made,
+            _dir: dir,
         }
     }
 
