@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use bookstore_domain::events::{BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::RecommendStats;
 use bookstore_domain::{EventHandler, RecommendStore};
 use bookstore_events::ConsumerStats;
@@ -182,7 +182,7 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
             author: book.author.clone(),
             published_at: Some(book.published_at),
         });
-        catalog.push(Event::BookCreated(BookCreatedEvent::new(
+        catalog.push(Event::BookCreated(BookEvent::new(
             Uuid::now_v7(),
             created,
             book,

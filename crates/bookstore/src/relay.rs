@@ -305,7 +305,7 @@ mod tests {
     use std::sync::Mutex;
 
     use bookstore_domain::Published;
-    use bookstore_domain::events::{BookCreatedEvent, CatalogBook};
+    use bookstore_domain::events::{BookEvent, CatalogBook};
 
     use super::*;
 
@@ -349,7 +349,7 @@ mod tests {
 
     /// Row `id` holding book `book`'s event, whose description scripts its verdict.
     fn row(id: i64, book: i64, verdict: &str, attempts: u32) -> OutboxRow {
-        let event = BookCreatedEvent::new(
+        let event = BookEvent::new(
             uuid::Uuid::now_v7(),
             chrono::Utc::now(),
             CatalogBook {

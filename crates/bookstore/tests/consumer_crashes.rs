@@ -23,7 +23,7 @@ use bookstore::config::Secret;
 use bookstore::recommend::open_recommend_store;
 use bookstore::trend::open_trend_store;
 use bookstore_domain::Record;
-use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use bookstore_domain::events::{BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;
 use bookstore_domain::trends::TrendBoard;
 use chrono::Utc;
@@ -122,7 +122,7 @@ fn catalog_book(id: i64) -> CatalogBook {
 /// tie on their time, which decides the books a trend shows), and each query has one spelling.
 fn events(rng: &mut impl Rng) -> Vec<Event> {
     let created = |id: i64| {
-        Event::BookCreated(BookCreatedEvent::new(
+        Event::BookCreated(BookEvent::new(
             uuid::Uuid::now_v7(),
             Utc::now(),
             catalog_book(id),
@@ -216,9 +216,10 @@ async fn run(infra: Infra, seed: u64) {
         let catalog = catalog.publisher.clone();
         tokio::spawn(async move {
             for (i, event) in all.iter().enumerate() {
-                match event {
-                    Event::BookCreated(_) => catalog.publish(event),
-                    Event::BookSearched(_) => searches.publish(event),
+                if event.as_search().is_some() {
+                    searches.publish(event)
+                } else {
+                    catalog.publish(event)
                 };
                 // About 13 s of events: longer than the kills, so that every service is
                 // killed while events arrive, and the last ones leave work behind.

@@ -1057,11 +1057,14 @@ fn arb_request(
         })
 }
 
-/// `POST /api/books` mostly as a client means it: right or wrong token, JSON or not, books
-/// right or wrong in every field.
+/// `POST /api/books`, `PUT` and `DELETE /api/books/{id}` mostly as a client means them: right or
+/// wrong token, JSON or not, books right or wrong in every field.
 fn arb_write() -> impl Strategy<Value = Req> {
     (
-        arb_request(&["POST"], &["/api/books"], &["q"]),
+        prop_oneof![
+            2 => arb_request(&["POST"], &["/api/books"], &["q"]),
+            1 => arb_request(&["PUT", "DELETE"], &["/api/books/{}"], &["q"]),
+        ],
         prop_oneof![4 => Just(true), 1 => Just(false)],
         prop_oneof![2 => arb_good_book(), 1 => arb_book_json()],
         prop_oneof![1 => Just(true), 3 => Just(false)],

@@ -426,6 +426,8 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
                 "get /api/books",
                 "post /api/books",
                 "get /api/books/{id}",
+                "put /api/books/{id}",
+                "delete /api/books/{id}",
                 "get /static/{file}",
             ],
         ),
@@ -503,6 +505,8 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             let request = match method.as_str() {
                 "get" => http.get(format!("{url}{path}?uid=u1")),
                 "post" => http.post(format!("{url}{path}")).bearer_auth("wrong"),
+                "put" => http.put(format!("{url}{path}")).bearer_auth("wrong"),
+                "delete" => http.delete(format!("{url}{path}")).bearer_auth("wrong"),
                 other => panic!("unexpected method {other}"),
             };
             let response = request.send().await.unwrap();

@@ -550,7 +550,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
             .iter()
             .filter_map(|r| match &r.event {
                 Event::BookCreated(created) => Some(created.book.id),
-                Event::BookSearched(_) => None,
+                _ => None,
             })
             .collect()
     };

@@ -142,6 +142,12 @@ mod tests {
             self.0.lock().unwrap().push(books.len());
             Ok(books.len() as u64)
         }
+        async fn update(&self, _: BookId, _: &NewBook) -> Result<Option<Book>, RepositoryError> {
+            Err(RepositoryError::Internal("not used".into()))
+        }
+        async fn delete(&self, _: BookId) -> Result<bool, RepositoryError> {
+            Err(RepositoryError::Internal("not used".into()))
+        }
         async fn count(&self) -> Result<u64, RepositoryError> {
             Ok(0)
         }

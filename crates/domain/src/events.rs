@@ -30,6 +30,14 @@ pub const LEGACY_VERSION: u32 = 0;
 pub const BOOK_CREATED: &str = "book.created";
 /// The version of `book.created` this code writes.
 pub const BOOK_CREATED_VERSION: u32 = 1;
+/// The `type` of a catalog event: a book was replaced (every field but its id and creation time).
+pub const BOOK_UPDATED: &str = "book.updated";
+/// The version of `book.updated` this code writes.
+pub const BOOK_UPDATED_VERSION: u32 = 1;
+/// The `type` of a catalog event: a book was removed from the catalog.
+pub const BOOK_DELETED: &str = "book.deleted";
+/// The version of `book.deleted` this code writes.
+pub const BOOK_DELETED_VERSION: u32 = 1;
 /// Kafka header carrying the event type.
 pub const TYPE_HEADER: &str = "type";
 /// Kafka header carrying the event version.
@@ -219,16 +227,17 @@ impl From<&crate::Book> for CatalogBook {
     }
 }
 
-impl BookCreatedEvent {
+impl BookEvent {
     /// The event for a book just stored: a fresh UUID v7, now.
     pub fn for_book(book: &crate::Book) -> Self {
         Self::new(Uuid::now_v7(), Utc::now(), CatalogBook::from(book))
     }
 }
 
-/// "A book was added to the catalog", written to the outbox in the transaction that adds it.
+/// A book's whole state, as `book.created` (a book was added) and `book.updated` (a book was
+/// replaced) carry it; written to the outbox in the transaction that writes the book.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookCreatedEvent {
+pub struct BookEvent {
     /// UUID v7.
     pub id: Uuid,
     pub version: u32,
@@ -238,7 +247,7 @@ pub struct BookCreatedEvent {
     key: String,
 }
 
-impl BookCreatedEvent {
+impl BookEvent {
     pub fn new(id: Uuid, occurred_at: DateTime<Utc>, book: CatalogBook) -> Self {
         let key = book.id.to_string();
         Self {
@@ -254,12 +263,17 @@ impl BookCreatedEvent {
         &self.key
     }
 
-    /// The version-1 JSON encoding.
+    /// The version-1 JSON encoding as a `book.created` event.
     pub fn to_json(&self) -> Vec<u8> {
-        let wire = BookCreatedV1 {
+        self.to_json_as(BOOK_CREATED)
+    }
+
+    /// The version-1 JSON encoding with `kind` (`book.created` or `book.updated`) as its type.
+    fn to_json_as(&self, kind: &str) -> Vec<u8> {
+        let wire = BookV1 {
             id: self.id,
-            kind: BOOK_CREATED.to_owned(),
-            version: BOOK_CREATED_VERSION,
+            kind: kind.to_owned(),
+            version: 1,
             occurred_at: self.occurred_at,
             book: self.book.clone(),
         };
@@ -267,9 +281,9 @@ impl BookCreatedEvent {
     }
 }
 
-/// `book.created` version 1 on the wire.
+/// `book.created` and `book.updated` version 1 on the wire.
 #[derive(Debug, Serialize, Deserialize)]
-struct BookCreatedV1 {
+struct BookV1 {
     id: Uuid,
     #[serde(rename = "type")]
     kind: String,
@@ -278,19 +292,108 @@ struct BookCreatedV1 {
     book: CatalogBook,
 }
 
+/// "A book was removed from the catalog", written to the outbox in the transaction that deletes
+/// it. On the compacted catalog topic it stays the latest message of its key, so a consumer that
+/// reads the topic from its beginning, however long after compaction, still learns of the delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookDeletedEvent {
+    /// UUID v7.
+    pub id: Uuid,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    /// The deleted book's id.
+    pub book_id: i64,
+    /// The log key: the book id, like the book's other events.
+    key: String,
+}
+
+impl BookDeletedEvent {
+    pub fn new(id: Uuid, occurred_at: DateTime<Utc>, book_id: i64) -> Self {
+        Self {
+            id,
+            version: BOOK_DELETED_VERSION,
+            occurred_at,
+            book_id,
+            key: book_id.to_string(),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The version-1 JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = BookDeletedV1 {
+            id: self.id,
+            kind: BOOK_DELETED.to_owned(),
+            version: BOOK_DELETED_VERSION,
+            occurred_at: self.occurred_at,
+            book_id: self.book_id,
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+/// `book.deleted` version 1 on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+struct BookDeletedV1 {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    book_id: i64,
+}
+
+/// What a catalog event says happened to one book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogChange<'a> {
+    /// Created or replaced: this is the book now.
+    Upsert(&'a CatalogBook),
+    /// Gone.
+    Delete(i64),
+}
+
 /// Any event a consumer can receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     BookSearched(SearchEvent),
-    BookCreated(BookCreatedEvent),
+    BookCreated(BookEvent),
+    BookUpdated(BookEvent),
+    BookDeleted(BookDeletedEvent),
 }
 
 impl Event {
+    /// The `book.created` event of a book just stored: a fresh UUID v7, now.
+    pub fn created(book: &crate::Book) -> Self {
+        Event::BookCreated(BookEvent::for_book(book))
+    }
+
+    /// The `book.updated` event of a book just replaced: a fresh UUID v7, now.
+    pub fn updated(book: &crate::Book) -> Self {
+        Event::BookUpdated(BookEvent::for_book(book))
+    }
+
+    /// The `book.deleted` event of a book just removed: a fresh UUID v7, now.
+    pub fn deleted(book: crate::BookId) -> Self {
+        Event::BookDeleted(BookDeletedEvent::new(Uuid::now_v7(), Utc::now(), book.0))
+    }
+
     /// The search event, if this is one.
     pub fn as_search(&self) -> Option<&SearchEvent> {
         match self {
             Event::BookSearched(e) => Some(e),
-            Event::BookCreated(_) => None,
+            _ => None,
+        }
+    }
+
+    /// What this event does to the catalog, if it is a catalog event.
+    pub fn catalog_change(&self) -> Option<CatalogChange<'_>> {
+        match self {
+            Event::BookSearched(_) => None,
+            Event::BookCreated(e) | Event::BookUpdated(e) => Some(CatalogChange::Upsert(&e.book)),
+            Event::BookDeleted(e) => Some(CatalogChange::Delete(e.book_id)),
         }
     }
 
@@ -298,6 +401,8 @@ impl Event {
         match self {
             Event::BookSearched(_) => BOOK_SEARCHED,
             Event::BookCreated(_) => BOOK_CREATED,
+            Event::BookUpdated(_) => BOOK_UPDATED,
+            Event::BookDeleted(_) => BOOK_DELETED,
         }
     }
 
@@ -305,7 +410,8 @@ impl Event {
     pub fn version(&self) -> u32 {
         match self {
             Event::BookSearched(e) => e.version,
-            Event::BookCreated(e) => e.version,
+            Event::BookCreated(e) | Event::BookUpdated(e) => e.version,
+            Event::BookDeleted(e) => e.version,
         }
     }
 
@@ -313,7 +419,8 @@ impl Event {
     pub fn key(&self) -> &str {
         match self {
             Event::BookSearched(e) => e.key(),
-            Event::BookCreated(e) => e.key(),
+            Event::BookCreated(e) | Event::BookUpdated(e) => e.key(),
+            Event::BookDeleted(e) => e.key(),
         }
     }
 
@@ -321,7 +428,9 @@ impl Event {
     pub fn to_json(&self) -> Vec<u8> {
         match self {
             Event::BookSearched(e) => e.to_json(),
-            Event::BookCreated(e) => e.to_json(),
+            Event::BookCreated(e) => e.to_json_as(BOOK_CREATED),
+            Event::BookUpdated(e) => e.to_json_as(BOOK_UPDATED),
+            Event::BookDeleted(e) => e.to_json(),
         }
     }
 }
@@ -414,7 +523,8 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 results: wire.results,
             }))
         }
-        BOOK_CREATED => {
+        BOOK_CREATED | BOOK_UPDATED => {
+            // Both are at version 1.
             if envelope.version != BOOK_CREATED_VERSION {
                 return Err(DecodeError::UnsupportedVersion {
                     kind: envelope.kind,
@@ -422,12 +532,29 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                     supported: BOOK_CREATED_VERSION,
                 });
             }
-            let wire: BookCreatedV1 =
-                serde_json::from_slice(value).map_err(|e| json_error(BOOK_CREATED, &e))?;
-            Ok(Event::BookCreated(BookCreatedEvent::new(
+            let wire: BookV1 =
+                serde_json::from_slice(value).map_err(|e| json_error(&envelope.kind, &e))?;
+            let event = BookEvent::new(wire.id, wire.occurred_at, wire.book);
+            Ok(if envelope.kind == BOOK_CREATED {
+                Event::BookCreated(event)
+            } else {
+                Event::BookUpdated(event)
+            })
+        }
+        BOOK_DELETED => {
+            if envelope.version != BOOK_DELETED_VERSION {
+                return Err(DecodeError::UnsupportedVersion {
+                    kind: envelope.kind,
+                    version: envelope.version,
+                    supported: BOOK_DELETED_VERSION,
+                });
+            }
+            let wire: BookDeletedV1 =
+                serde_json::from_slice(value).map_err(|e| json_error(BOOK_DELETED, &e))?;
+            Ok(Event::BookDeleted(BookDeletedEvent::new(
                 wire.id,
                 wire.occurred_at,
-                wire.book,
+                wire.book_id,
             )))
         }
         _ => Err(DecodeError::UnknownType(envelope.kind)),
@@ -791,7 +918,7 @@ mod tests {
             description: String::new(),
             created_at: Utc::now(),
         };
-        let event = BookCreatedEvent::new(Uuid::now_v7(), Utc::now(), book);
+        let event = BookEvent::new(Uuid::now_v7(), Utc::now(), book);
         let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap_or_default();
         assert_eq!(json["type"], "book.created");
         assert_eq!(json["version"], 1);
@@ -803,6 +930,56 @@ mod tests {
         assert!(matches!(
             decode(None, newer, None),
             Err(DecodeError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn book_updated_and_deleted_round_trip_and_are_keyed_by_book() {
+        let book = CatalogBook {
+            id: 7,
+            title: "Emma (revised)".into(),
+            author: "Jane Austen".into(),
+            published_at: NaiveDate::from_ymd_opt(1815, 12, 23).unwrap_or_default(),
+            description: "New.".into(),
+            created_at: Utc::now(),
+        };
+        let updated = Event::BookUpdated(BookEvent::new(Uuid::now_v7(), Utc::now(), book.clone()));
+        let json: serde_json::Value =
+            serde_json::from_slice(&updated.to_json()).unwrap_or_default();
+        assert_eq!(json["type"], "book.updated");
+        assert_eq!(json["book"]["title"], "Emma (revised)");
+        assert_eq!(decode(None, &updated.to_json(), None), Ok(updated.clone()));
+        assert_eq!(updated.key(), "7");
+        assert_eq!(updated.kind(), BOOK_UPDATED);
+        assert_eq!(updated.catalog_change(), Some(CatalogChange::Upsert(&book)));
+
+        let deleted = Event::deleted(crate::BookId(7));
+        let json: serde_json::Value =
+            serde_json::from_slice(&deleted.to_json()).unwrap_or_default();
+        assert_eq!(json["type"], "book.deleted");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["book_id"], 7);
+        assert_eq!(
+            decode(Some(b"7"), &deleted.to_json(), None),
+            Ok(deleted.clone())
+        );
+        assert_eq!(deleted.key(), "7");
+        assert_eq!(deleted.catalog_change(), Some(CatalogChange::Delete(7)));
+        assert_eq!(deleted.as_search(), None);
+
+        for newer in [
+            &br#"{"type":"book.updated","version":2}"#[..],
+            br#"{"type":"book.deleted","version":2}"#,
+        ] {
+            assert!(matches!(
+                decode(None, newer, None),
+                Err(DecodeError::UnsupportedVersion { .. })
+            ));
+        }
+        let no_id = br#"{"id":"019aef6e-41d2-7c3e-9a0b-4c1d2e3f4a5b","type":"book.deleted","version":1,"occurred_at":"2026-12-06T20:10:00Z"}"#;
+        assert!(matches!(
+            decode(None, no_id, None),
+            Err(DecodeError::Invalid { .. })
         ));
     }
 

@@ -39,6 +39,15 @@ pub trait BookRepository: Send + Sync + 'static {
     /// Stores many books in one transaction and returns how many were stored.
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError>;
 
+    /// Replaces every field of book `id` but its id and creation time, and writes its
+    /// `book.updated` event to the outbox in the same transaction. `Ok(None)` when there is no
+    /// such book.
+    async fn update(&self, id: BookId, book: &NewBook) -> Result<Option<Book>, RepositoryError>;
+
+    /// Removes book `id` and writes its `book.deleted` event to the outbox in the same
+    /// transaction. `Ok(false)` when there is no such book.
+    async fn delete(&self, id: BookId) -> Result<bool, RepositoryError>;
+
     /// How many books the catalog holds.
     async fn count(&self) -> Result<u64, RepositoryError>;
 

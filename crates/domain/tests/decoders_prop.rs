@@ -14,8 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bookstore_domain::events::{
-    BookCreatedEvent, CatalogBook, DecodeError, Event, ResultBook, SearchEvent, clean_query,
-    decode, normalize_query,
+    BookDeletedEvent, BookEvent, CatalogBook, DecodeError, Event, ResultBook, SearchEvent,
+    clean_query, decode, normalize_query,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use proptest::prelude::*;
@@ -137,9 +137,9 @@ fn arb_catalog_book() -> impl Strategy<Value = CatalogBook> {
         )
 }
 
-fn arb_created_v1() -> impl Strategy<Value = BookCreatedEvent> {
+fn arb_created_v1() -> impl Strategy<Value = BookEvent> {
     (arb_uuid(), arb_datetime(), arb_catalog_book())
-        .prop_map(|(id, at, book)| BookCreatedEvent::new(id, at, book))
+        .prop_map(|(id, at, book)| BookEvent::new(id, at, book))
 }
 
 /// A search in the tutorial's format: what its producer put in the key and the value.
@@ -720,6 +720,15 @@ proptest! {
         prop_assert_eq!(&decoded, &Ok(Event::BookCreated(event.clone())));
         // The key comes from `book.id`, never from the message key.
         prop_assert_eq!(decode(key.as_deref(), &event.to_json(), None), decoded);
+    }
+
+    #[test]
+    fn book_updated_and_deleted_v1_round_trip(event in arb_created_v1(), book_id in any::<i64>()) {
+        let updated = Event::BookUpdated(event);
+        prop_assert_eq!(decode(None, &updated.to_json(), None), Ok(updated.clone()));
+        let deleted = Event::BookDeleted(BookDeletedEvent::new(Uuid::now_v7(), chrono::Utc::now(), book_id));
+        prop_assert_eq!(decode(None, &deleted.to_json(), None), Ok(deleted.clone()));
+        prop_assert_eq!(deleted.key(), book_id.to_string());
     }
 
     #[test]

@@ -271,7 +271,7 @@ async fn append_loop(
 
 #[cfg(test)]
 mod tests {
-    use bookstore_domain::events::{BookCreatedEvent, CatalogBook};
+    use bookstore_domain::events::{BookEvent, CatalogBook};
     use sqlx::Connection;
 
     use super::*;
@@ -280,7 +280,7 @@ mod tests {
     // A fixed time: `now()` prints 0, 3, 6 or 9 fraction digits, so sizes would differ.
     fn event(id: i64, bytes: usize) -> Event {
         let at = chrono::DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap();
-        Event::BookCreated(BookCreatedEvent::new(
+        Event::BookCreated(BookEvent::new(
             uuid::Uuid::now_v7(),
             at,
             CatalogBook {

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bookstore_domain::events::{BookCreatedEvent, CatalogBook, Event};
+use bookstore_domain::events::{BookEvent, CatalogBook, Event};
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
 use common::TestTopic;
@@ -52,7 +52,7 @@ fn event(id: i64, bytes: usize) -> Event {
     description.truncate(bytes);
     // A fixed time: `now()` prints 0, 3, 6 or 9 fraction digits, so sizes would differ.
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap();
-    Event::BookCreated(BookCreatedEvent::new(
+    Event::BookCreated(BookEvent::new(
         uuid::Uuid::now_v7(),
         at,
         CatalogBook {

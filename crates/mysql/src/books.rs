@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use bookstore_domain::events::{BOOK_CREATED, BookCreatedEvent};
+use bookstore_domain::events::Event;
 use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
 };
@@ -89,7 +89,11 @@ impl MySqlBookRepository {
             .map_err(repo_error)?;
             let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
             let next = books.last().map_or(end, |b| b.id.0 + 1);
-            write_outbox(&mut tx, &books).await?;
+            write_outbox(
+                &mut tx,
+                &books.iter().map(Event::created).collect::<Vec<_>>(),
+            )
+            .await?;
             sqlx::query("UPDATE outbox_backfill SET next_id = ?")
                 .bind(next)
                 .execute(&mut *tx)
@@ -227,7 +231,7 @@ impl BookRepository for MySqlBookRepository {
                 .map_err(repo_error)?;
         let book = Book::from(row);
         // Its `book.created` event goes to the outbox in the same transaction.
-        write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
+        write_outbox(&mut tx, &[Event::created(&book)]).await?;
         tx.commit().await.map_err(repo_error)?;
         Ok(book)
     }
@@ -273,11 +277,68 @@ impl BookRepository for MySqlBookRepository {
                     format!("inserted {count} books but read back {}", books.len()).into(),
                 ));
             }
-            write_outbox(&mut tx, &books).await?;
+            write_outbox(
+                &mut tx,
+                &books.iter().map(Event::created).collect::<Vec<_>>(),
+            )
+            .await?;
             stored += count;
         }
         tx.commit().await.map_err(repo_error)?;
         Ok(stored)
+    }
+
+    async fn update(&self, id: BookId, book: &NewBook) -> Result<Option<Book>, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        // The row is locked first, so that "no such book" and the update see the same row.
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM books WHERE id = ? FOR UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(repo_error)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE books SET title = ?, author = ?, published_at = ?, description = ? WHERE id = ?",
+        )
+        .bind(book.title())
+        .bind(book.author())
+        .bind(book.published_at())
+        .bind(book.description())
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(repo_error)?;
+        let row: BookRow =
+            sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE id = ?"))
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(repo_error)?;
+        let book = Book::from(row);
+        // Its `book.updated` event goes to the outbox in the same transaction.
+        write_outbox(&mut tx, &[Event::updated(&book)]).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(Some(book))
+    }
+
+    async fn delete(&self, id: BookId) -> Result<bool, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        let deleted = sqlx::query("DELETE FROM books WHERE id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        // Its `book.deleted` event goes to the outbox in the same transaction.
+        write_outbox(&mut tx, &[Event::deleted(id)]).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(true)
     }
 
     async fn count(&self) -> Result<u64, RepositoryError> {
@@ -297,17 +358,16 @@ impl BookRepository for MySqlBookRepository {
     }
 }
 
-/// Writes a `book.created` event per book to the outbox, in the caller's transaction.
+/// Writes catalog events to the outbox, in the caller's transaction.
 async fn write_outbox(
     tx: &mut sqlx::Transaction<'_, MySql>,
-    books: &[Book],
+    events: &[Event],
 ) -> Result<(), RepositoryError> {
-    for chunk in books.chunks(INSERT_CHUNK) {
+    for chunk in events.chunks(INSERT_CHUNK) {
         let mut insert: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
-        insert.push_values(chunk, |mut row, book| {
-            let event = BookCreatedEvent::for_book(book);
-            row.push_bind(BOOK_CREATED)
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(event.kind())
                 .push_bind(event.key().to_owned())
                 .push_bind(event.to_json());
         });

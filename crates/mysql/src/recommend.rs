@@ -203,6 +203,14 @@ impl MySqlRecommendations {
             q.push(" ON DUPLICATE KEY UPDATE title = VALUES(title), author = VALUES(author)");
             q.build().execute(&mut *conn).await?;
         }
+        // Deleted books leave the catalog copy: every candidate is looked up there, so they are
+        // never recommended again.
+        let deleted: Vec<i64> = changes.deleted.iter().copied().collect();
+        for chunk in deleted.chunks(CHUNK) {
+            let mut q = QueryBuilder::<MySql>::new("DELETE FROM rec_books WHERE id IN (");
+            push_list(&mut q, chunk.iter().copied());
+            q.build().execute(&mut *conn).await?;
+        }
         let books: Vec<_> = changes.user_books.iter().collect();
         for chunk in books.chunks(CHUNK) {
             let mut q = QueryBuilder::<MySql>::new(concat!(

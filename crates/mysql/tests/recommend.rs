@@ -16,7 +16,7 @@ use bookstore_domain::recommend::conformance::{self, reference, search};
 use bookstore_domain::recommend::{RecommendSettings, Snapshot};
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record,
-    events::{BookCreatedEvent, Event},
+    events::{BookEvent, Event},
 };
 use bookstore_mysql::MySqlRecommendations;
 use chrono::{DateTime, Utc};
@@ -85,7 +85,7 @@ impl Partition {
 
 fn catalog(ids: std::ops::RangeInclusive<i64>) -> Vec<Event> {
     ids.map(|i| {
-        Event::BookCreated(BookCreatedEvent::new(
+        Event::BookCreated(BookEvent::new(
             uuid::Uuid::from_u128(i as u128),
             DateTime::UNIX_EPOCH,
             conformance::book(i),
@@ -333,7 +333,7 @@ async fn an_event_the_tables_cannot_hold_is_rejected_whole() {
     huge.title = "T".repeat(70_000);
     let batch = partition.batch(vec![
         search(None, 0, base(), 0),
-        Event::BookCreated(BookCreatedEvent::new(uuid::Uuid::now_v7(), base(), huge)),
+        Event::BookCreated(BookEvent::new(uuid::Uuid::now_v7(), base(), huge)),
     ]);
     match store.apply(&batch).await {
         Err(HandlerError::Rejected(_)) => {}

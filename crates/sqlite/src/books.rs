@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use bookstore_domain::events::{BOOK_CREATED, BookCreatedEvent};
+use bookstore_domain::events::Event;
 use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
 };
@@ -100,7 +100,11 @@ impl SqliteBookRepository {
                 .await?;
                 let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
                 let next = books.last().map_or(end, |b| b.id.0 + 1);
-                write_outbox(&mut tx, &books).await?;
+                write_outbox(
+                    &mut tx,
+                    &books.iter().map(Event::created).collect::<Vec<_>>(),
+                )
+                .await?;
                 sqlx::query("UPDATE outbox_backfill SET next_id = ?")
                     .bind(next)
                     .execute(&mut *tx)
@@ -243,7 +247,7 @@ impl BookRepository for SqliteBookRepository {
             .fetch_one(&mut *tx)
             .await?;
             let book = Book::from(row);
-            write_outbox(&mut tx, std::slice::from_ref(&book)).await?;
+            write_outbox(&mut tx, &[Event::created(&book)]).await?;
             tx.commit().await?;
             Ok(book)
         })
@@ -267,12 +271,63 @@ impl BookRepository for SqliteBookRepository {
                 });
                 insert.push(" RETURNING id, title, author, published_at, description, created_at");
                 let rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *tx).await?;
-                let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
-                write_outbox(&mut tx, &books).await?;
-                stored += books.len() as u64;
+                let events: Vec<Event> = rows
+                    .into_iter()
+                    .map(|row| Event::created(&Book::from(row)))
+                    .collect();
+                write_outbox(&mut tx, &events).await?;
+                stored += events.len() as u64;
             }
             tx.commit().await?;
             Ok(stored)
+        })
+        .await
+        .map_err(repo_error)
+    }
+
+    async fn update(&self, id: BookId, book: &NewBook) -> Result<Option<Book>, RepositoryError> {
+        // The book and its `book.updated` event in the outbox, in one transaction.
+        crate::retry_busy(|| async {
+            let mut tx = self.pool.begin().await?;
+            let row: Option<BookRow> = sqlx::query_as(
+                "UPDATE books SET title = ?1, author = ?2, published_at = ?3, description = ?4 \
+                 WHERE id = ?5 \
+                 RETURNING id, title, author, published_at, description, created_at",
+            )
+            .bind(book.title())
+            .bind(book.author())
+            .bind(book.published_at())
+            .bind(book.description())
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let book = Book::from(row);
+            write_outbox(&mut tx, &[Event::updated(&book)]).await?;
+            tx.commit().await?;
+            Ok(Some(book))
+        })
+        .await
+        .map_err(repo_error)
+    }
+
+    async fn delete(&self, id: BookId) -> Result<bool, RepositoryError> {
+        // The delete and its `book.deleted` event in the outbox, in one transaction.
+        crate::retry_busy(|| async {
+            let mut tx = self.pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM books WHERE id = ?1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_outbox(&mut tx, &[Event::deleted(id)]).await?;
+            tx.commit().await?;
+            Ok(true)
         })
         .await
         .map_err(repo_error)
@@ -295,17 +350,16 @@ impl BookRepository for SqliteBookRepository {
     }
 }
 
-/// Writes a `book.created` event per book to the outbox, in the caller's transaction.
+/// Writes catalog events to the outbox, in the caller's transaction.
 async fn write_outbox(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    books: &[Book],
+    events: &[Event],
 ) -> Result<(), sqlx::Error> {
-    for chunk in books.chunks(INSERT_CHUNK) {
+    for chunk in events.chunks(INSERT_CHUNK) {
         let mut insert: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
-        insert.push_values(chunk, |mut row, book| {
-            let event = BookCreatedEvent::for_book(book);
-            row.push_bind(BOOK_CREATED)
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(event.kind())
                 .push_bind(event.key().to_owned())
                 .push_bind(event.to_json());
         });
@@ -339,8 +393,8 @@ mod tests {
                 .unwrap();
         rows.into_iter()
             .map(|(kind, key, payload)| {
-                assert_eq!(kind, "book.created");
                 let event = decode(Some(key.as_bytes()), &payload, None).unwrap();
+                assert_eq!(kind, event.kind());
                 (key, event)
             })
             .collect()
@@ -423,6 +477,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn updates_and_deletes_write_their_events_in_the_same_transaction() {
+        let repo = SqliteBookRepository::new(crate::connect("sqlite::memory:", 1).await.unwrap())
+            .await
+            .unwrap();
+        let emma = repo.create(&book("Emma")).await.unwrap();
+        let replaced = repo
+            .update(emma.id, &book("Emma, Revised"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (replaced.id, replaced.created_at),
+            (emma.id, emma.created_at)
+        );
+        assert_eq!(replaced.title, "Emma, Revised");
+        assert_eq!(repo.get(emma.id).await.unwrap(), Some(replaced.clone()));
+        let found = repo.search(&BookQuery::new("revised", 0, 5)).await.unwrap();
+        assert_eq!(
+            found.books,
+            vec![replaced.clone()],
+            "the full-text index follows"
+        );
+        assert!(repo.delete(emma.id).await.unwrap());
+        assert_eq!(repo.get(emma.id).await.unwrap(), None);
+        assert_eq!(
+            repo.search(&BookQuery::new("emma", 0, 5))
+                .await
+                .unwrap()
+                .total,
+            0
+        );
+        // No such book: nothing changes, no event.
+        assert!(!repo.delete(emma.id).await.unwrap());
+        assert_eq!(repo.update(emma.id, &book("Ghost")).await.unwrap(), None);
+        assert_eq!(
+            repo.update(BookId(999), &book("Ghost")).await.unwrap(),
+            None
+        );
+
+        let events = outbox(&repo).await;
+        assert_eq!(events.len(), 3, "{events:?}");
+        let key = emma.id.0.to_string();
+        assert!(events.iter().all(|(k, _)| *k == key));
+        assert!(
+            matches!(&events[1].1, Event::BookUpdated(e) if e.book == bookstore_domain::events::CatalogBook::from(&replaced))
+        );
+        assert!(matches!(&events[2].1, Event::BookDeleted(e) if e.book_id == emma.id.0));
+    }
+
+    #[tokio::test]
     async fn a_failed_transaction_leaves_no_event() {
         let repo = SqliteBookRepository::new(crate::connect("sqlite::memory:", 1).await.unwrap())
             .await
@@ -436,6 +540,15 @@ mod tests {
         assert!(repo.create(&book("Boom")).await.is_err());
         assert_eq!(repo.count().await.unwrap(), 0);
         assert!(outbox(&repo).await.is_empty());
+        // An update the database refuses writes no event either.
+        let fine = repo.create(&book("Fine")).await.unwrap();
+        sqlx::query("CREATE TRIGGER boom_update BEFORE UPDATE ON books WHEN new.title = 'Boom' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+            .execute(repo.pool())
+            .await
+            .unwrap();
+        assert!(repo.update(fine.id, &book("Boom")).await.is_err());
+        assert_eq!(repo.get(fine.id).await.unwrap(), Some(fine));
+        assert_eq!(outbox(&repo).await.len(), 1);
     }
 
     #[test]

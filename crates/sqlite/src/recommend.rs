@@ -184,6 +184,14 @@ impl SqliteRecommendations {
             ));
             q.build().execute(&mut *conn).await?;
         }
+        // Deleted books leave the catalog copy: every candidate is looked up there, so they are
+        // never recommended again.
+        let deleted: Vec<i64> = changes.deleted.iter().copied().collect();
+        for chunk in deleted.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM rec_books WHERE id IN (");
+            push_list(&mut q, chunk.iter().copied());
+            q.build().execute(&mut *conn).await?;
+        }
         let books: Vec<_> = changes.user_books.iter().collect();
         for chunk in books.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(

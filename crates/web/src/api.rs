@@ -1,4 +1,4 @@
-//! `/api/books`: list and search, read one, create one.
+//! `/api/books`: list and search, read one, create, replace and delete one.
 
 use std::collections::HashMap;
 
@@ -72,16 +72,31 @@ pub async fn get_book(
     State(state): State<WebState>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Book>, ApiError> {
-    let Path(id) = id.map_err(|err| ApiError::BadRequest(err.body_text()))?;
-    let id = id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::BadRequest(format!("book id must be a positive integer, got {id:?}"))
-    })?;
+    let id = book_id(id)?;
     state
         .books
-        .get(BookId(id))
+        .get(id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no book with id {id}")))
+        .ok_or_else(|| no_such_book(id))
+}
+
+/// The `{id}` of a book's path: a positive integer.
+fn book_id(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<BookId, ApiError> {
+    let Path(id) = id.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    id.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(BookId)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("book id must be a positive integer, got {id:?}"))
+        })
+}
+
+fn no_such_book(id: BookId) -> ApiError {
+    ApiError::NotFound(format!("no book with id {id}"))
 }
 
 /// `POST /api/books` with `Authorization: Bearer <web.admin_token>` and a JSON book.
@@ -105,6 +120,77 @@ pub async fn create_book(
     body: Body,
 ) -> Result<(StatusCode, Json<Book>), ApiError> {
     authorize(&state, &headers)?;
+    let book = read_book(&headers, body).await?;
+    let created = state.books.create(&book).await?;
+    tracing::info!(book.id = %created.id, "book created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `PUT /api/books/{id}` with `Authorization: Bearer <web.admin_token>` and a JSON book.
+#[utoipa::path(put, path = "/api/books/{id}", tag = "books",
+    summary = "Replace a book (needs web.admin_token); publishes a book.updated event through the outbox",
+    params(("id" = i64, Path, description = "The book's id, a positive integer")),
+    request_body(content_type = "application/json", description = "`{title, author, published_at, description}`, all strings, the same rules as for a new book"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The stored book: the new fields, its id and its creation time"),
+        (status = 400, description = "The id is not a positive integer, or the body is not a JSON object", body = bookstore_http::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = bookstore_http::ErrorBody),
+        (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
+        (status = 404, description = "No such book", body = bookstore_http::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = bookstore_http::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = bookstore_http::ErrorBody),
+        (status = 422, description = "Fields break the rules; `fields` says which", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+    ))]
+pub async fn replace_book(
+    State(state): State<WebState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Book>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = book_id(id)?;
+    let book = read_book(&headers, body).await?;
+    let replaced = state
+        .books
+        .update(id, &book)
+        .await?
+        .ok_or_else(|| no_such_book(id))?;
+    tracing::info!(book.id = %id, "book replaced");
+    Ok(Json(replaced))
+}
+
+/// `DELETE /api/books/{id}` with `Authorization: Bearer <web.admin_token>`.
+#[utoipa::path(delete, path = "/api/books/{id}", tag = "books",
+    summary = "Delete a book (needs web.admin_token); publishes a book.deleted event through the outbox",
+    params(("id" = i64, Path, description = "The book's id, a positive integer")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a positive integer", body = bookstore_http::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = bookstore_http::ErrorBody),
+        (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
+        (status = 404, description = "No such book", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+    ))]
+pub async fn delete_book(
+    State(state): State<WebState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let id = book_id(id)?;
+    if !state.books.delete(id).await? {
+        return Err(no_such_book(id));
+    }
+    tracing::info!(book.id = %id, "book deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A JSON book from a request body: JSON by its content type, at most
+/// [`MAX_BODY_BYTES`], every field by the rules.
+async fn read_book(headers: &HeaderMap, body: Body) -> Result<NewBook, ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -119,10 +205,7 @@ pub async fn create_book(
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| ApiError::TooLarge)?;
-    let book = parse_new_book(&bytes)?;
-    let created = state.books.create(&book).await?;
-    tracing::info!(book.id = %created.id, "book created");
-    Ok((StatusCode::CREATED, Json(created)))
+    parse_new_book(&bytes)
 }
 
 /// Checks the bearer token in constant time.

@@ -60,7 +60,7 @@ pub fn api(state: WebState) -> OpenApiRouter {
         ));
     OpenApiRouter::new()
         .routes(routes!(api::list_books, api::create_book))
-        .routes(routes!(api::get_book))
+        .routes(routes!(api::get_book, api::replace_book, api::delete_book))
         .routes(routes!(assets::asset))
         .merge(page)
         .with_state(state)

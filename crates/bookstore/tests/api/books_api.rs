@@ -16,6 +16,7 @@ backend_tests!(
     one_book_by_id,
     creating_a_book_needs_the_token,
     created_books_are_searchable,
+    books_are_replaced_and_deleted_with_their_events,
     writes_are_forbidden_without_a_configured_token,
     bad_books_get_422_with_every_field_named,
     malformed_bodies_get_clear_4xx,
@@ -279,6 +280,119 @@ async fn writes_are_forbidden_without_a_configured_token(backend: Backend) {
         "{body}"
     );
     error_body(app.post_book(None, &emma()).await, 403).await;
+    error_body(app.put_book(Some(TOKEN), "1", &emma()).await, 403).await;
+    error_body(app.delete_book(Some(TOKEN), "1").await, 403).await;
+    assert_eq!(
+        app.get("/api/books/1").await.status(),
+        200,
+        "nothing was deleted"
+    );
+}
+
+/// `PUT` and `DELETE /api/books/{id}`: the token, the id, the body's rules, 404s; the change is
+/// what the API and search show, and its event is in the outbox.
+async fn books_are_replaced_and_deleted_with_their_events(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let created: serde_json::Value = app
+        .post_book(Some(TOKEN), &emma())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].to_string();
+    let revised = json!({
+        "title": "Emmaline Qwertyx",
+        "author": "Jane Austen",
+        "published_at": "1816-01-01",
+        "description": "Revised."
+    });
+
+    // The token, as for POST.
+    error_body(app.put_book(None, &id, &revised).await, 401).await;
+    error_body(app.put_book(Some("wrong"), &id, &revised).await, 401).await;
+    error_body(app.delete_book(None, &id).await, 401).await;
+    error_body(app.delete_book(Some("wrong"), &id).await, 401).await;
+    // Ids, unknown books, bodies.
+    for bad in ["abc", "0", "-3", "1.5"] {
+        error_body(app.put_book(Some(TOKEN), bad, &revised).await, 400).await;
+        error_body(app.delete_book(Some(TOKEN), bad).await, 400).await;
+    }
+    error_body(app.put_book(Some(TOKEN), "999999", &revised).await, 404).await;
+    error_body(app.delete_book(Some(TOKEN), "999999").await, 404).await;
+    let body = error_body(
+        app.put_book(Some(TOKEN), &id, &json!({"title": "", "author": "A"}))
+            .await,
+        422,
+    )
+    .await;
+    assert!(body["fields"]["title"].is_string(), "{body}");
+    let response = app
+        .client
+        .put(app.url(&format!("/api/books/{id}")))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(revised.to_string())
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 415).await;
+    let (rows_before, _, _) = outbox(&app, backend).await;
+    assert_eq!(
+        app.get(&format!("/api/books/{id}"))
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap(),
+        created,
+        "refused changes change nothing"
+    );
+
+    // Replaced: new fields, the same id and creation time; search follows.
+    let response = app.put_book(Some(TOKEN), &id, &revised).await;
+    assert_eq!(response.status(), 200);
+    let replaced: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(replaced["id"], created["id"]);
+    assert_eq!(replaced["created_at"], created["created_at"]);
+    assert_eq!(replaced["title"], "Emmaline Qwertyx");
+    assert_eq!(replaced["published_at"], "1816-01-01");
+    let fetched: serde_json::Value = app
+        .get(&format!("/api/books/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, replaced);
+    if backend == Backend::MySql {
+        app.wait_searchable("qwertyx").await;
+    }
+    assert_eq!(app.titles("qwertyx").await, vec!["Emmaline Qwertyx"]);
+    let (rows, key, payload) = outbox(&app, backend).await;
+    assert_eq!(rows, rows_before + 1, "one event per change");
+    assert_eq!(key, id);
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["type"], "book.updated");
+    assert_eq!(event["book"]["title"], "Emmaline Qwertyx");
+    assert_eq!(event["book"]["created_at"], created["created_at"]);
+
+    // Deleted: gone from the API and from search; a second delete, or a replace, is a 404.
+    let response = app.delete_book(Some(TOKEN), &id).await;
+    assert_eq!(response.status(), 204);
+    assert!(response.bytes().await.unwrap().is_empty());
+    error_body(app.get(&format!("/api/books/{id}")).await, 404).await;
+    assert!(app.titles("qwertyx").await.is_empty());
+    let (rows, key, payload) = outbox(&app, backend).await;
+    assert_eq!(rows, rows_before + 2);
+    assert_eq!(key, id);
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["type"], "book.deleted");
+    assert_eq!(event["book_id"], created["id"]);
+    error_body(app.delete_book(Some(TOKEN), &id).await, 404).await;
+    error_body(app.put_book(Some(TOKEN), &id, &revised).await, 404).await;
+    assert_eq!(
+        outbox(&app, backend).await.0,
+        rows_before + 2,
+        "a 404 writes no event"
+    );
 }
 
 async fn bad_books_get_422_with_every_field_named(backend: Backend) {

@@ -211,12 +211,35 @@ impl TestApp {
     }
 
     pub async fn post_book(&self, token: Option<&str>, body: &serde_json::Value) -> Response {
-        let mut request = self.client.post(self.url("/api/books")).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap()
+        let request = self.client.post(self.url("/api/books")).json(body);
+        send_with(request, token).await
     }
+
+    /// `PUT /api/books/{id}` (`id` as the path has it, so that bad ids can be sent too).
+    pub async fn put_book(
+        &self,
+        token: Option<&str>,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Response {
+        let request = self
+            .client
+            .put(self.url(&format!("/api/books/{id}")))
+            .json(body);
+        send_with(request, token).await
+    }
+
+    pub async fn delete_book(&self, token: Option<&str>, id: &str) -> Response {
+        let request = self.client.delete(self.url(&format!("/api/books/{id}")));
+        send_with(request, token).await
+    }
+}
+
+async fn send_with(mut request: reqwest::RequestBuilder, token: Option<&str>) -> Response {
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
 }
 
 /// The JSON error body of a 4xx response, checked for shape.

@@ -441,7 +441,7 @@ async fn created_books_reach_the_catalog_topic_through_the_outbox(backend: Backe
             .into_iter()
             .filter_map(|r| match r.event {
                 Event::BookCreated(e) => Some(e.book),
-                Event::BookSearched(_) => None,
+                _ => None,
             })
             .collect::<Vec<_>>()
     };

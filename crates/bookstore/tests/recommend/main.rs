@@ -11,6 +11,7 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
+mod compaction;
 mod outbox;
 mod processes;
 mod service;

@@ -287,7 +287,7 @@ fn created_ids(records: Vec<bookstore_domain::Record>) -> Vec<i64> {
         .into_iter()
         .filter_map(|r| match r.event {
             Event::BookCreated(e) => Some(e.book.id),
-            Event::BookSearched(_) => None,
+            _ => None,
         })
         .collect();
     ids.sort_unstable();

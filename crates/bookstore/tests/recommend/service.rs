@@ -67,8 +67,10 @@ async fn page_until(
     }
 }
 
-infra!(created_books_reach_the_recommendation_catalog);
-async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
+infra!(catalog_changes_reach_the_recommendation_catalog);
+/// Created, replaced and deleted books reach the recommendation service's catalog copy through
+/// the outbox and the catalog topic.
+async fn catalog_changes_reach_the_recommendation_catalog(infra: Infra) {
     let bus = test_bus(infra).await;
     let (rec, _) = start_recommend(&bus.config).await;
     let remotes = Remotes {
@@ -129,6 +131,41 @@ async fn created_books_reach_the_recommendation_catalog(infra: Infra) {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+
+    // Replaced: the copy follows.
+    let response = http
+        .put(format!("{}/api/books/{id}", web.url))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({
+            "title": "The Outbox Pattern, Second Edition",
+            "author": "Ada Relay",
+            "published_at": "2026-12-06"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    wait_until(Duration::from_secs(15), "the new title copied", || async {
+        get_json(&http, &book_url).await["title"] == "The Outbox Pattern, Second Edition"
+    })
+    .await;
+    // Deleted: gone from the copy, so never recommended again.
+    let response = http
+        .delete(format!("{}/api/books/{id}", web.url))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    wait_until(Duration::from_secs(15), "the deleted book gone", || async {
+        http.get(&book_url).send().await.unwrap().status() == 404
+    })
+    .await;
+    assert_eq!(
+        get_json(&http, &rec.ops("/stats")).await["catalog_books"].as_u64(),
+        Some(total),
+        "the copy holds the sample catalog again"
+    );
 
     web.shutdown().await;
     rec.shutdown().await;

@@ -1,14 +1,15 @@
 //! The check every recommendation store passes: fed catalog and search events batch by batch, it
 //! holds what [`apply`](super::apply) computes from the same events in one go, recommends what
 //! the rules say (discovery through other users, no book already shown, popular books for a new
-//! user), keeps its bounds, and refuses a batch whose start is not its stored position. For the
+//! user), follows the catalog's updates and deletes, keeps its bounds, and refuses a batch whose
+//! start is not its stored position. For the
 //! stores' tests; it panics on the first difference.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::{Changes, Prior, RecommendSettings, Snapshot, apply};
-use crate::events::{BookCreatedEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use crate::events::{BookDeletedEvent, BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
 
 /// The settings the check runs with: small bounds, so that they bite.
@@ -44,7 +45,7 @@ pub fn book(i: i64) -> CatalogBook {
 }
 
 fn created(i: i64) -> Event {
-    Event::BookCreated(BookCreatedEvent::new(
+    Event::BookCreated(BookEvent::new(
         Uuid::from_u128(i as u128),
         DateTime::UNIX_EPOCH,
         book(i),
@@ -274,6 +275,51 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
     assert_eq!(store.catalog_book(99).await.expect("catalog"), None);
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.catalog_books, stats.users), (16, 2));
+
+    // The catalog changes: the Brontë book A is recommended gets a new title, and a popular
+    // Tolkien book is deleted. Recommendations show the new title and never the deleted book.
+    let renamed_id = bronte.id;
+    let deleted_id = fresh[0].id;
+    let mut renamed = book(renamed_id);
+    renamed.title = "A New Title".to_owned();
+    let changes = feed.batch(vec![
+        Event::BookUpdated(BookEvent::new(Uuid::now_v7(), base, renamed)),
+        Event::BookDeleted(BookDeletedEvent::new(Uuid::now_v7(), base, deleted_id)),
+    ]);
+    store
+        .apply(&changes)
+        .await
+        .expect("the catalog's changes apply");
+    let for_a = store.recommend("a", 50).await.expect("recommend a");
+    let shown = for_a.iter().find(|r| r.id == renamed_id);
+    assert_eq!(
+        shown.map(|r| r.title.as_str()),
+        Some("A New Title"),
+        "the new title is recommended: {for_a:?}"
+    );
+    for user in ["a", "b", "nobody"] {
+        let recommended = store.recommend(user, 50).await.expect("recommend");
+        assert!(
+            recommended.iter().all(|r| r.id != deleted_id),
+            "book {deleted_id} was deleted, yet recommended to {user}: {recommended:?}"
+        );
+    }
+    assert_eq!(store.catalog_book(deleted_id).await.expect("catalog"), None);
+    assert_eq!(
+        store
+            .catalog_book(renamed_id)
+            .await
+            .expect("catalog")
+            .map(|b| b.title),
+        Some("A New Title".to_owned())
+    );
+    assert_eq!(store.stats().await.expect("stats").catalog_books, 15);
+    let after = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        after.difference(&reference(&settings, &feed.all)),
+        None,
+        "after the catalog's changes, the store differs from the rules applied in one go"
+    );
 
     // Bounds: one event with three hundred results counts `results_per_event` of them, and no
     // book keeps more than `neighbours_per_book` neighbours.

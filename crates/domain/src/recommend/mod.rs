@@ -42,7 +42,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::{CatalogBook, Event, SearchEvent};
+use crate::events::{CatalogBook, CatalogChange, SearchEvent};
 use crate::ports::Record;
 use crate::trends::log2_add;
 
@@ -229,8 +229,11 @@ pub struct Changes {
     pub cooccurrence: BTreeMap<(i64, i64), u64>,
     /// Books whose neighbour lists grew and may need trimming.
     pub touched_books: BTreeSet<i64>,
-    /// Catalog books created, the last event of a book winning.
+    /// Catalog books created or replaced, the last event of a book winning.
     pub catalog: BTreeMap<i64, CatalogBook>,
+    /// Catalog books deleted (and not created again later in the batch): stores remove them
+    /// from their catalog copy, so they are never recommended again.
+    pub deleted: BTreeSet<i64>,
     /// `(user, book)`: books shown to a user (stores keep each pair once).
     pub shown: BTreeSet<(String, i64)>,
 }
@@ -244,13 +247,22 @@ fn by_strength(a: &(i64, f64), b: &(i64, f64)) -> std::cmp::Ordering {
 pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record]) -> Changes {
     let mut changes = Changes::default();
     for record in records {
-        match &record.event {
-            Event::BookCreated(created) => {
-                let mut book = created.book.clone();
+        match record.event.catalog_change() {
+            Some(CatalogChange::Upsert(book)) => {
+                let mut book = book.clone();
                 book.author = cut(&book.author, MAX_AUTHOR_CHARS);
+                changes.deleted.remove(&book.id);
                 changes.catalog.insert(book.id, book);
             }
-            Event::BookSearched(event) => apply_search(settings, &mut prior, &mut changes, event),
+            Some(CatalogChange::Delete(id)) => {
+                changes.catalog.remove(&id);
+                changes.deleted.insert(id);
+            }
+            None => {
+                if let Some(event) = record.event.as_search() {
+                    apply_search(settings, &mut prior, &mut changes, event);
+                }
+            }
         }
     }
     changes
