@@ -101,6 +101,7 @@ pub async fn load(catalog: &Catalog, books: u64, seed: u64) -> anyhow::Result<Op
             .filter_map(|_| {
                 let b = generator.book();
                 NewBook::parse(NewBookInput {
+                    isbn: None,
                     title: Some(b.title),
                     author: Some(b.author),
                     published_at: Some(b.published_at.to_string()),

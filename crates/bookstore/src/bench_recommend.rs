@@ -169,6 +169,7 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
     for i in 0..books {
         let id = i64::try_from(i + 1).unwrap_or(i64::MAX);
         let book = CatalogBook {
+            isbn: None,
             id,
             title: format!("Book {id}, on topic {}", topic_of(i)),
             author: format!("Author {}", i / AUTHOR_BOOKS),

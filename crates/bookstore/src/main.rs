@@ -56,6 +56,10 @@ enum Command {
         /// Books per transaction.
         #[arg(long, default_value_t = 50_000)]
         batch_size: usize,
+        /// Writes what became of every line (created, updated, unchanged, rejected) to this
+        /// CSV file: `line,outcome,book_id,reason`.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Write a synthetic catalog (deterministic for a seed) for benchmarks.
     Generate {
@@ -263,7 +267,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             format,
             batch_size,
-        } => tools::import_file(&config, &file, format.map(Into::into), batch_size).await,
+            report,
+        } => {
+            tools::import_file(
+                &config,
+                &file,
+                format.map(Into::into),
+                batch_size,
+                report.as_deref(),
+            )
+            .await
+        }
         Command::Generate {
             count,
             seed,

@@ -353,6 +353,7 @@ mod tests {
             uuid::Uuid::now_v7(),
             chrono::Utc::now(),
             CatalogBook {
+                isbn: None,
                 id: book,
                 title: "T".to_owned(),
                 author: "A".to_owned(),

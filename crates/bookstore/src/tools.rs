@@ -6,19 +6,23 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use bookstore_catalog::{Format, generate, import, read};
+use bookstore_catalog::{Format, LineOutcome, generate, import, read};
+use bookstore_domain::Imported;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::open_catalog;
 
-/// Imports a catalog file, reporting rejected rows by line number. Fails (non-zero exit) only when
-/// the file cannot be read or the database fails; rejected rows are reported and skipped.
+/// Imports a catalog file, matching books by ISBN (a book whose ISBN the catalog has is updated,
+/// never added twice), reporting rejected rows by line number, and every line's outcome to
+/// `report` when given. Fails (non-zero exit) only when the file cannot be read or the database
+/// fails; rejected rows are reported and skipped.
 pub async fn import_file(
     config: &Config,
     path: &Path,
     format: Option<Format>,
     batch_size: usize,
+    report: Option<&Path>,
 ) -> anyhow::Result<()> {
     let format = format
         .or_else(|| Format::from_path(path))
@@ -45,12 +49,55 @@ pub async fn import_file(
     );
     let rows = read::read(progress.wrap_read(file), format)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = match report {
+        Some(report) => {
+            let file = File::create(report)
+                .with_context(|| format!("cannot create {}", report.display()))?;
+            let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+            writer.write_record(["line", "outcome", "book_id", "reason"])?;
+            Some(writer)
+        }
+        None => None,
+    };
+    let mut line_error = None;
     let started = Instant::now();
-    let report = import(catalog.repository(), rows, batch_size, |n| {
-        progress.set_message(format!("{n} books"));
-    })
+    let report_of_import = import(
+        catalog.repository(),
+        rows,
+        batch_size,
+        |n| progress.set_message(format!("{n} books")),
+        |line, outcome| {
+            let Some(writer) = lines.as_mut() else {
+                return;
+            };
+            let line = line.to_string();
+            let written = match outcome {
+                LineOutcome::Imported(imported) => {
+                    let (what, id) = match imported {
+                        Imported::Created(id) => ("created", id),
+                        Imported::Updated(id) => ("updated", id),
+                        Imported::Unchanged(id) => ("unchanged", id),
+                    };
+                    writer.write_record([line.as_str(), what, &id.to_string(), ""])
+                }
+                LineOutcome::Rejected(reason) => {
+                    writer.write_record([line.as_str(), "rejected", "", reason.as_str()])
+                }
+            };
+            if let Err(error) = written {
+                line_error.get_or_insert(error);
+            }
+        },
+    )
     .await
-    .with_context(|| format!("import of {} stopped", path.display()))?;
+    .with_context(|| format!("import of {} stopped", path.display()));
+    if let Some(mut writer) = lines {
+        writer.flush().context("cannot write the report")?;
+    }
+    if let Some(error) = line_error {
+        return Err(error).context("cannot write the report");
+    }
+    let report = report_of_import?;
     progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -66,11 +113,14 @@ pub async fn import_file(
         );
     }
     println!(
-        "imported {} books, rejected {} rows, in {:.2} s ({:.0} books/s)",
-        report.imported,
+        "imported {} books ({} created, {} updated and {} unchanged, matched by ISBN), rejected {} rows, in {:.2} s ({:.0} books/s)",
+        report.imported(),
+        report.created,
+        report.updated,
+        report.unchanged,
         report.rejected_count,
         elapsed,
-        report.imported as f64 / elapsed.max(1e-9)
+        report.imported() as f64 / elapsed.max(1e-9)
     );
     Ok(())
 }

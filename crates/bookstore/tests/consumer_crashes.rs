@@ -108,6 +108,7 @@ async fn bus_on(infra: Infra) -> TestBus {
 
 fn catalog_book(id: i64) -> CatalogBook {
     CatalogBook {
+        isbn: None,
         id,
         title: format!("Book {id}"),
         author: format!("Author {}", id % 9),

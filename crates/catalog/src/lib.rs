@@ -8,5 +8,5 @@ pub mod import;
 pub mod read;
 pub mod sample;
 
-pub use import::{ImportReport, import};
+pub use import::{ImportReport, LineOutcome, import};
 pub use read::{Format, ReadError, Rejected};

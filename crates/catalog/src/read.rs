@@ -51,7 +51,22 @@ pub enum ReadError {
 
 /// Rows of a catalog file: a valid book, a rejected row, or (once, and then the end) an error that
 /// stops the reading.
-pub type Rows = Box<dyn Iterator<Item = Result<Result<NewBook, Rejected>, ReadError>> + Send>;
+pub type Rows = Box<dyn Iterator<Item = Result<Result<Row, Rejected>, ReadError>> + Send>;
+
+/// A valid book and the line it was read from (for CSV, the line where its record starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub line: u64,
+    pub book: NewBook,
+}
+
+impl std::ops::Deref for Row {
+    type Target = NewBook;
+
+    fn deref(&self) -> &NewBook {
+        &self.book
+    }
+}
 
 /// Every row of `reader` in order: a valid book, a rejected row, or (once, and then the end) an error
 /// that stops the reading.
@@ -79,11 +94,12 @@ fn read_csv(reader: impl Read + Send + 'static) -> Result<Rows, ReadError> {
         return Err(ReadError::BadHeader(names.join(",")));
     }
     let index = |name: &str| names.iter().position(|n| n == name);
-    let (title, author, published_at, description) = (
+    let (title, author, published_at, description, isbn) = (
         index("title"),
         index("author"),
         index("published_at"),
         index("description"),
+        index("isbn"),
     );
     let mut stopped = false;
     Ok(Box::new(csv.into_records().map_while(move |record| {
@@ -117,17 +133,20 @@ fn read_csv(reader: impl Read + Send + 'static) -> Result<Rows, ReadError> {
             author: field(author),
             published_at: field(published_at),
             description: field(description),
+            isbn: field(isbn),
         };
-        Some(Ok(NewBook::parse(input).map_err(|err| Rejected {
-            line,
-            reason: err.0.to_string(),
-        })))
+        Some(Ok(NewBook::parse(input)
+            .map(|book| Row { line, book })
+            .map_err(|err| Rejected {
+                line,
+                reason: err.0.to_string(),
+            })))
     })))
 }
 
 fn read_jsonl(
     reader: impl Read + Send + 'static,
-) -> impl Iterator<Item = Result<Result<NewBook, Rejected>, ReadError>> {
+) -> impl Iterator<Item = Result<Result<Row, Rejected>, ReadError>> {
     use std::io::BufRead;
     let mut stopped = false;
     std::io::BufReader::with_capacity(1 << 16, reader)
@@ -151,22 +170,27 @@ fn read_jsonl(
 }
 
 /// One JSON Lines row.
-fn parse_json_line(line: &str, line_no: u64) -> Result<NewBook, Rejected> {
+fn parse_json_line(line: &str, line_no: u64) -> Result<Row, Rejected> {
     let input: NewBookInput = serde_json::from_str(line).map_err(|err| Rejected {
         line: line_no,
         reason: format!("invalid JSON: {err}"),
     })?;
-    NewBook::parse(input).map_err(|err| Rejected {
-        line: line_no,
-        reason: err.0.to_string(),
-    })
+    NewBook::parse(input)
+        .map(|book| Row {
+            line: line_no,
+            book,
+        })
+        .map_err(|err| Rejected {
+            line: line_no,
+            reason: err.0.to_string(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn collect(data: &'static str, format: Format) -> Vec<Result<NewBook, Rejected>> {
+    fn collect(data: &'static str, format: Format) -> Vec<Result<Row, Rejected>> {
         read(data.as_bytes(), format)
             .unwrap()
             .map(|r| r.unwrap())
@@ -217,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_csv_header_with_unknown_or_missing_columns_is_refused() {
-        for header in ["title,author\n", "title,author,published_at,isbn\n", "\n"] {
+        for header in ["title,author\n", "title,author,published_at,price\n", "\n"] {
             assert!(read(header.as_bytes(), Format::Csv).is_err(), "{header:?}");
         }
     }

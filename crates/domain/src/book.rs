@@ -6,6 +6,8 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::isbn::Isbn;
+
 /// Longest title or author, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
 /// Longest description, in characters.
@@ -33,6 +35,9 @@ pub struct Book {
     pub description: String,
     /// When the book entered this catalog (UTC, RFC 3339).
     pub created_at: DateTime<Utc>,
+    /// Its ISBN-13, when the catalog knows it; absent from the JSON when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isbn: Option<Isbn>,
 }
 
 /// A book that passed validation and can be stored. Its fields can only be set through
@@ -43,6 +48,7 @@ pub struct NewBook {
     author: String,
     published_at: NaiveDate,
     description: String,
+    isbn: Option<Isbn>,
 }
 
 impl NewBook {
@@ -57,6 +63,18 @@ impl NewBook {
     }
     pub fn description(&self) -> &str {
         &self.description
+    }
+    pub fn isbn(&self) -> Option<&Isbn> {
+        self.isbn.as_ref()
+    }
+
+    /// Whether `book` has exactly these fields (its id and creation time aside).
+    pub fn describes(&self, book: &Book) -> bool {
+        self.title == book.title
+            && self.author == book.author
+            && self.published_at == book.published_at
+            && self.description == book.description
+            && self.isbn == book.isbn
     }
 
     /// Checks every field of `input` and returns either a valid book or every field's error.
@@ -97,12 +115,23 @@ impl NewBook {
                 "must not contain control characters other than newline and tab",
             );
         }
+        let isbn = match input.isbn.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => match Isbn::parse(raw) {
+                Ok(isbn) => Some(isbn),
+                Err(problem) => {
+                    errors.add("isbn", problem);
+                    None
+                }
+            },
+        };
         match (title, author, published_at) {
             (Some(title), Some(author), Some(published_at)) if errors.is_empty() => Ok(Self {
                 title,
                 author,
                 published_at,
                 description,
+                isbn,
             }),
             _ => Err(ValidationError(errors)),
         }
@@ -168,11 +197,15 @@ pub struct NewBookInput {
     pub author: Option<String>,
     pub published_at: Option<String>,
     pub description: Option<String>,
+    /// ISBN-10 or ISBN-13; optional.
+    #[serde(default)]
+    pub isbn: Option<String>,
 }
 
 impl NewBookInput {
     /// The field names a client may send.
-    pub const FIELDS: [&'static str; 4] = ["title", "author", "published_at", "description"];
+    pub const FIELDS: [&'static str; 5] =
+        ["title", "author", "published_at", "description", "isbn"];
 }
 
 /// Field name to a human message, in field order.
@@ -218,6 +251,7 @@ mod tests {
 
     fn input(title: &str, author: &str, date: &str) -> NewBookInput {
         NewBookInput {
+            isbn: None,
             title: Some(title.into()),
             author: Some(author.into()),
             published_at: Some(date.into()),
@@ -235,6 +269,7 @@ mod tests {
     #[test]
     fn every_broken_field_is_reported() {
         let err = NewBook::parse(NewBookInput {
+            isbn: None,
             title: Some("   ".into()),
             author: Some("x".repeat(256)),
             published_at: Some("2023-02-29".into()),
@@ -305,6 +340,7 @@ mod tests {
     #[test]
     fn a_book_serializes_with_plain_dates() {
         let book = Book {
+            isbn: None,
             id: BookId(7),
             title: "Dracula".into(),
             author: "Bram Stoker".into(),

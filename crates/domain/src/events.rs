@@ -212,6 +212,9 @@ pub struct CatalogBook {
     #[serde(default)]
     pub description: String,
     pub created_at: DateTime<Utc>,
+    /// The book's ISBN-13; absent when the catalog has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isbn: Option<String>,
 }
 
 impl From<&crate::Book> for CatalogBook {
@@ -223,6 +226,7 @@ impl From<&crate::Book> for CatalogBook {
             published_at: book.published_at,
             description: book.description.clone(),
             created_at: book.created_at,
+            isbn: book.isbn.as_ref().map(|i| i.as_str().to_owned()),
         }
     }
 }
@@ -911,6 +915,7 @@ mod tests {
     #[test]
     fn book_created_round_trips_and_is_keyed_by_book() {
         let book = CatalogBook {
+            isbn: None,
             id: 42,
             title: "Emma".into(),
             author: "Jane Austen".into(),
@@ -936,6 +941,7 @@ mod tests {
     #[test]
     fn book_updated_and_deleted_round_trip_and_are_keyed_by_book() {
         let book = CatalogBook {
+            isbn: None,
             id: 7,
             title: "Emma (revised)".into(),
             author: "Jane Austen".into(),

@@ -4,6 +4,8 @@
 
 pub mod book;
 pub mod events;
+pub mod import;
+pub mod isbn;
 #[doc(hidden)]
 pub mod outbox_conformance;
 pub mod ports;
@@ -12,9 +14,11 @@ pub mod search;
 pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
+pub use import::ImportPlan;
+pub use isbn::Isbn;
 pub use ports::{
     Batch, BookRepository, DeadLetteredRow, Delivery, EventHandler, EventPublisher, HandlerError,
-    Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published, RecommendStore, Record,
-    Refusal, Relayed, RepositoryError, RowOutcome, Settlement, TopicPartition, TrendStore,
+    Imported, Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published, RecommendStore,
+    Record, Refusal, Relayed, RepositoryError, RowOutcome, Settlement, TopicPartition, TrendStore,
 };
 pub use search::{BookQuery, SearchPage, Term, search_terms};

@@ -14,10 +14,17 @@ pub enum RepositoryError {
     /// Callers may retry later; an HTTP service answers 503.
     #[error("the database is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The write would break a uniqueness rule of the catalog (another book has this ISBN).
+    /// Nothing was written; an HTTP service answers 409 with the message.
+    #[error("{0}")]
+    Conflict(String),
     /// Anything else: a bug or a broken schema. An HTTP service answers 500 and logs it.
     #[error("database error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// What a [`RepositoryError::Conflict`] says when another book has the ISBN.
+pub const ISBN_TAKEN: &str = "another book in the catalog has this ISBN";
 
 /// The catalog of books.
 ///
@@ -39,6 +46,13 @@ pub trait BookRepository: Send + Sync + 'static {
     /// Stores many books in one transaction and returns how many were stored.
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError>;
 
+    /// Stores `books` in one transaction, matching them by ISBN: a book whose ISBN the catalog
+    /// (or an earlier book of `books`) already has replaces that book, with a `book.updated`
+    /// event when a field differs; every other book is added, with its `book.created` event.
+    /// Returns what happened to each book, in order. Importing the same file twice adds nothing
+    /// the second time (for the books that have an ISBN).
+    async fn import_many(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError>;
+
     /// Replaces every field of book `id` but its id and creation time, and writes its
     /// `book.updated` event to the outbox in the same transaction. `Ok(None)` when there is no
     /// such book.
@@ -53,6 +67,17 @@ pub trait BookRepository: Send + Sync + 'static {
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// What [`BookRepository::import_many`] did with one book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// Added as this new book.
+    Created(BookId),
+    /// Its ISBN's book was replaced.
+    Updated(BookId),
+    /// Its ISBN's book already had exactly these fields.
+    Unchanged(BookId),
 }
 
 /// What a publisher did with an event handed to it.

@@ -127,6 +127,7 @@ fn arb_catalog_book() -> impl Strategy<Value = CatalogBook> {
     )
         .prop_map(
             |(id, title, author, published_at, description, created_at)| CatalogBook {
+                isbn: None,
                 id,
                 title,
                 author,

@@ -284,6 +284,7 @@ mod tests {
             uuid::Uuid::now_v7(),
             at,
             CatalogBook {
+                isbn: None,
                 id,
                 title: "T".to_owned(),
                 author: "A".to_owned(),

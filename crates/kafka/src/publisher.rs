@@ -283,8 +283,13 @@ impl EventPublisher for KafkaPublisher {
             producer.in_flight_count()
         })
         .await;
+        // Both counts can be briefly too high: librdkafka's queue also holds events that are not
+        // messages (an error report about a broker that cannot be reached), and our count drops
+        // only once a delivery report's callback has run. The smaller is the undelivered events.
         match flushed {
-            Ok(left) => u64::try_from(left).unwrap_or(0),
+            Ok(left) => u64::try_from(left)
+                .unwrap_or(u64::MAX)
+                .min(self.stats.in_flight()),
             Err(_) => self.stats.in_flight(),
         }
     }

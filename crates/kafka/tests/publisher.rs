@@ -56,6 +56,7 @@ fn event(id: i64, bytes: usize) -> Event {
         uuid::Uuid::now_v7(),
         at,
         CatalogBook {
+            isbn: None,
             id,
             title: "T".to_owned(),
             author: "A".to_owned(),

@@ -1,10 +1,11 @@
 use async_trait::async_trait;
 use bookstore_domain::events::Event;
 use bookstore_domain::{
-    Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
+    Book, BookId, BookQuery, BookRepository, ImportPlan, Imported, Isbn, NewBook, RepositoryError,
+    SearchPage, Term,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::mysql::MySqlPool;
+use sqlx::mysql::{MySqlConnection, MySqlPool};
 use sqlx::{MySql, QueryBuilder};
 
 use crate::repo_error;
@@ -14,7 +15,7 @@ const INSERT_CHUNK: usize = 500;
 
 macro_rules! columns {
     () => {
-        "id, title, author, published_at, description, created_at"
+        "id, title, author, published_at, description, created_at, isbn"
     };
 }
 
@@ -32,11 +33,13 @@ struct BookRow {
     published_at: NaiveDate,
     description: String,
     created_at: DateTime<Utc>,
+    isbn: Option<String>,
 }
 
 impl From<BookRow> for Book {
     fn from(row: BookRow) -> Self {
         Book {
+            isbn: row.isbn.as_deref().and_then(|i| Isbn::parse(i).ok()),
             id: BookId(row.id),
             title: row.title,
             author: row.author,
@@ -146,6 +149,23 @@ fn boolean_query(terms: &[Term]) -> String {
 #[async_trait]
 impl BookRepository for MySqlBookRepository {
     async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError> {
+        // A query that is an ISBN finds its book, if the catalog has it.
+        if let Some(isbn) = Isbn::in_query(query.text()) {
+            let row: Option<BookRow> =
+                sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE isbn = ?"))
+                    .bind(isbn.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(repo_error)?;
+            if let Some(row) = row {
+                let books = if query.offset == 0 {
+                    vec![Book::from(row)]
+                } else {
+                    Vec::new()
+                };
+                return Ok(SearchPage { books, total: 1 });
+            }
+        }
         let terms = query.terms();
         let (rows, total): (Vec<BookRow>, i64) = if terms.is_empty() {
             let rows = sqlx::query_as(concat!(
@@ -212,24 +232,7 @@ impl BookRepository for MySqlBookRepository {
 
     async fn create(&self, book: &NewBook) -> Result<Book, RepositoryError> {
         let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        let id = sqlx::query(
-            "INSERT INTO books (title, author, published_at, description) VALUES (?, ?, ?, ?)",
-        )
-        .bind(book.title())
-        .bind(book.author())
-        .bind(book.published_at())
-        .bind(book.description())
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?
-        .last_insert_id();
-        let row: BookRow =
-            sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE id = ?"))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(repo_error)?;
-        let book = Book::from(row);
+        let book = insert_one(&mut tx, book).await?;
         // Its `book.created` event goes to the outbox in the same transaction.
         write_outbox(&mut tx, &[Event::created(&book)]).await?;
         tx.commit().await.map_err(repo_error)?;
@@ -238,86 +241,63 @@ impl BookRepository for MySqlBookRepository {
 
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
         let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        let step: u64 = sqlx::query_scalar("SELECT @@SESSION.auto_increment_increment")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(repo_error)?;
-        let step = step.max(1);
-        let mut stored = 0;
-        for chunk in books.chunks(INSERT_CHUNK) {
-            let mut insert: QueryBuilder<MySql> =
-                QueryBuilder::new("INSERT INTO books (title, author, published_at, description) ");
-            insert.push_values(chunk, |mut row, book| {
-                row.push_bind(book.title())
-                    .push_bind(book.author())
-                    .push_bind(book.published_at())
-                    .push_bind(book.description());
-            });
-            let done = insert.build().execute(&mut *tx).await.map_err(repo_error)?;
-            // One multi-row INSERT takes its ids in one block from LAST_INSERT_ID(), spaced by
-            // auto_increment_increment (more than 1 on some multi-primary set-ups); read the rows
-            // back to write their events to the outbox in the same transaction.
-            let first = done.last_insert_id();
-            let count = done.rows_affected();
-            let mut select: QueryBuilder<MySql> =
-                QueryBuilder::new(concat!("SELECT ", columns!(), " FROM books WHERE id IN ("));
-            let mut ids = select.separated(", ");
-            for k in 0..count {
-                ids.push_bind(first + k * step);
+        let stored = insert_many(&mut tx, &books.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await.map_err(repo_error)?;
+        Ok(stored.len() as u64)
+    }
+
+    async fn import_many(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        // The books the catalog already has under these ISBNs, locked until the commit.
+        let isbns: Vec<&str> = books
+            .iter()
+            .filter_map(|b| b.isbn().map(Isbn::as_str))
+            .collect();
+        let mut stored = Vec::new();
+        for chunk in isbns.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> = QueryBuilder::new(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books WHERE isbn IN ("
+            ));
+            let mut list = q.separated(", ");
+            for isbn in chunk {
+                list.push_bind(*isbn);
             }
-            select.push(") ORDER BY id");
-            let rows: Vec<BookRow> = select
+            list.push_unseparated(") FOR UPDATE");
+            let rows: Vec<BookRow> = q
                 .build_query_as()
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(repo_error)?;
-            let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
-            if books.len() as u64 != count {
-                return Err(RepositoryError::Internal(
-                    format!("inserted {count} books but read back {}", books.len()).into(),
-                ));
-            }
-            write_outbox(
-                &mut tx,
-                &books.iter().map(Event::created).collect::<Vec<_>>(),
-            )
-            .await?;
-            stored += count;
+            stored.extend(rows.into_iter().map(Book::from));
         }
+        let plan = ImportPlan::new(books, &stored);
+        let added = insert_many(&mut tx, &plan.to_create(books)).await?;
+        let ids: Vec<BookId> = added.iter().map(|b| b.id).collect();
+        let bookstore_domain::import::Finished {
+            outcomes,
+            replacements,
+        } = plan
+            .finish(&ids)
+            .ok_or_else(|| RepositoryError::Internal("fewer books added than given".into()))?;
+        let mut events = Vec::with_capacity(replacements.len());
+        for (id, i) in replacements {
+            let book = update_one(&mut tx, id, &books[i])
+                .await?
+                .ok_or_else(|| RepositoryError::Internal("a locked book went missing".into()))?;
+            events.push(Event::updated(&book));
+        }
+        write_outbox(&mut tx, &events).await?;
         tx.commit().await.map_err(repo_error)?;
-        Ok(stored)
+        Ok(outcomes)
     }
 
     async fn update(&self, id: BookId, book: &NewBook) -> Result<Option<Book>, RepositoryError> {
         let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        // The row is locked first, so that "no such book" and the update see the same row.
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM books WHERE id = ? FOR UPDATE")
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(repo_error)?;
-        if exists.is_none() {
+        let Some(book) = update_one(&mut tx, id, book).await? else {
             return Ok(None);
-        }
-        sqlx::query(
-            "UPDATE books SET title = ?, author = ?, published_at = ?, description = ? WHERE id = ?",
-        )
-        .bind(book.title())
-        .bind(book.author())
-        .bind(book.published_at())
-        .bind(book.description())
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(repo_error)?;
-        let row: BookRow =
-            sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE id = ?"))
-                .bind(id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(repo_error)?;
-        let book = Book::from(row);
+        };
         // Its `book.updated` event goes to the outbox in the same transaction.
         write_outbox(&mut tx, &[Event::updated(&book)]).await?;
         tx.commit().await.map_err(repo_error)?;
@@ -358,11 +338,127 @@ impl BookRepository for MySqlBookRepository {
     }
 }
 
+/// Adds one book, in the caller's transaction.
+async fn insert_one(conn: &mut MySqlConnection, book: &NewBook) -> Result<Book, RepositoryError> {
+    let id = sqlx::query(
+        "INSERT INTO books (title, author, published_at, description, isbn) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(book.title())
+    .bind(book.author())
+    .bind(book.published_at())
+    .bind(book.description())
+    .bind(book.isbn().map(Isbn::as_str))
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?
+    .last_insert_id();
+    let row: BookRow = sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE id = ?"))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(repo_error)?;
+    Ok(Book::from(row))
+}
+
+/// Adds `books` in multi-row statements with their `book.created` events, in the caller's
+/// transaction; returns them stored, in order.
+async fn insert_many(
+    conn: &mut MySqlConnection,
+    books: &[&NewBook],
+) -> Result<Vec<Book>, RepositoryError> {
+    if books.is_empty() {
+        return Ok(Vec::new());
+    }
+    let step: u64 = sqlx::query_scalar("SELECT @@SESSION.auto_increment_increment")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(repo_error)?;
+    let step = step.max(1);
+    let mut stored = Vec::with_capacity(books.len());
+    for chunk in books.chunks(INSERT_CHUNK) {
+        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO books (title, author, published_at, description, isbn) ",
+        );
+        insert.push_values(chunk, |mut row, book| {
+            row.push_bind(book.title())
+                .push_bind(book.author())
+                .push_bind(book.published_at())
+                .push_bind(book.description())
+                .push_bind(book.isbn().map(Isbn::as_str));
+        });
+        let done = insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(repo_error)?;
+        // One multi-row INSERT takes its ids in one block from LAST_INSERT_ID(), spaced by
+        // auto_increment_increment (more than 1 on some multi-primary set-ups); read the rows
+        // back to write their events to the outbox in the same transaction.
+        let first = done.last_insert_id();
+        let count = done.rows_affected();
+        let mut select: QueryBuilder<MySql> =
+            QueryBuilder::new(concat!("SELECT ", columns!(), " FROM books WHERE id IN ("));
+        let mut ids = select.separated(", ");
+        for k in 0..count {
+            ids.push_bind(first + k * step);
+        }
+        select.push(") ORDER BY id");
+        let rows: Vec<BookRow> = select
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(repo_error)?;
+        let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+        if books.len() as u64 != count {
+            return Err(RepositoryError::Internal(
+                format!("inserted {count} books but read back {}", books.len()).into(),
+            ));
+        }
+        write_outbox(conn, &books.iter().map(Event::created).collect::<Vec<_>>()).await?;
+        stored.extend(books);
+    }
+    Ok(stored)
+}
+
+/// Replaces book `id`'s fields, in the caller's transaction; `None` when there is no such book.
+async fn update_one(
+    conn: &mut MySqlConnection,
+    id: BookId,
+    book: &NewBook,
+) -> Result<Option<Book>, RepositoryError> {
+    // The row is locked first, so that "no such book" and the update see the same row (MySQL
+    // counts only changed rows as affected).
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM books WHERE id = ? FOR UPDATE")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(repo_error)?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE books SET title = ?, author = ?, published_at = ?, description = ?, isbn = ? \
+         WHERE id = ?",
+    )
+    .bind(book.title())
+    .bind(book.author())
+    .bind(book.published_at())
+    .bind(book.description())
+    .bind(book.isbn().map(Isbn::as_str))
+    .bind(id.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(repo_error)?;
+    let row: BookRow = sqlx::query_as(concat!("SELECT ", columns!(), " FROM books WHERE id = ?"))
+        .bind(id.0)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(repo_error)?;
+    Ok(Some(Book::from(row)))
+}
+
 /// Writes catalog events to the outbox, in the caller's transaction.
-async fn write_outbox(
-    tx: &mut sqlx::Transaction<'_, MySql>,
-    events: &[Event],
-) -> Result<(), RepositoryError> {
+async fn write_outbox(conn: &mut MySqlConnection, events: &[Event]) -> Result<(), RepositoryError> {
     for chunk in events.chunks(INSERT_CHUNK) {
         let mut insert: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
@@ -373,7 +469,7 @@ async fn write_outbox(
         });
         insert
             .build()
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(repo_error)?;
     }

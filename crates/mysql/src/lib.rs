@@ -80,6 +80,9 @@ pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
         {
             RepositoryError::Unavailable(Box::new(err))
         }
+        sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+            RepositoryError::Conflict(bookstore_domain::ports::ISBN_TAKEN.to_owned())
+        }
         other => RepositoryError::Internal(Box::new(other)),
     }
 }

@@ -77,6 +77,7 @@ fn new_books(n: usize) -> Vec<NewBook> {
     (0..n)
         .map(|i| {
             NewBook::parse(NewBookInput {
+                isbn: None,
                 title: Some(format!("Book {i}")),
                 author: Some("A".into()),
                 published_at: Some("1900-01-01".into()),

@@ -1,10 +1,11 @@
 use async_trait::async_trait;
 use bookstore_domain::events::Event;
 use bookstore_domain::{
-    Book, BookId, BookQuery, BookRepository, NewBook, RepositoryError, SearchPage, Term,
+    Book, BookId, BookQuery, BookRepository, ImportPlan, Imported, Isbn, NewBook, RepositoryError,
+    SearchPage, Term,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::repo_error;
@@ -15,7 +16,7 @@ const INSERT_CHUNK: usize = 1_000;
 /// The selected columns, as a macro so that every query stays one compile-time string.
 macro_rules! columns {
     () => {
-        "b.id, b.title, b.author, b.published_at, b.description, b.created_at"
+        "b.id, b.title, b.author, b.published_at, b.description, b.created_at, b.isbn"
     };
 }
 
@@ -33,6 +34,7 @@ struct BookRow {
     published_at: NaiveDate,
     description: String,
     created_at: DateTime<Utc>,
+    isbn: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +47,7 @@ struct RankedRow {
 impl From<BookRow> for Book {
     fn from(row: BookRow) -> Self {
         Book {
+            isbn: row.isbn.as_deref().and_then(|i| Isbn::parse(i).ok()),
             id: BookId(row.id),
             title: row.title,
             author: row.author,
@@ -166,6 +169,26 @@ fn to_i64(n: u64) -> i64 {
 #[async_trait]
 impl BookRepository for SqliteBookRepository {
     async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError> {
+        // A query that is an ISBN finds its book, if the catalog has it.
+        if let Some(isbn) = Isbn::in_query(query.text()) {
+            let row: Option<BookRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books b WHERE b.isbn = ?1"
+            ))
+            .bind(isbn.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(repo_error)?;
+            if let Some(row) = row {
+                let books = if query.offset == 0 {
+                    vec![Book::from(row)]
+                } else {
+                    Vec::new()
+                };
+                return Ok(SearchPage { books, total: 1 });
+            }
+        }
         let terms = query.terms();
         let (rows, total): (Vec<BookRow>, i64) = if terms.is_empty() {
             let rows = sqlx::query_as(concat!(
@@ -236,17 +259,7 @@ impl BookRepository for SqliteBookRepository {
         // The book and its `book.created` event in the outbox, in one transaction.
         crate::retry_busy(|| async {
             let mut tx = self.pool.begin().await?;
-            let row: BookRow = sqlx::query_as(
-                "INSERT INTO books (title, author, published_at, description) VALUES (?1, ?2, ?3, ?4) \
-                 RETURNING id, title, author, published_at, description, created_at",
-            )
-            .bind(book.title())
-            .bind(book.author())
-            .bind(book.published_at())
-            .bind(book.description())
-            .fetch_one(&mut *tx)
-            .await?;
-            let book = Book::from(row);
+            let book = insert_one(&mut tx, book).await?;
             write_outbox(&mut tx, &[Event::created(&book)]).await?;
             tx.commit().await?;
             Ok(book)
@@ -258,28 +271,54 @@ impl BookRepository for SqliteBookRepository {
     async fn create_many(&self, books: &[NewBook]) -> Result<u64, RepositoryError> {
         crate::retry_busy(|| async {
             let mut tx = self.pool.begin().await?;
-            let mut stored = 0;
-            for chunk in books.chunks(INSERT_CHUNK) {
-                let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO books (title, author, published_at, description) ",
-                );
-                insert.push_values(chunk, |mut row, book| {
-                    row.push_bind(book.title())
-                        .push_bind(book.author())
-                        .push_bind(book.published_at())
-                        .push_bind(book.description());
-                });
-                insert.push(" RETURNING id, title, author, published_at, description, created_at");
-                let rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *tx).await?;
-                let events: Vec<Event> = rows
-                    .into_iter()
-                    .map(|row| Event::created(&Book::from(row)))
-                    .collect();
-                write_outbox(&mut tx, &events).await?;
-                stored += events.len() as u64;
-            }
+            let stored = insert_many(&mut tx, &books.iter().collect::<Vec<_>>()).await?;
             tx.commit().await?;
-            Ok(stored)
+            Ok(stored.len() as u64)
+        })
+        .await
+        .map_err(repo_error)
+    }
+
+    async fn import_many(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError> {
+        crate::retry_busy(|| async {
+            let mut tx = self.pool.begin().await?;
+            // The books the catalog already has under these ISBNs.
+            let isbns: Vec<&str> = books
+                .iter()
+                .filter_map(|b| b.isbn().map(Isbn::as_str))
+                .collect();
+            let mut stored = Vec::new();
+            for chunk in isbns.chunks(INSERT_CHUNK) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM books b WHERE b.isbn IN ("
+                ));
+                let mut list = q.separated(", ");
+                for isbn in chunk {
+                    list.push_bind(*isbn);
+                }
+                list.push_unseparated(")");
+                let rows: Vec<BookRow> = q.build_query_as().fetch_all(&mut *tx).await?;
+                stored.extend(rows.into_iter().map(Book::from));
+            }
+            let plan = ImportPlan::new(books, &stored);
+            let added = insert_many(&mut tx, &plan.to_create(books)).await?;
+            let ids: Vec<BookId> = added.iter().map(|b| b.id).collect();
+            let bookstore_domain::import::Finished {
+                outcomes,
+                replacements,
+            } = plan.finish(&ids).ok_or(sqlx::Error::RowNotFound)?;
+            let mut events = Vec::with_capacity(replacements.len());
+            for (id, i) in replacements {
+                let book = update_one(&mut tx, id, &books[i])
+                    .await?
+                    .ok_or(sqlx::Error::RowNotFound)?;
+                events.push(Event::updated(&book));
+            }
+            write_outbox(&mut tx, &events).await?;
+            tx.commit().await?;
+            Ok(outcomes)
         })
         .await
         .map_err(repo_error)
@@ -289,22 +328,9 @@ impl BookRepository for SqliteBookRepository {
         // The book and its `book.updated` event in the outbox, in one transaction.
         crate::retry_busy(|| async {
             let mut tx = self.pool.begin().await?;
-            let row: Option<BookRow> = sqlx::query_as(
-                "UPDATE books SET title = ?1, author = ?2, published_at = ?3, description = ?4 \
-                 WHERE id = ?5 \
-                 RETURNING id, title, author, published_at, description, created_at",
-            )
-            .bind(book.title())
-            .bind(book.author())
-            .bind(book.published_at())
-            .bind(book.description())
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
+            let Some(book) = update_one(&mut tx, id, book).await? else {
                 return Ok(None);
             };
-            let book = Book::from(row);
             write_outbox(&mut tx, &[Event::updated(&book)]).await?;
             tx.commit().await?;
             Ok(Some(book))
@@ -350,11 +376,74 @@ impl BookRepository for SqliteBookRepository {
     }
 }
 
+/// Adds one book, in the caller's transaction.
+async fn insert_one(conn: &mut SqliteConnection, book: &NewBook) -> Result<Book, sqlx::Error> {
+    let row: BookRow = sqlx::query_as(
+        "INSERT INTO books (title, author, published_at, description, isbn) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         RETURNING id, title, author, published_at, description, created_at, isbn",
+    )
+    .bind(book.title())
+    .bind(book.author())
+    .bind(book.published_at())
+    .bind(book.description())
+    .bind(book.isbn().map(Isbn::as_str))
+    .fetch_one(conn)
+    .await?;
+    Ok(Book::from(row))
+}
+
+/// Adds `books` in multi-row statements with their `book.created` events, in the caller's
+/// transaction; returns them stored, in order.
+async fn insert_many(
+    conn: &mut SqliteConnection,
+    books: &[&NewBook],
+) -> Result<Vec<Book>, sqlx::Error> {
+    let mut stored = Vec::with_capacity(books.len());
+    for chunk in books.chunks(INSERT_CHUNK) {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO books (title, author, published_at, description, isbn) ",
+        );
+        insert.push_values(chunk, |mut row, book| {
+            row.push_bind(book.title())
+                .push_bind(book.author())
+                .push_bind(book.published_at())
+                .push_bind(book.description())
+                .push_bind(book.isbn().map(Isbn::as_str));
+        });
+        insert.push(" RETURNING id, title, author, published_at, description, created_at, isbn");
+        let rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
+        write_outbox(conn, &books.iter().map(Event::created).collect::<Vec<_>>()).await?;
+        stored.extend(books);
+    }
+    Ok(stored)
+}
+
+/// Replaces book `id`'s fields, in the caller's transaction; `None` when there is no such book.
+async fn update_one(
+    conn: &mut SqliteConnection,
+    id: BookId,
+    book: &NewBook,
+) -> Result<Option<Book>, sqlx::Error> {
+    let row: Option<BookRow> = sqlx::query_as(
+        "UPDATE books SET title = ?1, author = ?2, published_at = ?3, description = ?4, \
+         isbn = ?6 WHERE id = ?5 \
+         RETURNING id, title, author, published_at, description, created_at, isbn",
+    )
+    .bind(book.title())
+    .bind(book.author())
+    .bind(book.published_at())
+    .bind(book.description())
+    .bind(id.0)
+    .bind(book.isbn().map(Isbn::as_str))
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Book::from))
+}
+
 /// Writes catalog events to the outbox, in the caller's transaction.
-async fn write_outbox(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    events: &[Event],
-) -> Result<(), sqlx::Error> {
+async fn write_outbox(conn: &mut SqliteConnection, events: &[Event]) -> Result<(), sqlx::Error> {
     for chunk in events.chunks(INSERT_CHUNK) {
         let mut insert: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
@@ -363,7 +452,7 @@ async fn write_outbox(
                 .push_bind(event.key().to_owned())
                 .push_bind(event.to_json());
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -377,6 +466,7 @@ mod tests {
 
     fn book(title: &str) -> NewBook {
         NewBook::parse(NewBookInput {
+            isbn: None,
             title: Some(title.into()),
             author: Some("Jane Austen".into()),
             published_at: Some("1815-12-23".into()),
@@ -524,6 +614,76 @@ mod tests {
             matches!(&events[1].1, Event::BookUpdated(e) if e.book == bookstore_domain::events::CatalogBook::from(&replaced))
         );
         assert!(matches!(&events[2].1, Event::BookDeleted(e) if e.book_id == emma.id.0));
+    }
+
+    fn with_isbn(title: &str, isbn: &str) -> NewBook {
+        NewBook::parse(NewBookInput {
+            title: Some(title.into()),
+            author: Some("Jane Austen".into()),
+            published_at: Some("1815-12-23".into()),
+            description: None,
+            isbn: Some(isbn.into()),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn imports_match_books_by_isbn() {
+        let repo = SqliteBookRepository::new(crate::connect("sqlite::memory:", 1).await.unwrap())
+            .await
+            .unwrap();
+        let file = vec![
+            with_isbn("Pride and Prejudice", "0-14-143951-3"),
+            book("No ISBN"),
+            with_isbn("Persuasion", "9780141439686"),
+            // The same ISBN again in one batch: the book added just before is replaced.
+            with_isbn("Pride and Prejudice, 2nd ed.", "9780141439518"),
+        ];
+        let first = repo.import_many(&file).await.unwrap();
+        let [
+            Imported::Created(pride),
+            Imported::Created(_),
+            Imported::Created(persuasion),
+            Imported::Updated(again),
+        ] = first[..]
+        else {
+            panic!("{first:?}")
+        };
+        assert_eq!(again, pride);
+        assert_eq!(repo.count().await.unwrap(), 3);
+        // The same file again: books with an ISBN are matched, never added twice.
+        let second = repo.import_many(&file).await.unwrap();
+        assert!(
+            matches!(second[0], Imported::Updated(id) if id == pride),
+            "{second:?}"
+        );
+        assert!(
+            matches!(second[1], Imported::Created(_)),
+            "no ISBN: {second:?}"
+        );
+        assert_eq!(second[2], Imported::Unchanged(persuasion));
+        assert_eq!(second[3], Imported::Updated(pride));
+        assert_eq!(repo.count().await.unwrap(), 4);
+        let stored = repo.get(pride).await.unwrap().unwrap();
+        assert_eq!(stored.title, "Pride and Prejudice, 2nd ed.");
+        // Events: a creation per added book, an update per changed one, none when unchanged.
+        let kinds: Vec<&str> = outbox(&repo).await.iter().map(|(_, e)| e.kind()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "book.created").count(), 4);
+        assert_eq!(kinds.iter().filter(|k| **k == "book.updated").count(), 3);
+        // Outside an import, an ISBN another book has is a conflict, and nothing is written.
+        let taken = repo.create(&with_isbn("Copy", "9780141439686")).await;
+        assert!(
+            matches!(taken, Err(RepositoryError::Conflict(_))),
+            "{taken:?}"
+        );
+        let taken = repo
+            .update(pride, &with_isbn("Copy", "9780141439686"))
+            .await;
+        assert!(
+            matches!(taken, Err(RepositoryError::Conflict(_))),
+            "{taken:?}"
+        );
+        assert_eq!(outbox(&repo).await.len(), 7);
     }
 
     #[tokio::test]

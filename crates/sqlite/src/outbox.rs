@@ -256,6 +256,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 NewBook::parse(NewBookInput {
+                    isbn: None,
                     title: Some(format!("Book {i}")),
                     author: Some("A".into()),
                     published_at: Some("1900-01-01".into()),

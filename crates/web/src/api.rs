@@ -102,7 +102,7 @@ fn no_such_book(id: BookId) -> ApiError {
 /// `POST /api/books` with `Authorization: Bearer <web.admin_token>` and a JSON book.
 #[utoipa::path(post, path = "/api/books", tag = "books",
     summary = "Add a book (needs web.admin_token); publishes a book.created event through the outbox",
-    request_body(content_type = "application/json", description = "`{title, author, description}`, all strings"),
+    request_body(content_type = "application/json", description = "`{title, author, published_at, description, isbn}`, all strings; `description` and `isbn` (ISBN-10 or ISBN-13) optional"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The stored book, with its id"),
@@ -110,6 +110,7 @@ fn no_such_book(id: BookId) -> ApiError {
         (status = 401, description = "Missing or wrong token", body = bookstore_http::ErrorBody),
         (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
         (status = 413, description = "The body is over 64 KiB", body = bookstore_http::ErrorBody),
+        (status = 409, description = "Another book has this ISBN", body = bookstore_http::ErrorBody),
         (status = 415, description = "The body is not JSON", body = bookstore_http::ErrorBody),
         (status = 422, description = "Fields break the rules; `fields` says which", body = bookstore_http::ErrorBody),
         (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
@@ -130,7 +131,7 @@ pub async fn create_book(
 #[utoipa::path(put, path = "/api/books/{id}", tag = "books",
     summary = "Replace a book (needs web.admin_token); publishes a book.updated event through the outbox",
     params(("id" = i64, Path, description = "The book's id, a positive integer")),
-    request_body(content_type = "application/json", description = "`{title, author, published_at, description}`, all strings, the same rules as for a new book"),
+    request_body(content_type = "application/json", description = "`{title, author, published_at, description, isbn}`, all strings, the same rules as for a new book"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The stored book: the new fields, its id and its creation time"),
@@ -139,6 +140,7 @@ pub async fn create_book(
         (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
         (status = 404, description = "No such book", body = bookstore_http::ErrorBody),
         (status = 413, description = "The body is over 64 KiB", body = bookstore_http::ErrorBody),
+        (status = 409, description = "Another book has this ISBN", body = bookstore_http::ErrorBody),
         (status = 415, description = "The body is not JSON", body = bookstore_http::ErrorBody),
         (status = 422, description = "Fields break the rules; `fields` says which", body = bookstore_http::ErrorBody),
         (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
@@ -265,6 +267,7 @@ fn parse_new_book(bytes: &[u8]) -> Result<NewBook, ApiError> {
             "author" => &mut input.author,
             "published_at" => &mut input.published_at,
             "description" => &mut input.description,
+            "isbn" => &mut input.isbn,
             _ => {
                 errors.add(
                     key,

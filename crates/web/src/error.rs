@@ -16,6 +16,8 @@ pub enum ApiError {
     Invalid(FieldErrors),
     /// No such resource (404).
     NotFound(String),
+    /// The request conflicts with the catalog's state, such as an ISBN another book has (409).
+    Conflict(String),
     /// No valid credentials (401).
     Unauthorized,
     /// Writes are disabled on this instance (403).
@@ -43,6 +45,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::WritesDisabled => StatusCode::FORBIDDEN,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -54,7 +57,9 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
-            Self::BadRequest(message) | Self::NotFound(message) => message.clone(),
+            Self::BadRequest(message) | Self::NotFound(message) | Self::Conflict(message) => {
+                message.clone()
+            }
             Self::Invalid(_) => "the book is invalid; see fields".to_owned(),
             Self::Unauthorized => {
                 "missing or wrong credentials: send Authorization: Bearer <token>".to_owned()
@@ -85,6 +90,7 @@ impl From<RepositoryError> for ApiError {
                 tracing::warn!(error = %error_chain(&err), "database unavailable");
                 Self::Unavailable
             }
+            RepositoryError::Conflict(message) => Self::Conflict(message.clone()),
             RepositoryError::Internal(_) => {
                 metrics::counter!("bookstore_store_errors_total", "service" => "web", "store" => "database", "kind" => "internal").increment(1);
                 tracing::error!(error = %error_chain(&err), "database error");

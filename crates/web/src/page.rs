@@ -106,7 +106,9 @@ pub async fn index(
         Err(err) => {
             let status = match err {
                 RepositoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                RepositoryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                RepositoryError::Conflict(_) | RepositoryError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             };
             tracing::warn!(error = %error_chain(&err), "the page could not search the catalog");
             let message = "The catalog is unavailable right now. Please try again in a moment.";

@@ -17,6 +17,7 @@ backend_tests!(
     creating_a_book_needs_the_token,
     created_books_are_searchable,
     books_are_replaced_and_deleted_with_their_events,
+    isbns_are_checked_unique_and_found_by_search,
     writes_are_forbidden_without_a_configured_token,
     bad_books_get_422_with_every_field_named,
     malformed_bodies_get_clear_4xx,
@@ -287,6 +288,75 @@ async fn writes_are_forbidden_without_a_configured_token(backend: Backend) {
         200,
         "nothing was deleted"
     );
+}
+
+async fn isbns_are_checked_unique_and_found_by_search(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let with_isbn = |title: &str, isbn: &str| json!({"title": title, "author": "Jane Austen", "published_at": "1813-01-28", "isbn": isbn});
+    // An ISBN-10 is kept as the ISBN-13 of the same book.
+    let response = app
+        .post_book(
+            Some(TOKEN),
+            &with_isbn("Pride and Prejudice", "0-14-143951-3"),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let pride: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(pride["isbn"], "9780141439518");
+    let id = pride["id"].to_string();
+    assert_eq!(
+        app.get(&format!("/api/books/{id}"))
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap(),
+        pride
+    );
+    // A wrong check digit is a 422 naming the field; the same ISBN again, however written, a 409.
+    let body = error_body(
+        app.post_book(Some(TOKEN), &with_isbn("Copy", "0-14-143951-4"))
+            .await,
+        422,
+    )
+    .await;
+    assert!(body["fields"]["isbn"].is_string(), "{body}");
+    let body = error_body(
+        app.post_book(Some(TOKEN), &with_isbn("Copy", "978 0 14 143951 8"))
+            .await,
+        409,
+    )
+    .await;
+    assert!(body["error"].as_str().unwrap().contains("ISBN"), "{body}");
+    let other: serde_json::Value = app
+        .post_book(Some(TOKEN), &with_isbn("Persuasion", "9780141439686"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    error_body(
+        app.put_book(
+            Some(TOKEN),
+            &other["id"].to_string(),
+            &with_isbn("Persuasion", "0141439513"),
+        )
+        .await,
+        409,
+    )
+    .await;
+    // Search finds a book by its ISBN, written either way.
+    for q in ["978-0-14-143951-8", "0141439513", "9780141439518"] {
+        let (books, total) = app.list(&[("q", q)]).await;
+        assert_eq!(total, 1, "{q}");
+        assert_eq!(books[0]["id"], pride["id"], "{q}");
+    }
+    // A book without an ISBN has no `isbn` in its JSON.
+    let plain: serde_json::Value = app
+        .post_book(Some(TOKEN), &emma())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(plain.get("isbn").is_none(), "{plain}");
 }
 
 /// `PUT` and `DELETE /api/books/{id}`: the token, the id, the body's rules, 404s; the change is

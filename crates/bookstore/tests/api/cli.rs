@@ -201,7 +201,7 @@ async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
     let (ok, stdout, stderr) = import(&csv);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("imported 3 books, rejected 2 rows"),
+        stdout.contains("imported 3 books (3 created, 0 updated and 0 unchanged, matched by ISBN), rejected 2 rows"),
         "{stdout}"
     );
     assert!(
@@ -215,7 +215,7 @@ async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
     let (ok, stdout, stderr) = import(&jsonl);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("imported 1 books, rejected 1 rows"),
+        stdout.contains("imported 1 books (1 created, 0 updated and 0 unchanged, matched by ISBN), rejected 1 rows"),
         "{stdout}"
     );
     assert!(
@@ -239,4 +239,77 @@ async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
         .env("BOOKSTORE_DB__URL", &db_url));
     assert!(!ok);
     assert!(stderr.contains("missing.csv"), "{stderr}");
+
+    // Books with an ISBN: importing the file again adds nothing; a changed field updates the
+    // book; one ISBN written two ways (ISBN-10 and ISBN-13) is one book. `--report` says what
+    // became of every line.
+    let with_isbn = dir.path().join("isbn.csv");
+    let isbn_csv = |persuasion: &str| {
+        format!(
+            "title,author,published_at,isbn\n\
+             Pride and Prejudice,Jane Austen,1813-01-28,0-14-143951-3\n\
+             {persuasion},Jane Austen,1817-12-20,978-0-14-143968-6\n\
+             Pride and Prejudice,Jane Austen,1813-01-28,9780141439518\n\
+             Mansfield Park,Jane Austen,1814-07-01,not-an-isbn\n"
+        )
+    };
+    std::fs::write(&with_isbn, isbn_csv("Persuasion")).unwrap();
+    let report = dir.path().join("report.csv");
+    let import_with_report = || {
+        run(bookstore()
+            .args(["import", with_isbn.to_str().unwrap(), "--batch-size", "2"])
+            .args(["--report", report.to_str().unwrap()])
+            .env("BOOKSTORE_DB__URL", &db_url))
+    };
+    let (ok, stdout, stderr) = import_with_report();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 3 books (2 created, 0 updated and 1 unchanged, matched by ISBN), rejected 1 rows"),
+        "{stdout}"
+    );
+    let lines = std::fs::read_to_string(&report).unwrap();
+    let rows: Vec<Vec<&str>> = lines.lines().map(|l| l.splitn(4, ',').collect()).collect();
+    assert_eq!(rows[0], ["line", "outcome", "book_id", "reason"]);
+    let outcomes: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("2", "created"),
+            ("3", "created"),
+            ("4", "unchanged"),
+            ("5", "rejected")
+        ],
+        "{lines}"
+    );
+    assert_eq!(
+        rows[1][2], rows[3][2],
+        "one ISBN written two ways is one book: {lines}"
+    );
+    assert!(rows[4][3].contains("isbn"), "{lines}");
+    assert_eq!(books.count().await.unwrap(), 6);
+
+    let (ok, stdout, stderr) = import_with_report();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 3 books (0 created, 0 updated and 3 unchanged, matched by ISBN)"),
+        "the second run changes nothing: {stdout}"
+    );
+    std::fs::write(&with_isbn, isbn_csv("Persuasion (revised)")).unwrap();
+    let (ok, stdout, stderr) = import_with_report();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("(0 created, 1 updated and 2 unchanged, matched by ISBN)"),
+        "{stdout}"
+    );
+    assert_eq!(books.count().await.unwrap(), 6, "no book added twice");
+    let found = books
+        .search(&bookstore_domain::BookQuery::new("978-0-14-143968-6", 0, 5))
+        .await
+        .unwrap();
+    assert_eq!(found.books.len(), 1);
+    assert_eq!(found.books[0].title, "Persuasion (revised)");
+    assert_eq!(
+        found.books[0].isbn.as_ref().map(|i| i.as_str()),
+        Some("9780141439686")
+    );
 }

@@ -22,6 +22,7 @@ const PARTITIONS: i32 = 3;
 
 fn book(id: i64, title: &str) -> CatalogBook {
     CatalogBook {
+        isbn: None,
         id,
         title: title.to_owned(),
         author: "Ada Compaction".to_owned(),
@@ -37,6 +38,20 @@ fn created(id: i64) -> Event {
         chrono::Utc::now(),
         book(id, &format!("Book {id}")),
     ))
+}
+
+/// Publishes `events` and waits until the log has every one.
+async fn deliver_all(publisher: &bookstore::events::Publisher, events: &[Event]) {
+    let delivered = publisher
+        .publisher
+        .deliver(events, Duration::from_secs(30))
+        .await;
+    assert!(
+        delivered
+            .iter()
+            .all(|d| *d == bookstore_domain::Delivery::Delivered),
+        "{delivered:?}"
+    );
 }
 
 /// How many messages the catalog topic holds, read from its beginning.
@@ -141,30 +156,11 @@ async fn a_replay_after_compaction_ends_with_exactly_the_live_catalog(infra: Inf
             id,
         ))
     }));
-    let delivered = publisher
-        .publisher
-        .deliver(&events, Duration::from_secs(30))
-        .await;
-    assert!(
-        delivered
-            .iter()
-            .all(|d| *d == bookstore_domain::Delivery::Delivered),
-        "{delivered:?}"
-    );
+    deliver_all(&publisher, &events).await;
     // Books 31 to 40, a while later: on Kafka they land in new segments on every partition, so
     // that the segments holding the first 50 messages are no longer active and can be cleaned.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let later: Vec<Event> = (31..=40).map(created).collect();
-    let delivered = publisher
-        .publisher
-        .deliver(&later, Duration::from_secs(30))
-        .await;
-    assert!(
-        delivered
-            .iter()
-            .all(|d| *d == bookstore_domain::Delivery::Delivered),
-        "{delivered:?}"
-    );
+    deliver_all(&publisher, &(31..=40).map(created).collect::<Vec<_>>()).await;
 
     // Compaction: the 20 superseded creates go; 40 messages stay (one per book).
     match &bus.bus {

@@ -31,6 +31,7 @@ impl OutboxSink for KilledAfterDelivery<'_> {
 
 fn book(title: &str) -> NewBook {
     NewBook::parse(NewBookInput {
+        isbn: None,
         title: Some(title.to_owned()),
         author: Some("Ada Relay".to_owned()),
         published_at: Some("2026-11-27".to_owned()),

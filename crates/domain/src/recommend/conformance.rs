@@ -35,6 +35,7 @@ const QUERIES: [&str; 4] = ["austen", "bronte", "herbert", "tolkien"];
 pub fn book(i: i64) -> CatalogBook {
     let author = AUTHORS[((i - 1) / 4) as usize % 4];
     CatalogBook {
+        isbn: None,
         id: i,
         title: format!("Book {i} by {author}"),
         author: author.to_owned(),
