@@ -191,7 +191,7 @@ impl WebApp {
         let surface = bookstore_http::Surface {
             service: "web",
             title: "bookstore web service",
-            description: "The bookstore page and its REST API. Every search publishes a book.searched event; every created book a book.created event (through the outbox).",
+            description: "The bookstore page and its REST API. Every search publishes a book.searched event; every created, replaced or deleted book a book.created, book.updated or book.deleted event (through the outbox).",
             readiness: bookstore_http::Readiness::new()
                 .with(
                     "database",

@@ -304,7 +304,8 @@ pub struct EventsConfig {
     pub brokers: String,
     /// The topic of search events.
     pub topic: String,
-    /// The topic of catalog events (`book.created`), fed by the web service's outbox relay.
+    /// The topic of catalog events (`book.created`, `book.updated`, `book.deleted`), fed by the web
+    /// service's outbox relay.
     pub catalog_topic: String,
     /// Partitions and replication factor of topics the services create.
     pub partitions: u32,

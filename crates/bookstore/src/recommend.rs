@@ -60,7 +60,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
         service: "recommend",
         name: "recommendation",
         title: "bookstore recommendation service",
-        description: "Recommendations per user, from the book.searched and book.created events its consumer group applies.",
+        description: "Recommendations per user, from the book.searched events and the catalog events (book.created, book.updated, book.deleted) its consumer group applies.",
         store: match db_kind(config.recommend_db_url().expose_secret()) {
             Ok(DbKind::MySql) => "mysql",
             _ => "sqlite",

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::open_catalog;
 
 /// Imports a catalog file, matching books by ISBN (a book whose ISBN the catalog has is updated,
-/// never added twice), reporting rejected rows by line number, and every line's outcome to
+/// never added twice; a book without one is always added), reporting rejected rows by line number, and every line's outcome to
 /// `report` when given. Fails (non-zero exit) only when the file cannot be read or the database
 /// fails; rejected rows are reported and skipped.
 pub async fn import_file(

@@ -105,7 +105,9 @@ pub async fn import(
                     return;
                 }
             }
-            if batch.books.len() >= batch_size
+            // A batch also ends after `batch_size` lines, so that a file of rejected rows is
+            // reported as it is read, never held whole.
+            if (batch.books.len() >= batch_size || batch.lines.len() >= batch_size)
                 && tx
                     .blocking_send(Message::Batch(std::mem::replace(&mut batch, new_batch())))
                     .is_err()
@@ -137,7 +139,13 @@ pub async fn import(
                     match line {
                         Line::Book(line) => {
                             let Some(outcome) = outcomes.next() else {
-                                break;
+                                return Err(ImportError::Store {
+                                    imported: report.imported(),
+                                    source: RepositoryError::Internal(
+                                        "the catalog answered for fewer books than it was given"
+                                            .into(),
+                                    ),
+                                });
                             };
                             match outcome {
                                 Imported::Created(_) => report.created += 1,
@@ -263,8 +271,9 @@ mod tests {
         assert_eq!(report.rejected_count, 3);
         let lines: Vec<u64> = report.rejected.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![5, 15, 25]);
-        assert_eq!(*recorder.0.lock().unwrap(), vec![10, 10, 2]);
-        assert_eq!(seen, vec![10, 20, 22]);
+        // A batch ends at 10 lines, rejected ones included.
+        assert_eq!(*recorder.0.lock().unwrap(), vec![9, 9, 4]);
+        assert_eq!(seen, vec![9, 18, 22]);
         // Every line of the file (2 to 26, after the header) is reported once, in file order.
         assert_eq!(
             per_line.iter().map(|(line, _)| *line).collect::<Vec<_>>(),

@@ -8,8 +8,22 @@ use serde::{Deserialize, Serialize};
 
 /// A valid ISBN, as its 13 digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct Isbn(String);
+
+impl TryFrom<String> for Isbn {
+    type Error = &'static str;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Isbn> for String {
+    fn from(isbn: Isbn) -> Self {
+        isbn.0
+    }
+}
 
 impl Isbn {
     /// Reads an ISBN-10 or ISBN-13, with or without hyphens and spaces between its digits
@@ -149,5 +163,19 @@ mod tests {
         assert_eq!(Isbn::in_query("pride and prejudice"), None);
         assert_eq!(Isbn::in_query("1813"), None);
         assert_eq!(Isbn::in_query("0141439513 austen"), None);
+    }
+
+    #[test]
+    fn only_valid_isbns_deserialize() {
+        let read: Result<Isbn, _> = serde_json::from_str("\"0-14-143951-3\"");
+        assert_eq!(
+            read.map(|i| i.to_string()).ok(),
+            Some("9780141439518".to_owned())
+        );
+        assert!(serde_json::from_str::<Isbn>("\"12345\"").is_err());
+        assert_eq!(
+            serde_json::to_string(&Isbn::parse("9780141439518").ok()).ok(),
+            Some("\"9780141439518\"".to_owned())
+        );
     }
 }

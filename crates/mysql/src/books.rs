@@ -6,9 +6,12 @@ use bookstore_domain::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
-use sqlx::{MySql, QueryBuilder};
+use sqlx::{Connection, Executor, MySql, QueryBuilder};
 
 use crate::repo_error;
+
+/// How many times an import tries a batch that meets another import's new ISBN.
+const IMPORT_ATTEMPTS: u64 = 3;
 
 /// Rows per multi-row INSERT, well inside the default `max_allowed_packet`.
 const INSERT_CHUNK: usize = 500;
@@ -55,6 +58,59 @@ impl MySqlBookRepository {
     pub async fn new(pool: MySqlPool) -> Result<Self, sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// One attempt of [`BookRepository::import_many`].
+    async fn import_once(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError> {
+        // READ COMMITTED: the lookup below locks the books it finds and no gap of the ISBN
+        // index, so that new books (from the API, or without an ISBN) never wait for an import.
+        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
+        (&mut *conn)
+            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(repo_error)?;
+        let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
+        // The books the catalog already has under these ISBNs, locked until the commit.
+        let isbns: Vec<&str> = books
+            .iter()
+            .filter_map(|b| b.isbn().map(Isbn::as_str))
+            .collect();
+        let mut stored = Vec::new();
+        for chunk in isbns.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> = QueryBuilder::new(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM books WHERE isbn IN ("
+            ));
+            let mut list = q.separated(", ");
+            for isbn in chunk {
+                list.push_bind(*isbn);
+            }
+            list.push_unseparated(") FOR UPDATE");
+            let rows: Vec<BookRow> = q
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(repo_error)?;
+            stored.extend(rows.into_iter().map(Book::from));
+        }
+        let plan = ImportPlan::new(books, &stored);
+        let added = insert_many(&mut tx, &plan.to_create(books)).await?;
+        let ids: Vec<BookId> = added.iter().map(|b| b.id).collect();
+        let bookstore_domain::import::Finished {
+            outcomes,
+            replacements,
+        } = plan
+            .finish(&ids)
+            .ok_or_else(|| RepositoryError::Internal("fewer books added than given".into()))?;
+        for (id, i) in replacements {
+            let book = update_one(&mut tx, id, &books[i])
+                .await?
+                .ok_or_else(|| RepositoryError::Internal("a locked book went missing".into()))?;
+            write_outbox(&mut tx, &[Event::updated(&book)]).await?;
+        }
+        tx.commit().await.map_err(repo_error)?;
+        Ok(outcomes)
     }
 
     pub fn pool(&self) -> &MySqlPool {
@@ -247,50 +303,21 @@ impl BookRepository for MySqlBookRepository {
     }
 
     async fn import_many(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError> {
-        let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        // The books the catalog already has under these ISBNs, locked until the commit.
-        let isbns: Vec<&str> = books
-            .iter()
-            .filter_map(|b| b.isbn().map(Isbn::as_str))
-            .collect();
-        let mut stored = Vec::new();
-        for chunk in isbns.chunks(INSERT_CHUNK) {
-            let mut q: QueryBuilder<MySql> = QueryBuilder::new(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM books WHERE isbn IN ("
-            ));
-            let mut list = q.separated(", ");
-            for isbn in chunk {
-                list.push_bind(*isbn);
+        // Two imports adding the same new ISBN at once: the second one's insert waits for the
+        // first and then finds the ISBN taken (or is a deadlock's victim). Planned again, its
+        // batch replaces or keeps that book instead.
+        let mut attempt = 1;
+        loop {
+            match self.import_once(books).await {
+                // At once: the other import has committed by the time this one is told.
+                Err(RepositoryError::Conflict(_) | RepositoryError::Unavailable(_))
+                    if attempt < IMPORT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                done => return done,
             }
-            list.push_unseparated(") FOR UPDATE");
-            let rows: Vec<BookRow> = q
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(repo_error)?;
-            stored.extend(rows.into_iter().map(Book::from));
         }
-        let plan = ImportPlan::new(books, &stored);
-        let added = insert_many(&mut tx, &plan.to_create(books)).await?;
-        let ids: Vec<BookId> = added.iter().map(|b| b.id).collect();
-        let bookstore_domain::import::Finished {
-            outcomes,
-            replacements,
-        } = plan
-            .finish(&ids)
-            .ok_or_else(|| RepositoryError::Internal("fewer books added than given".into()))?;
-        let mut events = Vec::with_capacity(replacements.len());
-        for (id, i) in replacements {
-            let book = update_one(&mut tx, id, &books[i])
-                .await?
-                .ok_or_else(|| RepositoryError::Internal("a locked book went missing".into()))?;
-            events.push(Event::updated(&book));
-        }
-        write_outbox(&mut tx, &events).await?;
-        tx.commit().await.map_err(repo_error)?;
-        Ok(outcomes)
     }
 
     async fn update(&self, id: BookId, book: &NewBook) -> Result<Option<Book>, RepositoryError> {

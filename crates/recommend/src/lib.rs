@@ -152,7 +152,7 @@ async fn interests(
     }
 }
 
-/// The service's copy of a catalog book (from book.created events).
+/// The service's copy of a catalog book (from book.created and book.updated events; gone after book.deleted).
 #[utoipa::path(get, path = "/books/{id}", tag = "recommendations",
     params(("id" = i64, Path, description = "The book's id")),
     responses(

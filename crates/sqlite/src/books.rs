@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::repo_error;
 
-/// Rows per multi-row INSERT; 4 bound values each stays far below SQLite's variable limit.
+/// Rows per multi-row INSERT; 5 bound values each stays far below SQLite's variable limit.
 const INSERT_CHUNK: usize = 1_000;
 
 /// The selected columns, as a macro so that every query stays one compile-time string.
@@ -133,11 +133,12 @@ impl SqliteBookRepository {
         limit: u32,
     ) -> Result<Vec<Book>, RepositoryError> {
         let pattern = format!("%{}%", text.trim());
-        let rows: Vec<BookRow> = sqlx::query_as(
-            "SELECT b.id, b.title, b.author, b.published_at, b.description, b.created_at \
-             FROM books b WHERE b.title LIKE ?1 OR b.author LIKE ?1 OR b.description LIKE ?1 \
-             LIMIT ?2, ?3",
-        )
+        let rows: Vec<BookRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM books b WHERE b.title LIKE ?1 OR b.author LIKE ?1 OR b.description LIKE ?1 \
+             LIMIT ?2, ?3"
+        ))
         .bind(pattern)
         .bind(to_i64(offset))
         .bind(i64::from(limit))
@@ -308,15 +309,15 @@ impl BookRepository for SqliteBookRepository {
             let bookstore_domain::import::Finished {
                 outcomes,
                 replacements,
-            } = plan.finish(&ids).ok_or(sqlx::Error::RowNotFound)?;
-            let mut events = Vec::with_capacity(replacements.len());
+            } = plan.finish(&ids).ok_or_else(|| {
+                sqlx::Error::Protocol("fewer books added than the import planned".to_owned())
+            })?;
             for (id, i) in replacements {
-                let book = update_one(&mut tx, id, &books[i])
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)?;
-                events.push(Event::updated(&book));
+                let book = update_one(&mut tx, id, &books[i]).await?.ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("book {id} went missing during the import"))
+                })?;
+                write_outbox(&mut tx, &[Event::updated(&book)]).await?;
             }
-            write_outbox(&mut tx, &events).await?;
             tx.commit().await?;
             Ok(outcomes)
         })
@@ -412,7 +413,16 @@ async fn insert_many(
                 .push_bind(book.isbn().map(Isbn::as_str));
         });
         insert.push(" RETURNING id, title, author, published_at, description, created_at, isbn");
-        let rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        let mut rows: Vec<BookRow> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        // RETURNING gives no order; ids follow the VALUES list (AUTOINCREMENT).
+        rows.sort_unstable_by_key(|row| row.id);
+        if rows.len() != chunk.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "inserted {} books but {} came back",
+                chunk.len(),
+                rows.len()
+            )));
+        }
         let books: Vec<Book> = rows.into_iter().map(Book::from).collect();
         write_outbox(conn, &books.iter().map(Event::created).collect::<Vec<_>>()).await?;
         stored.extend(books);

@@ -121,7 +121,10 @@ pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
             // SQLITE_BUSY, SQLITE_LOCKED and their extended codes: another writer holds the lock.
             RepositoryError::Unavailable(Box::new(err))
         }
-        sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+        // The ISBN's unique index (`books.isbn` in SQLite's message, `books_isbn` in MySQL's).
+        sqlx::Error::Database(ref db)
+            if db.is_unique_violation() && db.message().contains("isbn") =>
+        {
             RepositoryError::Conflict(bookstore_domain::ports::ISBN_TAKEN.to_owned())
         }
         other => RepositoryError::Internal(Box::new(other)),
