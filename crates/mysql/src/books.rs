@@ -242,13 +242,17 @@ impl BookRepository for MySqlBookRepository {
         } else {
             let expr = boolean_query(&terms);
             // Relevance: a title match weighs more than an author match, more than the rest.
+            // Each relevance is capped before it is weighed: just after MariaDB restarts, a
+            // FULLTEXT index can report an infinite relevance, and `inf * 4` is an error
+            // (1690, "DOUBLE value is out of range") where a search should just rank less well.
             let rows = sqlx::query_as(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM books WHERE MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE) \
-                 ORDER BY MATCH (title) AGAINST (? IN BOOLEAN MODE) * 4 \
-                        + MATCH (author) AGAINST (? IN BOOLEAN MODE) * 2 \
-                        + MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE) DESC, id \
+                 ORDER BY LEAST(MATCH (title) AGAINST (? IN BOOLEAN MODE), 1e300) * 4 \
+                        + LEAST(MATCH (author) AGAINST (? IN BOOLEAN MODE), 1e300) * 2 \
+                        + LEAST(MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE), 1e300) \
+                        DESC, id \
                  LIMIT ? OFFSET ?"
             ))
             .bind(&expr)
