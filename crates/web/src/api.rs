@@ -346,9 +346,10 @@ mod tests {
 
     #[test]
     fn unknown_wrong_typed_and_missing_fields_are_all_reported() {
-        let f = fields(r#"{"title": 5, "isbn": "x", "published_at": "1815-12-23"}"#);
+        let f = fields(r#"{"title": 5, "price": "x", "isbn": "x", "published_at": "1815-12-23"}"#);
         assert!(f.get("title").unwrap().contains("string"));
-        assert!(f.get("isbn").unwrap().contains("unknown"));
+        assert!(f.get("price").unwrap().contains("unknown"));
+        assert!(f.get("isbn").unwrap().contains("ISBN-10 or ISBN-13"));
         assert!(f.get("author").is_some());
     }
 
