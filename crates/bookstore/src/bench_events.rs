@@ -669,7 +669,7 @@ pub fn sample_events(count: u64) -> Vec<Event> {
                     id: i64::try_from(i % 5_000 + r).unwrap_or(0),
                     title: format!("The Collected Works of Author Number {}", i % 5_000 + r),
                     author: format!("Author Number {}", (i + r) % 700),
-                    published_at: published,
+                    published_at: published.map(Into::into),
                 })
                 .collect();
             Event::BookSearched(SearchEvent::new(

@@ -173,7 +173,7 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
             id,
             title: format!("Book {id}, on topic {}", topic_of(i)),
             author: format!("Author {}", i / AUTHOR_BOOKS),
-            published_at: epoch + chrono::Days::new(i % 25_000),
+            published_at: (epoch + chrono::Days::new(i % 25_000)).into(),
             description: String::new(),
             created_at: created,
         };

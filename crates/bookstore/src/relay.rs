@@ -357,7 +357,7 @@ mod tests {
                 id: book,
                 title: "T".to_owned(),
                 author: "A".to_owned(),
-                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().into(),
                 description: verdict.to_owned(),
                 created_at: chrono::Utc::now(),
             },

@@ -112,7 +112,7 @@ fn catalog_book(id: i64) -> CatalogBook {
         id,
         title: format!("Book {id}"),
         author: format!("Author {}", id % 9),
-        published_at: chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+        published_at: chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().into(),
         description: String::new(),
         created_at: Utc::now(),
     }

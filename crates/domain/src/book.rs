@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::date::PublishedDate;
 use crate::isbn::Isbn;
 
 /// Longest title or author, in characters.
@@ -30,8 +31,8 @@ pub struct Book {
     pub id: BookId,
     pub title: String,
     pub author: String,
-    /// First publication date, serialized as `YYYY-MM-DD`.
-    pub published_at: NaiveDate,
+    /// First publication date, as precise as it is known: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
+    pub published_at: PublishedDate,
     pub description: String,
     /// When the book entered this catalog (UTC, RFC 3339).
     pub created_at: DateTime<Utc>,
@@ -46,7 +47,7 @@ pub struct Book {
 pub struct NewBook {
     title: String,
     author: String,
-    published_at: NaiveDate,
+    published_at: PublishedDate,
     description: String,
     isbn: Option<Isbn>,
 }
@@ -58,7 +59,7 @@ impl NewBook {
     pub fn author(&self) -> &str {
         &self.author
     }
-    pub fn published_at(&self) -> NaiveDate {
+    pub fn published_at(&self) -> PublishedDate {
         self.published_at
     }
     pub fn description(&self) -> &str {
@@ -84,13 +85,16 @@ impl NewBook {
         let author = required_name(&mut errors, "author", input.author);
         let published_at = match input.published_at.as_deref().map(str::trim) {
             None | Some("") => {
-                errors.add("published_at", "is required (YYYY-MM-DD)");
+                errors.add("published_at", "is required (YYYY, YYYY-MM or YYYY-MM-DD)");
                 None
             }
-            Some(raw) => match parse_date(raw) {
+            Some(raw) => match PublishedDate::parse(raw) {
                 Some(date) => Some(date),
                 None => {
-                    errors.add("published_at", "must be a real date written YYYY-MM-DD");
+                    errors.add(
+                        "published_at",
+                        "must be a real date written YYYY-MM-DD, or a year (YYYY) or month (YYYY-MM) when the day is not known",
+                    );
                     None
                 }
             },
@@ -169,25 +173,6 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Parses a strict `YYYY-MM-DD` date (four-digit year, two-digit month and day) that exists in the
-/// calendar: `2023-02-29` and `2023-2-1` are refused.
-pub fn parse_date(raw: &str) -> Option<NaiveDate> {
-    let bytes = raw.as_bytes();
-    let shape_ok = bytes.len() == 10
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && bytes
-            .iter()
-            .enumerate()
-            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
-    if !shape_ok {
-        return None;
-    }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .filter(|d| d.format("%Y-%m-%d").to_string() == raw && raw != "0000-00-00")
-}
-
 /// A book as a client or a file sent it, before validation. Every field is optional here so that
 /// a missing field is reported like any other invalid one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -247,6 +232,8 @@ pub struct ValidationError(pub FieldErrors);
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     fn input(title: &str, author: &str, date: &str) -> NewBookInput {
@@ -319,8 +306,8 @@ mod tests {
 
     #[test]
     fn dates_must_be_strict_and_real() {
-        for ok in ["1813-01-28", "2024-02-29", "0999-12-31"] {
-            assert!(parse_date(ok).is_some(), "{ok}");
+        for ok in ["1813-01-28", "2024-02-29", "0999-12-31", "1813", "1813-01"] {
+            assert!(PublishedDate::parse(ok).is_some(), "{ok}");
         }
         for bad in [
             "2023-02-29",
@@ -333,7 +320,7 @@ mod tests {
             "",
             "abcd-ef-gh",
         ] {
-            assert!(parse_date(bad).is_none(), "{bad}");
+            assert!(PublishedDate::parse(bad).is_none(), "{bad}");
         }
     }
 
@@ -344,7 +331,7 @@ mod tests {
             id: BookId(7),
             title: "Dracula".into(),
             author: "Bram Stoker".into(),
-            published_at: NaiveDate::from_ymd_opt(1897, 5, 26).unwrap(),
+            published_at: NaiveDate::from_ymd_opt(1897, 5, 26).unwrap().into(),
             description: String::new(),
             created_at: DateTime::from_timestamp(0, 0).unwrap(),
         };

@@ -7,11 +7,12 @@
 //!   value a JSON array of books. The user id is the text after the *last* `:`, so a query that
 //!   contains `:` keeps it.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
+pub use crate::date::PublishedDate;
 pub use crate::search::{MAX_QUERY_CHARS, clean_query};
 
 /// Longest user or client id an event may carry, in bytes.
@@ -52,9 +53,10 @@ pub struct ResultBook {
     pub id: i64,
     pub title: String,
     pub author: String,
-    /// `YYYY-MM-DD`; absent when a version-0 producer sent none or an unreadable one.
+    /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`; absent when a version-0 producer sent none or an
+    /// unreadable one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_at: Option<NaiveDate>,
+    pub published_at: Option<PublishedDate>,
 }
 
 /// "Someone searched the catalog": who, for what, and which books came back, in result order.
@@ -208,7 +210,8 @@ pub struct CatalogBook {
     pub id: i64,
     pub title: String,
     pub author: String,
-    pub published_at: NaiveDate,
+    /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, as precise as the catalog knows it.
+    pub published_at: PublishedDate,
     #[serde(default)]
     pub description: String,
     pub created_at: DateTime<Utc>,
@@ -587,9 +590,9 @@ fn decode_legacy(
             id: b.id,
             title: b.title,
             author: b.author,
-            published_at: b.published_at.and_then(|d| {
-                NaiveDate::parse_from_str(d.get(..10).unwrap_or(&d), "%Y-%m-%d").ok()
-            }),
+            published_at: b
+                .published_at
+                .and_then(|d| PublishedDate::parse(d.get(..10).unwrap_or(&d))),
         })
         .collect();
     let mut name = Vec::with_capacity(key.len() + raw_value.len() + 1);
@@ -682,6 +685,8 @@ fn normalize_unicode(query: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     fn sample() -> SearchEvent {
@@ -697,7 +702,7 @@ mod tests {
                 id: 7,
                 title: "Pride and Prejudice".into(),
                 author: "Jane Austen".into(),
-                published_at: NaiveDate::from_ymd_opt(1813, 1, 28),
+                published_at: NaiveDate::from_ymd_opt(1813, 1, 28).map(Into::into),
             }],
         )
     }
@@ -862,7 +867,7 @@ mod tests {
         assert_eq!(e.results[0].title, "Dune");
         assert_eq!(
             e.results[0].published_at,
-            NaiveDate::from_ymd_opt(1965, 8, 1)
+            NaiveDate::from_ymd_opt(1965, 8, 1).map(Into::into)
         );
         assert_eq!(e.occurred_at.to_rfc3339(), "2024-05-01T10:00:00+00:00");
         // The same message always gets the same id.
@@ -892,11 +897,13 @@ mod tests {
 
     #[test]
     fn version_0_tolerates_missing_or_odd_dates() {
-        let v = br#"[{"id":1,"title":"T","author":"A"},{"id":2,"title":"T","author":"A","published_at":"1999"}]"#;
+        let v = br#"[{"id":1,"title":"T","author":"A"},{"id":2,"title":"T","author":"A","published_at":"1999"},{"id":3,"title":"T","author":"A","published_at":"someday"}]"#;
         let event = decode(Some(b"q:"), v, None).unwrap();
         let e = event.as_search().unwrap();
         assert_eq!(e.results[0].published_at, None);
-        assert_eq!(e.results[1].published_at, None);
+        // A year alone is kept as a year.
+        assert_eq!(e.results[1].published_at, Some(PublishedDate::Year(1999)));
+        assert_eq!(e.results[2].published_at, None);
     }
 
     #[test]
@@ -919,7 +926,9 @@ mod tests {
             id: 42,
             title: "Emma".into(),
             author: "Jane Austen".into(),
-            published_at: NaiveDate::from_ymd_opt(1815, 12, 23).unwrap_or_default(),
+            published_at: NaiveDate::from_ymd_opt(1815, 12, 23)
+                .unwrap_or_default()
+                .into(),
             description: String::new(),
             created_at: Utc::now(),
         };
@@ -945,7 +954,9 @@ mod tests {
             id: 7,
             title: "Emma (revised)".into(),
             author: "Jane Austen".into(),
-            published_at: NaiveDate::from_ymd_opt(1815, 12, 23).unwrap_or_default(),
+            published_at: NaiveDate::from_ymd_opt(1815, 12, 23)
+                .unwrap_or_default()
+                .into(),
             description: "New.".into(),
             created_at: Utc::now(),
         };

@@ -160,7 +160,9 @@ mod tests {
             id: BookId(id),
             title: title.into(),
             author: "Jane Austen".into(),
-            published_at: NaiveDate::from_ymd_opt(1813, 1, 28).unwrap_or_default(),
+            published_at: NaiveDate::from_ymd_opt(1813, 1, 28)
+                .unwrap_or_default()
+                .into(),
             description: String::new(),
             created_at: Utc::now(),
             isbn: Isbn::parse(isbn).ok(),

@@ -3,6 +3,7 @@
 //! `bookstore-sqlite` and `bookstore-mysql` implement its ports.
 
 pub mod book;
+pub mod date;
 pub mod events;
 pub mod import;
 pub mod isbn;
@@ -14,6 +15,7 @@ pub mod search;
 pub mod trends;
 
 pub use book::{Book, BookId, FieldErrors, NewBook, NewBookInput, ValidationError};
+pub use date::PublishedDate;
 pub use import::ImportPlan;
 pub use isbn::Isbn;
 pub use ports::{

@@ -96,7 +96,7 @@ fn arb_result_book() -> impl Strategy<Value = ResultBook> {
             id,
             title,
             author,
-            published_at,
+            published_at: published_at.map(Into::into),
         })
 }
 
@@ -131,7 +131,7 @@ fn arb_catalog_book() -> impl Strategy<Value = CatalogBook> {
                 id,
                 title,
                 author,
-                published_at,
+                published_at: published_at.into(),
                 description,
                 created_at,
             },
@@ -212,7 +212,7 @@ impl LegacySearch {
                     id: b.id,
                     title: b.title.clone(),
                     author: b.author.clone(),
-                    published_at: b.published_at.map(|(d, _)| d),
+                    published_at: b.published_at.map(|(d, _)| d).map(Into::into),
                 })
                 .collect(),
         }

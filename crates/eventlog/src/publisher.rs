@@ -288,7 +288,7 @@ mod tests {
                 id,
                 title: "T".to_owned(),
                 author: "A".to_owned(),
-                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().into(),
                 description: "d".repeat(bytes),
                 created_at: at,
             },

@@ -60,7 +60,7 @@ fn event(id: i64, bytes: usize) -> Event {
             id,
             title: "T".to_owned(),
             author: "A".to_owned(),
-            published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            published_at: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().into(),
             description,
             created_at: at,
         },

@@ -4,11 +4,11 @@ use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, ImportPlan, Imported, Isbn, NewBook, RepositoryError,
     SearchPage, Term,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
 use sqlx::{Connection, Executor, MySql, QueryBuilder};
 
-use crate::repo_error;
+use crate::{DbDate, repo_error};
 
 /// How many times an import tries a batch that meets another import's new ISBN.
 const IMPORT_ATTEMPTS: u64 = 3;
@@ -33,7 +33,7 @@ struct BookRow {
     id: i64,
     title: String,
     author: String,
-    published_at: NaiveDate,
+    published_at: DbDate,
     description: String,
     created_at: DateTime<Utc>,
     isbn: Option<String>,
@@ -46,7 +46,7 @@ impl From<BookRow> for Book {
             id: BookId(row.id),
             title: row.title,
             author: row.author,
-            published_at: row.published_at,
+            published_at: row.published_at.0,
             description: row.description,
             created_at: row.created_at,
         }
@@ -376,7 +376,7 @@ async fn insert_one(conn: &mut MySqlConnection, book: &NewBook) -> Result<Book, 
     )
     .bind(book.title())
     .bind(book.author())
-    .bind(book.published_at())
+    .bind(book.published_at().to_string())
     .bind(book.description())
     .bind(book.isbn().map(Isbn::as_str))
     .execute(&mut *conn)
@@ -413,7 +413,7 @@ async fn insert_many(
         insert.push_values(chunk, |mut row, book| {
             row.push_bind(book.title())
                 .push_bind(book.author())
-                .push_bind(book.published_at())
+                .push_bind(book.published_at().to_string())
                 .push_bind(book.description())
                 .push_bind(book.isbn().map(Isbn::as_str));
         });
@@ -473,7 +473,7 @@ async fn update_one(
     )
     .bind(book.title())
     .bind(book.author())
-    .bind(book.published_at())
+    .bind(book.published_at().to_string())
     .bind(book.description())
     .bind(book.isbn().map(Isbn::as_str))
     .bind(id.0)

@@ -132,3 +132,25 @@ mod tests {
         ));
     }
 }
+
+/// A publication date as the catalog stores it: text, `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
+pub(crate) struct DbDate(pub bookstore_domain::PublishedDate);
+
+impl sqlx::Type<sqlx::MySql> for DbDate {
+    fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+        <String as sqlx::Type<sqlx::MySql>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::MySql>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::MySql> for DbDate {
+    fn decode(value: sqlx::mysql::MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::MySql>>::decode(value)?;
+        bookstore_domain::PublishedDate::parse(text)
+            .map(DbDate)
+            .ok_or_else(|| format!("not a publication date: {text:?}").into())
+    }
+}

@@ -4,11 +4,11 @@ use bookstore_domain::{
     Book, BookId, BookQuery, BookRepository, ImportPlan, Imported, Isbn, NewBook, RepositoryError,
     SearchPage, Term,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::repo_error;
+use crate::{DbDate, repo_error};
 
 /// Rows per multi-row INSERT; 5 bound values each stays far below SQLite's variable limit.
 const INSERT_CHUNK: usize = 1_000;
@@ -31,7 +31,7 @@ struct BookRow {
     id: i64,
     title: String,
     author: String,
-    published_at: NaiveDate,
+    published_at: DbDate,
     description: String,
     created_at: DateTime<Utc>,
     isbn: Option<String>,
@@ -51,7 +51,7 @@ impl From<BookRow> for Book {
             id: BookId(row.id),
             title: row.title,
             author: row.author,
-            published_at: row.published_at,
+            published_at: row.published_at.0,
             description: row.description,
             created_at: row.created_at,
         }
@@ -386,7 +386,7 @@ async fn insert_one(conn: &mut SqliteConnection, book: &NewBook) -> Result<Book,
     )
     .bind(book.title())
     .bind(book.author())
-    .bind(book.published_at())
+    .bind(book.published_at().to_string())
     .bind(book.description())
     .bind(book.isbn().map(Isbn::as_str))
     .fetch_one(conn)
@@ -408,7 +408,7 @@ async fn insert_many(
         insert.push_values(chunk, |mut row, book| {
             row.push_bind(book.title())
                 .push_bind(book.author())
-                .push_bind(book.published_at())
+                .push_bind(book.published_at().to_string())
                 .push_bind(book.description())
                 .push_bind(book.isbn().map(Isbn::as_str));
         });
@@ -443,7 +443,7 @@ async fn update_one(
     )
     .bind(book.title())
     .bind(book.author())
-    .bind(book.published_at())
+    .bind(book.published_at().to_string())
     .bind(book.description())
     .bind(id.0)
     .bind(book.isbn().map(Isbn::as_str))

@@ -130,3 +130,25 @@ pub(crate) fn repo_error(err: sqlx::Error) -> RepositoryError {
         other => RepositoryError::Internal(Box::new(other)),
     }
 }
+
+/// A publication date as the catalog stores it: text, `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
+pub(crate) struct DbDate(pub bookstore_domain::PublishedDate);
+
+impl sqlx::Type<sqlx::Sqlite> for DbDate {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for DbDate {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+        bookstore_domain::PublishedDate::parse(text)
+            .map(DbDate)
+            .ok_or_else(|| format!("not a publication date: {text:?}").into())
+    }
+}

@@ -18,6 +18,7 @@ backend_tests!(
     created_books_are_searchable,
     books_are_replaced_and_deleted_with_their_events,
     isbns_are_checked_unique_and_found_by_search,
+    dates_are_kept_as_precise_as_they_are_known,
     writes_are_forbidden_without_a_configured_token,
     bad_books_get_422_with_every_field_named,
     malformed_bodies_get_clear_4xx,
@@ -357,6 +358,62 @@ async fn isbns_are_checked_unique_and_found_by_search(backend: Backend) {
         .await
         .unwrap();
     assert!(plain.get("isbn").is_none(), "{plain}");
+}
+
+async fn dates_are_kept_as_precise_as_they_are_known(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let dated = |title: &str, date: &str| json!({"title": title, "author": "Zora Qimbly", "published_at": date});
+    let mut ids = Vec::new();
+    for (title, date) in [
+        ("Qimbly Year", "1910"),
+        ("Qimbly Month", "1910-03"),
+        ("Qimbly Day", "1910-03-05"),
+    ] {
+        let response = app.post_book(Some(TOKEN), &dated(title, date)).await;
+        assert_eq!(response.status(), 201, "{date}");
+        let book: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(book["published_at"], date, "stored as sent");
+        let fetched: serde_json::Value = app
+            .get(&format!("/api/books/{}", book["id"]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["published_at"], date, "read back as sent");
+        ids.push(book["id"].to_string());
+    }
+    for bad in ["1910-13", "1910-3", "March 1910", "0000"] {
+        let body = error_body(app.post_book(Some(TOKEN), &dated("Bad", bad)).await, 422).await;
+        assert!(body["fields"]["published_at"].is_string(), "{bad}: {body}");
+    }
+    // The page shows each as precise as it is known: never 1 January for a year.
+    if backend == Backend::MySql {
+        app.wait_searchable("qimbly").await;
+    }
+    let html = app.get("/?q=qimbly").await.text().await.unwrap();
+    for shown in [
+        r#"<time datetime="1910">1910</time>"#,
+        r#"<time datetime="1910-03">March 1910</time>"#,
+        r#"<time datetime="1910-03-05">5 March 1910</time>"#,
+    ] {
+        assert!(html.contains(shown), "{shown} in the page");
+    }
+    assert!(!html.contains("1 January 1910"));
+    // Replaced with a more precise date, or a less precise one.
+    let response = app
+        .put_book(Some(TOKEN), &ids[0], &dated("Qimbly Year", "1910-07-14"))
+        .await;
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["published_at"],
+        "1910-07-14"
+    );
+    let response = app
+        .put_book(Some(TOKEN), &ids[2], &dated("Qimbly Day", "1911"))
+        .await;
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["published_at"],
+        "1911"
+    );
 }
 
 /// `PUT` and `DELETE /api/books/{id}`: the token, the id, the body's rules, 404s; the change is

@@ -26,7 +26,7 @@ fn book(id: i64, title: &str) -> CatalogBook {
         id,
         title: title.to_owned(),
         author: "Ada Compaction".to_owned(),
-        published_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap(),
+        published_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap().into(),
         description: String::new(),
         created_at: chrono::Utc::now(),
     }

@@ -39,7 +39,9 @@ pub fn book(i: i64) -> CatalogBook {
         id: i,
         title: format!("Book {i} by {author}"),
         author: author.to_owned(),
-        published_at: chrono::NaiveDate::from_ymd_opt(1850, 1, 1).unwrap_or_default(),
+        published_at: chrono::NaiveDate::from_ymd_opt(1850, 1, 1)
+            .unwrap_or_default()
+            .into(),
         description: String::new(),
         created_at: DateTime::UNIX_EPOCH,
     }
