@@ -32,14 +32,14 @@ const MONTHS: [&str; 12] = [
 ];
 
 impl PublishedDate {
-    /// Reads `YYYY`, `YYYY-MM` or `YYYY-MM-DD` strictly (four-digit year from 0001, two-digit
-    /// month and day, a day that exists in the calendar): `2023-02-29`, `2023-2` and `0000` are
-    /// refused.
+    /// Reads `YYYY`, `YYYY-MM` or `YYYY-MM-DD` strictly (four-digit year, two-digit month and
+    /// day, a day that exists in the calendar): `2023-02-29`, `2023-2` and `1910-13` are refused.
+    /// Year 0000 is read, as earlier versions stored it.
     pub fn parse(raw: &str) -> Option<Self> {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let mut parts = raw.split('-');
         let year = parts.next().filter(|y| y.len() == 4 && digits(y))?;
-        let year: i32 = year.parse().ok().filter(|y| *y > 0)?;
+        let year: i32 = year.parse().ok()?;
         let month = match parts.next() {
             None => return Some(Self::Year(year)),
             Some(m) if m.len() == 2 && digits(m) => {
@@ -60,7 +60,13 @@ impl PublishedDate {
 
     /// For people: `1910`, `March 1910`, `5 March 1910`.
     pub fn label(&self) -> String {
-        let month_name = |m: u32| MONTHS.get(m as usize - 1).copied().unwrap_or("");
+        let month_name = |m: u32| {
+            (m as usize)
+                .checked_sub(1)
+                .and_then(|i| MONTHS.get(i))
+                .copied()
+                .unwrap_or("")
+        };
         match self {
             Self::Year(y) => format!("{y}"),
             Self::Month(y, m) => format!("{} {y}", month_name(*m)),
@@ -129,7 +135,6 @@ mod tests {
     fn only_real_dates_in_the_three_forms_are_read() {
         for bad in [
             "",
-            "0000",
             "191",
             "19100",
             "1910-3",

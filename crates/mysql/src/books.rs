@@ -245,13 +245,15 @@ impl BookRepository for MySqlBookRepository {
             // Each relevance is capped before it is weighed: just after MariaDB restarts, a
             // FULLTEXT index can report an infinite relevance, and `inf * 4` is an error
             // (1690, "DOUBLE value is out of range") where a search should just rank less well.
+            // (The cap comes first: MariaDB keeps LEAST's first argument when it cannot compare,
+            // so a NaN relevance is capped too.)
             let rows = sqlx::query_as(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM books WHERE MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE) \
-                 ORDER BY LEAST(MATCH (title) AGAINST (? IN BOOLEAN MODE), 1e300) * 4 \
-                        + LEAST(MATCH (author) AGAINST (? IN BOOLEAN MODE), 1e300) * 2 \
-                        + LEAST(MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE), 1e300) \
+                 ORDER BY LEAST(1e300, MATCH (title) AGAINST (? IN BOOLEAN MODE)) * 4 \
+                        + LEAST(1e300, MATCH (author) AGAINST (? IN BOOLEAN MODE)) * 2 \
+                        + LEAST(1e300, MATCH (title, author, description) AGAINST (? IN BOOLEAN MODE)) \
                         DESC, id \
                  LIMIT ? OFFSET ?"
             ))

@@ -113,26 +113,6 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_broken_connection_is_the_server_being_away() {
-        for error in [
-            sqlx::Error::Protocol("unexpected end of stream".into()),
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
-        ] {
-            assert!(matches!(repo_error(error), RepositoryError::Unavailable(_)));
-        }
-        assert!(matches!(
-            repo_error(sqlx::Error::RowNotFound),
-            RepositoryError::Internal(_)
-        ));
-    }
-}
-
 /// A publication date as the catalog stores it: text, `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
 pub(crate) struct DbDate(pub bookstore_domain::PublishedDate);
 
@@ -152,5 +132,25 @@ impl<'r> sqlx::Decode<'r, sqlx::MySql> for DbDate {
         bookstore_domain::PublishedDate::parse(text)
             .map(DbDate)
             .ok_or_else(|| format!("not a publication date: {text:?}").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_the_server_being_away() {
+        for error in [
+            sqlx::Error::Protocol("unexpected end of stream".into()),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            assert!(matches!(repo_error(error), RepositoryError::Unavailable(_)));
+        }
+        assert!(matches!(
+            repo_error(sqlx::Error::RowNotFound),
+            RepositoryError::Internal(_)
+        ));
     }
 }

@@ -382,7 +382,7 @@ async fn dates_are_kept_as_precise_as_they_are_known(backend: Backend) {
         assert_eq!(fetched["published_at"], date, "read back as sent");
         ids.push(book["id"].to_string());
     }
-    for bad in ["1910-13", "1910-3", "March 1910", "0000"] {
+    for bad in ["1910-13", "1910-3", "March 1910", "191"] {
         let body = error_body(app.post_book(Some(TOKEN), &dated("Bad", bad)).await, 422).await;
         assert!(body["fields"]["published_at"].is_string(), "{bad}: {body}");
     }
