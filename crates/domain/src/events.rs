@@ -194,6 +194,21 @@ struct Envelope {
     version: u32,
 }
 
+impl Envelope {
+    /// Refuses a version of this event's type other than `supported`.
+    fn require(&self, supported: u32) -> Result<(), DecodeError> {
+        if self.version == supported {
+            Ok(())
+        } else {
+            Err(DecodeError::UnsupportedVersion {
+                kind: self.kind.clone(),
+                version: self.version,
+                supported,
+            })
+        }
+    }
+}
+
 /// A book in the tutorial's event value. Extra fields (`description`, `created_at`) are ignored.
 #[derive(Deserialize)]
 struct LegacyBook {
@@ -505,13 +520,7 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
     let envelope: Envelope = serde_json::from_slice(value).map_err(|e| json_error("event", &e))?;
     match envelope.kind.as_str() {
         BOOK_SEARCHED => {
-            if envelope.version != BOOK_SEARCHED_VERSION {
-                return Err(DecodeError::UnsupportedVersion {
-                    kind: envelope.kind,
-                    version: envelope.version,
-                    supported: BOOK_SEARCHED_VERSION,
-                });
-            }
+            envelope.require(BOOK_SEARCHED_VERSION)?;
             let wire: SearchEventV1 =
                 serde_json::from_slice(value).map_err(|e| json_error(BOOK_SEARCHED, &e))?;
             let query_normalized = normalize_query(&wire.query_normalized);
@@ -532,13 +541,7 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
         }
         BOOK_CREATED | BOOK_UPDATED => {
             // Both are at version 1.
-            if envelope.version != BOOK_CREATED_VERSION {
-                return Err(DecodeError::UnsupportedVersion {
-                    kind: envelope.kind,
-                    version: envelope.version,
-                    supported: BOOK_CREATED_VERSION,
-                });
-            }
+            envelope.require(BOOK_CREATED_VERSION)?;
             let wire: BookV1 =
                 serde_json::from_slice(value).map_err(|e| json_error(&envelope.kind, &e))?;
             let event = BookEvent::new(wire.id, wire.occurred_at, wire.book);
@@ -549,13 +552,7 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
             })
         }
         BOOK_DELETED => {
-            if envelope.version != BOOK_DELETED_VERSION {
-                return Err(DecodeError::UnsupportedVersion {
-                    kind: envelope.kind,
-                    version: envelope.version,
-                    supported: BOOK_DELETED_VERSION,
-                });
-            }
+            envelope.require(BOOK_DELETED_VERSION)?;
             let wire: BookDeletedV1 =
                 serde_json::from_slice(value).map_err(|e| json_error(BOOK_DELETED, &e))?;
             Ok(Event::BookDeleted(BookDeletedEvent::new(

@@ -154,6 +154,22 @@ pub struct Position {
 }
 
 impl Position {
+    /// `topic/partition`: how stores that keep positions under one text key name a partition.
+    pub fn key(topic: &str, partition: i32) -> String {
+        format!("{topic}/{partition}")
+    }
+
+    /// The position a [`Position::key`] and its next offset stand for; `None` for a key that is
+    /// not one.
+    pub fn from_key(key: &str, next_offset: i64) -> Option<Self> {
+        let (topic, partition) = key.rsplit_once('/')?;
+        Some(Self {
+            topic: topic.to_owned(),
+            partition: partition.parse().ok()?,
+            next_offset,
+        })
+    }
+
     /// The partition and the next offset to read in it.
     pub fn into_entry(self) -> (TopicPartition, i64) {
         (

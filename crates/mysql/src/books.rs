@@ -6,7 +6,7 @@ use bookstore_domain::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
-use sqlx::{Connection, Executor, MySql, QueryBuilder};
+use sqlx::{Connection, MySql, QueryBuilder};
 
 use crate::{DbDate, repo_error};
 
@@ -64,11 +64,7 @@ impl MySqlBookRepository {
     async fn import_once(&self, books: &[NewBook]) -> Result<Vec<Imported>, RepositoryError> {
         // READ COMMITTED: the lookup below locks the books it finds and no gap of the ISBN
         // index, so that new books (from the API, or without an ISBN) never wait for an import.
-        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        (&mut *conn)
-            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .map_err(repo_error)?;
+        let mut conn = crate::read_committed(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
         // The books the catalog already has under these ISBNs, locked until the commit.
         let isbns: Vec<&str> = books

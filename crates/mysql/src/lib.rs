@@ -113,6 +113,20 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// A pooled connection whose next transaction (or statement) runs at READ COMMITTED: it locks the
+/// rows it touches and no gap between them, so other writers do not wait for it.
+pub(crate) async fn read_committed(
+    pool: &sqlx::MySqlPool,
+) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, RepositoryError> {
+    use sqlx::Executor;
+    let mut conn = pool.acquire().await.map_err(repo_error)?;
+    (&mut *conn)
+        .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(repo_error)?;
+    Ok(conn)
+}
+
 /// A publication date as the catalog stores it: text, `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
 pub(crate) struct DbDate(pub bookstore_domain::PublishedDate);
 

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError, Settlement};
-use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder};
+use sqlx::{Connection, MySql, MySqlPool, QueryBuilder};
 
 use crate::repo_error;
 
@@ -28,11 +28,7 @@ impl Outbox for MySqlOutbox {
         // READ COMMITTED: the claim locks the rows it takes and nothing else. Under REPEATABLE READ
         // it would also lock the gap after the last unsent row, and every new book's outbox insert
         // would wait for this round, and so for the log, to finish.
-        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        (&mut *conn)
-            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .map_err(repo_error)?;
+        let mut conn = crate::read_committed(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
         let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(concat!(
             "SELECT id, event_key, payload, attempts FROM outbox ",
@@ -124,11 +120,7 @@ impl Outbox for MySqlOutbox {
         // clock, so the cut-off is computed there too; with `dead_at IS NULL` (a sent row is
         // never dead) the order is the `outbox_waiting (dead_at, sent_at, id)` key's, so the
         // statement reads no further than the rows it deletes.
-        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        (&mut *conn)
-            .execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .map_err(repo_error)?;
+        let mut conn = crate::read_committed(&self.pool).await?;
         let deleted = sqlx::query(concat!(
             "DELETE FROM outbox WHERE dead_at IS NULL AND sent_at IS NOT NULL ",
             "AND sent_at < CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND ",

@@ -142,14 +142,7 @@ impl EventHandler for RedisTrends {
             .map_err(handler_error)?;
         Ok(stored
             .into_iter()
-            .filter_map(|(key, next_offset)| {
-                let (topic, partition) = key.rsplit_once('/')?;
-                Some(Position {
-                    topic: topic.to_owned(),
-                    partition: partition.parse().ok()?,
-                    next_offset,
-                })
-            })
+            .filter_map(|(key, next_offset)| Position::from_key(&key, next_offset))
             .collect())
     }
 
@@ -180,7 +173,7 @@ impl EventHandler for RedisTrends {
                 .iter()
                 .map(|u| {
                     (
-                        format!("{}/{}", u.topic, u.partition),
+                        Position::key(&u.topic, u.partition),
                         u.from.unwrap_or(-1),
                         u.to,
                     )

@@ -159,14 +159,7 @@ impl BookIndex {
         Ok(payload
             .positions
             .into_iter()
-            .filter_map(|(key, next_offset)| {
-                let (topic, partition) = key.rsplit_once('/')?;
-                Some(Position {
-                    topic: topic.to_owned(),
-                    partition: partition.parse().ok()?,
-                    next_offset,
-                })
-            })
+            .filter_map(|(key, next_offset)| Position::from_key(&key, next_offset))
             .collect())
     }
 
@@ -191,7 +184,7 @@ impl BookIndex {
         for p in positions {
             payload
                 .positions
-                .insert(format!("{}/{}", p.topic, p.partition), p.next_offset);
+                .insert(Position::key(&p.topic, p.partition), p.next_offset);
         }
         // A plain commit would store no payload and so forget the positions.
         let mut commit = self.writer.prepare_commit()?;
