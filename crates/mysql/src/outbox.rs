@@ -1,7 +1,9 @@
 //! The outbox relay on MySQL/MariaDB: the oldest unsent rows are locked with
-//! `SELECT … FOR UPDATE SKIP LOCKED` in a transaction held while they are delivered, so several
-//! web instances relay side by side without taking the same row; a relay that dies releases its
-//! locks with its connection and the rows are taken again. A row the sink refuses counts an
+//! `SELECT … FOR UPDATE NOWAIT` in a transaction held while they are delivered. One relay at a
+//! time: while one holds the oldest rows, another web instance's round takes nothing (it does not
+//! skip ahead to newer rows, which would let a book's later event reach the log before an earlier
+//! one); a relay that dies releases its locks with its connection and the rows are taken again,
+//! oldest first. A row the sink refuses counts an
 //! attempt and keeps the reason; one it gives up on is dead-lettered (`dead_at`) and never taken
 //! again.
 
@@ -10,6 +12,15 @@ use bookstore_domain::{Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError, 
 use sqlx::{Connection, MySql, MySqlPool, QueryBuilder};
 
 use crate::repo_error;
+
+/// Whether `error` says the rows are locked by another transaction (`NOWAIT`: MariaDB's error
+/// 1205, MySQL's 3572).
+fn is_lock_wait(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), 1205 | 3572))
+}
 
 /// The outbox of a MySQL catalog.
 pub struct MySqlOutbox {
@@ -30,15 +41,20 @@ impl Outbox for MySqlOutbox {
         // would wait for this round, and so for the log, to finish.
         let mut conn = crate::read_committed(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
-        let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(concat!(
+        let rows: Result<Vec<(i64, String, Vec<u8>, i32)>, _> = sqlx::query_as(concat!(
             "SELECT id, event_key, payload, attempts FROM outbox ",
             "WHERE dead_at IS NULL AND sent_at IS NULL ",
-            "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
+            "ORDER BY id LIMIT ? FOR UPDATE NOWAIT"
         ))
         .bind(u64::try_from(limit).unwrap_or(u64::MAX))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(repo_error)?;
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            // Another relay holds the oldest rows: this round takes nothing.
+            Err(error) if is_lock_wait(&error) => return Ok(Relayed::default()),
+            Err(error) => return Err(repo_error(error)),
+        };
         if rows.is_empty() {
             return Ok(Relayed::default());
         }

@@ -12,7 +12,7 @@ mod common;
 use async_trait::async_trait;
 use bookstore_domain::outbox_conformance;
 use bookstore_domain::{
-    BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RepositoryError,
+    BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError,
     RowOutcome,
 };
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
@@ -120,11 +120,51 @@ async fn relays_side_by_side_deliver_every_row_once() {
     for relay in relays {
         relay.await.unwrap();
     }
-    let mut delivered = sink.delivered.lock().unwrap().clone();
-    delivered.sort_unstable();
+    // One relay at a time holds the oldest rows, so the log gets them in the outbox's order.
+    let delivered = sink.delivered.lock().unwrap().clone();
     let expected: Vec<i64> = (1..=1_200).collect();
-    assert_eq!(delivered, expected, "every row once");
+    assert_eq!(delivered, expected, "every row once, in order");
     assert_eq!(outbox.waiting().await.unwrap(), 0);
+}
+
+/// Delivers nothing until released, and says when it was given rows.
+#[derive(Default)]
+struct Held {
+    given: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl OutboxSink for Held {
+    async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+        self.given.notify_one();
+        self.release.notified().await;
+        Ok(vec![RowOutcome::Sent; rows.len()])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_relay_holds_the_oldest_rows_another_takes_none() {
+    let db = TestDb::new().await;
+    let pool = bookstore_mysql::connect(&db.url, 4).await.unwrap();
+    let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
+    repo.create_many(&new_books(4)).await.unwrap();
+    let first = Arc::new(MySqlOutbox::new(pool.clone()));
+    let held = Arc::new(Held::default());
+    let round = tokio::spawn({
+        let (first, held) = (first.clone(), held.clone());
+        async move { first.relay(2, held.as_ref()).await.unwrap() }
+    });
+    held.given.notified().await;
+    // Rows 3 and 4 are free, but taking them would put them in the log before rows 1 and 2.
+    let other = MySqlOutbox::new(pool.clone());
+    let sink = Collect::default();
+    assert_eq!(other.relay(100, &sink).await.unwrap(), Relayed::default());
+    assert!(sink.delivered.lock().unwrap().is_empty());
+    held.release.notify_one();
+    assert_eq!(round.await.unwrap().sent, 2);
+    assert_eq!(other.relay(100, &sink).await.unwrap().sent, 2);
+    assert_eq!(*sink.delivered.lock().unwrap(), [3, 4]);
 }
 
 #[tokio::test]

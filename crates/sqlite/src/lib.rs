@@ -9,7 +9,7 @@ mod recommend;
 mod trends;
 
 pub use books::SqliteBookRepository;
-pub use outbox::SqliteOutbox;
+pub use outbox::{LEASE as OUTBOX_LEASE, SqliteOutbox};
 pub use query_counts::SqliteQueryCounts;
 pub use recommend::SqliteRecommendations;
 pub use trends::SqliteTrends;

@@ -1,8 +1,10 @@
 //! The outbox relay on SQLite. SQLite has one writer at a time, so a claim is one atomic
 //! `UPDATE … RETURNING` that leases the oldest unsent rows to this relay for its lease ([`LEASE`]
-//! unless set with [`SqliteOutbox::with_lease`]); another relay (another web instance on the same
-//! file) skips leased rows, and takes them over if the lease runs out without the rows being marked
-//! sent (the holder crashed, or its delivery failed). A row the sink refuses counts an attempt
+//! unless set with [`SqliteOutbox::with_lease`]). One relay at a time: while any row is leased,
+//! another relay (another web instance on the same file) takes nothing, and it takes the rows
+//! over, oldest first, if the lease runs out without them being marked sent (the holder crashed,
+//! or its delivery failed). Taking newer rows past held ones would let a book's later event
+//! reach the log before an earlier one, and a reader of the compacted topic keep the earlier. A row the sink refuses counts an attempt
 //! and keeps the reason; one it gives up on is dead-lettered (`dead_at`) and never taken again.
 
 use std::time::Duration;
@@ -106,7 +108,8 @@ impl Outbox for SqliteOutbox {
             sqlx::query_as(concat!(
                 "UPDATE outbox SET claimed_until = ?1 WHERE id IN (SELECT id FROM outbox ",
                 "WHERE sent_at IS NULL AND dead_at IS NULL ",
-                "AND (claimed_until IS NULL OR claimed_until < ?2) ",
+                "AND NOT EXISTS (SELECT 1 FROM outbox AS held WHERE held.sent_at IS NULL ",
+                "AND held.dead_at IS NULL AND held.claimed_until >= ?2) ",
                 "ORDER BY id LIMIT ?3) RETURNING id, event_key, payload, attempts"
             ))
             .bind(until)
@@ -444,6 +447,45 @@ mod tests {
                 (2, 0, None, false, false, false),
             ]
         );
+    }
+
+    /// Delivers nothing until released, and says when it was given rows.
+    #[derive(Default)]
+    struct Held {
+        given: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl OutboxSink for Held {
+        async fn deliver(&self, rows: &[OutboxRow]) -> Result<Vec<RowOutcome>, String> {
+            self.given.notify_one();
+            self.release.notified().await;
+            Ok(vec![RowOutcome::Sent; rows.len()])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_a_relay_holds_the_oldest_rows_another_takes_none() {
+        let (repo, first) = catalog_with(4).await;
+        let first = std::sync::Arc::new(first);
+        let held = std::sync::Arc::new(Held::default());
+        let round = tokio::spawn({
+            let (first, held) = (first.clone(), held.clone());
+            async move { first.relay(2, held.as_ref()).await.unwrap() }
+        });
+        held.given.notified().await;
+        // Rows 3 and 4 are free, but taking them would put them in the log before rows 1 and 2
+        // (a crashed holder's rows after the ones a later relay sent).
+        let other = SqliteOutbox::new(repo.pool().clone());
+        let sink = Scripted::default();
+        assert_eq!(other.relay(100, &sink).await.unwrap(), Relayed::default());
+        assert!(sink.given.lock().unwrap().is_empty());
+        held.release.notify_one();
+        assert_eq!(round.await.unwrap().sent, 2);
+        assert_eq!(other.relay(100, &sink).await.unwrap().sent, 2);
+        let given: Vec<i64> = sink.given.lock().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(given, [3, 4]);
     }
 
     #[tokio::test]
