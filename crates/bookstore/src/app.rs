@@ -34,10 +34,17 @@ impl Catalog {
 
     /// The outbox of catalog events in the same database.
     pub fn outbox(&self) -> Arc<dyn bookstore_domain::Outbox> {
+        self.outbox_leased(bookstore_sqlite::OUTBOX_LEASE)
+    }
+
+    /// [`Catalog::outbox`]; on SQLite a relay holds the rows it took for `lease` (MariaDB's
+    /// relays hold their rows with locks, released when a relay dies).
+    pub fn outbox_leased(&self, lease: Duration) -> Arc<dyn bookstore_domain::Outbox> {
         match self {
-            Self::Sqlite(repo) => {
-                Arc::new(bookstore_sqlite::SqliteOutbox::new(repo.pool().clone()))
-            }
+            Self::Sqlite(repo) => Arc::new(bookstore_sqlite::SqliteOutbox::with_lease(
+                repo.pool().clone(),
+                lease,
+            )),
             Self::MySql(repo) => Arc::new(bookstore_mysql::MySqlOutbox::new(repo.pool().clone())),
         }
     }
@@ -110,6 +117,8 @@ pub struct WebApp {
     sink: crate::relay::PublisherSink,
     /// On the embedded log, its trimming: this process appends to it.
     retention: Option<Trimming>,
+    /// The search index and its consumer of the catalog topic.
+    indexer: crate::search::Indexer,
 }
 
 /// The embedded log's trimming task, to start with the service.
@@ -143,6 +152,7 @@ impl WebApp {
         let bus = EventBus::open(config).await?;
         let publisher = bus.publisher(&config.events).await?;
         let sink = crate::relay::PublisherSink::start(&bus, &config.events).await?;
+        let indexer = crate::search::Indexer::open(config, &bus).await?;
         let visitors = VisitorKeys::new(
             config.cookie_secret()?,
             config.cookie_secure(),
@@ -152,6 +162,7 @@ impl WebApp {
         let cache_ttl = Duration::from_millis(config.web.remote_cache_ms);
         let state = WebState {
             books,
+            search: Arc::new(indexer.index.clone()),
             events: publisher.publisher.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
@@ -201,10 +212,12 @@ impl WebApp {
                         async move { database.ping().await.map_err(|e| e.to_string()) }
                     }),
                 )
-                .with("broker", broker, broker_probe),
+                .with("broker", broker, broker_probe)
+                .with("search index", "tantivy", indexer.probe()),
             collectors: [
                 crate::ops::publisher_collector("searches", publisher.stats.clone()),
                 crate::ops::publisher_collector("catalog", sink.stats()),
+                indexer.collector(),
             ]
             .into_iter()
             .chain(
@@ -222,9 +235,14 @@ impl WebApp {
             limits: config.http.limits(),
             publisher,
             events: config.events.clone(),
-            outbox: catalog.outbox(),
+            // A relay that died holds its rows until its lease runs out, and until then no other
+            // relay sends anything (so that the log keeps the outbox's order): as short as is
+            // safe, a few times the longest delivery round.
+            outbox: catalog
+                .outbox_leased((config.events.flush_timeout() * 3).max(Duration::from_secs(10))),
             sink,
             retention,
+            indexer,
         })
     }
 
@@ -254,6 +272,9 @@ impl WebApp {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.listeners.log("web service");
+        // The search index follows the catalog topic while the service runs.
+        let indexer = self.indexer.start();
+        let _stop_indexer_when_dropped = indexer.guard();
         // The outbox relay runs beside the server and makes one last round after it.
         let relay_stop = tokio_util::sync::CancellationToken::new();
         let relay = tokio::spawn(crate::relay::run(
@@ -294,6 +315,9 @@ impl WebApp {
         }
         if let Some(trimming) = trimming {
             let _ = trimming.await;
+        }
+        if let Err(error) = indexer.stop().await {
+            tracing::warn!(error = %format!("{error:#}"), "the search index's consumer failed");
         }
         served
     }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_events;
+pub mod bench_freshness;
 pub mod bench_recommend;
 pub mod config;
 pub mod consumer_service;
@@ -11,6 +12,7 @@ pub mod loadgen;
 pub mod ops;
 pub mod recommend;
 pub mod relay;
+pub mod search;
 pub mod telemetry;
 pub mod tools;
 pub mod trend;

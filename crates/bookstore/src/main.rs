@@ -104,15 +104,16 @@ enum EventsCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Search latency and throughput on a generated catalog, against the tutorial's LIKE scan.
+    /// Search latency per kind of query on a generated catalog: the search index against the
+    /// catalog database's own full-text search (FTS5 or FULLTEXT).
     Search {
         /// Books in the generated catalog.
         #[arg(long, default_value_t = 100_000)]
         books: u64,
-        /// Searches through the full-text index.
-        #[arg(long, default_value_t = 2_000)]
+        /// Searches of the index, taking turns through the kinds of query.
+        #[arg(long, default_value_t = 7_000)]
         queries: usize,
-        /// Searches through the LIKE scan (slow on big catalogs).
+        /// Searches of the database, per kind of query.
         #[arg(long, default_value_t = 50)]
         baseline_queries: usize,
         #[arg(long, default_value_t = 1)]
@@ -121,6 +122,22 @@ enum BenchCommand {
         /// file in a temporary directory.
         #[arg(long, value_name = "URL")]
         db_url: Option<String>,
+    },
+    /// How long after a write's answer search shows it (create, update, delete), against a
+    /// running web service.
+    Freshness {
+        /// The web service.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Its `web.admin_token` [default: BOOKSTORE_WEB__ADMIN_TOKEN].
+        #[arg(long, env = "BOOKSTORE_WEB__ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Books created, replaced and deleted, one after the other.
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+        /// How often search is asked while a write is awaited, in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        poll_ms: u64,
     },
     /// Event pipeline throughput and end-to-end latency, per backend, against plain rdkafka.
     Events {
@@ -308,10 +325,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 baseline_queries,
                 seed,
                 page_size: config.web.page_size,
+                index_dir: temp.join("search-index"),
+                batch: config.events.batch_size,
             };
-            let results = bench::run(&catalog, &spec).await?;
-            print!("{}", bench::table(catalog.backend_name(), books, &results));
+            let report = bench::run(&catalog, &spec).await?;
+            print!("{}", bench::table(&report));
             let _ = std::fs::remove_dir_all(&temp);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Freshness {
+            url,
+            token,
+            rounds,
+            poll_ms,
+        }) => {
+            let spec = bookstore::bench_freshness::FreshnessBench {
+                url,
+                token,
+                rounds,
+                poll: std::time::Duration::from_millis(poll_ms.max(1)),
+                give_up: std::time::Duration::from_secs(30),
+            };
+            let delays = bookstore::bench_freshness::run(&spec).await?;
+            print!("{}", bookstore::bench_freshness::table(&delays));
             Ok(())
         }
         Command::Bench(BenchCommand::Events {

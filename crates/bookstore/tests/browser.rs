@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -513,6 +514,84 @@ async fn two_visitors(chromium: &Path, chromedriver: &Path) {
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
         "the screenshot is not a PNG"
     );
+
+    // B types in the search box, takes the first suggestion with the arrow key and Enter, and
+    // lands on its results (the script is served by the web service itself: CSP script-src
+    // 'self').
+    let field = b
+        .client
+        .find(Locator::Css(r#"form.search input[name="q"]"#))
+        .await
+        .expect("the page has the search field");
+    field.clear().await.unwrap();
+    field.send_keys("franken").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let items = b
+            .client
+            .find_all(Locator::Css("#q-suggestions li[role=option]"))
+            .await
+            .unwrap();
+        if let Some(item) = items.first() {
+            break item.attr("data-text").await.unwrap().unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no suggestion showed for \"franken\""
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        first, "Frankenstein",
+        "the first suggestion completes the title"
+    );
+    field
+        .send_keys(&char::from(Key::Down).to_string())
+        .await
+        .unwrap();
+    let selected = b
+        .client
+        .find(Locator::Css("#q-suggestions li[aria-selected=true]"))
+        .await
+        .expect("the arrow key selects a suggestion");
+    assert_eq!(
+        selected.attr("data-text").await.unwrap().as_deref(),
+        Some("Frankenstein")
+    );
+    field
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = b.client.current_url().await.unwrap();
+        if url
+            .query_pairs()
+            .any(|(key, value)| key == "q" && value == "Frankenstein")
+        {
+            if let Ok(summary) = b.client.find(Locator::Css("p.summary")).await {
+                if summary
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("matching “Frankenstein”")
+                {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Enter on the suggestion did not search it (at {url})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marked = b
+        .client
+        .find(Locator::Css("ol.books li.book h2.title mark"))
+        .await
+        .expect("the matched word is marked in the first title");
+    assert_eq!(marked.text().await.unwrap(), "Frankenstein");
 
     b.close().await;
     a.close().await;

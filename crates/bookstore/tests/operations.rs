@@ -228,7 +228,12 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     let html = page.text().await.unwrap();
-    assert!(!html.contains("<script"), "the page runs no script");
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches(r#"<script src="/static/suggest.js" defer></script>"#)
+            .count(),
+        "the page's only script is its own file (CSP script-src 'self'), never inline"
+    );
     assert!(
         !html.contains(" style="),
         "no inline style (CSP style-src 'self')"
@@ -424,6 +429,7 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             vec![
                 "get /",
                 "get /api/books",
+                "get /api/suggest",
                 "post /api/books",
                 "get /api/books/{id}",
                 "put /api/books/{id}",
@@ -659,6 +665,22 @@ async fn on_kafka_the_lag_comes_from_the_brokers_and_readyz_names_kafka() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+    }
+    // The searches reach the trend service (a lag of 0 measured before they were made would say
+    // nothing).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !sample(
+        &text(&http, &format!("{}/metrics", system.trend_ops)).await,
+        "bookstore_events_applied_total",
+        &[("service", "trend"), ("group", &format!("ops-trend-{run}"))],
+    )
+    .is_some_and(|n| n >= 5.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the trend service applied no search"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // librdkafka's statistics (every 5 s) give the high watermarks.
     wait_for_zero_lag(&http, &system.trend_ops, "trend", &searches, 3).await;

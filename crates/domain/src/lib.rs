@@ -19,8 +19,12 @@ pub use date::PublishedDate;
 pub use import::ImportPlan;
 pub use isbn::Isbn;
 pub use ports::{
-    Batch, BookRepository, DeadLetteredRow, Delivery, EventHandler, EventPublisher, HandlerError,
-    Imported, Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published, RecommendStore,
-    Record, Refusal, Relayed, RepositoryError, RowOutcome, Settlement, TopicPartition, TrendStore,
+    Batch, BookRepository, BookSearch, DeadLetteredRow, Delivery, EventHandler, EventPublisher,
+    HandlerError, Imported, Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published,
+    RecommendStore, Record, Refusal, Relayed, RepositoryError, RowOutcome, Settlement,
+    TopicPartition, TrendStore,
 };
-pub use search::{BookQuery, SearchPage, Term, search_terms};
+pub use search::{
+    BookQuery, Highlights, MAX_EXACT_TOTAL, MAX_SUGGESTIONS, Marked, SearchPage, Suggestion,
+    SuggestionKind, Term, search_terms,
+};

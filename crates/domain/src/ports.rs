@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use crate::book::{Book, BookId, NewBook};
 use crate::events::Event;
-use crate::search::{BookQuery, SearchPage};
+use crate::search::{BookQuery, Highlights, SearchPage, Suggestion};
 
 /// Why a store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,27 @@ pub enum RepositoryError {
 /// What a [`RepositoryError::Conflict`] says when another book has the ISBN.
 pub const ISBN_TAKEN: &str = "another book in the catalog has this ISBN";
 
+/// The catalog as readers search it: a read model built from the catalog's events (the search
+/// index), never the system-of-record database.
+///
+/// Error contract as [`BookRepository`]'s: [`RepositoryError::Unavailable`] when it cannot
+/// answer now (the index is being opened, or its worker is gone).
+#[async_trait]
+pub trait BookSearch: Send + Sync + 'static {
+    /// Books matching the query's text, best match first, with the number of matches (exact up
+    /// to [`crate::MAX_EXACT_TOTAL`], a lower bound beyond); every book in id order when the
+    /// query has no words.
+    async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError>;
+
+    /// The words of `book` that match `query` by the search's own rules (typo-corrected and
+    /// completed words too), and a snippet of its description of about `snippet_chars`
+    /// characters around the first match.
+    fn highlight(&self, query: &str, book: &Book, snippet_chars: usize) -> Highlights;
+
+    /// Up to `n` titles and authors that complete what the reader typed, best first, each once.
+    async fn suggest(&self, typed: &str, n: usize) -> Result<Vec<Suggestion>, RepositoryError>;
+}
+
 /// The catalog of books.
 ///
 /// Error contract: every method returns [`RepositoryError::Unavailable`] when the store cannot be
@@ -34,7 +55,9 @@ pub const ISBN_TAKEN: &str = "another book in the catalog has this ISBN";
 #[async_trait]
 pub trait BookRepository: Send + Sync + 'static {
     /// Books matching `query.terms()` (every word, each as a word prefix, ignoring case and
-    /// accents), best match first; all books in catalog order when there are no terms.
+    /// accents), best match first; all books in catalog order when there are no terms. The
+    /// services search through [`BookSearch`] (the search index); this database search is what
+    /// `bookstore bench search` measures the index against.
     async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError>;
 
     /// One book by id.

@@ -24,6 +24,12 @@ const STOP_WORDS: &[&str] = &[
     "s", "the", "to", "with",
 ];
 
+/// Whether `word` (lower case) is one of the words so common that a search leaves them out of a
+/// query that has other words.
+pub fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.contains(&word)
+}
+
 /// A page of books for a query (or of the whole catalog when the query is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookQuery {
@@ -92,8 +98,94 @@ pub fn is_unsafe_in_text(c: char) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchPage {
     pub books: Vec<Book>,
+    /// How many books match; a lower bound when `total_is_lower_bound`.
     pub total: u64,
+    /// Whether more books than `total` match: the search index stops counting at 10,000
+    /// ([`MAX_EXACT_TOTAL`]) rather than visit every match.
+    pub total_is_lower_bound: bool,
 }
+
+/// A text shown to a reader with the parts that matched their query: byte ranges of `text`, in
+/// order, not overlapping, on character boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Marked {
+    pub text: String,
+    pub marks: Vec<std::ops::Range<usize>>,
+    /// Whether `text` is a part of a longer text cut before it, and after it.
+    pub cut_before: bool,
+    pub cut_after: bool,
+}
+
+impl Marked {
+    /// The text with no marks.
+    pub fn plain(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The text and its marks in turn: `(part, marked)`; parts of the text outside it are
+    /// dropped if the ranges are not valid for it.
+    pub fn parts(&self) -> Vec<(&str, bool)> {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for mark in &self.marks {
+            let (Some(before), Some(marked)) = (
+                self.text.get(at..mark.start),
+                self.text.get(mark.start..mark.end),
+            ) else {
+                continue;
+            };
+            if !before.is_empty() {
+                parts.push((before, false));
+            }
+            parts.push((marked, true));
+            at = mark.end;
+        }
+        if let Some(rest) = self.text.get(at..) {
+            if !rest.is_empty() {
+                parts.push((rest, false));
+            }
+        }
+        parts
+    }
+}
+
+/// A book's title, author and description with the words that matched a query marked (the
+/// description as a short snippet around its first match).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Highlights {
+    pub title: Marked,
+    pub author: Marked,
+    pub description: Marked,
+}
+
+/// What a search box offers while a reader types.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suggestion {
+    /// The completion, as it would be searched.
+    pub text: String,
+    pub kind: SuggestionKind,
+}
+
+/// Where a [`Suggestion`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuggestionKind {
+    /// A book's title that matches what was typed.
+    Title,
+    /// An author whose name matches.
+    Author,
+    /// A query readers search for now (from the trend service).
+    Popular,
+}
+
+/// At most this many suggestions are offered.
+pub const MAX_SUGGESTIONS: usize = 8;
+
+/// Totals up to this are exact; above it a search says "at least" this many.
+pub const MAX_EXACT_TOTAL: u64 = 10_000;
 
 /// Cuts a query into lower-case words of letters and digits. Everything else (quotes, `*`, `-`,
 /// `:`, parentheses, operators of any index syntax) separates words and is dropped, so no query can
@@ -121,6 +213,31 @@ pub fn search_terms(query: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_text_comes_apart_in_turns() {
+        let marked = Marked {
+            text: "Frankenstein; or, The Modern Prometheus".to_owned(),
+            marks: vec![0..12, 22..28],
+            ..Marked::default()
+        };
+        assert_eq!(
+            marked.parts(),
+            [
+                ("Frankenstein", true),
+                ("; or, The ", false),
+                ("Modern", true),
+                (" Prometheus", false)
+            ]
+        );
+        // A range that is not the text's is left out, never a panic.
+        let bad = Marked {
+            text: "é".to_owned(),
+            marks: vec![1..2, 0..40],
+            ..Marked::default()
+        };
+        assert_eq!(bad.parts(), [("é", false)]);
+    }
 
     #[test]
     fn words_are_lowercased_and_split_on_anything_else() {

@@ -11,10 +11,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-/// The page loads its stylesheet and icon from this origin and runs no script; nothing may
-/// frame it.
+/// The page loads its stylesheet, icon and one script (the search box's suggestions) from this
+/// origin, and that script calls only this origin; no inline script; nothing may frame it.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -215,7 +215,11 @@ impl BookRepository for MySqlBookRepository {
                 } else {
                     Vec::new()
                 };
-                return Ok(SearchPage { books, total: 1 });
+                return Ok(SearchPage {
+                    books,
+                    total: 1,
+                    total_is_lower_bound: false,
+                });
             }
         }
         let terms = query.terms();
@@ -275,6 +279,7 @@ impl BookRepository for MySqlBookRepository {
         Ok(SearchPage {
             books: rows.into_iter().map(Book::from).collect(),
             total: u64::try_from(total).unwrap_or(0),
+            total_is_lower_bound: false,
         })
     }
 

@@ -5,39 +5,71 @@
 //! The positions belong to the index, not to a consumer group: every web instance reads the
 //! whole topic into its own index, whatever its group is called.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bookstore_domain::events::CatalogChange;
-use bookstore_domain::{Batch, EventHandler, HandlerError, Position};
+use bookstore_domain::{
+    Batch, Book, BookQuery, BookSearch, EventHandler, HandlerError, Highlights, Position,
+    RepositoryError, SearchPage, Suggestion,
+};
 
 use crate::{BookIndex, Change, SearchError};
 
-/// A [`BookIndex`] fed by catalog events.
+/// A [`BookIndex`] fed by catalog events, searched by the web service ([`BookSearch`]).
+/// Searches run beside the batches being applied: they read the last commit.
 #[derive(Clone)]
 pub struct SearchIndex {
-    index: Arc<Mutex<BookIndex>>,
+    index: Arc<BookIndex>,
 }
 
 impl SearchIndex {
     pub fn new(index: BookIndex) -> Self {
         Self {
-            index: Arc::new(Mutex::new(index)),
+            index: Arc::new(index),
         }
     }
 
-    /// Runs `work` on the index on a blocking thread (tantivy does file I/O).
+    /// Runs `work` on the index on a blocking thread (tantivy reads and writes files, and a
+    /// search is CPU work).
     pub async fn with_index<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut BookIndex) -> T + Send + 'static,
+        work: impl FnOnce(&BookIndex) -> T + Send + 'static,
     ) -> Result<T, SearchError> {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut index)
-        })
-        .await
-        .map_err(|e| SearchError::Worker(e.to_string()))
+        tokio::task::spawn_blocking(move || work(&index))
+            .await
+            .map_err(|e| SearchError::Worker(e.to_string()))
+    }
+
+    /// The index itself, for work already on a blocking thread.
+    pub fn index(&self) -> &BookIndex {
+        &self.index
+    }
+}
+
+#[async_trait]
+impl BookSearch for SearchIndex {
+    async fn search(&self, query: &BookQuery) -> Result<SearchPage, RepositoryError> {
+        let query = query.clone();
+        match self.with_index(move |index| index.page(&query)).await {
+            Ok(Ok(page)) => Ok(page),
+            Ok(Err(error)) => Err(RepositoryError::Internal(Box::new(error))),
+            Err(error) => Err(RepositoryError::Unavailable(Box::new(error))),
+        }
+    }
+
+    fn highlight(&self, query: &str, book: &Book, snippet_chars: usize) -> Highlights {
+        self.index.highlight(query, book, snippet_chars)
+    }
+
+    async fn suggest(&self, typed: &str, n: usize) -> Result<Vec<Suggestion>, RepositoryError> {
+        let typed = typed.to_owned();
+        match self.with_index(move |index| index.suggest(&typed, n)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(error)) => Err(RepositoryError::Internal(Box::new(error))),
+            Err(error) => Err(RepositoryError::Unavailable(Box::new(error))),
+        }
     }
 }
 

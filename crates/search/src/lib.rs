@@ -25,13 +25,17 @@ pub use handler::SearchIndex;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use bookstore_domain::events::CatalogBook;
-use bookstore_domain::{Book, BookId, Isbn, Position, PublishedDate};
+use bookstore_domain::{
+    Book, BookId, BookQuery, Highlights, Isbn, MAX_EXACT_TOTAL, Marked, Position, PublishedDate,
+    SearchPage, Suggestion, SuggestionKind,
+};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{EnableScoring, Query, TermQuery};
+use tantivy::query::{AllQuery, EnableScoring, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
@@ -40,16 +44,19 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
 };
 use tantivy::{
-    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, TantivyDocument,
-    Term, doc,
+    DocAddress, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TERMINATED,
+    TantivyDocument, Term, doc,
 };
 
 /// Counts above this are reported as "at least" ([`Page::total_is_lower_bound`]).
-pub const EXACT_COUNT_UP_TO: usize = 10_000;
+pub const EXACT_COUNT_UP_TO: usize = MAX_EXACT_TOTAL as usize;
 
 /// The analyzer of the text fields, by name (tantivy does not store analyzers in the index: it
 /// is registered again at every open).
 const FOLDED: &str = "folded";
+
+/// How many of the best matches suggestions are taken from.
+const SUGGEST_FROM: usize = 40;
 
 /// The writer's memory budget (one indexing thread).
 const WRITER_BYTES: usize = 50_000_000;
@@ -99,10 +106,12 @@ struct Fields {
     description: Field,
     /// Stored only: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
     published_at: Field,
-    /// Stored only: milliseconds since the epoch.
+    /// Stored only: microseconds since the epoch (the precision the databases keep).
     created_at: Field,
     /// Its 13 digits, matched whole.
     isbn: Field,
+    /// The title's and the author's words, indexed only: where words are corrected and completed.
+    names: Field,
 }
 
 /// The positions as stored in a commit's payload.
@@ -115,7 +124,8 @@ struct Payload {
 pub struct BookIndex {
     index: Index,
     reader: IndexReader,
-    writer: IndexWriter<TantivyDocument>,
+    /// One writer per index; searches never wait for it (they read the last reloaded commit).
+    writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
     analyzer: TextAnalyzer,
 }
@@ -129,7 +139,7 @@ impl BookIndex {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     tantivy::TantivyError::SystemError(format!("{}: {e}", dir.display()))
                 })?;
-                Index::open_or_create(MmapDirectory::open(dir)?, schema)?
+                open_or_rebuild(dir, schema)?
             }
             None => Index::create_in_ram(schema),
         };
@@ -143,7 +153,7 @@ impl BookIndex {
         Ok(Self {
             index,
             reader,
-            writer,
+            writer: Mutex::new(writer),
             fields,
             analyzer,
         })
@@ -165,15 +175,16 @@ impl BookIndex {
 
     /// Applies `changes` and moves the stored positions to `positions`, in one commit; searches
     /// see the result once this returns.
-    pub fn apply(&mut self, changes: &[Change], positions: &[Position]) -> Result<(), SearchError> {
+    pub fn apply(&self, changes: &[Change], positions: &[Position]) -> Result<(), SearchError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         for change in changes {
             match change {
                 Change::Upsert(book) => {
-                    self.writer.delete_term(id_term(&self.fields, book.id));
-                    self.writer.add_document(self.document(book))?;
+                    writer.delete_term(id_term(&self.fields, book.id));
+                    writer.add_document(self.document(book))?;
                 }
                 Change::Delete(id) => {
-                    self.writer.delete_term(id_term(&self.fields, *id));
+                    writer.delete_term(id_term(&self.fields, *id));
                 }
             }
         }
@@ -187,7 +198,7 @@ impl BookIndex {
                 .insert(Position::key(&p.topic, p.partition), p.next_offset);
         }
         // A plain commit would store no payload and so forget the positions.
-        let mut commit = self.writer.prepare_commit()?;
+        let mut commit = writer.prepare_commit()?;
         commit.set_payload(&serde_json::to_string(&payload)?);
         commit.commit()?;
         self.reader.reload()?;
@@ -213,6 +224,152 @@ impl BookIndex {
         let mut analyzer = self.analyzer.clone();
         let words = query::words(&mut analyzer, typed);
         highlight::snippet(&mut analyzer, &words, text, max_chars)
+    }
+
+    /// Merges the index's segments into one: each search visits every segment (and walks each
+    /// one's vocabulary for corrected and completed words), so a search of one segment is the
+    /// fastest. Done once an index has caught up with the topic; the commits after it add small
+    /// segments that tantivy's merge policy merges as they come. The positions stay as they are.
+    pub fn merge_segments(&self) -> Result<(), SearchError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let ids = self.index.searchable_segment_ids()?;
+        if ids.len() > 1 {
+            writer.merge(&ids).wait()?;
+        }
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// How many segments the index's last commit has (each search visits every one).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
+    /// How many books the index holds.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A page of the query's results: [`BookIndex::search`] for its words, or the whole catalog
+    /// in id order ([`BookIndex::list`]) when it has none.
+    pub fn page(&self, query: &BookQuery) -> Result<SearchPage, SearchError> {
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let mut analyzer = self.analyzer.clone();
+        let page = if query::words(&mut analyzer, query.text()).is_empty() {
+            self.list(offset, limit)?
+        } else {
+            self.search(query.text(), offset, limit)?
+        };
+        Ok(SearchPage {
+            books: page.books,
+            total: page.total as u64,
+            total_is_lower_bound: page.total_is_lower_bound,
+        })
+    }
+
+    /// Every book in id order: `limit` of them from `offset`, and the exact count.
+    pub fn list(&self, offset: usize, limit: usize) -> Result<Page, SearchError> {
+        let searcher = self.reader.searcher();
+        let total = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
+        if offset >= total {
+            return Ok(Page {
+                books: Vec::new(),
+                total,
+                total_is_lower_bound: false,
+            });
+        }
+        let hits = searcher.search(
+            &AllQuery,
+            &TopDocs::with_limit(limit.max(1))
+                .and_offset(offset)
+                .order_by_fast_field::<i64>("id", Order::Asc),
+        )?;
+        let mut books = Vec::with_capacity(hits.len());
+        for (_id, address) in hits {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            books.extend(self.book(&doc));
+        }
+        Ok(Page {
+            books,
+            total,
+            total_is_lower_bound: false,
+        })
+    }
+
+    /// `book`'s title and author with the words matching `typed` marked, and a snippet of its
+    /// description around the first match.
+    pub fn highlight(&self, typed: &str, book: &Book, snippet_chars: usize) -> Highlights {
+        let mut analyzer = self.analyzer.clone();
+        let words = query::words(&mut analyzer, typed);
+        let whole = |text: &str, analyzer: &mut TextAnalyzer| Marked {
+            text: text.to_owned(),
+            marks: highlight::ranges(analyzer, &words, text),
+            ..Marked::default()
+        };
+        let title = whole(&book.title, &mut analyzer);
+        let author = whole(&book.author, &mut analyzer);
+        let (part, marks) =
+            highlight::snippet(&mut analyzer, &words, &book.description, snippet_chars);
+        let description = Marked {
+            cut_before: !book.description.starts_with(&part),
+            cut_after: !book.description.ends_with(&part),
+            text: part,
+            marks,
+        };
+        Highlights {
+            title,
+            author,
+            description,
+        }
+    }
+
+    /// Up to `n` titles and authors of the best matches of `typed` (its last word read as a
+    /// prefix), each once: a title or an author is offered when its own words match.
+    pub fn suggest(&self, typed: &str, n: usize) -> Result<Vec<Suggestion>, SearchError> {
+        // As typed so far: the last word is a prefix even after a space the reader left.
+        let typed = typed.trim_end();
+        let mut analyzer = self.analyzer.clone();
+        let words = query::words(&mut analyzer, typed);
+        if words.is_empty() || n == 0 {
+            return Ok(Vec::new());
+        }
+        let page = self.search(typed, 0, SUGGEST_FROM)?;
+        let mut found: Vec<Suggestion> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for book in &page.books {
+            for (text, kind) in [
+                (&book.title, SuggestionKind::Title),
+                (&book.author, SuggestionKind::Author),
+            ] {
+                if highlight::ranges(&mut analyzer, &words, text).is_empty() {
+                    continue;
+                }
+                if seen.insert(text.to_lowercase()) {
+                    found.push(Suggestion {
+                        text: text.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
+        // Titles and authors matched by every word first (they complete the whole query).
+        found.sort_by_key(|s| {
+            let matched = words
+                .iter()
+                .filter(|w| {
+                    !highlight::ranges(&mut analyzer, std::slice::from_ref(*w), &s.text).is_empty()
+                })
+                .count();
+            std::cmp::Reverse(matched)
+        });
+        found.truncate(n);
+        Ok(found)
     }
 
     /// The books matching `typed`, best first: `limit` of them from `offset`.
@@ -247,6 +404,7 @@ impl BookIndex {
                 (self.fields.author, 2.0),
                 (self.fields.description, 1.0),
             ],
+            expanded: self.fields.names,
         };
         let Some(query) = query::build(&fields, &words) else {
             return Ok(Page {
@@ -258,15 +416,26 @@ impl BookIndex {
         let searcher = self.reader.searcher();
         let offset = offset.min(EXACT_COUNT_UP_TO);
         let limit = limit.clamp(1, EXACT_COUNT_UP_TO);
-        let hits = searcher.search(
-            &query,
-            &TopDocs::with_limit(limit)
-                .and_offset(offset)
-                .order_by_score(),
-        )?;
+        // A query of stop words only (`the`, `of the`) matches most of the catalog and its
+        // words say nothing about relevance: its matches come in catalog order, the first page
+        // found without scoring every match, so it costs no more than a rare word.
+        let addresses = if words.iter().all(query::is_stop) {
+            first_matches(&searcher, query.as_ref(), offset, limit)?
+        } else {
+            searcher
+                .search(
+                    &query,
+                    &TopDocs::with_limit(limit)
+                        .and_offset(offset)
+                        .order_by_score(),
+                )?
+                .into_iter()
+                .map(|(_score, address)| address)
+                .collect()
+        };
         let total = count_up_to(&searcher, query.as_ref(), EXACT_COUNT_UP_TO)?;
-        let mut books = Vec::with_capacity(hits.len());
-        for (_score, address) in hits {
+        let mut books = Vec::with_capacity(addresses.len());
+        for address in addresses {
             let doc: TantivyDocument = searcher.doc(address)?;
             books.extend(self.book(&doc));
         }
@@ -287,7 +456,8 @@ impl BookIndex {
             f.author => book.author.as_str(),
             f.description => book.description.as_str(),
             f.published_at => book.published_at.to_string(),
-            f.created_at => book.created_at.timestamp_millis(),
+            f.created_at => book.created_at.timestamp_micros(),
+            f.names => format!("{}\n{}", book.title, book.author),
         );
         if let Some(isbn) = &book.isbn {
             doc.add_text(f.isbn, isbn);
@@ -309,12 +479,71 @@ impl BookIndex {
             author: text(f.author)?,
             published_at: PublishedDate::parse(&text(f.published_at)?)?,
             description: text(f.description).unwrap_or_default(),
-            created_at: chrono::DateTime::from_timestamp_millis(
+            created_at: chrono::DateTime::from_timestamp_micros(
                 doc.get_first(f.created_at)?.as_i64()?,
             )?,
             isbn: text(f.isbn).and_then(|i| Isbn::parse(&i).ok()),
         })
     }
+}
+
+/// The index in `dir`, or a new one when there is none, or when the one there was made with
+/// another schema (an older version of this crate): a read model is rebuilt from its log, never
+/// migrated.
+fn open_or_rebuild(dir: &Path, schema: Schema) -> Result<Index, SearchError> {
+    match Index::open_or_create(MmapDirectory::open(dir)?, schema.clone()) {
+        Ok(index) => Ok(index),
+        Err(tantivy::TantivyError::SchemaError(reason)) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                %reason,
+                "the search index has another schema: it is deleted and built again from the catalog topic"
+            );
+            std::fs::remove_dir_all(dir).map_err(|e| {
+                tantivy::TantivyError::SystemError(format!("{}: {e}", dir.display()))
+            })?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                tantivy::TantivyError::SystemError(format!("{}: {e}", dir.display()))
+            })?;
+            Ok(Index::create(
+                MmapDirectory::open(dir)?,
+                schema,
+                tantivy::IndexSettings::default(),
+            )?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The live documents matching `query` from the `offset`-th to the `offset + limit`-th, in the
+/// index's order, unscored: it stops there.
+fn first_matches(
+    searcher: &Searcher,
+    query: &dyn Query,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<DocAddress>, SearchError> {
+    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let mut seen = 0;
+    let mut found = Vec::with_capacity(limit);
+    for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        let alive = segment.alive_bitset();
+        let mut scorer = weight.scorer(segment, 1.0)?;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED {
+            if alive.is_none_or(|alive| alive.is_alive(doc)) {
+                if seen >= offset {
+                    found.push(DocAddress::new(u32::try_from(ord).unwrap_or(u32::MAX), doc));
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+                seen += 1;
+            }
+            doc = scorer.advance();
+        }
+    }
+    Ok(found)
 }
 
 /// How many live documents match `query`, counted up to `limit` + 1 and no further: a query
@@ -368,6 +597,14 @@ fn schema() -> (Schema, Fields) {
         published_at: builder.add_text_field("published_at", STORED),
         created_at: builder.add_i64_field("created_at", STORED),
         isbn: builder.add_text_field("isbn", STRING | STORED),
+        names: builder.add_text_field(
+            "names",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(FOLDED)
+                    .set_index_option(IndexRecordOption::Basic),
+            ),
+        ),
     };
     (builder.build(), fields)
 }
@@ -434,7 +671,7 @@ mod tests {
     }
 
     fn index() -> BookIndex {
-        let mut index = BookIndex::open(None).unwrap();
+        let index = BookIndex::open(None).unwrap();
         index.apply(&catalog(), &position(6)).unwrap();
         index
     }
@@ -481,7 +718,7 @@ mod tests {
 
     #[test]
     fn an_exact_match_ranks_above_a_corrected_one() {
-        let mut index = index();
+        let index = index();
         // "pickwick" exactly, and "pickwich" one typo away.
         index
             .apply(&[book(7, "Pickwich", "Someone", "")], &position(7))
@@ -492,7 +729,7 @@ mod tests {
 
     #[test]
     fn updates_replace_and_deletes_remove() {
-        let mut index = index();
+        let index = index();
         index
             .apply(
                 &[
@@ -511,7 +748,7 @@ mod tests {
     fn positions_are_stored_with_the_books_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut index = BookIndex::open(Some(dir.path())).unwrap();
+            let index = BookIndex::open(Some(dir.path())).unwrap();
             assert!(
                 index.positions().unwrap().is_empty(),
                 "a new index has none"
@@ -525,7 +762,7 @@ mod tests {
 
     #[test]
     fn whole_books_come_back_and_an_isbn_finds_its_book() {
-        let mut index = index();
+        let index = index();
         let mut emma = match book(5, "Emma", "Jane Austen", "A matchmaker.") {
             Change::Upsert(book) => book,
             Change::Delete(_) => unreachable!(),
@@ -543,8 +780,50 @@ mod tests {
     }
 
     #[test]
+    fn suggestions_complete_titles_and_authors() {
+        let index = index();
+        let texts = |typed: &str| -> Vec<(String, SuggestionKind)> {
+            index
+                .suggest(typed, 8)
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.text, s.kind))
+                .collect()
+        };
+        assert_eq!(
+            texts("franken"),
+            [("Frankenstein".to_owned(), SuggestionKind::Title)]
+        );
+        let dick = texts("dick");
+        assert_eq!(
+            dick[0],
+            ("Charles Dickens".to_owned(), SuggestionKind::Author),
+            "{dick:?}"
+        );
+        assert_eq!(dick.len(), 1, "each author once: {dick:?}");
+        // With a typo, and every word matched first.
+        let pride = texts("prejudise pri");
+        assert_eq!(pride[0].0, "Pride and Prejudice", "{pride:?}");
+        assert!(texts("").is_empty());
+        assert!(index.suggest("jane", 1).unwrap().len() == 1);
+    }
+
+    #[test]
+    fn stop_words_alone_match_exactly_in_catalog_order() {
+        let index = index();
+        // "a" is in four descriptions: every one, in id order.
+        let page = index.search("a", 0, 10).unwrap();
+        assert_eq!(page.ids(), [1, 3, 5, 6]);
+        assert_eq!(page.total, 4);
+        // With other words, a stop word is left out: "the pickwick" is "pickwick".
+        assert_eq!(ids(&index, "the pickwick"), [6]);
+        // Not completed: "an" is not a prefix of "and" (Pride and Prejudice).
+        assert_eq!(ids(&index, "an"), [2]);
+    }
+
+    #[test]
     fn counts_stop_at_the_bound() {
-        let mut index = BookIndex::open(None).unwrap();
+        let index = BookIndex::open(None).unwrap();
         let many: Vec<Change> = (0..(EXACT_COUNT_UP_TO as i64 + 5))
             .map(|i| book(i, "Common Title", "Author", ""))
             .collect();

@@ -6,6 +6,7 @@
 //! - The last word is also a prefix (search as you type), from 2 letters on.
 //! - A book must match every word, in its title, author or description; the title weighs most.
 
+use bookstore_domain::search::is_stop_word;
 use tantivy::Term;
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query,
@@ -53,6 +54,12 @@ pub fn words(analyzer: &mut TextAnalyzer, typed: &str) -> Vec<Word> {
         }
         texts.push(token.text.clone());
     }
+    // Words so common that they narrow nothing (`the`, `of`) are left out of a query that has
+    // others, as the catalog database's search does.
+    if texts.iter().any(|t| !is_stop_word(t)) {
+        texts.retain(|t| !is_stop_word(t));
+    }
+    let only_stop_words = texts.iter().all(|t| is_stop_word(t));
     // The last word is a prefix only when the reader may still be typing it.
     let ends_in_word = typed.chars().last().is_some_and(char::is_alphanumeric);
     let last = texts.len().saturating_sub(1);
@@ -62,21 +69,39 @@ pub fn words(analyzer: &mut TextAnalyzer, typed: &str) -> Vec<Word> {
         .map(|(i, text)| {
             let chars = text.chars().count();
             Word {
-                typos: typos_allowed(chars),
-                prefix: i == last && ends_in_word && chars >= MIN_PREFIX_CHARS,
+                typos: if only_stop_words {
+                    0
+                } else {
+                    typos_allowed(chars)
+                },
+                prefix: !only_stop_words && i == last && ends_in_word && chars >= MIN_PREFIX_CHARS,
                 text,
             }
         })
         .collect()
 }
 
+/// Whether `word` is a stop word (`the`, `of`): left out of a query with other words; a query of
+/// stop words only matches them exactly, neither corrected nor completed.
+pub fn is_stop(word: &Word) -> bool {
+    is_stop_word(&word.text)
+}
+
 /// The fields a word is looked for in, and how much a match in each weighs.
 pub struct Fields {
     pub weighted: Vec<(Field, f32)>,
+    /// Where a word may also be corrected or completed: the titles' and authors' words together
+    /// in one field (short texts whose words a reader types from memory), so that each word of a
+    /// query walks one vocabulary once. Descriptions match only the word itself: expanding a word
+    /// over vocabularies is most of a search's cost.
+    pub expanded: Field,
 }
 
 /// Above any BM25 score of one word: a book with more words matched exactly ranks first.
 const EXACT_BONUS: f32 = 100.0;
+
+/// What a corrected or completed match scores, as a share of an exact title match's weight.
+const EXPANDED_SCORE: f32 = 0.5;
 
 /// The query for `words` (None when there is no word: the caller lists the catalog instead).
 pub fn build(fields: &Fields, words: &[Word]) -> Option<Box<dyn Query>> {
@@ -90,47 +115,48 @@ pub fn build(fields: &Fields, words: &[Word]) -> Option<Box<dyn Query>> {
     Some(Box::new(BooleanQuery::new(clauses)))
 }
 
-/// One word in any of the fields: the best field counts (with a little of the others), an exact
-/// match gets a bonus over a corrected one.
+/// One word in any of the fields: the best field's BM25 counts (with a little of the others);
+/// a corrected or completed word scores a constant below that, and an exact match anywhere gets
+/// a bonus above any corrected one.
 fn word_query(fields: &Fields, word: &Word) -> Box<dyn Query> {
     let mut per_field: Vec<Box<dyn Query>> = Vec::new();
     let mut exact_anywhere: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for &(field, weight) in &fields.weighted {
-        let term = Term::from_field_text(field, &word.text);
-        let exact: Box<dyn Query> =
-            Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
+        let exact: Box<dyn Query> = Box::new(TermQuery::new(
+            Term::from_field_text(field, &word.text),
+            IndexRecordOption::WithFreqs,
+        ));
         exact_anywhere.push((Occur::Should, exact.box_clone()));
-        let mut options: Vec<(Occur, Box<dyn Query>)> =
-            vec![(Occur::Should, Box::new(BoostQuery::new(exact, weight)))];
-        // Corrected or completed matches score a constant, below an exact one.
-        if word.typos > 0 {
-            options.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(FuzzyTermQuery::new(term.clone(), word.typos, true)),
-                    weight * 0.2,
-                )),
-            ));
-        }
-        if word.prefix {
-            options.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(FuzzyTermQuery::new_prefix(term, word.typos, true)),
-                    weight * 0.3,
-                )),
-            ));
-        }
-        per_field.push(Box::new(BooleanQuery::new(options)));
+        per_field.push(Box::new(BoostQuery::new(exact, weight)));
     }
-    let best_field: Box<dyn Query> =
-        Box::new(DisjunctionMaxQuery::with_tie_breaker(per_field, 0.1));
+    let mut options: Vec<(Occur, Box<dyn Query>)> = vec![(
+        Occur::Should,
+        Box::new(DisjunctionMaxQuery::with_tie_breaker(per_field, 0.1)),
+    )];
+    // One automaton per word: the last word as a prefix (with its typos), another word with its
+    // typos; a short word that is not the last has none.
+    let names = Term::from_field_text(fields.expanded, &word.text);
+    let expanded: Option<Box<dyn Query>> = if word.prefix {
+        Some(Box::new(FuzzyTermQuery::new_prefix(
+            names, word.typos, true,
+        )))
+    } else if word.typos > 0 {
+        Some(Box::new(FuzzyTermQuery::new(names, word.typos, true)))
+    } else {
+        None
+    };
+    if let Some(expanded) = expanded {
+        options.push((
+            Occur::Should,
+            Box::new(BoostQuery::new(expanded, EXPANDED_SCORE)),
+        ));
+    }
     let bonus: Box<dyn Query> = Box::new(ConstScoreQuery::new(
         Box::new(BooleanQuery::new(exact_anywhere)),
         EXACT_BONUS,
     ));
     Box::new(BooleanQuery::new(vec![
-        (Occur::Must, best_field),
+        (Occur::Must, Box::new(BooleanQuery::new(options))),
         (Occur::Should, bonus),
     ]))
 }

@@ -187,7 +187,11 @@ impl BookRepository for SqliteBookRepository {
                 } else {
                     Vec::new()
                 };
-                return Ok(SearchPage { books, total: 1 });
+                return Ok(SearchPage {
+                    books,
+                    total: 1,
+                    total_is_lower_bound: false,
+                });
             }
         }
         let terms = query.terms();
@@ -240,6 +244,7 @@ impl BookRepository for SqliteBookRepository {
         Ok(SearchPage {
             books: rows.into_iter().map(Book::from).collect(),
             total: u64::try_from(total).unwrap_or(0),
+            total_is_lower_bound: false,
         })
     }
 

@@ -8,7 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bookstore_domain::{Book, BookId, BookQuery, FieldErrors, NewBook, NewBookInput};
+use bookstore_domain::search::clean_query;
+use bookstore_domain::trends::Trend;
+use bookstore_domain::{
+    Book, BookId, BookQuery, FieldErrors, MAX_SUGGESTIONS, NewBook, NewBookInput, Suggestion,
+    SuggestionKind,
+};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -27,11 +32,12 @@ use crate::{MAX_BODY_BYTES, WebState};
         ("q" = Option<String>, Query, description = "Search words (title, author, description); empty lists every book"),
         ("o" = Option<u64>, Query, description = "Offset of the first book"),
         ("limit" = Option<u32>, Query, description = "Books per page, 1 to 100 (default web.page_size)"),
+        ("highlight" = Option<String>, Query, description = "1: each book also has `highlight` {title, author, description}: HTML, escaped, the matched words (corrected and completed ones too) in `<mark>`, the description as a snippet around its first match"),
     ),
     responses(
-        (status = 200, description = "JSON array of books `{id, title, author, description}`, best match first; `X-Total-Count` has the number of matches"),
+        (status = 200, description = "JSON array of books `{id, title, author, description}`, best match first; `X-Total-Count` has the number of matches, exact up to 10,000; beyond it says 10000 and `X-Total-Count-Lower-Bound: true` is set"),
         (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The search index is unavailable", body = bookstore_http::ErrorBody),
     ))]
 pub async fn list_books(
     State(state): State<WebState>,
@@ -45,14 +51,117 @@ pub async fn list_books(
         params.offset,
         params.limit.unwrap_or(state.page_size),
     );
-    let page = state.books.search(&query).await?;
+    let page = state.search.search(&query).await?;
     // An API call names its user only through a signed `uid` cookie it sent.
     publish_search(&state, &visitor, query.text(), params.offset, &page.books);
-    let mut response = Json(page.books).into_response();
-    response
-        .headers_mut()
-        .insert("x-total-count", HeaderValue::from(page.total));
+    let mut response = if params.highlight {
+        Json(highlighted(&state, query.text(), page.books)).into_response()
+    } else {
+        Json(page.books).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(page.total));
+    if page.total_is_lower_bound {
+        headers.insert(
+            "x-total-count-lower-bound",
+            HeaderValue::from_static("true"),
+        );
+    }
     Ok(response)
+}
+
+/// How long a description snippet is, in characters.
+pub(crate) const SNIPPET_CHARS: usize = 160;
+
+/// The books with a `highlight` object each: `title`, `author` and a `description` snippet as
+/// HTML, escaped, the words that matched `q` in `<mark>`.
+fn highlighted(state: &WebState, q: &str, books: Vec<Book>) -> Vec<Value> {
+    books
+        .into_iter()
+        .map(|book| {
+            let marked = state.search.highlight(q, &book, SNIPPET_CHARS);
+            let mut value = serde_json::to_value(&book).unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut value {
+                fields.insert(
+                    "highlight".to_owned(),
+                    serde_json::json!({
+                        "title": crate::highlight::html(&marked.title),
+                        "author": crate::highlight::html(&marked.author),
+                        "description": crate::highlight::html(&marked.description),
+                    }),
+                );
+            }
+            value
+        })
+        .collect()
+}
+
+/// `GET /api/suggest?q=`: what the search box offers while a reader types.
+#[utoipa::path(get, path = "/api/suggest", tag = "books",
+    summary = "Completions for a search box: titles and authors from the search index, popular queries from the trend service",
+    params(
+        ("q" = Option<String>, Query, description = "What the reader typed so far; the last word is read as a prefix"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of up to 8 `{text, kind}`, best first; `kind` is `popular` (a query readers search now, from the trend service, when it answers within web.remote_timeout_ms), `title` or `author`; empty for an empty `q`. Publishes no event."),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The search index is unavailable", body = bookstore_http::ErrorBody),
+    ))]
+pub async fn suggest(
+    State(state): State<WebState>,
+    params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Suggestion>>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    let typed = clean_query(params.get("q").map_or("", String::as_str));
+    if typed.is_empty() {
+        return Ok(Json(Vec::new()));
+    }
+    let trends = async {
+        match &state.trends {
+            Some(remote) => remote.get().await,
+            None => None,
+        }
+    };
+    let (found, trends) = tokio::join!(state.search.suggest(&typed, MAX_SUGGESTIONS), trends);
+    let mut suggestions = popular(&typed, trends.as_deref().map_or(&[], Vec::as_slice));
+    for s in found? {
+        if suggestions.len() == MAX_SUGGESTIONS {
+            break;
+        }
+        if !suggestions
+            .iter()
+            .any(|p| p.text.to_lowercase() == s.text.to_lowercase())
+        {
+            suggestions.push(s);
+        }
+    }
+    Ok(Json(suggestions))
+}
+
+/// At most this many popular queries lead the suggestions.
+const MAX_POPULAR: usize = 3;
+
+/// The public trends (already most popular first) whose query starts with what was typed, or has
+/// a word that does.
+fn popular(typed: &str, trends: &[Trend]) -> Vec<Suggestion> {
+    let typed = typed.to_lowercase();
+    trends
+        .iter()
+        .filter(|t| t.public)
+        .filter(|t| {
+            let query = t.query.to_lowercase();
+            query != typed
+                && (query.starts_with(&typed)
+                    || query
+                        .split_whitespace()
+                        .any(|word| word.starts_with(typed.as_str())))
+        })
+        .take(MAX_POPULAR)
+        .map(|t| Suggestion {
+            text: t.query.clone(),
+            kind: SuggestionKind::Popular,
+        })
+        .collect()
 }
 
 fn bad_params(fields: FieldErrors) -> ApiError {

@@ -9,10 +9,11 @@ use crate::error::ApiError;
 
 const STYLE_CSS: &str = include_str!("../static/style.css");
 const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
+const SUGGEST_JS: &str = include_str!("../static/suggest.js");
 
-/// The page's stylesheet and icon.
+/// The page's stylesheet, icon and search-box script.
 #[utoipa::path(get, path = "/static/{file}", tag = "page",
-    params(("file" = String, Path, description = "style.css or favicon.svg")),
+    params(("file" = String, Path, description = "style.css, favicon.svg or suggest.js")),
     responses(
         (status = 200, description = "The file"),
         (status = 404, description = "No such file", body = bookstore_http::ErrorBody),
@@ -26,6 +27,7 @@ pub async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
     let (body, content_type) = match file.as_str() {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         "favicon.svg" => (FAVICON_SVG, "image/svg+xml"),
+        "suggest.js" => (SUGGEST_JS, "text/javascript; charset=utf-8"),
         _ => return ApiError::NotFound(format!("no static file {file:?}")).into_response(),
     };
     (

@@ -1,5 +1,5 @@
 //! The web service: the bookstore page (`GET /`) and its REST API (`/api/books`), on any
-//! [`BookRepository`].
+//! [`BookRepository`] (the catalog database) and [`BookSearch`] (the search index).
 //!
 //! [`router`] builds the whole HTTP surface; the composition root (the `bookstore` binary) gives
 //! it a repository and serves it.
@@ -8,6 +8,7 @@ mod api;
 mod assets;
 mod error;
 mod events;
+mod highlight;
 mod page;
 mod params;
 mod remote;
@@ -15,7 +16,7 @@ mod visitor;
 
 use std::sync::Arc;
 
-use bookstore_domain::{BookRepository, EventPublisher};
+use bookstore_domain::{BookRepository, BookSearch, EventPublisher};
 use secrecy::SecretString;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +33,10 @@ pub const MAX_LIMIT: u32 = 100;
 /// What the web service needs to run.
 #[derive(Clone)]
 pub struct WebState {
+    /// The catalog database: the system of record, for reads by id and for writes.
     pub books: Arc<dyn BookRepository>,
+    /// The search index, a read model fed by the catalog's events: every search and listing.
+    pub search: Arc<dyn BookSearch>,
     /// Where search events go.
     pub events: Arc<dyn EventPublisher>,
     /// Books per page on the page, and the API's default `limit`.
@@ -60,6 +64,7 @@ pub fn api(state: WebState) -> OpenApiRouter {
         ));
     OpenApiRouter::new()
         .routes(routes!(api::list_books, api::create_book))
+        .routes(routes!(api::suggest))
         .routes(routes!(api::get_book, api::replace_book, api::delete_book))
         .routes(routes!(assets::asset))
         .merge(page)

@@ -8,11 +8,13 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use bookstore_domain::recommend::Recommendation;
 use bookstore_domain::trends::Trend;
-use bookstore_domain::{Book, BookQuery, RepositoryError};
+use bookstore_domain::{Book, BookQuery, Marked, RepositoryError};
 
 use crate::WebState;
+use crate::api::SNIPPET_CHARS;
 use crate::error::error_chain;
 use crate::events::publish_search;
+use crate::highlight::html;
 use crate::params::ListParams;
 use crate::visitor::Visitor;
 
@@ -20,8 +22,10 @@ use crate::visitor::Visitor;
 #[template(path = "index.html")]
 struct IndexPage<'a> {
     q: &'a str,
-    books: &'a [Book],
+    books: Vec<Shown<'a>>,
     total: u64,
+    /// Whether more than `total` books match (the index stops counting at 10,000).
+    total_is_lower_bound: bool,
     /// 1-based position of the first and last book shown.
     first: u64,
     last: u64,
@@ -34,6 +38,46 @@ struct IndexPage<'a> {
     recommendations: Option<&'a [Recommendation]>,
     /// How many readers must search a query before it shows under Trends.
     min_readers: u32,
+}
+
+/// A book as the page shows it: title, author and description as HTML, escaped, the words that
+/// matched the query marked (the description as a snippet around its first match).
+struct Shown<'a> {
+    book: &'a Book,
+    title_html: String,
+    author_html: String,
+    description_html: String,
+}
+
+impl<'a> Shown<'a> {
+    fn new(state: &WebState, q: &str, book: &'a Book) -> Self {
+        if q.is_empty() {
+            return Self {
+                book,
+                title_html: html(&Marked::plain(&book.title)),
+                author_html: html(&Marked::plain(&book.author)),
+                description_html: html(&Marked::plain(&book.description)),
+            };
+        }
+        let marked = state.search.highlight(q, book, SNIPPET_CHARS);
+        Self {
+            book,
+            title_html: html(&marked.title),
+            author_html: html(&marked.author),
+            description_html: html(&marked.description),
+        }
+    }
+}
+
+impl IndexPage<'_> {
+    /// The number of matches as the page says it: "10,000+" when the index stopped counting.
+    fn total_label(&self) -> String {
+        if self.total_is_lower_bound {
+            format!("{},{:03}+", self.total / 1000, self.total % 1000)
+        } else {
+            self.total.to_string()
+        }
+    }
 }
 
 /// The bookstore page: search box, results, Trends and "Recommended for you".
@@ -79,7 +123,7 @@ pub async fn index(
         }
     };
     let (searched, trends, recommendations) =
-        tokio::join!(state.books.search(&query), trends, recommendations);
+        tokio::join!(state.search.search(&query), trends, recommendations);
     let trends = trends.as_deref().map(Vec::as_slice);
     let recommendations = recommendations.as_deref().map(Vec::as_slice);
     match searched {
@@ -88,8 +132,13 @@ pub async fn index(
             let shown = page.books.len() as u64;
             let view = IndexPage {
                 q: query.text(),
-                books: &page.books,
+                books: page
+                    .books
+                    .iter()
+                    .map(|book| Shown::new(&state, query.text(), book))
+                    .collect(),
                 total: page.total,
+                total_is_lower_bound: page.total_is_lower_bound,
                 first: params.offset.saturating_add(1),
                 last: params.offset.saturating_add(shown),
                 prev_offset: (params.offset > 0)
@@ -128,8 +177,9 @@ pub async fn index(
 fn error_page(q: &str, message: String) -> IndexPage<'_> {
     IndexPage {
         q,
-        books: &[],
+        books: Vec::new(),
         total: 0,
+        total_is_lower_bound: false,
         first: 0,
         last: 0,
         prev_offset: None,

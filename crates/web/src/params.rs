@@ -4,12 +4,14 @@ use std::collections::HashMap;
 
 use bookstore_domain::FieldErrors;
 
-/// `q`, `o` and `limit` of a book listing.
+/// `q`, `o`, `limit` and `highlight` of a book listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListParams {
     pub q: String,
     pub offset: u64,
     pub limit: Option<u32>,
+    /// `highlight=1`: each book of the API's answer also carries its matched words marked.
+    pub highlight: bool,
 }
 
 impl ListParams {
@@ -33,11 +35,20 @@ impl ListParams {
                 Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX).min(crate::MAX_LIMIT)),
             },
         };
+        let highlight = match params.get("highlight").map(|h| h.trim()) {
+            None | Some("" | "0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(_) => {
+                errors.add("highlight", "must be 1 or 0 (true or false)");
+                false
+            }
+        };
         if errors.is_empty() {
             Ok(Self {
                 q: params.get("q").cloned().unwrap_or_default(),
                 offset,
                 limit,
+                highlight,
             })
         } else {
             Err(errors)
@@ -73,7 +84,8 @@ mod tests {
             ListParams {
                 q: String::new(),
                 offset: 0,
-                limit: None
+                limit: None,
+                highlight: false,
             }
         );
         assert_eq!(parse(&[("limit", "1000")]).unwrap().limit, Some(100));
@@ -86,6 +98,8 @@ mod tests {
             u64::MAX
         );
         assert_eq!(parse(&[("o", "20"), ("q", "x")]).unwrap().offset, 20);
+        assert!(parse(&[("highlight", "1")]).unwrap().highlight);
+        assert!(!parse(&[("highlight", "0")]).unwrap().highlight);
     }
 
     #[test]
@@ -97,6 +111,7 @@ mod tests {
             ("o", "+1"),
             ("limit", "0"),
             ("limit", "-3"),
+            ("highlight", "yes"),
         ] {
             let err = parse(&[(key, value)]).unwrap_err();
             assert!(err.get(key).is_some(), "{key}={value}");

@@ -58,11 +58,21 @@ fn with_no_config_it_serves_the_sample_catalog_and_stops_cleanly_on_sigterm() {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the service logs its address");
+    // Ready once the search index has the sample catalog.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking::get(format!("http://{addr}/readyz"))
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "not ready after 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let body = reqwest::blocking::get(format!("http://{addr}/?q=pride"))
         .unwrap()
         .text()
         .unwrap();
-    assert!(body.contains("Pride and Prejudice"));
+    assert!(body.contains("<mark>Pride</mark> and Prejudice"));
     assert!(
         dir.path().join("bookstore.db").exists(),
         "data lives in the data dir"

@@ -6,3 +6,4 @@ mod books_api;
 mod cli;
 mod helpers;
 mod page;
+mod search;

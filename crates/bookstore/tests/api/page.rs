@@ -47,8 +47,8 @@ async fn searching_on_the_page_shows_the_best_match_first(backend: Backend) {
     let first = html.find("class=\"book\"").expect("a result");
     let rest = &html[first..];
     let title_at = rest
-        .find("Pride and Prejudice")
-        .expect("Pride and Prejudice is shown");
+        .find("<mark>Pride</mark> and Prejudice")
+        .expect("Pride and Prejudice is shown, the matched word marked");
     assert!(
         rest[..title_at].matches("class=\"book\"").count() == 1,
         "Pride and Prejudice is the first result"

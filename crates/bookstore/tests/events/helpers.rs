@@ -280,6 +280,21 @@ impl TestBus {
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
+        // Searches are answered by the search index: ready once it has the sample catalog.
+        let readyz = format!("http://{}/readyz", ops.unwrap_or(addr));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while reqwest::get(&readyz)
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the web service is not ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         RunningWeb {
             addr,
             ops,

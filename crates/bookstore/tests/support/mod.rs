@@ -194,7 +194,33 @@ pub async fn start_recommend(config: &Config) -> (Running, Arc<ConsumerStats>) {
 pub async fn start_web(config: &Config, remotes: Remotes) -> (Running, Arc<PublisherStats>) {
     let app = WebApp::build_with(config, remotes).await.unwrap();
     let stats = app.publisher_stats();
-    (run_until_shutdown!(app), stats)
+    let running = run_until_shutdown!(app);
+    wait_ready(running.ops_url.as_deref().unwrap_or(&running.url)).await;
+    (running, stats)
+}
+
+/// Waits (at most 60 s) until `GET <base>/readyz` answers 200: for the web service, its search
+/// index has caught up with the catalog topic.
+pub async fn wait_ready(base: &str) {
+    let readyz = format!("{base}/readyz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match reqwest::get(&readyz).await {
+            Ok(response) if response.status() == 200 => return,
+            Ok(response) => {
+                let body = response.text().await.unwrap_or_default();
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{readyz} is not ready after 60 s: {body}"
+                );
+            }
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "{readyz} does not answer after 60 s: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `GET url`, its body as text (whatever the status).
