@@ -213,7 +213,7 @@ impl WebApp {
                     }),
                 )
                 .with("broker", broker, broker_probe)
-                .with("search index", "tantivy", indexer.probe()),
+                .with_details("search index", "tantivy", indexer.probe()),
             collectors: [
                 crate::ops::publisher_collector("searches", publisher.stats.clone()),
                 crate::ops::publisher_collector("catalog", sink.stats()),
@@ -293,6 +293,14 @@ impl WebApp {
                 relay_stop.clone(),
             ))
         });
+        // The service also stops when the search index's consumer fails.
+        let index_failed = indexer.failed();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = index_failed => {}
+            }
+        };
         let served = drained(self.listeners, self.routers, self.limits, shutdown)
             .await
             .context("the web server failed");
@@ -316,10 +324,12 @@ impl WebApp {
         if let Some(trimming) = trimming {
             let _ = trimming.await;
         }
-        if let Err(error) = indexer.stop().await {
-            tracing::warn!(error = %format!("{error:#}"), "the search index's consumer failed");
-        }
-        served
+        let indexed = indexer
+            .stop()
+            .await
+            .context("the search index's consumer of the catalog topic failed");
+        served?;
+        indexed
     }
 }
 

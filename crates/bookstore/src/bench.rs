@@ -27,7 +27,8 @@ pub struct SearchBench {
     pub page_size: u32,
     /// Where the index is built (emptied first).
     pub index_dir: PathBuf,
-    /// Books per index commit: the consumer's `events.batch_size`.
+    /// Books per index commit, as the web service's consumer commits them while it catches up
+    /// (`events.batch_size`, at least `bookstore::search::INDEX_BATCH`).
     pub batch: usize,
 }
 
@@ -375,7 +376,9 @@ fn build_index(
     let rate = books as f64 / started.elapsed().as_secs_f64().max(1e-9);
     // As the web service does once its index has caught up.
     let merging = Instant::now();
-    index.merge_segments()?;
+    index
+        .merge_segments()
+        .context("cannot merge the index's segments")?;
     eprintln!(
         "built the index at {rate:.0} books/s, merged its segments in {:.1} s",
         merging.elapsed().as_secs_f64()

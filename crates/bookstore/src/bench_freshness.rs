@@ -46,8 +46,8 @@ pub async fn run(bench: &FreshnessBench) -> anyhow::Result<Vec<Delays>> {
     let mut deleted = histogram()?;
     for round in 0..bench.rounds {
         // Words of letters only, unlike any real word, so that only this book matches them.
-        let first = word(&run, round, 'c');
-        let second = word(&run, round, 'u');
+        let first = word(&run, round, "zqc");
+        let second = word(&run, round, "xwu");
         let book = |title: &str| json!({"title": format!("Freshness {title}"), "author": "Bench", "published_at": "2000"});
         let response = http
             .post(format!("{base}/api/books"))
@@ -104,16 +104,19 @@ pub async fn run(bench: &FreshnessBench) -> anyhow::Result<Vec<Delays>> {
     ])
 }
 
-/// A word of letters only for this run, round and kind of write.
-fn word(run: &str, round: usize, kind: char) -> String {
-    let digits: String = format!("{run}{round:06}")
-        .chars()
-        .map(|c| match c.to_digit(16) {
-            Some(d) => char::from(b'a' + u8::try_from(d).unwrap_or(0)),
-            None => c,
-        })
+/// A word of 15 letters for this run, round and kind of write: unlike any real word, under the
+/// index's longest word (40), and three letters apart from the other kind's word of the same
+/// round (more than the two typos a word of its length may have, so that searching one never
+/// finds the other).
+fn word(run: &str, round: usize, kind: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{run}/{round}").bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let letters: String = (0..12)
+        .map(|i| char::from(b'a' + u8::try_from((hash >> (i * 5)) % 26).unwrap_or(0)))
         .collect();
-    format!("zq{kind}{digits}")
+    format!("{kind}{letters}")
 }
 
 /// Searches `word` every `bench.poll` until the number of books found satisfies `done`; the
@@ -191,10 +194,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_are_letters_only_and_differ_by_round_and_kind() {
-        let a = word("0123456789abcdef", 1, 'c');
+    fn words_are_short_letters_only_and_differ_by_round_and_kind() {
+        let a = word("0123456789abcdef", 1, "zqc");
+        assert_eq!(a.len(), 15);
         assert!(a.chars().all(|c| c.is_ascii_lowercase()), "{a}");
-        assert_ne!(a, word("0123456789abcdef", 2, 'c'));
-        assert_ne!(a, word("0123456789abcdef", 1, 'u'));
+        assert_ne!(a, word("0123456789abcdef", 2, "zqc"));
+        let b = word("0123456789abcdef", 1, "xwu");
+        let apart = a.chars().zip(b.chars()).filter(|(x, y)| x != y).count();
+        assert_eq!(apart, 3);
     }
 }

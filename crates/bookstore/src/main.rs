@@ -326,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 page_size: config.web.page_size,
                 index_dir: temp.join("search-index"),
-                batch: config.events.batch_size,
+                batch: config.events.batch_size.max(bookstore::search::INDEX_BATCH),
             };
             let report = bench::run(&catalog, &spec).await?;
             print!("{}", bench::table(&report));

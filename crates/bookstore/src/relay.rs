@@ -47,6 +47,11 @@ impl PublisherSink {
     pub async fn start(bus: &EventBus, events: &EventsConfig) -> anyhow::Result<Self> {
         let mut catalog = events.clone();
         catalog.topic = events.catalog_topic.clone();
+        // A round gives its rows back when the log has not confirmed them within the flush
+        // timeout, and another web instance may then send them and the rows after them: an event
+        // still queued here must not reach the log after those. So the producer gives up on an
+        // event (Kafka's `message.timeout.ms`) when the round does.
+        catalog.message_timeout_ms = events.flush_timeout_ms.max(1);
         let publisher = bus.publisher(&catalog).await?;
         Ok(Self::new(
             publisher,

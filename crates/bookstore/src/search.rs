@@ -113,11 +113,19 @@ impl Indexer {
             progress,
         } = self;
         let stop = CancellationToken::new();
+        let failed = CancellationToken::new();
         let consumer = tokio::spawn({
-            let (index, stats, progress, stop) =
-                (index.clone(), stats.clone(), progress.clone(), stop.clone());
+            let (index, stats, progress, stop, failed) = (
+                index.clone(),
+                stats.clone(),
+                progress.clone(),
+                stop.clone(),
+                failed.clone(),
+            );
             async move {
                 let topics = vec![events.catalog_topic.clone()];
+                let mut events = events;
+                events.batch_size = events.batch_size.max(INDEX_BATCH);
                 let consumer = loop {
                     let handler: Arc<dyn bookstore_domain::EventHandler> = Arc::new(index.clone());
                     // Setting the topic up waits for the log (up to events.topic_timeout_ms):
@@ -141,7 +149,17 @@ impl Indexer {
                     }
                 };
                 let _ = stats.set(consumer.stats());
-                consumer.run().await
+                let ran = consumer.run().await;
+                if let Err(error) = &ran {
+                    // The index would stop following the catalog: the web service stops (and its
+                    // supervisor starts it again), as the trend and recommendation services do
+                    // when their consumer fails.
+                    tracing::error!(error = %format!("{error:#}"), "search index: its consumer of the catalog topic failed");
+                    progress.caught_up.store(false, Ordering::Release);
+                    progress.say(format!("search index: its consumer failed: {error:#}"));
+                    failed.cancel();
+                }
+                ran
             }
         });
         let watch = tokio::spawn(watch(index, stats, progress, stop.clone()));
@@ -149,6 +167,7 @@ impl Indexer {
             consumer,
             watch,
             stop,
+            failed,
         }
     }
 }
@@ -179,6 +198,13 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How often that progress goes to the log.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// The fewest events the index's consumer applies in one commit when they are there (catching
+/// up): each commit writes and syncs a segment, so big batches build an index faster (73,000
+/// books/s against 39,000 with 1,000 per commit, in `bookstore bench search`). When the topic is
+/// quiet a batch is whatever arrived within `events.batch_wait_ms`, so writes reach search as
+/// fast as with small batches.
+pub const INDEX_BATCH: usize = 10_000;
+
 /// How long the index waits before trying the event log again.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
@@ -187,6 +213,8 @@ pub(crate) struct RunningIndexer {
     consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
     watch: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
+    /// Cancelled when the consumer failed.
+    failed: CancellationToken,
 }
 
 impl RunningIndexer {
@@ -200,6 +228,11 @@ impl RunningIndexer {
                 "the search index's consumer failed: {error}"
             )),
         }
+    }
+
+    /// Completes when the consumer has failed (never, while it runs).
+    pub fn failed(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.failed.clone().cancelled_owned()
     }
 
     /// A drop guard of the consumer's stop token: the consumer stops if the service's task is
@@ -240,8 +273,11 @@ async fn watch(
         };
         let (lag, measured) = stats.lag();
         let behind: i64 = lag.values().sum();
-        // No figure yet, or no partition assigned yet: not known to be caught up.
-        if measured.is_none() || lag.is_empty() {
+        // No figure yet, no partition assigned yet, or not every owned partition measured (a
+        // Kafka partition has no figure until librdkafka has fetched from it): not known to be
+        // caught up.
+        let owned = stats.owned_partitions.load(Ordering::Relaxed);
+        if measured.is_none() || lag.is_empty() || (lag.len() as u64) < owned {
             progress.say(format!(
                 "search index: catching up, {read} events read, the topic's end not yet measured"
             ));
@@ -255,10 +291,11 @@ async fn watch(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "search index: caught up with the catalog topic"
             );
-            progress.caught_up.store(true, Ordering::Release);
-            progress.say(String::new());
-            // Searches are fastest on one segment: merge what the catch-up wrote (the consumer
-            // waits for it; searches go on).
+            // Searches are fastest on one segment: merge what the catch-up wrote before saying
+            // ready (batches go on being applied, and searches answered, meanwhile).
+            progress.say(format!(
+                "search index: caught up ({books} books), merging its segments"
+            ));
             let merging = Instant::now();
             match index.with_index(|i| i.merge_segments()).await {
                 Ok(Ok(())) => tracing::info!(
@@ -268,6 +305,8 @@ async fn watch(
                 Ok(Err(error)) => tracing::warn!(%error, "search index: cannot merge its segments"),
                 Err(error) => tracing::warn!(%error, "search index: cannot merge its segments"),
             }
+            progress.caught_up.store(true, Ordering::Release);
+            progress.say(String::new());
             return;
         }
         let message = format!(

@@ -102,8 +102,10 @@ impl Web {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("bookstore web exited ({status}):\n{}", self.log());
             }
+            // Ready: the search index has the sample catalog and has merged its segments, so
+            // its files are open and its consumer has done its catch-up.
             let answered = http
-                .get(format!("http://{}/healthz", self.addr))
+                .get(format!("http://{}/readyz", self.addr))
                 .send()
                 .await;
             if answered.is_ok_and(|r| r.status() == 200) {
@@ -298,7 +300,9 @@ async fn slow_clients_are_cut_on_time_and_bounded_by_the_cap() {
     let base = format!("http://{}", web.addr);
     // Warm up (the first search opens the index) and count the descriptors at rest.
     fast(&http, &format!("{base}/api/books?q=pride")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past a few heartbeats of the search index's consumer of the embedded log (its connections
+    // to the log file are open by then).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let at_rest = web.descriptors();
 
     // 1. Under the cap: 120 half-open, 20 silent, 30 trickling, 30 idle keep-alive.

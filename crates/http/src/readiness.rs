@@ -29,6 +29,9 @@ struct Check {
     /// What it is: `mysql`, `sqlite`, `redis`, `kafka`, `embedded log`.
     backend: String,
     probe: Arc<dyn Probe>,
+    /// Whether its error is shown in `/readyz` (`details`): only for probes whose messages are the
+    /// service's own words (a database's error may name hosts and users).
+    public: bool,
 }
 
 /// How long one round of checks answers `/readyz` (so that a flood of `/readyz` calls cannot
@@ -75,6 +78,24 @@ impl Readiness {
             role,
             backend: backend.into(),
             probe,
+            public: false,
+        });
+        self
+    }
+
+    /// [`Readiness::with`] for a probe whose error message may be shown: it goes to `/readyz`'s
+    /// `details` and `error` (such as "search index: catching up, 120 of 262 events").
+    pub fn with_details(
+        mut self,
+        role: &'static str,
+        backend: impl Into<String>,
+        probe: Arc<dyn Probe>,
+    ) -> Self {
+        self.checks.push(Check {
+            role,
+            backend: backend.into(),
+            probe,
+            public: true,
         });
         self
     }
@@ -88,7 +109,8 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 /// Whether every backend answers: `{"status", "checks": {role: "ok"|"unavailable"|"timeout"},
-/// "backends": {role: name}, "error"}`; 503 names the backends that are down.
+/// "backends": {role: name}, "error", "details": {role: message}}`; 503 names the backends that
+/// are down, and says why for those whose messages may be shown (the search index's progress).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Every backend answers"),
@@ -98,9 +120,10 @@ pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response 
     let results = readiness.outcome().await;
     let mut checks = Map::new();
     let mut backends = Map::new();
+    let mut details = Map::new();
     let mut down = Vec::new();
     for (check, result) in readiness.checks.iter().zip(results) {
-        let state = match result {
+        let state = match &result {
             Some(Ok(())) => "ok",
             Some(Err(ProbeError(error))) => {
                 tracing::warn!(role = check.role, backend = %check.backend, %error, "readiness: backend down");
@@ -109,7 +132,13 @@ pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response 
             None => "timeout",
         };
         if state != "ok" {
-            down.push(format!("{} ({})", check.role, check.backend));
+            match &result {
+                Some(Err(ProbeError(error))) if check.public => {
+                    details.insert(check.role.to_owned(), Value::from(error.clone()));
+                    down.push(format!("{} ({}): {error}", check.role, check.backend));
+                }
+                _ => down.push(format!("{} ({})", check.role, check.backend)),
+            }
         }
         checks.insert(check.role.to_owned(), Value::from(state));
         backends.insert(check.role.to_owned(), Value::from(check.backend.clone()));
@@ -123,6 +152,9 @@ pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response 
         (StatusCode::OK, Json(body)).into_response()
     } else {
         body["error"] = Value::from(format!("not ready: {} down", down.join(", ")));
+        if !details.is_empty() {
+            body["details"] = Value::Object(details);
+        }
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

@@ -1,9 +1,10 @@
-//! The outbox relay on MySQL/MariaDB: the oldest unsent rows are locked with
-//! `SELECT … FOR UPDATE NOWAIT` in a transaction held while they are delivered. One relay at a
-//! time: while one holds the oldest rows, another web instance's round takes nothing (it does not
-//! skip ahead to newer rows, which would let a book's later event reach the log before an earlier
-//! one); a relay that dies releases its locks with its connection and the rows are taken again,
-//! oldest first. A row the sink refuses counts an
+//! The outbox relay on MySQL/MariaDB: a round is one transaction, held while its rows are
+//! delivered. One relay at a time: a round first locks the one row of `outbox_relay` with
+//! `FOR UPDATE NOWAIT`, and takes nothing if another relay's round holds it (a relay that skipped
+//! ahead of rows another holds could let a book's later event reach the log before an earlier
+//! one); then it locks the oldest waiting rows with `FOR UPDATE SKIP LOCKED` (rows of
+//! transactions still open are skipped, not waited for). A relay that dies releases its locks with
+//! its connection and the rows are taken again, oldest first. A row the sink refuses counts an
 //! attempt and keeps the reason; one it gives up on is dead-lettered (`dead_at`) and never taken
 //! again.
 
@@ -41,20 +42,28 @@ impl Outbox for MySqlOutbox {
         // would wait for this round, and so for the log, to finish.
         let mut conn = crate::read_committed(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await.map_err(repo_error)?;
-        let rows: Result<Vec<(i64, String, Vec<u8>, i32)>, _> = sqlx::query_as(concat!(
+        // One relay at a time: another relay's round holds the lock row, and this round takes
+        // nothing.
+        let turn = sqlx::query("SELECT id FROM outbox_relay WHERE id = 1 FOR UPDATE NOWAIT")
+            .fetch_optional(&mut *tx)
+            .await;
+        match turn {
+            Ok(_) => {}
+            Err(error) if is_lock_wait(&error) => return Ok(Relayed::default()),
+            Err(error) => return Err(repo_error(error)),
+        }
+        // Rows of transactions still open are skipped, not waited for: a book's rows are written
+        // under its row lock, so an open transaction's row of a book is newer than every
+        // committed row of that book, and skipping it never reorders one book's events.
+        let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(concat!(
             "SELECT id, event_key, payload, attempts FROM outbox ",
             "WHERE dead_at IS NULL AND sent_at IS NULL ",
-            "ORDER BY id LIMIT ? FOR UPDATE NOWAIT"
+            "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
         ))
         .bind(u64::try_from(limit).unwrap_or(u64::MAX))
         .fetch_all(&mut *tx)
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            // Another relay holds the oldest rows: this round takes nothing.
-            Err(error) if is_lock_wait(&error) => return Ok(Relayed::default()),
-            Err(error) => return Err(repo_error(error)),
-        };
+        .await
+        .map_err(repo_error)?;
         if rows.is_empty() {
             return Ok(Relayed::default());
         }

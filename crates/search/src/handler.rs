@@ -54,8 +54,9 @@ impl BookSearch for SearchIndex {
         let query = query.clone();
         match self.with_index(move |index| index.page(&query)).await {
             Ok(Ok(page)) => Ok(page),
-            Ok(Err(error)) => Err(RepositoryError::Internal(Box::new(error))),
-            Err(error) => Err(RepositoryError::Unavailable(Box::new(error))),
+            // The index's files could not be read now (503); a panic of the search is a bug (500).
+            Ok(Err(error)) => Err(RepositoryError::Unavailable(Box::new(error))),
+            Err(error) => Err(RepositoryError::Internal(Box::new(error))),
         }
     }
 
@@ -67,8 +68,8 @@ impl BookSearch for SearchIndex {
         let typed = typed.to_owned();
         match self.with_index(move |index| index.suggest(&typed, n)).await {
             Ok(Ok(found)) => Ok(found),
-            Ok(Err(error)) => Err(RepositoryError::Internal(Box::new(error))),
-            Err(error) => Err(RepositoryError::Unavailable(Box::new(error))),
+            Ok(Err(error)) => Err(RepositoryError::Unavailable(Box::new(error))),
+            Err(error) => Err(RepositoryError::Internal(Box::new(error))),
         }
     }
 }

@@ -6,15 +6,9 @@
 //! the books (tantivy's commit payload), so a crash at any point neither loses nor doubles a
 //! book, and an index without positions (new, or lost) is rebuilt from the topic's beginning.
 //!
-//! Work in progress for issue 14; the web service does not use it yet. Done: the index (schema with stored fields, so
-//! whole books come back without the database; folded analyzer; typo, prefix and field-weight
-//! matching; ISBN lookup; counts that stop at 10,001), its positions in the commit payload, the
-//! [`SearchIndex`] event handler (exactly once, like the other stores), and the marking of
-//! matched words. Next: the web service opens it in `<data_dir>/search`, runs a consumer of the
-//! catalog topic into it (a group of its own per instance, so it gets every partition), answers
-//! `/api/books?q=` and the page from it, and says "search index: catching up, N of M" in
-//! `/readyz` until its lag is zero; then highlighting in the page and `highlight=1`,
-//! `/api/suggest`, and `bookstore bench search` with FTS5 and FULLTEXT as baselines.
+//! The web service opens it in `<data_dir>/search/index` and feeds it with a consumer of the
+//! catalog topic (`crates/bookstore/src/search.rs`); it searches it through the
+//! [`bookstore_domain::BookSearch`] port that [`SearchIndex`] implements.
 
 pub mod handler;
 pub mod highlight;
@@ -177,6 +171,25 @@ impl BookIndex {
     /// see the result once this returns.
     pub fn apply(&self, changes: &[Change], positions: &[Position]) -> Result<(), SearchError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let applied = self.apply_with(&mut writer, changes, positions);
+        if applied.is_err() {
+            // Nothing of a failed batch may ride along with the next commit.
+            if let Err(error) = writer.rollback() {
+                tracing::warn!(%error, "search index: cannot roll a failed batch back");
+            }
+        }
+        drop(writer);
+        applied?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn apply_with(
+        &self,
+        writer: &mut IndexWriter<TantivyDocument>,
+        changes: &[Change],
+        positions: &[Position],
+    ) -> Result<(), SearchError> {
         for change in changes {
             match change {
                 Change::Upsert(book) => {
@@ -201,7 +214,6 @@ impl BookIndex {
         let mut commit = writer.prepare_commit()?;
         commit.set_payload(&serde_json::to_string(&payload)?);
         commit.commit()?;
-        self.reader.reload()?;
         Ok(())
     }
 
@@ -231,12 +243,29 @@ impl BookIndex {
     /// fastest. Done once an index has caught up with the topic; the commits after it add small
     /// segments that tantivy's merge policy merges as they come. The positions stay as they are.
     pub fn merge_segments(&self) -> Result<(), SearchError> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let ids = self.index.searchable_segment_ids()?;
-        if ids.len() > 1 {
-            writer.merge(&ids).wait()?;
+        // A segment in one of the merge policy's own merges cannot be merged again: try again
+        // with the segments as they are then.
+        let mut attempt = 0;
+        loop {
+            let ids = self.index.searchable_segment_ids()?;
+            if ids.len() <= 1 {
+                break;
+            }
+            // The writer is free while the merge runs: batches go on being applied.
+            let merging = self
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .merge(&ids);
+            match merging.wait() {
+                Ok(_) => break,
+                Err(tantivy::TantivyError::InvalidArgument(_)) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        drop(writer);
         self.reader.reload()?;
         Ok(())
     }
@@ -417,8 +446,9 @@ impl BookIndex {
         let offset = offset.min(EXACT_COUNT_UP_TO);
         let limit = limit.clamp(1, EXACT_COUNT_UP_TO);
         // A query of stop words only (`the`, `of the`) matches most of the catalog and its
-        // words say nothing about relevance: its matches come in catalog order, the first page
-        // found without scoring every match, so it costs no more than a rare word.
+        // words say nothing about relevance: its matches come in the index's order (about the
+        // order the books were added), the first page found without scoring every match, so it
+        // costs no more than a rare word.
         let addresses = if words.iter().all(query::is_stop) {
             first_matches(&searcher, query.as_ref(), offset, limit)?
         } else {
@@ -809,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_words_alone_match_exactly_in_catalog_order() {
+    fn stop_words_alone_match_exactly_in_the_index_order() {
         let index = index();
         // "a" is in four descriptions: every one, in id order.
         let page = index.search("a", 0, 10).unwrap();

@@ -163,6 +163,19 @@ pub async fn wait_ready(client: &Client, ops: SocketAddr) {
 }
 
 impl TestApp {
+    /// The catalog database of this app, as the service opens it.
+    pub async fn catalog(&self) -> std::sync::Arc<dyn bookstore_domain::BookRepository> {
+        let config = Config {
+            data_dir: self._dir.path().to_owned(),
+            db: bookstore::config::DbConfig {
+                url: Some(self.db_url.clone().into()),
+                ..bookstore::config::DbConfig::default()
+            },
+            ..Config::default()
+        };
+        bookstore::open_catalog(&config).await.unwrap().repository()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
