@@ -50,8 +50,12 @@ impl PublisherSink {
         // A round gives its rows back when the log has not confirmed them within the flush
         // timeout, and another web instance may then send them and the rows after them: an event
         // still queued here must not reach the log after those. So the producer gives up on an
-        // event (Kafka's `message.timeout.ms`) when the round does.
-        catalog.message_timeout_ms = events.flush_timeout_ms.max(1);
+        // event (Kafka's `message.timeout.ms`) when the round does
+        // (librdkafka wants it above `linger.ms`.) Not airtight: librdkafka looks for expired
+        // events about once a second and cannot take back one already on the wire.
+        catalog.message_timeout_ms = events
+            .flush_timeout_ms
+            .max(events.linger_ms.saturating_add(1));
         let publisher = bus.publisher(&catalog).await?;
         Ok(Self::new(
             publisher,

@@ -123,6 +123,10 @@ impl Indexer {
                 failed.clone(),
             );
             async move {
+                // However this task ends without being asked to stop (an error, a panic, a
+                // consumer that returned), the service is told: an index that no longer follows
+                // the catalog must not go on answering as ready.
+                let unexpected_end = failed.clone().drop_guard();
                 let topics = vec![events.catalog_topic.clone()];
                 let mut events = events;
                 events.batch_size = events.batch_size.max(INDEX_BATCH);
@@ -131,7 +135,10 @@ impl Indexer {
                     // Setting the topic up waits for the log (up to events.topic_timeout_ms):
                     // a stop does not.
                     let made = tokio::select! {
-                        () = stop.cancelled() => return Ok(()),
+                        () = stop.cancelled() => {
+                            unexpected_end.disarm();
+                            return Ok(());
+                        }
                         made = bus.consumer(&events, &group, topics.clone(), handler, stop.clone()) => made,
                     };
                     match made {
@@ -142,7 +149,10 @@ impl Indexer {
                             progress
                                 .say(format!("search index: waiting for the event log: {error}"));
                             tokio::select! {
-                                () = stop.cancelled() => return Ok(()),
+                                () = stop.cancelled() => {
+                                    unexpected_end.disarm();
+                                    return Ok(());
+                                }
                                 () = tokio::time::sleep(RETRY_EVERY) => {}
                             }
                         }
@@ -150,16 +160,23 @@ impl Indexer {
                 };
                 let _ = stats.set(consumer.stats());
                 let ran = consumer.run().await;
-                if let Err(error) = &ran {
-                    // The index would stop following the catalog: the web service stops (and its
-                    // supervisor starts it again), as the trend and recommendation services do
-                    // when their consumer fails.
-                    tracing::error!(error = %format!("{error:#}"), "search index: its consumer of the catalog topic failed");
-                    progress.caught_up.store(false, Ordering::Release);
-                    progress.say(format!("search index: its consumer failed: {error:#}"));
-                    failed.cancel();
+                if stop.is_cancelled() && ran.is_ok() {
+                    unexpected_end.disarm();
+                    return ran;
                 }
-                ran
+                // The index would stop following the catalog: the web service stops (and its
+                // supervisor starts it again), as the trend and recommendation services do when
+                // their consumer fails.
+                let why = match &ran {
+                    Err(error) => format!("{error:#}"),
+                    Ok(()) => "it stopped".to_owned(),
+                };
+                tracing::error!(error = %why, "search index: its consumer of the catalog topic ended");
+                progress.caught_up.store(false, Ordering::Release);
+                progress.say(format!("search index: its consumer ended: {why}"));
+                ran.and(Err(anyhow::anyhow!(
+                    "the search index's consumer stopped by itself"
+                )))
             }
         });
         let watch = tokio::spawn(watch(index, stats, progress, stop.clone()));

@@ -134,7 +134,10 @@ impl MySqlBookRepository {
             let rows: Vec<BookRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM books WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+                // Locked like a write's book: a replace of one of these books waits for this
+                // transaction, so its event comes after this one in the outbox and in the log
+                // (the relay skips the rows of open transactions).
+                " FROM books WHERE id >= ? AND id < ? ORDER BY id LIMIT ? LOCK IN SHARE MODE"
             ))
             .bind(next)
             .bind(end)

@@ -48,7 +48,13 @@ impl Outbox for MySqlOutbox {
             .fetch_optional(&mut *tx)
             .await;
         match turn {
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            // Without the row relays would not take turns: refuse rather than reorder events.
+            Ok(None) => {
+                return Err(RepositoryError::Internal(
+                    "the outbox_relay table has no row 1 (migration 0007 puts it there)".into(),
+                ));
+            }
             Err(error) if is_lock_wait(&error) => return Ok(Relayed::default()),
             Err(error) => return Err(repo_error(error)),
         }

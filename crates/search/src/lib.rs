@@ -170,7 +170,17 @@ impl BookIndex {
     /// Applies `changes` and moves the stored positions to `positions`, in one commit; searches
     /// see the result once this returns.
     pub fn apply(&self, changes: &[Change], positions: &[Position]) -> Result<(), SearchError> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer = match self.writer.lock() {
+            Ok(writer) => writer,
+            Err(poisoned) => {
+                // A batch panicked half-way: drop what it added before applying this one.
+                let mut writer = poisoned.into_inner();
+                if let Err(error) = writer.rollback() {
+                    tracing::warn!(%error, "search index: cannot roll a failed batch back");
+                }
+                writer
+            }
+        };
         let applied = self.apply_with(&mut writer, changes, positions);
         if applied.is_err() {
             // Nothing of a failed batch may ride along with the next commit.
