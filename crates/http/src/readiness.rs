@@ -69,33 +69,37 @@ impl Readiness {
 
     /// Adds a backend in `role` (the key under `checks`), made of `backend`.
     pub fn with(
-        mut self,
+        self,
         role: &'static str,
         backend: impl Into<String>,
         probe: Arc<dyn Probe>,
     ) -> Self {
-        self.checks.push(Check {
-            role,
-            backend: backend.into(),
-            probe,
-            public: false,
-        });
-        self
+        self.check(role, backend.into(), probe, false)
     }
 
     /// [`Readiness::with`] for a probe whose error message may be shown: it goes to `/readyz`'s
     /// `details` and `error` (such as "search index: catching up, 120 of 262 events").
     pub fn with_details(
-        mut self,
+        self,
         role: &'static str,
         backend: impl Into<String>,
         probe: Arc<dyn Probe>,
     ) -> Self {
+        self.check(role, backend.into(), probe, true)
+    }
+
+    fn check(
+        mut self,
+        role: &'static str,
+        backend: String,
+        probe: Arc<dyn Probe>,
+        public: bool,
+    ) -> Self {
         self.checks.push(Check {
             role,
-            backend: backend.into(),
+            backend,
             probe,
-            public: true,
+            public,
         });
         self
     }

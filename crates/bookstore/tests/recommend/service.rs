@@ -339,17 +339,7 @@ async fn the_all_in_one_recommends_to_two_visitors() {
     let http = reqwest::Client::new();
     let url = format!("http://{web_addr}");
     // Ready: the search index holds the sample catalog.
-    wait_until(
-        Duration::from_secs(60),
-        "the service to be ready",
-        || async {
-            http.get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    crate::support::wait_ready(&url).await;
     // What each visitor was shown: the books linked from their result pages.
     let mut shown_a = shown_on(&page_search(&http, &url, READER_A, "austen").await);
     let mut shown_b = shown_on(&page_search(&http, &url, READER_B, "austen").await);

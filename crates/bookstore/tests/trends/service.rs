@@ -335,17 +335,7 @@ async fn a_search_on_the_page_is_under_trends_within_a_second() {
     let http = reqwest::Client::new();
     let url = format!("http://{web_addr}");
     // Ready: the search index holds the sample catalog.
-    wait_until(
-        Duration::from_secs(60),
-        "the service to be ready",
-        || async {
-            http.get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    crate::support::wait_ready(&url).await;
 
     searches_show_under_trends_within_a_second(&http, &url).await;
     tx.send(()).unwrap();
