@@ -143,10 +143,21 @@ pub struct RecommendConfig {
     pub half_life: u64,
     /// Results of one search event that count.
     pub results_per_event: usize,
-    /// A reader's strongest books that a newly shown book is paired with.
+    /// A reader's strongest queries that a query new to them is related to.
     pub history_per_event: usize,
-    /// Co-occurrence neighbours kept per book.
-    pub neighbours_per_book: usize,
+    /// Books kept per query record.
+    pub books_per_query: usize,
+    /// Related queries kept per query record.
+    pub related_per_query: usize,
+    /// Books kept in each partition's popularity list.
+    pub popular_books: usize,
+    /// Books, authors and queries kept per reader, and books remembered as shown to them.
+    pub profile_books: usize,
+    pub profile_authors: usize,
+    pub profile_queries: usize,
+    pub profile_shown: usize,
+    /// Seconds without a search after which a reader's profile is deleted.
+    pub profile_ttl: u64,
 }
 
 impl Default for RecommendConfig {
@@ -161,7 +172,14 @@ impl Default for RecommendConfig {
             half_life: rules.half_life.as_secs(),
             results_per_event: rules.results_per_event,
             history_per_event: rules.history_per_event,
-            neighbours_per_book: rules.neighbours_per_book,
+            books_per_query: rules.books_per_query,
+            related_per_query: rules.related_per_query,
+            popular_books: rules.popular_books,
+            profile_books: rules.profile_books,
+            profile_authors: rules.profile_authors,
+            profile_queries: rules.profile_queries,
+            profile_shown: rules.profile_shown,
+            profile_ttl: rules.profile_ttl.as_secs(),
         }
     }
 }
@@ -172,7 +190,14 @@ impl RecommendConfig {
             half_life: Duration::from_secs(self.half_life),
             results_per_event: self.results_per_event,
             history_per_event: self.history_per_event,
-            neighbours_per_book: self.neighbours_per_book,
+            books_per_query: self.books_per_query,
+            related_per_query: self.related_per_query,
+            popular_books: self.popular_books,
+            profile_books: self.profile_books,
+            profile_authors: self.profile_authors,
+            profile_queries: self.profile_queries,
+            profile_shown: self.profile_shown,
+            profile_ttl: Duration::from_secs(self.profile_ttl),
         }
     }
 }
@@ -744,11 +769,18 @@ impl Config {
         }
         if recommend.results_per_event == 0
             || recommend.history_per_event == 0
-            || recommend.neighbours_per_book == 0
+            || recommend.books_per_query == 0
+            || recommend.related_per_query == 0
+            || recommend.popular_books == 0
+            || recommend.profile_books == 0
+            || recommend.profile_authors == 0
+            || recommend.profile_queries == 0
+            || recommend.profile_shown == 0
+            || recommend.profile_ttl == 0
             || recommend.max_connections == 0
         {
             bail!(
-                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.neighbours_per_book and recommend.max_connections must be at least 1"
+                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.books_per_query, recommend.related_per_query, recommend.popular_books, recommend.profile_* (profile_ttl too) and recommend.max_connections must be at least 1"
             );
         }
         if recommend.group_id.trim().is_empty() {

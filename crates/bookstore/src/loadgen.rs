@@ -17,6 +17,22 @@
 //!   the visitors in turn; `GET /trends?q=<marker>&all=true` (that one trend, public or not) every
 //!   20 ms until the marker's count reaches it, for at most `--trend-wait-ms`. Zero-result
 //!   searches are published and counted like any other.
+//! - **Recommendation delay** (`--recommend-url`, empty: off): about every second, a fresh visitor
+//!   (a `uid` cookie fetched from the page before the run, so a reader without history) asks
+//!   `GET /recommendations?uid=<its id>&n=10` (the popular books), makes an API search for one of
+//!   the most common words (one that finds books), and from the search's answer on, asks again
+//!   every 20 ms until its list of ids differs both from the one before the search and from the
+//!   list of a reader who never searches, asked at the same time (the popular books change under
+//!   load by themselves), for at most `--rec-wait-ms`.
+//! - **Consumer lag** (`--trend-ops-url`, `--recommend-ops-url`, empty: off): every second, the
+//!   operations ports' `GET /metrics`; per consumer group (`service` and `group` labels),
+//!   `bookstore_consumer_lag` summed over its partitions (events not yet applied) and
+//!   `bookstore_consumer_oldest_unapplied_age_seconds` (an upper bound of the age of the oldest
+//!   of them). The all-in-one `bookstore serve` shows every service on each of its `/metrics`:
+//!   a group is taken once per sample, from the first port showing it.
+//!
+//! A recommendation service or operations port that does not answer before the run is left out
+//! with a warning on standard error.
 //!
 //! Every phase stops by itself at its duration; requests still outstanding then are awaited (each
 //! is bounded by `--timeout-ms`).
@@ -34,10 +50,24 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// How often the trend service is asked while a marker is awaited.
+/// How often the trend service is asked while a marker is awaited, and the recommendation
+/// service while a probe is.
 const POLL_EVERY: Duration = Duration::from_millis(20);
-/// How often a marker search is sent.
+/// How often a marker search is sent, and a recommendation probe started.
 const MARKER_EVERY: Duration = Duration::from_secs(1);
+/// How often the consumer groups' lag is sampled.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How many recommendations a probe asks for (`n`).
+const PROBE_RECOMMENDATIONS: &str = "10";
+/// The most common words of the workload that probes search, in turn.
+const PROBE_WORDS: usize = 20;
+/// Fresh visitors fetched before the run for the probes, at most (one a second of the run; later
+/// probes fetch their visitor before they start).
+const PROBE_VISITORS: usize = 120;
+/// The per-partition lag gauge, and the gauge of the age of the oldest unapplied event
+/// (`crate::ops::consumer_collector`).
+const LAG_METRIC: &str = "bookstore_consumer_lag";
+const UNAPPLIED_AGE_METRIC: &str = "bookstore_consumer_oldest_unapplied_age_seconds";
 
 /// `bookstore loadgen` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +79,18 @@ pub struct LoadgenArgs {
     /// The trend service.
     #[arg(long, default_value = "http://127.0.0.1:8001")]
     pub trend_url: String,
+    /// The recommendation service, for the delay from a search to changed recommendations
+    /// (empty: not measured).
+    #[arg(long, default_value = "http://127.0.0.1:8002")]
+    pub recommend_url: String,
+    /// The trend service's operations port, whose `/metrics` gives its consumer groups' lag
+    /// (empty: not sampled).
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    pub trend_ops_url: String,
+    /// The recommendation service's operations port, whose `/metrics` gives its consumer groups'
+    /// lag (empty: not sampled).
+    #[arg(long, default_value = "http://127.0.0.1:9002")]
+    pub recommend_ops_url: String,
     /// Seconds the run lasts.
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
@@ -80,6 +122,10 @@ pub struct LoadgenArgs {
     /// How long a marker search may take to show in `/trends` before it counts as never seen.
     #[arg(long, default_value_t = 5_000)]
     pub trend_wait_ms: u64,
+    /// How long a probe's recommendations may take to change after its search before it counts
+    /// as never changed.
+    #[arg(long, default_value_t = 5_000)]
+    pub rec_wait_ms: u64,
     /// Seed of the visitors and queries.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -562,6 +608,415 @@ fn next_tick(tick: Instant) -> Instant {
     (tick + MARKER_EVERY).max(Instant::now())
 }
 
+/// A recommendation as `GET /recommendations` gives it, the field used here.
+#[derive(Debug, Deserialize)]
+struct RecommendationEntry {
+    id: i64,
+}
+
+/// The ids of `uid`'s recommendations (`GET /recommendations?uid=…&n=10`), best first, when
+/// the answer came, and how long it took.
+async fn recommendation_ids(
+    client: &reqwest::Client,
+    recommend_url: &str,
+    uid: &str,
+) -> (Result<Vec<i64>, String>, Instant, Duration) {
+    let sent = Instant::now();
+    let ids = fetch_recommendation_ids(client, recommend_url, uid).await;
+    let answered = Instant::now();
+    (ids, answered, answered.duration_since(sent))
+}
+
+async fn fetch_recommendation_ids(
+    client: &reqwest::Client,
+    recommend_url: &str,
+    uid: &str,
+) -> Result<Vec<i64>, String> {
+    let response = client
+        .get(format!("{recommend_url}/recommendations"))
+        .query(&[("uid", uid), ("n", PROBE_RECOMMENDATIONS)])
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    let entries: Vec<RecommendationEntry> = response.json().await.map_err(|e| classify(&e))?;
+    Ok(entries.into_iter().map(|e| e.id).collect())
+}
+
+/// An API search for `word` from the visitor whose `Cookie` header is `cookie`: how many books
+/// it answered.
+async fn counted_search(
+    client: &reqwest::Client,
+    web_url: &str,
+    word: &str,
+    cookie: &str,
+) -> Result<usize, String> {
+    let response = client
+        .get(format!("{web_url}/api/books"))
+        .query(&[("q", word)])
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    let books: Vec<serde::de::IgnoredAny> = response.json().await.map_err(|e| classify(&e))?;
+    Ok(books.len())
+}
+
+/// The user id a `uid` cookie names, as the web service puts it in search events and the
+/// recommendation service knows it: the UUID before the signature (`uid=<uuid>.<mac>`),
+/// hyphenated.
+fn cookie_uid(cookie: &str) -> Option<String> {
+    let value = cookie.trim().strip_prefix("uid=")?;
+    let (uid, _signature) = value.split_once('.')?;
+    let uid = uuid::Uuid::parse_str(uid).ok()?;
+    Some(uid.hyphenated().to_string())
+}
+
+/// What the recommendation probes need.
+struct RecProbe {
+    client: reqwest::Client,
+    web_url: String,
+    recommend_url: String,
+    /// The words searched, in turn; one that finds no book is dropped.
+    words: Vec<String>,
+    /// Fresh visitors' `Cookie` headers, fetched before the run.
+    visitors: Vec<String>,
+    wait: Duration,
+}
+
+impl RecProbe {
+    /// A fresh visitor's `Cookie` header: one fetched before the run, else a new one now.
+    async fn fresh_visitor(&mut self) -> Option<String> {
+        if let Some(cookie) = self.visitors.pop() {
+            return Some(cookie);
+        }
+        visitor_cookies(&self.client, &self.web_url, 1)
+            .await
+            .ok()?
+            .pop()
+    }
+}
+
+/// How one probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeOutcome {
+    /// The recommendations changed this long after the search's answer.
+    Changed(Duration),
+    /// They did not change within the wait.
+    Missed,
+    /// No fresh visitor, or no recommendations before the search.
+    NotStarted,
+    SearchFailed,
+    /// The search found no book.
+    NoBooks,
+}
+
+/// The recommendation delay measurements.
+struct RecProbes {
+    delays: Histogram<u64>,
+    /// Latency of every `GET /recommendations` the probes sent.
+    latency: Histogram<u64>,
+    probes: u64,
+    missed: u64,
+    not_started: u64,
+    search_errors: u64,
+    empty_searches: u64,
+    polls: u64,
+    poll_errors: u64,
+}
+
+async fn measure_rec_delay(mut probe: RecProbe, end: Instant) -> RecProbes {
+    let mut m = RecProbes {
+        delays: new_histogram(),
+        latency: new_histogram(),
+        probes: 0,
+        missed: 0,
+        not_started: 0,
+        search_errors: 0,
+        empty_searches: 0,
+        polls: 0,
+        poll_errors: 0,
+    };
+    // A reader who never searches: what a reader without history is recommended at each moment.
+    let reference = uuid::Uuid::new_v4().hyphenated().to_string();
+    let mut turn = 0usize;
+    let mut tick = Instant::now();
+    while tick < end {
+        tokio::time::sleep_until(tick.into()).await;
+        m.probes += 1;
+        let index = turn % probe.words.len().max(1);
+        turn = turn.wrapping_add(1);
+        let word = probe.words.get(index).cloned().unwrap_or_default();
+        match probe_once(&mut probe, &reference, &word, &mut m).await {
+            ProbeOutcome::Changed(delay) => m.delays.saturating_record(micros(delay)),
+            ProbeOutcome::Missed => m.missed += 1,
+            ProbeOutcome::NotStarted => m.not_started += 1,
+            ProbeOutcome::SearchFailed => m.search_errors += 1,
+            ProbeOutcome::NoBooks => {
+                m.empty_searches += 1;
+                if probe.words.len() > 1 {
+                    probe.words.remove(index);
+                }
+            }
+        }
+        tick = next_tick(tick);
+    }
+    m
+}
+
+/// One probe: a fresh visitor's recommendations, its search for `word`, and its recommendations
+/// every [`POLL_EVERY`] until they differ from those before the search and from the `reference`
+/// reader's.
+async fn probe_once(
+    probe: &mut RecProbe,
+    reference: &str,
+    word: &str,
+    m: &mut RecProbes,
+) -> ProbeOutcome {
+    let Some(cookie) = probe.fresh_visitor().await else {
+        return ProbeOutcome::NotStarted;
+    };
+    let Some(uid) = cookie_uid(&cookie) else {
+        return ProbeOutcome::NotStarted;
+    };
+    let (client, url) = (&probe.client, probe.recommend_url.as_str());
+    m.polls += 1;
+    let (before, _, took) = recommendation_ids(client, url, &uid).await;
+    let _ = m.latency.record(micros(took).max(1));
+    let before = match before {
+        Ok(ids) => ids,
+        Err(_) => {
+            m.poll_errors += 1;
+            return ProbeOutcome::NotStarted;
+        }
+    };
+    match counted_search(client, &probe.web_url, word, &cookie).await {
+        Err(_) => return ProbeOutcome::SearchFailed,
+        Ok(0) => return ProbeOutcome::NoBooks,
+        Ok(_) => {}
+    }
+    let searched_at = Instant::now();
+    let deadline = searched_at + probe.wait;
+    loop {
+        let polled_at = Instant::now();
+        m.polls += 2;
+        let ((now, answered_at, took), (others, _, other_took)) = tokio::join!(
+            recommendation_ids(client, url, &uid),
+            recommendation_ids(client, url, reference)
+        );
+        let _ = m.latency.record(micros(took).max(1));
+        let _ = m.latency.record(micros(other_took).max(1));
+        match (now, others) {
+            (Ok(now), Ok(others)) => {
+                if now != before && now != others {
+                    return ProbeOutcome::Changed(answered_at.duration_since(searched_at));
+                }
+            }
+            (now, others) => {
+                m.poll_errors += u64::from(now.is_err()) + u64::from(others.is_err());
+            }
+        }
+        if Instant::now() >= deadline {
+            return ProbeOutcome::Missed;
+        }
+        tokio::time::sleep_until((polled_at + POLL_EVERY).into()).await;
+    }
+}
+
+/// One sample line of the Prometheus text format: `name{label="value",…} value [timestamp]`.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample<'a> {
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A sample line; `None` for comments, blank lines and lines that are not samples.
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let (name, rest) = line.split_at(name_end);
+    if name.is_empty() {
+        return None;
+    }
+    let (labels, rest) = match rest.strip_prefix('{') {
+        Some(inside) => parse_labels(inside)?,
+        None => (BTreeMap::new(), rest),
+    };
+    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// The labels after a `{`, up to and without the closing `}`, and what follows it. Values are
+/// quoted, with `\\`, `\"` and `\n` escaped.
+fn parse_labels(mut rest: &str) -> Option<(BTreeMap<String, String>, &str)> {
+    let mut labels = BTreeMap::new();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim();
+        if key.is_empty() {
+            return None;
+        }
+        let quoted = after.trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = quoted.char_indices();
+        let close = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.to_owned(), value);
+        rest = quoted.get(close + 1..)?;
+    }
+}
+
+/// A consumer group, as its series name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    service: String,
+    group: String,
+}
+
+/// A consumer group's figures in one `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct GroupReading {
+    /// The group's lag summed over its partitions (`None`: no lag series).
+    lag: Option<f64>,
+    /// The age of its oldest unapplied event, in seconds (`None`: no series, or not known).
+    oldest_unapplied_age: Option<f64>,
+}
+
+/// The consumer groups of `/metrics` texts, by their `service` and `group` labels. A group shown
+/// by more than one text (each `/metrics` of the all-in-one process shows every service) is
+/// taken from the first.
+fn consumer_groups<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<GroupKey, GroupReading> {
+    let mut groups = BTreeMap::new();
+    for text in texts {
+        let mut these: BTreeMap<GroupKey, GroupReading> = BTreeMap::new();
+        for sample in text.lines().filter_map(parse_sample) {
+            let is_lag = sample.name == LAG_METRIC;
+            if !is_lag && sample.name != UNAPPLIED_AGE_METRIC {
+                continue;
+            }
+            let (Some(service), Some(group)) =
+                (sample.labels.get("service"), sample.labels.get("group"))
+            else {
+                continue;
+            };
+            let key = GroupKey {
+                service: service.clone(),
+                group: group.clone(),
+            };
+            let reading = these.entry(key).or_default();
+            // A value that is not a number (NaN: not known) is left out; the group still shows.
+            if sample.value.is_finite() {
+                if is_lag {
+                    *reading.lag.get_or_insert(0.0) += sample.value;
+                } else {
+                    reading.oldest_unapplied_age = Some(sample.value);
+                }
+            }
+        }
+        for (key, reading) in these {
+            groups.entry(key).or_insert(reading);
+        }
+    }
+    groups
+}
+
+/// A consumer group's samples.
+#[derive(Debug, Default)]
+struct GroupSeries {
+    samples: u64,
+    lag: Vec<f64>,
+    oldest_unapplied_age: Vec<f64>,
+}
+
+/// The consumer groups' lag as sampled.
+#[derive(Debug, Default)]
+struct LagSamples {
+    scrapes: u64,
+    scrape_errors: u64,
+    groups: BTreeMap<GroupKey, GroupSeries>,
+}
+
+/// `GET {url}/metrics`.
+async fn scrape(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    response.text().await.map_err(|e| classify(&e))
+}
+
+/// Samples the consumer groups of the `/metrics` of `sources` every [`LAG_EVERY`] until `end`.
+async fn sample_lag(client: reqwest::Client, sources: Vec<String>, end: Instant) -> LagSamples {
+    let mut s = LagSamples::default();
+    if sources.is_empty() {
+        return s;
+    }
+    let mut tick = Instant::now();
+    while tick < end {
+        tokio::time::sleep_until(tick.into()).await;
+        let mut texts = Vec::with_capacity(sources.len());
+        for source in &sources {
+            s.scrapes += 1;
+            match scrape(&client, source).await {
+                Ok(text) => texts.push(text),
+                Err(_) => s.scrape_errors += 1,
+            }
+        }
+        for (key, reading) in consumer_groups(texts.iter().map(String::as_str)) {
+            let series = s.groups.entry(key).or_default();
+            series.samples += 1;
+            series.lag.extend(reading.lag);
+            series
+                .oldest_unapplied_age
+                .extend(reading.oldest_unapplied_age);
+        }
+        tick = (tick + LAG_EVERY).max(Instant::now());
+    }
+    s
+}
+
+/// The `q` quantile of `values` (nearest rank), `None` when there are none.
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
 /// Latency and throughput of one kind of request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KindReport {
@@ -630,11 +1085,132 @@ pub struct TrendDelay {
     pub poll_errors: u64,
 }
 
+/// The delay from a search to a change in the searcher's `GET /recommendations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecommendDelay {
+    /// Probes started, one a second, each from a fresh visitor.
+    pub probes: u64,
+    /// Recommendations changed within `wait_ms` of the search's answer.
+    pub changed: u64,
+    /// Never changed within `wait_ms`.
+    pub missed: u64,
+    /// Probes that could not start: no fresh visitor, or no recommendations before the search.
+    pub not_started: u64,
+    /// Searches that failed, and searches that found no book (their word is not searched
+    /// again); neither is measured.
+    pub search_errors: u64,
+    pub empty_searches: u64,
+    pub wait_ms: u64,
+    /// From the search's answer to the first changed recommendations.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// `GET /recommendations` requests (the probes' and the reference reader's), and how many
+    /// failed.
+    pub polls: u64,
+    pub poll_errors: u64,
+    /// Their latency, measured by the load generator.
+    pub request_p50_ms: Option<f64>,
+    pub request_p99_ms: Option<f64>,
+    pub request_max_ms: Option<f64>,
+}
+
+impl RecommendDelay {
+    fn new(probes: &RecProbes, wait_ms: u64) -> Self {
+        let d = &probes.delays;
+        let delay = |q: f64| (!d.is_empty()).then(|| d.value_at_quantile(q) as f64 / 1000.0);
+        let l = &probes.latency;
+        let request = |q: f64| (!l.is_empty()).then(|| l.value_at_quantile(q) as f64 / 1000.0);
+        Self {
+            probes: probes.probes,
+            changed: d.len(),
+            missed: probes.missed,
+            not_started: probes.not_started,
+            search_errors: probes.search_errors,
+            empty_searches: probes.empty_searches,
+            wait_ms,
+            p50_ms: delay(0.5),
+            p99_ms: delay(0.99),
+            max_ms: (!d.is_empty()).then(|| d.max() as f64 / 1000.0),
+            polls: probes.polls,
+            poll_errors: probes.poll_errors,
+            request_p50_ms: request(0.5),
+            request_p99_ms: request(0.99),
+            request_max_ms: (!l.is_empty()).then(|| l.max() as f64 / 1000.0),
+        }
+    }
+}
+
+/// A consumer group's lag, sampled every second during the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupLag {
+    pub service: String,
+    pub group: String,
+    /// Samples in which the group showed.
+    pub samples: u64,
+    /// Events not yet applied: `bookstore_consumer_lag` summed over the group's partitions.
+    pub lag_p50: Option<f64>,
+    pub lag_p99: Option<f64>,
+    pub lag_max: Option<f64>,
+    /// Samples in which the age of the oldest unapplied event was known.
+    pub age_samples: u64,
+    /// `bookstore_consumer_oldest_unapplied_age_seconds`: an upper bound of the age of the
+    /// oldest event not yet applied, in seconds (0 when the group is caught up).
+    pub oldest_unapplied_age_p50_s: Option<f64>,
+    pub oldest_unapplied_age_p99_s: Option<f64>,
+    pub oldest_unapplied_age_max_s: Option<f64>,
+}
+
+/// The consumer groups' lag during the run, from the operations ports' `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConsumerLag {
+    /// The operations ports sampled: those given that answered before the run.
+    pub sources: Vec<String>,
+    /// `GET /metrics` requests, and how many failed.
+    pub scrapes: u64,
+    pub scrape_errors: u64,
+    /// By service and group.
+    pub groups: Vec<GroupLag>,
+}
+
+impl ConsumerLag {
+    fn new(sources: Vec<String>, samples: &LagSamples) -> Self {
+        let groups = samples
+            .groups
+            .iter()
+            .map(|(key, series)| {
+                let (lag, age) = (&series.lag, &series.oldest_unapplied_age);
+                GroupLag {
+                    service: key.service.clone(),
+                    group: key.group.clone(),
+                    samples: series.samples,
+                    lag_p50: quantile(lag, 0.5),
+                    lag_p99: quantile(lag, 0.99),
+                    lag_max: quantile(lag, 1.0),
+                    age_samples: age.len() as u64,
+                    oldest_unapplied_age_p50_s: quantile(age, 0.5),
+                    oldest_unapplied_age_p99_s: quantile(age, 0.99),
+                    oldest_unapplied_age_max_s: quantile(age, 1.0),
+                }
+            })
+            .collect();
+        Self {
+            sources,
+            scrapes: samples.scrapes,
+            scrape_errors: samples.scrape_errors,
+            groups,
+        }
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub web_url: String,
     pub trend_url: String,
+    /// The recommendation service (empty: not measured).
+    #[serde(default)]
+    pub recommend_url: String,
     /// `open` (`rate`) or `closed` (`concurrency`).
     pub mode: String,
     pub rate: Option<f64>,
@@ -654,6 +1230,11 @@ pub struct Report {
     /// Search latency over the baseline's, per kind and for all.
     pub ratios: BTreeMap<String, Ratios>,
     pub trend_delay: TrendDelay,
+    /// `None`: not measured (`--recommend-url` empty, or the service did not answer).
+    #[serde(default)]
+    pub recommend_delay: Option<RecommendDelay>,
+    #[serde(default)]
+    pub consumer_lag: ConsumerLag,
 }
 
 fn merge(stats: &BTreeMap<Kind, KindStats>) -> KindStats {
@@ -676,13 +1257,38 @@ fn ratios(of: &KindReport, to: &KindReport) -> Ratios {
     }
 }
 
-/// Checks that both services answer, measures the baseline, then runs the load with the trend
-/// delay measured alongside.
+/// Whether `GET {url}{path}` answers with success; if not, says so on standard error, with what
+/// is left out.
+async fn answers(
+    client: &reqwest::Client,
+    what: &str,
+    url: &str,
+    path: &str,
+    left_out: &str,
+) -> bool {
+    let why = match client.get(format!("{url}{path}")).send().await {
+        Ok(response) if response.status().is_success() => return true,
+        Ok(response) => format!("status {}", response.status().as_u16()),
+        Err(error) => classify(&error),
+    };
+    eprintln!("loadgen: {what} at {url} does not answer GET {path} ({why}): {left_out}");
+    false
+}
+
+/// A URL as given, without a trailing `/` (empty: left out).
+fn base_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_owned()
+}
+
+/// Checks that the web and trend services answer (and which of the recommendation service and
+/// operations ports do), measures the baseline, then runs the load with the trend and
+/// recommendation delays and the consumer groups' lag measured alongside.
 pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
     args.check()?;
     let load = args.load()?;
     let web_url = args.web_url.trim_end_matches('/').to_owned();
     let trend_url = args.trend_url.trim_end_matches('/').to_owned();
+    let mut recommend_url = base_url(&args.recommend_url);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(args.timeout_ms))
         .pool_max_idle_per_host(args.max_in_flight)
@@ -699,6 +1305,42 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 "the {name} service at {url} answered GET /healthz with {}",
                 response.status()
             );
+        }
+    }
+    if !recommend_url.is_empty()
+        && !answers(
+            &client,
+            "the recommendation service",
+            &recommend_url,
+            "/healthz",
+            "the search to recommendations delay is not measured (--recommend-url '' not to try)",
+        )
+        .await
+    {
+        recommend_url.clear();
+    }
+    let mut lag_sources: Vec<String> = Vec::new();
+    for (what, url) in [
+        ("the trend service's operations port", &args.trend_ops_url),
+        (
+            "the recommendation service's operations port",
+            &args.recommend_ops_url,
+        ),
+    ] {
+        let url = base_url(url);
+        if url.is_empty() || lag_sources.contains(&url) {
+            continue;
+        }
+        if answers(
+            &client,
+            what,
+            &url,
+            "/metrics",
+            "its consumer groups' lag is not sampled",
+        )
+        .await
+        {
+            lag_sources.push(url);
         }
     }
     let pace = match load {
@@ -726,7 +1368,19 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
     );
     let visitors = visitor_cookies(&client, &web_url, args.users).await?;
     let workload = Workload::new(visitors.clone(), args.page_share, args.zipf, args.seed);
+    let probe_words: Vec<String> = workload.words().iter().take(PROBE_WORDS).cloned().collect();
+    let probe_visitors = if recommend_url.is_empty() {
+        Vec::new()
+    } else {
+        // One a second of the run, fetched now so that the probes do not wait for them.
+        let n = usize::try_from(args.duration)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(PROBE_VISITORS);
+        visitor_cookies(&client, &web_url, n).await?
+    };
     let duration = Duration::from_secs(args.duration);
+    let end = Instant::now() + duration;
     let marker = format!("loadgen{}", uuid::Uuid::new_v4().simple());
     let markers = tokio::spawn(measure_trend_delay(
         client.clone(),
@@ -734,9 +1388,23 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         trend_url.clone(),
         marker,
         visitors,
-        Instant::now() + duration,
+        end,
         Duration::from_millis(args.trend_wait_ms),
     ));
+    let rec_probes = (!recommend_url.is_empty()).then(|| {
+        tokio::spawn(measure_rec_delay(
+            RecProbe {
+                client: client.clone(),
+                web_url: web_url.clone(),
+                recommend_url: recommend_url.clone(),
+                words: probe_words,
+                visitors: probe_visitors,
+                wait: Duration::from_millis(args.rec_wait_ms),
+            },
+            end,
+        ))
+    });
+    let lag_samples = tokio::spawn(sample_lag(client.clone(), lag_sources.clone(), end));
     let (stats, elapsed) = drive(
         &client,
         &web_url,
@@ -747,6 +1415,17 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let markers = markers.await.context("the trend delay task failed")?;
+    let recommend_delay = match rec_probes {
+        Some(task) => Some(RecommendDelay::new(
+            &task.await.context("the recommendation delay task failed")?,
+            args.rec_wait_ms,
+        )),
+        None => None,
+    };
+    let lag_samples = lag_samples
+        .await
+        .context("the consumer lag sampling task failed")?;
+    let consumer_lag = ConsumerLag::new(lag_sources, &lag_samples);
 
     let kinds: BTreeMap<String, KindReport> = [Kind::Api, Kind::Page]
         .into_iter()
@@ -784,6 +1463,7 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
     Ok(Report {
         web_url,
         trend_url,
+        recommend_url,
         mode: mode.to_owned(),
         rate,
         concurrency,
@@ -797,6 +1477,8 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         total,
         ratios: all_ratios,
         trend_delay,
+        recommend_delay,
+        consumer_lag,
     })
 }
 
@@ -868,6 +1550,97 @@ pub fn table(report: &Report) -> String {
         t.wait_ms,
         t.search_errors
     );
+    match &report.recommend_delay {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "search to changed /recommendations: p50 {}, p99 {}, max {}; {} of {} probes \
+                 changed, {} never did within {} ms ({} failed searches, {} without books, {} not \
+                 started)",
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                ms(r.max_ms),
+                r.changed,
+                r.probes,
+                r.missed,
+                r.wait_ms,
+                r.search_errors,
+                r.empty_searches,
+                r.not_started
+            );
+            let _ = writeln!(
+                out,
+                "GET /recommendations during the run ({} requests of the probes, {} failed): p50 {}, p99 {}, max {}",
+                r.polls,
+                r.poll_errors,
+                ms(r.request_p50_ms),
+                ms(r.request_p99_ms),
+                ms(r.request_max_ms)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "search to changed /recommendations: not measured");
+        }
+    }
+    out.push_str(&lag_table(&report.consumer_lag));
+    out
+}
+
+/// The consumer groups' lag as a table.
+fn lag_table(lag: &ConsumerLag) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if lag.sources.is_empty() {
+        let _ = writeln!(out, "consumer lag: not sampled");
+        return out;
+    }
+    let sources = lag.sources.join(", ");
+    if lag.groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "consumer lag: no consumer group in the /metrics of {sources} ({} of {} requests \
+             failed)",
+            lag.scrape_errors, lag.scrapes
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "consumer lag, sampled every second from {sources} ({} of {} requests failed); events \
+         not yet applied, and an upper bound of the oldest one's age:",
+        lag.scrape_errors, lag.scrapes
+    );
+    let names: Vec<String> = lag
+        .groups
+        .iter()
+        .map(|g| format!("{}/{}", g.service, g.group))
+        .collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(14);
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "group", "samples", "lag p50", "lag p99", "lag max", "age p50 s", "age p99 s", "age max s"
+    );
+    let events = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    for (name, g) in names.iter().zip(&lag.groups) {
+        let _ = writeln!(
+            out,
+            "{name:<width$} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            g.samples,
+            events(g.lag_p50),
+            events(g.lag_p99),
+            events(g.lag_max),
+            secs(g.oldest_unapplied_age_p50_s),
+            secs(g.oldest_unapplied_age_p99_s),
+            secs(g.oldest_unapplied_age_max_s)
+        );
+    }
     out
 }
 
@@ -914,5 +1687,179 @@ mod tests {
         let users: std::collections::BTreeSet<_> =
             (0..1000).map(|_| workload.next().cookie).collect();
         assert_eq!(users.len(), 10);
+    }
+
+    #[test]
+    fn the_uid_is_the_uuid_of_the_signed_cookie() {
+        let uid = "0b6f2a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(
+            cookie_uid(&format!("uid={uid}.00112233445566778899aabbccddeeff")).as_deref(),
+            Some(uid)
+        );
+        assert_eq!(
+            cookie_uid("uid=0B6F2A4E-3C1D-4E5F-8A9B-0C1D2E3F4A5B.00ff").as_deref(),
+            Some(uid),
+            "as the web service writes it in events: lower case, hyphenated"
+        );
+        let (unsigned, other) = (format!("uid={uid}"), format!("sid={uid}.00"));
+        for bad in [
+            "",
+            "uid=",
+            "uid=not-a-uuid.00",
+            unsigned.as_str(),
+            other.as_str(),
+        ] {
+            assert_eq!(cookie_uid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sample_lines_are_parsed_and_comments_skipped() {
+        assert_eq!(parse_sample("# TYPE bookstore_consumer_lag gauge"), None);
+        assert_eq!(parse_sample("   "), None);
+        let plain = parse_sample("bookstore_eventlog_file_bytes 4096").unwrap();
+        assert_eq!(
+            (plain.name, plain.value),
+            ("bookstore_eventlog_file_bytes", 4096.0)
+        );
+        assert!(plain.labels.is_empty());
+        let labelled =
+            parse_sample(r#"x_total{service="trend",path="a \"b\" \\ c\nd",} 1.5e3 1700000000000"#)
+                .unwrap();
+        assert_eq!(labelled.name, "x_total");
+        assert_eq!(labelled.value, 1500.0);
+        assert_eq!(labelled.labels["service"], "trend");
+        assert_eq!(labelled.labels["path"], "a \"b\" \\ c\nd");
+        assert!(
+            parse_sample(r#"y{service="trend"} NaN"#)
+                .unwrap()
+                .value
+                .is_nan()
+        );
+        assert_eq!(
+            parse_sample(r#"y{service="trend"} +Inf"#).unwrap().value,
+            f64::INFINITY
+        );
+        for bad in [
+            r#"y{service="trend" 1"#,
+            r#"y{service=trend} 1"#,
+            "y{} x",
+            "y",
+            "{a=\"b\"} 1",
+        ] {
+            assert_eq!(parse_sample(bad), None, "{bad}");
+        }
+    }
+
+    /// A `/metrics` of the trend service, hand-made: two partitions of its group, and other
+    /// series around them.
+    const TREND_METRICS: &str = r#"# HELP bookstore_consumer_lag lag
+# TYPE bookstore_consumer_lag gauge
+bookstore_consumer_lag{service="trend",group="trends",topic="searches",partition="0"} 3
+bookstore_consumer_lag{service="trend",group="trends",topic="searches",partition="1"} 4
+bookstore_consumer_lag_age_seconds{service="trend",group="trends"} 1.5
+bookstore_consumer_oldest_unapplied_age_seconds{service="trend",group="trends"} 0.25
+bookstore_events_applied_total{service="trend",group="trends"} 120
+http_requests_total{service="trend",route="/trends",method="GET",status="200"} 7
+"#;
+
+    #[test]
+    fn lag_is_summed_per_consumer_group() {
+        let recommend = r#"bookstore_consumer_lag{service="recommend",group="recs",topic="catalog",partition="0"} 0
+bookstore_consumer_lag{service="recommend",group="recs",topic="searches",partition="0"} 10
+bookstore_consumer_oldest_unapplied_age_seconds{service="recommend",group="recs"} NaN
+bookstore_consumer_oldest_unapplied_age_seconds{service="web",group="index"} 0
+"#;
+        let groups = consumer_groups([TREND_METRICS, recommend]);
+        let key = |service: &str, group: &str| GroupKey {
+            service: service.to_owned(),
+            group: group.to_owned(),
+        };
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert_eq!(
+            groups[&key("trend", "trends")],
+            GroupReading {
+                lag: Some(7.0),
+                oldest_unapplied_age: Some(0.25)
+            }
+        );
+        assert_eq!(
+            groups[&key("recommend", "recs")],
+            GroupReading {
+                lag: Some(10.0),
+                oldest_unapplied_age: None
+            },
+            "an age that is not known is left out"
+        );
+        assert_eq!(
+            groups[&key("web", "index")],
+            GroupReading {
+                lag: None,
+                oldest_unapplied_age: Some(0.0)
+            }
+        );
+        // The all-in-one process shows every service on each port: a group counts once.
+        assert_eq!(
+            consumer_groups([TREND_METRICS, TREND_METRICS]),
+            consumer_groups([TREND_METRICS])
+        );
+        assert!(consumer_groups(["", "# nothing"]).is_empty());
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), Some(50.0));
+        assert_eq!(quantile(&values, 0.99), Some(99.0));
+        assert_eq!(quantile(&values, 1.0), Some(100.0));
+        assert_eq!(quantile(&values, 0.0), Some(1.0));
+        assert_eq!(quantile(&[7.0], 0.99), Some(7.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn the_lag_table_has_a_row_per_group() {
+        let mut samples = LagSamples {
+            scrapes: 4,
+            scrape_errors: 1,
+            ..LagSamples::default()
+        };
+        for text in [TREND_METRICS, TREND_METRICS, ""] {
+            for (key, reading) in consumer_groups([text]) {
+                let series = samples.groups.entry(key).or_default();
+                series.samples += 1;
+                series.lag.extend(reading.lag);
+                series
+                    .oldest_unapplied_age
+                    .extend(reading.oldest_unapplied_age);
+            }
+        }
+        let lag = ConsumerLag::new(vec!["http://127.0.0.1:9001".to_owned()], &samples);
+        assert_eq!(lag.groups.len(), 1);
+        let g = &lag.groups[0];
+        assert_eq!(
+            (g.service.as_str(), g.group.as_str(), g.samples),
+            ("trend", "trends", 2)
+        );
+        assert_eq!((g.lag_p50, g.lag_max), (Some(7.0), Some(7.0)));
+        assert_eq!(
+            (g.age_samples, g.oldest_unapplied_age_p99_s),
+            (2, Some(0.25))
+        );
+        let table = lag_table(&lag);
+        assert!(table.contains("1 of 4 requests failed"), "{table}");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("trend/trends"))
+            .unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["trend/trends", "2", "7", "7", "7", "0.25", "0.25", "0.25"]
+        );
+        assert_eq!(
+            lag_table(&ConsumerLag::default()),
+            "consumer lag: not sampled\n"
+        );
     }
 }

@@ -81,7 +81,8 @@ enum Command {
     #[command(subcommand)]
     Events(EventsCommand),
     /// Drive a running system over HTTP: search latency and throughput against a /healthz
-    /// baseline, and the delay from a search to /trends.
+    /// baseline, the delay from a search to /trends and to changed /recommendations, and each
+    /// consumer group's lag (from the operations ports' /metrics).
     Loadgen(bookstore::loadgen::LoadgenArgs),
 }
 
@@ -187,10 +188,13 @@ enum BenchCommand {
         /// Books of the recommendation history (in topics of 50).
         #[arg(long, default_value_t = 100_000)]
         rec_books: u64,
-        /// Search events of the recommendation history (10 results each). 200000 takes about
-        /// 45 minutes on two cores with MariaDB's default buffer pool, most of it in MariaDB.
+        /// Search events of the recommendation history (10 results each).
         #[arg(long, default_value_t = 50_000)]
         rec_searches: u64,
+        /// Members of one consumer group applying the searches together into one fresh MySQL
+        /// database, measured after the single member (1: not measured).
+        #[arg(long, default_value_t = 2)]
+        rec_members: usize,
         /// Requests to GET /recommendations, and as many to GET /interests, per store.
         #[arg(long, default_value_t = 2_000)]
         rec_requests: u64,
@@ -366,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rec_books,
             rec_searches,
             rec_requests,
+            rec_members,
         }) => {
             let temp = tempfile_dir()?;
             let spec = bench_events::EventsBench {
@@ -405,6 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     books: rec_books,
                     searches: rec_searches,
                     requests: rec_requests,
+                    members: rec_members,
                 },
             };
             let report = bench_events::run(&spec, &temp).await;

@@ -86,7 +86,10 @@ pub fn publisher_collector(publisher: &'static str, stats: Arc<PublisherStats>) 
 }
 
 /// A consumer group's counters, its store errors (attempts that failed because the store was
-/// down) and its lag per partition.
+/// down), its lag per partition, and `bookstore_consumer_oldest_unapplied_age_seconds`: an upper
+/// bound of the age (event time, `occurred_at`) of the oldest event the group has not applied yet,
+/// 0 when it is caught up, NaN when not known (see
+/// [`ConsumerStats::oldest_unapplied_age`]; not set before the lag is first measured).
 pub fn consumer_collector(
     service: &'static str,
     group: String,
@@ -121,6 +124,11 @@ pub fn consumer_collector(
         let (lag, measured_ago) = stats.lag();
         if let Some(ago) = measured_ago {
             metrics::gauge!("bookstore_consumer_lag_age_seconds", &labels).set(ago.as_secs_f64());
+        }
+        let unapplied_age = stats.oldest_unapplied_age(chrono::Utc::now());
+        if unapplied_age.is_some() || measured_ago.is_some() {
+            metrics::gauge!("bookstore_consumer_oldest_unapplied_age_seconds", &labels)
+                .set(unapplied_age.map_or(f64::NAN, |age| age.as_secs_f64()));
         }
         let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
         // A partition given up since the last scrape shows 0, not its last lag.

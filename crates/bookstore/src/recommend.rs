@@ -1,9 +1,11 @@
 //! The recommendation service: a consumer group applying catalog and search events to a
 //! recommendation store, and the HTTP API that answers from it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use anyhow::Context;
+use bookstore_domain::recommend::RecommendSettings;
 use bookstore_domain::{EventHandler, RecommendStore};
 use bookstore_mysql::MySqlRecommendations;
 use bookstore_recommend::RecommendState;
@@ -51,9 +53,51 @@ pub async fn open_recommend_store(config: &Config) -> anyhow::Result<Arc<dyn Rec
     }
 }
 
+/// How often the service deletes the profiles of readers inactive for `recommend.profile_ttl`,
+/// and how many at most per statement.
+const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+const EXPIRY_CHUNK: usize = 1_000;
+
+/// Deletes expired profiles at once and then every [`EXPIRY_EVERY`], for as long as the store is
+/// in use (the task ends when the service drops it).
+fn expire_profiles(store: Weak<dyn RecommendBackend>, settings: RecommendSettings) {
+    tokio::spawn(async move {
+        loop {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let before = settings.expired_before(chrono::Utc::now());
+            let mut deleted = 0u64;
+            loop {
+                match store.expire(before, EXPIRY_CHUNK).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < EXPIRY_CHUNK as u64 {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot delete expired reader profiles; trying again later");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    deleted,
+                    "deleted the profiles of readers inactive for recommend.profile_ttl"
+                );
+            }
+            drop(store);
+            tokio::time::sleep(EXPIRY_EVERY).await;
+        }
+    });
+}
+
 /// The recommendation service of `config`, bound and ready to run.
 pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     let store = open_recommend_store(config).await?;
+    expire_profiles(Arc::downgrade(&store), config.recommend.settings());
     let ping = store.clone();
     let answers: Arc<dyn RecommendStore> = store.clone();
     ConsumerService {

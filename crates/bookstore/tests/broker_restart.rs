@@ -192,7 +192,7 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
         "the recommendations changed afterwards"
     );
     assert!(
-        !a.user_queries.is_empty() && !a.catalog.is_empty(),
+        !a.profiles.is_empty() && !a.catalog.is_empty(),
         "the readers have profiles"
     );
 

@@ -183,9 +183,6 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
         let config = &mut bus.config;
         config.trend.group_id = format!("trend-lost-{run}");
         config.recommend.group_id = format!("rec-lost-{run}");
-        // No trimming of neighbour lists: which neighbours a trimmed list keeps depends on batch
-        // boundaries, which differ between the services' runs and the replay.
-        config.recommend.neighbours_per_book = 1_000;
         if stores == Stores::RedisMariadb {
             support::use_redis_trends(config).await;
             cleanup

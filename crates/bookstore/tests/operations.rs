@@ -434,6 +434,8 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
                 "get /api/books/{id}",
                 "put /api/books/{id}",
                 "delete /api/books/{id}",
+                "delete /api/readers/{uid}",
+                "post /forget",
                 "get /static/{file}",
             ],
         ),
@@ -507,7 +509,10 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
         );
         // Every documented route is served (not the fallback's "no route").
         for (method, path) in &documented {
-            let path = path.replace("{id}", "1").replace("{file}", "style.css");
+            let path = path
+                .replace("{id}", "1")
+                .replace("{uid}", "u1")
+                .replace("{file}", "style.css");
             let request = match method.as_str() {
                 "get" => http.get(format!("{url}{path}?uid=u1")),
                 "post" => http.post(format!("{url}{path}")).bearer_auth("wrong"),
@@ -533,7 +538,10 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             absent.push("/metrics".to_owned());
         }
         for path in absent {
-            let path = path.replace("{id}", "1").replace("{file}", "style.css");
+            let path = path
+                .replace("{id}", "1")
+                .replace("{uid}", "u1")
+                .replace("{file}", "style.css");
             let response = http
                 .get(format!("{url}{path}?uid=u1"))
                 .send()

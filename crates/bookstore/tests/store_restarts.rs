@@ -346,8 +346,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
     config.db.url = Some(Secret(catalog_url.clone().into()));
     config.recommend.db_url = Some(Secret(fresh_mysql_url("restart_rec").await.into()));
     config.recommend.group_id = format!("rec-restart-{run}");
-    // No trimming: which neighbours a trimmed list keeps depends on batch boundaries.
-    config.recommend.neighbours_per_book = 1_000;
+    support::unbounded_query_records(config);
     let config = &bus.config;
     let (web, publisher) = start_web(config, Remotes::default()).await;
     let (rec, consumer) = start_recommend(config).await;

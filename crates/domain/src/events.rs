@@ -39,6 +39,11 @@ pub const BOOK_UPDATED_VERSION: u32 = 1;
 pub const BOOK_DELETED: &str = "book.deleted";
 /// The version of `book.deleted` this code writes.
 pub const BOOK_DELETED_VERSION: u32 = 1;
+/// The `type` of a reader's request to be forgotten: every service deletes what it holds about
+/// the reader. Published on the search topic, keyed by the reader, after their searches.
+pub const READER_FORGOTTEN: &str = "reader.forgotten";
+/// The version of `reader.forgotten` this code writes.
+pub const READER_FORGOTTEN_VERSION: u32 = 1;
 /// Kafka header carrying the event type.
 pub const TYPE_HEADER: &str = "type";
 /// Kafka header carrying the event version.
@@ -368,6 +373,63 @@ struct BookDeletedV1 {
     book_id: i64,
 }
 
+/// `reader.forgotten`: the reader `user_id` asked to be forgotten (or an operator did for them).
+/// Consumers delete everything they hold about the reader; anonymous contributions to global
+/// counts may stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderForgottenEvent {
+    /// UUID v7.
+    pub id: Uuid,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    /// The reader, as search events name them (`user_id`); also the log key, so the event lands
+    /// on the partition of the reader's searches, after them.
+    pub user_id: String,
+}
+
+impl ReaderForgottenEvent {
+    pub fn new(id: Uuid, occurred_at: DateTime<Utc>, user_id: String) -> Self {
+        Self {
+            id,
+            version: READER_FORGOTTEN_VERSION,
+            occurred_at,
+            user_id,
+        }
+    }
+
+    /// The event for `user_id`, now.
+    pub fn now(user_id: &str) -> Self {
+        Self::new(Uuid::now_v7(), Utc::now(), user_id.to_owned())
+    }
+
+    pub fn key(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The version-1 JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = ReaderForgottenV1 {
+            id: self.id,
+            kind: READER_FORGOTTEN.to_owned(),
+            version: READER_FORGOTTEN_VERSION,
+            occurred_at: self.occurred_at,
+            user_id: self.user_id.clone(),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+/// `reader.forgotten` version 1 on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReaderForgottenV1 {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    user_id: String,
+}
+
 /// What a catalog event says happened to one book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogChange<'a> {
@@ -384,6 +446,7 @@ pub enum Event {
     BookCreated(BookEvent),
     BookUpdated(BookEvent),
     BookDeleted(BookDeletedEvent),
+    ReaderForgotten(ReaderForgottenEvent),
 }
 
 impl Event {
@@ -410,10 +473,18 @@ impl Event {
         }
     }
 
+    /// The reader to forget, if this is a `reader.forgotten` event.
+    pub fn as_forgotten(&self) -> Option<&ReaderForgottenEvent> {
+        match self {
+            Event::ReaderForgotten(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// What this event does to the catalog, if it is a catalog event.
     pub fn catalog_change(&self) -> Option<CatalogChange<'_>> {
         match self {
-            Event::BookSearched(_) => None,
+            Event::BookSearched(_) | Event::ReaderForgotten(_) => None,
             Event::BookCreated(e) | Event::BookUpdated(e) => Some(CatalogChange::Upsert(&e.book)),
             Event::BookDeleted(e) => Some(CatalogChange::Delete(e.book_id)),
         }
@@ -425,6 +496,7 @@ impl Event {
             Event::BookCreated(_) => BOOK_CREATED,
             Event::BookUpdated(_) => BOOK_UPDATED,
             Event::BookDeleted(_) => BOOK_DELETED,
+            Event::ReaderForgotten(_) => READER_FORGOTTEN,
         }
     }
 
@@ -434,6 +506,7 @@ impl Event {
             Event::BookSearched(e) => e.version,
             Event::BookCreated(e) | Event::BookUpdated(e) => e.version,
             Event::BookDeleted(e) => e.version,
+            Event::ReaderForgotten(e) => e.version,
         }
     }
 
@@ -443,6 +516,7 @@ impl Event {
             Event::BookSearched(e) => e.key(),
             Event::BookCreated(e) | Event::BookUpdated(e) => e.key(),
             Event::BookDeleted(e) => e.key(),
+            Event::ReaderForgotten(e) => e.key(),
         }
     }
 
@@ -453,6 +527,7 @@ impl Event {
             Event::BookCreated(e) => e.to_json_as(BOOK_CREATED),
             Event::BookUpdated(e) => e.to_json_as(BOOK_UPDATED),
             Event::BookDeleted(e) => e.to_json(),
+            Event::ReaderForgotten(e) => e.to_json(),
         }
     }
 }
@@ -559,6 +634,21 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 wire.id,
                 wire.occurred_at,
                 wire.book_id,
+            )))
+        }
+        READER_FORGOTTEN => {
+            envelope.require(READER_FORGOTTEN_VERSION)?;
+            let wire: ReaderForgottenV1 =
+                serde_json::from_slice(value).map_err(|e| json_error(READER_FORGOTTEN, &e))?;
+            let user_id =
+                identity("user_id", Some(wire.user_id))?.ok_or_else(|| DecodeError::Invalid {
+                    kind: READER_FORGOTTEN.to_owned(),
+                    reason: "user_id is empty".to_owned(),
+                })?;
+            Ok(Event::ReaderForgotten(ReaderForgottenEvent::new(
+                wire.id,
+                wire.occurred_at,
+                user_id,
             )))
         }
         _ => Err(DecodeError::UnknownType(envelope.kind)),

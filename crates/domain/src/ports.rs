@@ -279,6 +279,12 @@ pub trait TrendStore: Send + Sync + 'static {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<crate::trends::Trend>, RepositoryError>;
 
+    /// Whether the store holds anything keyed by the reader `user_id`: a cap counter of theirs
+    /// (as reader, or as the origin of their searches without a client) or their place among the
+    /// origins of a trend not public yet. None once their `reader.forgotten` is applied, until
+    /// they search again. For tests and checks: it may read every counter and trend.
+    async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError>;
+
     /// Whether the store answers (`/readyz`).
     async fn ping(&self) -> Result<(), RepositoryError>;
 }
@@ -462,6 +468,11 @@ pub trait RecommendStore: Send + Sync + 'static {
 
     /// How much the store holds.
     async fn stats(&self) -> Result<crate::recommend::RecommendStats, RepositoryError>;
+
+    /// Deletes up to `limit` profiles whose reader last searched before `before` (Unix
+    /// milliseconds, see [`crate::recommend::RecommendSettings::expired_before`]); returns how
+    /// many.
+    async fn expire(&self, before: i64, limit: usize) -> Result<u64, RepositoryError>;
 
     /// Everything the store holds, in canonical order (tests and audits; it reads every row).
     async fn snapshot(&self) -> Result<crate::recommend::Snapshot, RepositoryError>;

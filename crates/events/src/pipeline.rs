@@ -12,7 +12,7 @@ use bookstore_domain::{
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{ConsumerStats, RateLimited, add};
+use crate::stats::{ConsumerStats, RateLimited, add, event_time};
 
 /// A message as a backend read it, before decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +273,7 @@ impl Pipeline {
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, Stopped> {
         let stored = self.load_positions().await?;
+        self.stats.reset(partitions);
         let mut starts = Vec::with_capacity(partitions.len());
         for tp in partitions {
             let position = stored.get(tp).copied();
@@ -304,6 +305,7 @@ impl Pipeline {
         if self.read.is_empty() {
             self.opened_at = None;
         }
+        self.stats.forget(partitions);
         self.update_owned();
         if !partitions.is_empty() {
             let partitions: Vec<String> = partitions.iter().map(ToString::to_string).collect();
@@ -334,6 +336,7 @@ impl Pipeline {
         }
         match decode(message.key.as_deref(), &message.value, message.timestamp) {
             Ok(event) => {
+                self.stats.read_unapplied(&tp, event_time(&event));
                 let record = Record {
                     topic: message.topic.clone(),
                     partition: message.partition,
@@ -442,6 +445,14 @@ impl Pipeline {
                 for (tp, to) in &targets {
                     self.stored.insert(tp.clone(), Some(*to));
                 }
+                self.stats.applied(targets.keys().map(|tp| {
+                    let last = pending
+                        .iter()
+                        .rev()
+                        .filter(|(r, _)| r.partition == tp.partition && r.topic == tp.topic)
+                        .find_map(|(r, _)| event_time(&r.event));
+                    (tp, last)
+                }));
                 add(&self.stats.applied, pending.len() as u64);
                 add(&self.stats.batches, 1);
                 Ok(Flushed::Applied(
@@ -457,6 +468,7 @@ impl Pipeline {
             }
             Err(ApplyError::Stale) => {
                 add(&self.stats.stale, 1);
+                self.stats.unread();
                 let stored = self.load_positions().await?;
                 let mut reseek = Vec::new();
                 for (tp, position) in self.stored.iter_mut() {
@@ -952,6 +964,50 @@ mod tests {
             .ahead_of_log
             .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(ahead, 0, "caught up again");
+    }
+
+    #[tokio::test]
+    async fn the_oldest_unapplied_age_follows_reads_batches_and_lag() {
+        let memory = Arc::new(Memory::default());
+        let mut p = pipeline(memory.clone(), Arc::default());
+        let stats = p.stats();
+        p.assign(&[tp(0)]).await.unwrap();
+        p.offer(message(0, 0, "a")).await.unwrap();
+        // Read and not applied: its own age.
+        let later = chrono::Utc::now() + chrono::TimeDelta::seconds(10);
+        let age = stats.oldest_unapplied_age(later).unwrap();
+        assert!(
+            age >= Duration::from_secs(10) && age < Duration::from_secs(15),
+            "{age:?}"
+        );
+        p.flush().await.unwrap();
+        assert_eq!(
+            stats.oldest_unapplied_age(later),
+            None,
+            "applied, and the lag not measured yet"
+        );
+        p.record_lag(|_| {
+            Some(LogRange {
+                start: Some(0),
+                end: 1,
+            })
+        });
+        assert_eq!(stats.oldest_unapplied_age(later), Some(Duration::ZERO));
+        // Two more in the log, not read yet: no older than the last time it was caught up.
+        p.record_lag(|_| {
+            Some(LogRange {
+                start: Some(0),
+                end: 3,
+            })
+        });
+        let age = stats.oldest_unapplied_age(later).unwrap();
+        assert!(
+            age > Duration::from_secs(5) && age <= Duration::from_secs(10),
+            "{age:?}"
+        );
+        // Given up: neither its lag nor its events count.
+        p.revoke(&[tp(0)]);
+        assert_eq!(stats.oldest_unapplied_age(later), Some(Duration::ZERO));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! - on the operations port (internal network), `GET /interests?uid=U&n=N`: U's profile, `{uid, books, authors, queries}`, each list strongest
 //!   first (N per list, default 10, 1 to 100), weights decayed to now;
 //! - `GET /books/{id}`: the service's copy of a catalog book (404 when it has none);
-//! - on the operations port, `GET /stats`: how many catalog books, users and co-occurrence pairs
+//! - on the operations port, `GET /stats`: how many catalog books, reader profiles and query records
 //!   the store holds;
 //! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`;
 //!   `/metrics` on the operations port).
@@ -184,10 +184,10 @@ async fn book(
     }
 }
 
-/// How many catalog books, users and co-occurrence pairs the store holds.
+/// How many catalog books, reader profiles and query records the store holds.
 #[utoipa::path(get, path = "/stats", tag = "recommendations",
     responses(
-        (status = 200, description = "`{books, users, pairs}`"),
+        (status = 200, description = "`{catalog_books, users, query_records}`"),
         (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
     ))]
 async fn stats(State(state): State<RecommendState>) -> Response {

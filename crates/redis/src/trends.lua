@@ -2,17 +2,23 @@
 -- The rules are those of bookstore_domain::trends (see there); this is their Redis twin.
 --
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
---   group, positions = [[partition key, from or -1, to]], events = [[query_normalized, spelling,
---   reader or "", cap window, log weight, occurred_at ms, books JSON, origin or ""]], user_cap,
---   prune_below, max_trends, min_readers, max_spellings, client_cap.
+--   group, positions = [[partition key, from or -1, to]], events = in log order, each a search
+--   [query_normalized, spelling, reader or "", cap window, log weight, occurred_at ms, books JSON,
+--   origin or ""] or a user id to forget (reader.forgotten), user_cap, prune_below, max_trends,
+--   min_readers, max_spellings, client_cap.
 -- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>pscore and <p>pcount
 -- (the same for public trends only), <p>q:<query> (hash: d display, dn its count, l last search
 -- ms, b books JSON, ls log2 score, pub 1 once public, s:<spelling> counts, at most
 -- max_spellings of them), <p>r:<query> (set: the origins of a trend not public yet, at most
--- min_readers), <p>cap:<window> (hash: reader \31 query, and \1 origin \31 query -> searches), <p>capw (zset of the
--- windows with counters), <p>pos:<group> (hash: partition -> next offset). A handful of commands
--- per event, and per batch one ZADD per sorted set and 500 trends; the only whole read is of one trend's hash (a bounded number of fields) when a new
--- spelling replaces another.
+-- min_readers), <p>rq:<origin> (set: the queries whose r: holds the origin; an index kept with
+-- them, so that forgetting a reader reads only theirs), <p>cap:<window>:<who> (hash: query ->
+-- searches, the counters of a reader, or of an origin when who is \1 origin), <p>capr:<window>
+-- (set: the whos with counters in the window), <p>capw (zset of the windows with counters),
+-- <p>pos:<group> (hash: partition -> next offset), <p>layout (the version of this layout). A
+-- handful of commands per event, and per batch one ZADD per sorted set and 500 trends; the only
+-- whole read is of one trend's hash (a bounded number of fields) when a new spelling replaces
+-- another. Forgetting a reader deletes two hashes per window kept (at most three, plus those a
+-- catching-up batch adds) and reads their rq: set (at most one member per trend kept).
 local p = ARGV[1]
 local b = cjson.decode(ARGV[2])
 
@@ -28,6 +34,52 @@ for _, u in ipairs(b.positions) do
 end
 for _, u in ipairs(b.positions) do
   redis.call('HSET', pos, u[1], string.format('%d', u[3]))
+end
+
+local capw = p .. 'capw'
+-- The counters of `who` in `window`, and the set of the whos with counters in it.
+local function cap_key(window, who) return p .. 'cap:' .. window .. ':' .. who end
+local function cap_whos(window) return p .. 'capr:' .. window end
+local function origin_queries(origin) return p .. 'rq:' .. origin end
+
+-- Forgets who searched `query` while it was not public (it turned public, or is pruned).
+local function drop_readers(query)
+  local readers = p .. 'r:' .. query
+  for _, origin in ipairs(redis.call('SMEMBERS', readers)) do
+    redis.call('SREM', origin_queries(origin), query)
+  end
+  redis.call('DEL', readers)
+end
+
+-- DEL of many keys, 1000 at a time.
+local function del_all(keys)
+  for i = 1, #keys, 1000 do
+    redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+  end
+end
+
+-- Layout 2, once, on the first batch after an upgrade: the counters of a window were one hash
+-- (cap:<window>, fields who \31 query) and the origins of trends had no rq: index.
+if redis.call('GET', p .. 'layout') ~= '2' then
+  for _, window in ipairs(redis.call('ZRANGE', capw, 0, -1)) do
+    local legacy = p .. 'cap:' .. window
+    local fields = redis.call('HGETALL', legacy)
+    for i = 1, #fields, 2 do
+      local cut = string.find(fields[i], '\31', 1, true)
+      if cut and cut > 1 then
+        local who = string.sub(fields[i], 1, cut - 1)
+        redis.call('HINCRBY', cap_key(window, who), string.sub(fields[i], cut + 1), fields[i + 1])
+        redis.call('SADD', cap_whos(window), who)
+      end
+    end
+    redis.call('DEL', legacy)
+  end
+  for _, query in ipairs(redis.call('ZRANGE', p .. 'score', 0, -1)) do
+    for _, origin in ipairs(redis.call('SMEMBERS', p .. 'r:' .. query)) do
+      redis.call('SADD', origin_queries(origin), query)
+    end
+  end
+  redis.call('SET', p .. 'layout', '2')
 end
 
 local LN2 = math.log(2)
@@ -77,7 +129,24 @@ local windows = {}
 -- Each touched trend's score and count (and whether public) as the batch leaves them: the
 -- sorted sets get one ZADD per trend at the end rather than one per event.
 local touched, latest = {}, {}
-for _, e in ipairs(b.events) do
+
+-- reader.forgotten: the user's counters, as reader and as the origin of their searches without a
+-- client, in every window kept, and their place among the origins of trends not public yet
+-- (bookstore_domain::trends::TrendBoard::forget). Counts and scores stay.
+local function forget_reader(user)
+  local owners = { user, '\1' .. user }
+  for _, window in ipairs(redis.call('ZRANGE', capw, 0, -1)) do
+    redis.call('DEL', cap_key(window, owners[1]), cap_key(window, owners[2]))
+    redis.call('SREM', cap_whos(window), owners[1], owners[2])
+  end
+  local index = origin_queries(user)
+  for _, query in ipairs(redis.call('SMEMBERS', index)) do
+    redis.call('SREM', p .. 'r:' .. query, user)
+  end
+  redis.call('DEL', index)
+end
+
+local function search(e)
   local query, spelled, reader, at, origin = e[1], e[2], e[3], e[6], e[8]
   local h = p .. 'q:' .. query
   local scored = true
@@ -86,10 +155,10 @@ for _, e in ipairs(b.events) do
   if origin ~= '' then counters[2] = { '\1' .. origin, b.client_cap } end
   for _, who in ipairs(counters) do
     if who[1] ~= '' then
-      local caps = p .. 'cap:' .. e[4]
-      local n = redis.call('HINCRBY', caps, who[1] .. '\31' .. query, 1)
+      local n = redis.call('HINCRBY', cap_key(e[4], who[1]), query, 1)
+      if n == 1 then redis.call('SADD', cap_whos(e[4]), who[1]) end
       if not windows[e[4]] then
-        redis.call('ZADD', p .. 'capw', e[4], e[4])
+        redis.call('ZADD', capw, e[4], e[4])
         windows[e[4]] = true
       end
       scored = scored and n <= who[2]
@@ -116,11 +185,13 @@ for _, e in ipairs(b.events) do
     local readers = p .. 'r:' .. query
     local seen = redis.call('SCARD', readers)
     if origin ~= '' and seen < b.min_readers then
-      seen = seen + redis.call('SADD', readers, origin)
+      local added = redis.call('SADD', readers, origin)
+      if added == 1 then redis.call('SADD', origin_queries(origin), query) end
+      seen = seen + added
     end
     if seen >= b.min_readers then
       public = true
-      redis.call('DEL', readers)
+      drop_readers(query)
       fields[#fields + 1] = 'pub'; fields[#fields + 1] = '1'
     end
   end
@@ -149,6 +220,10 @@ for _, e in ipairs(b.events) do
   redis.call('HSET', h, unpack(fields))
 end
 
+for _, e in ipairs(b.events) do
+  if type(e) == 'string' then forget_reader(e) else search(e) end
+end
+
 -- The sorted sets, up to 500 members per ZADD.
 local function zadd(key, members)
   for i = 1, #members, 1000 do
@@ -175,7 +250,8 @@ local function forget(members)
     redis.call('ZREM', counts, query)
     redis.call('ZREM', pscores, query)
     redis.call('ZREM', pcounts, query)
-    redis.call('DEL', p .. 'q:' .. query, p .. 'r:' .. query)
+    redis.call('DEL', p .. 'q:' .. query)
+    drop_readers(query)
   end
 end
 forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. string.format('%.17g', b.prune_below)))
@@ -186,12 +262,18 @@ if redis.call('ZCARD', scores) > b.max_trends then
 end
 
 -- Cap counters: keep the newest window that has seen a search and the two before it.
-local newest = redis.call('ZREVRANGE', p .. 'capw', 0, 0)[1]
+local newest = redis.call('ZREVRANGE', capw, 0, 0)[1]
 if newest then
   local oldest = tonumber(newest) - 2
-  for _, window in ipairs(redis.call('ZRANGEBYSCORE', p .. 'capw', '-inf', '(' .. oldest)) do
-    redis.call('DEL', p .. 'cap:' .. window)
+  for _, window in ipairs(redis.call('ZRANGEBYSCORE', capw, '-inf', '(' .. oldest)) do
+    local keys = {}
+    for _, who in ipairs(redis.call('SMEMBERS', cap_whos(window))) do
+      keys[#keys + 1] = cap_key(window, who)
+    end
+    del_all(keys)
+    -- With the window's hash of the layout before 2, should an older consumer have written one.
+    redis.call('DEL', cap_whos(window), p .. 'cap:' .. window)
   end
-  redis.call('ZREMRANGEBYSCORE', p .. 'capw', '-inf', '(' .. oldest)
+  redis.call('ZREMRANGEBYSCORE', capw, '-inf', '(' .. oldest)
 end
 return 'OK'

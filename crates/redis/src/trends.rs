@@ -1,12 +1,21 @@
 //! The trend store on Redis.
+//!
+//! A forgotten reader (`reader.forgotten`) is deleted by the batch's script, in log order with
+//! the searches around it. Their cap counters are one hash per window and reader
+//! (`cap:<window>:<reader>`, and `cap:<window>:\u{1}<user>` for the origin counters of their
+//! searches without a client), so that forgetting them deletes a couple of keys per window kept;
+//! `capr:<window>` lists a window's readers, so that the window is deleted whole when it is no
+//! longer kept. The origins of trends not public yet have an index, `rq:<origin>` (the queries
+//! whose `r:` set holds the origin), kept by the same script whenever an `r:` set changes, so
+//! that forgetting reads only the reader's own.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    Audience, SPELLINGS_PER_TREND, Trend, TrendBook, TrendRanking, TrendSettings, finite_score,
-    rank, spelling, trend_books,
+    Audience, SPELLINGS_PER_TREND, Trend, TrendBook, TrendRanking, TrendSettings, cap_owners,
+    finite_score, rank, spelling, trend_books,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -40,7 +49,7 @@ pub struct RedisTrends {
 struct ScriptBatch<'a> {
     group: &'a str,
     positions: Vec<(String, i64, i64)>,
-    events: Vec<ScriptEvent<'a>>,
+    events: Vec<ScriptEntry<'a>>,
     user_cap: u32,
     prune_below: f64,
     max_trends: usize,
@@ -53,6 +62,15 @@ struct ScriptBatch<'a> {
 /// window, log weight, occurred_at in ms, books as JSON, origin.
 #[derive(Serialize)]
 struct ScriptEvent<'a>(&'a str, String, &'a str, i64, f64, i64, String, &'a str);
+
+/// One entry of the batch's events, in log order: a search (an array), or the user id of a
+/// reader to forget (a string).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ScriptEntry<'a> {
+    Search(ScriptEvent<'a>),
+    Forget(&'a str),
+}
 
 impl RedisTrends {
     pub fn new(redis: ConnectionManager, prefix: &str, settings: TrendSettings) -> Self {
@@ -149,13 +167,18 @@ impl EventHandler for RedisTrends {
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
         let mut events = Vec::with_capacity(batch.records.len());
         for record in &batch.records {
-            // Only searches make trends; other events move the position with the batch.
+            // Only searches make trends, and readers forgotten are deleted; other events move
+            // the position with the batch.
+            if let Some(forgotten) = record.event.as_forgotten() {
+                events.push(ScriptEntry::Forget(&forgotten.user_id));
+                continue;
+            }
             let Some(e) = record.event.as_search() else {
                 continue;
             };
             let books = serde_json::to_string(&trend_books(e))
                 .map_err(|e| HandlerError::Rejected(e.to_string()))?;
-            events.push(ScriptEvent(
+            events.push(ScriptEntry::Search(ScriptEvent(
                 e.query_normalized.as_str(),
                 spelling(&e.query),
                 e.reader().unwrap_or(""),
@@ -164,7 +187,7 @@ impl EventHandler for RedisTrends {
                 e.occurred_at.timestamp_millis(),
                 books,
                 e.origin().unwrap_or(""),
-            ));
+            )));
         }
         let payload = ScriptBatch {
             group: &batch.group,
@@ -277,6 +300,44 @@ impl TrendStore for RedisTrends {
             .await
             .map_err(unavailable)?;
         Ok(self.read_trend(query_normalized, &replies, now))
+    }
+
+    async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError> {
+        // The data itself, not only the index forgetting reads: every window's counters of
+        // theirs and every trend's origins.
+        let mut redis = self.redis.clone();
+        let (windows, queries): (Vec<String>, Vec<String>) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGE")
+            .arg(self.key("capw"))
+            .arg(0)
+            .arg(-1)
+            .cmd("ZRANGE")
+            .arg(self.key("score"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for window in &windows {
+            for who in cap_owners(user_id) {
+                pipe.cmd("EXISTS")
+                    .arg(self.key(&format!("cap:{window}:{who}")));
+                pipe.cmd("SISMEMBER")
+                    .arg(self.key(&format!("capr:{window}")))
+                    .arg(who);
+            }
+        }
+        pipe.cmd("EXISTS").arg(self.key(&format!("rq:{user_id}")));
+        for query in &queries {
+            pipe.cmd("SISMEMBER")
+                .arg(self.key(&format!("r:{query}")))
+                .arg(user_id);
+        }
+        let found: Vec<bool> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+        Ok(found.into_iter().any(|found| found))
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -1,15 +1,18 @@
-//! The recommendation store on SQLite (the embedded default): the rules of
-//! `bookstore_domain::recommend`, applied per batch in one transaction together with the consumed
-//! positions. Every statement is static; lists of ids are bound one by one through
+//! The recommendation store on SQLite (the embedded default): the records of
+//! `bookstore_domain::recommend` (profiles, query records, popularity lists), each one row with
+//! its record encoded in a blob, read and rewritten per batch in one transaction together with
+//! the consumed positions. Every statement is static; lists of keys are bound one by one through
 //! [`QueryBuilder`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
+use bookstore_domain::recommend::{AUTHOR_BOOKS, apply, blend};
 use bookstore_domain::recommend::{
-    CatalogEntry, Changes, INTEREST_BOOKS, InterestBook, InterestEntry, Interests, Needs,
-    Neighbourhood, Prior, RecommendSettings, RecommendStats, Recommendation, Snapshot, TOP_AUTHORS,
-    UserBook, Weight, WeightedName, apply, blend, needs,
+    CatalogEntry, Changes, Interests, Neighbourhood, PopularList, Prior, Profile, QueryRecord,
+    RecommendSettings, RecommendStats, Recommendation, Snapshot, Stored, byte_chunks,
+    interest_books, interest_queries, interests, merge_popular, merge_queries, popular_needs,
+    positions_group, profile_needs, query_needs, related_queries, shortlist, top_authors,
 };
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, Position, RecommendStore, RepositoryError,
@@ -20,53 +23,45 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use crate::positions::{self, handler_error};
 use crate::repo_error;
 
-const SCHEMA: [&str; 10] = [
+const SCHEMA: [&str; 6] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_books (id INTEGER PRIMARY KEY, title TEXT NOT NULL, ",
         "author TEXT NOT NULL) STRICT"
     ),
     "CREATE INDEX IF NOT EXISTS rec_books_by_author ON rec_books (author, id)",
     concat!(
-        "CREATE TABLE IF NOT EXISTS rec_user_books (user_id TEXT NOT NULL, book_id INTEGER NOT NULL, ",
-        "log_weight REAL NOT NULL, last_at INTEGER NOT NULL, title TEXT NOT NULL, ",
-        "author TEXT NOT NULL, query TEXT NOT NULL, PRIMARY KEY (user_id, book_id)) STRICT, WITHOUT ROWID"
+        "CREATE TABLE IF NOT EXISTS rec_profiles (user_id TEXT NOT NULL PRIMARY KEY, ",
+        "last_at INTEGER NOT NULL, record BLOB NOT NULL) STRICT"
+    ),
+    "CREATE INDEX IF NOT EXISTS rec_profiles_by_last_at ON rec_profiles (last_at)",
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_queries (query TEXT NOT NULL, part INTEGER NOT NULL, ",
+        "record BLOB NOT NULL, PRIMARY KEY (query, part)) STRICT"
     ),
     concat!(
-        "CREATE INDEX IF NOT EXISTS rec_user_books_by_weight ",
-        "ON rec_user_books (user_id, log_weight DESC, book_id)"
-    ),
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rec_user_shown (user_id TEXT NOT NULL, book_id INTEGER NOT NULL, ",
-        "PRIMARY KEY (user_id, book_id)) STRICT, WITHOUT ROWID"
-    ),
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rec_user_authors (user_id TEXT NOT NULL, author TEXT NOT NULL, ",
-        "log_weight REAL NOT NULL, PRIMARY KEY (user_id, author)) STRICT, WITHOUT ROWID"
-    ),
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rec_user_queries (user_id TEXT NOT NULL, query TEXT NOT NULL, ",
-        "log_weight REAL NOT NULL, last_at INTEGER NOT NULL, PRIMARY KEY (user_id, query)) ",
-        "STRICT, WITHOUT ROWID"
-    ),
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rec_popular (book_id INTEGER PRIMARY KEY, ",
-        "log_weight REAL NOT NULL) STRICT"
-    ),
-    "CREATE INDEX IF NOT EXISTS rec_popular_by_weight ON rec_popular (log_weight DESC, book_id)",
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rec_cooccurrence (book_id INTEGER NOT NULL, ",
-        "neighbour INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (book_id, neighbour)) ",
-        "STRICT, WITHOUT ROWID"
+        "CREATE TABLE IF NOT EXISTS rec_popular_lists (part INTEGER PRIMARY KEY, ",
+        "record BLOB NOT NULL) STRICT"
     ),
 ];
 
 /// Rows per multi-row statement (well under SQLite's limit of bound variables).
 const CHUNK: usize = 500;
+/// Bytes of records per multi-row statement, about (a profile can reach tens of kilobytes).
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// Recommendations in a SQLite database (`<data_dir>/recommend.db` by default).
 pub struct SqliteRecommendations {
     pool: SqlitePool,
     settings: RecommendSettings,
+}
+
+/// A stored record that does not decode: the store is damaged, the batch waits.
+fn undecodable(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}
+
+fn decode<T: Stored>(bytes: &[u8]) -> Result<T, sqlx::Error> {
+    T::from_bytes(bytes).map_err(undecodable)
 }
 
 impl SqliteRecommendations {
@@ -82,94 +77,57 @@ impl SqliteRecommendations {
     async fn load(
         conn: &mut SqliteConnection,
         settings: &RecommendSettings,
-        needs: &Needs,
+        batch: &Batch,
     ) -> Result<Prior, sqlx::Error> {
         let mut prior = Prior::default();
-        for (user, wanted) in &needs.users {
-            let books: Vec<i64> = wanted.books.iter().copied().collect();
-            for chunk in books.chunks(CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(concat!(
-                    "SELECT book_id, log_weight, last_at, title, author, query FROM rec_user_books ",
-                    "WHERE user_id = "
-                ));
-                q.push_bind(user).push(" AND book_id IN (");
-                push_list(&mut q, chunk.iter().copied());
-                for row in q.build().fetch_all(&mut *conn).await? {
-                    prior.user_books.insert(
-                        (user.clone(), row.try_get(0)?),
-                        UserBook {
-                            log_weight: row.try_get(1)?,
-                            last_at: row.try_get(2)?,
-                            title: row.try_get(3)?,
-                            author: row.try_get(4)?,
-                            query: row.try_get(5)?,
-                        },
-                    );
-                }
-            }
-            let top = sqlx::query(concat!(
-                "SELECT book_id, log_weight FROM rec_user_books WHERE user_id = ? ",
-                "ORDER BY log_weight DESC, book_id LIMIT ?"
-            ))
-            .bind(user)
-            .bind(limit(settings.history_per_event))
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<Vec<(i64, f64)>, sqlx::Error>>()?;
-            prior.top_books.insert(user.clone(), top);
-
-            let authors: Vec<&String> = wanted.authors.iter().collect();
-            for chunk in authors.chunks(CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT author, log_weight FROM rec_user_authors WHERE user_id = ",
-                );
-                q.push_bind(user).push(" AND author IN (");
-                push_list(&mut q, chunk.iter().map(|a| (*a).clone()));
-                for row in q.build().fetch_all(&mut *conn).await? {
-                    prior
-                        .user_authors
-                        .insert((user.clone(), row.try_get(0)?), row.try_get(1)?);
-                }
-            }
-            let queries: Vec<&String> = wanted.queries.iter().collect();
-            for chunk in queries.chunks(CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT query, log_weight, last_at FROM rec_user_queries WHERE user_id = ",
-                );
-                q.push_bind(user).push(" AND query IN (");
-                push_list(&mut q, chunk.iter().map(|a| (*a).clone()));
-                for row in q.build().fetch_all(&mut *conn).await? {
-                    prior.user_queries.insert(
-                        (user.clone(), row.try_get(0)?),
-                        Weight {
-                            log_weight: row.try_get(1)?,
-                            last_at: row.try_get(2)?,
-                        },
-                    );
-                }
+        let users: Vec<String> = profile_needs(&batch.records).into_iter().collect();
+        for chunk in users.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT user_id, record FROM rec_profiles WHERE user_id IN (",
+            );
+            push_list(&mut q, chunk.iter().cloned());
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let record: Vec<u8> = row.try_get(1)?;
+                prior.profiles.insert(row.try_get(0)?, decode(&record)?);
             }
         }
-        let popular: Vec<i64> = needs.popular.iter().copied().collect();
-        for chunk in popular.chunks(CHUNK) {
+        let wanted = query_needs(settings, &batch.records, &prior.profiles);
+        let keys: Vec<&(i32, String)> = wanted.iter().collect();
+        for chunk in keys.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT book_id, log_weight FROM rec_popular WHERE book_id IN (",
+                "SELECT part, query, record FROM rec_queries WHERE (query, part) IN (",
             );
-            push_list(&mut q, chunk.iter().copied());
+            let mut list = q.separated(", ");
+            for (part, query) in chunk {
+                list.push("(")
+                    .push_bind_unseparated((*query).clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*part)
+                    .push_unseparated(")");
+            }
+            list.push_unseparated(")");
             for row in q.build().fetch_all(&mut *conn).await? {
-                prior.popular.insert(row.try_get(0)?, row.try_get(1)?);
+                let record: Vec<u8> = row.try_get(2)?;
+                prior
+                    .queries
+                    .insert((row.try_get(0)?, row.try_get(1)?), decode(&record)?);
+            }
+        }
+        for part in popular_needs(&batch.records) {
+            let record: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT record FROM rec_popular_lists WHERE part = ?")
+                    .bind(part)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(record) = record {
+                prior.popular.insert(part, decode(&record)?);
             }
         }
         Ok(prior)
     }
 
     /// Writes a batch's changes, inside its transaction.
-    async fn write(
-        conn: &mut SqliteConnection,
-        settings: &RecommendSettings,
-        changes: &Changes,
-    ) -> Result<(), sqlx::Error> {
+    async fn write(conn: &mut SqliteConnection, changes: &Changes) -> Result<(), sqlx::Error> {
         let catalog: Vec<_> = changes.catalog.values().collect();
         for chunk in catalog.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO rec_books (id, title, author) ");
@@ -178,231 +136,169 @@ impl SqliteRecommendations {
                     .push_bind(&book.title)
                     .push_bind(&book.author);
             });
-            q.push(concat!(
-                " ON CONFLICT (id) DO UPDATE SET title = excluded.title, ",
-                "author = excluded.author"
-            ));
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET title = excluded.title, author = excluded.author",
+            );
             q.build().execute(&mut *conn).await?;
         }
-        // Deleted books leave the catalog copy: every candidate is looked up there, so they are
-        // never recommended again.
         let deleted: Vec<i64> = changes.deleted.iter().copied().collect();
         for chunk in deleted.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM rec_books WHERE id IN (");
             push_list(&mut q, chunk.iter().copied());
             q.build().execute(&mut *conn).await?;
         }
-        let books: Vec<_> = changes.user_books.iter().collect();
-        for chunk in books.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rec_user_books (user_id, book_id, log_weight, last_at, title, author, query) ",
-            );
-            q.push_values(chunk, |mut row, ((user, book), v)| {
-                row.push_bind(user)
-                    .push_bind(*book)
-                    .push_bind(v.log_weight)
-                    .push_bind(v.last_at)
-                    .push_bind(&v.title)
-                    .push_bind(&v.author)
-                    .push_bind(&v.query);
+        let forgotten: Vec<&String> = changes.forgotten.iter().collect();
+        for chunk in forgotten.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM rec_profiles WHERE user_id IN (");
+            push_list(&mut q, chunk.iter().copied());
+            q.build().execute(&mut *conn).await?;
+        }
+        let profiles: Vec<(&String, i64, Vec<u8>)> = changes
+            .profiles
+            .iter()
+            .map(|(u, p)| (u, p.last_at, p.to_bytes()))
+            .collect();
+        for chunk in byte_chunks(&profiles, CHUNK, CHUNK_BYTES, |(u, _, r)| u.len() + r.len()) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO rec_profiles (user_id, last_at, record) ");
+            q.push_values(chunk, |mut row, (user, last_at, record)| {
+                row.push_bind(*user).push_bind(*last_at).push_bind(record);
             });
             q.push(concat!(
-                " ON CONFLICT (user_id, book_id) DO UPDATE SET log_weight = excluded.log_weight, ",
-                "last_at = excluded.last_at, title = excluded.title, author = excluded.author, ",
-                "query = excluded.query"
+                " ON CONFLICT (user_id) DO UPDATE SET last_at = excluded.last_at, ",
+                "record = excluded.record"
             ));
             q.build().execute(&mut *conn).await?;
         }
-        let shown: Vec<_> = changes.shown.iter().collect();
-        for chunk in shown.chunks(CHUNK) {
+        let queries: Vec<(&(i32, String), Vec<u8>)> = changes
+            .queries
+            .iter()
+            .map(|(k, r)| (k, r.to_bytes()))
+            .collect();
+        for chunk in byte_chunks(&queries, CHUNK, CHUNK_BYTES, |((_, q), r)| {
+            q.len() + r.len()
+        }) {
             let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO rec_user_shown (user_id, book_id) ");
-            q.push_values(chunk, |mut row, (user, book)| {
-                row.push_bind(user).push_bind(*book);
+                QueryBuilder::<Sqlite>::new("INSERT INTO rec_queries (query, part, record) ");
+            q.push_values(chunk, |mut row, ((part, query), record)| {
+                row.push_bind(query).push_bind(*part).push_bind(record);
             });
-            q.push(" ON CONFLICT (user_id, book_id) DO NOTHING");
+            q.push(" ON CONFLICT (query, part) DO UPDATE SET record = excluded.record");
             q.build().execute(&mut *conn).await?;
         }
-        let authors: Vec<_> = changes.user_authors.iter().collect();
-        for chunk in authors.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rec_user_authors (user_id, author, log_weight) ",
-            );
-            q.push_values(chunk, |mut row, ((user, author), w)| {
-                row.push_bind(user).push_bind(author).push_bind(*w);
-            });
-            q.push(" ON CONFLICT (user_id, author) DO UPDATE SET log_weight = excluded.log_weight");
-            q.build().execute(&mut *conn).await?;
-        }
-        let queries: Vec<_> = changes.user_queries.iter().collect();
-        for chunk in queries.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rec_user_queries (user_id, query, log_weight, last_at) ",
-            );
-            q.push_values(chunk, |mut row, ((user, query), w)| {
-                row.push_bind(user)
-                    .push_bind(query)
-                    .push_bind(w.log_weight)
-                    .push_bind(w.last_at);
-            });
-            q.push(concat!(
-                " ON CONFLICT (user_id, query) DO UPDATE SET log_weight = excluded.log_weight, ",
-                "last_at = excluded.last_at"
-            ));
-            q.build().execute(&mut *conn).await?;
-        }
-        let popular: Vec<_> = changes.popular.iter().collect();
-        for chunk in popular.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO rec_popular (book_id, log_weight) ");
-            q.push_values(chunk, |mut row, (book, w)| {
-                row.push_bind(**book).push_bind(**w);
-            });
-            q.push(" ON CONFLICT (book_id) DO UPDATE SET log_weight = excluded.log_weight");
-            q.build().execute(&mut *conn).await?;
-        }
-        let pairs: Vec<_> = changes.cooccurrence.iter().collect();
-        for chunk in pairs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rec_cooccurrence (book_id, neighbour, n) ",
-            );
-            q.push_values(chunk, |mut row, ((book, neighbour), n)| {
-                row.push_bind(*book)
-                    .push_bind(*neighbour)
-                    .push_bind(i64::try_from(**n).unwrap_or(i64::MAX));
-            });
-            q.push(" ON CONFLICT (book_id, neighbour) DO UPDATE SET n = rec_cooccurrence.n + excluded.n");
-            q.build().execute(&mut *conn).await?;
-        }
-        // Each grown neighbour list keeps its strongest `neighbours_per_book` (ties: lower id).
-        let keep = settings.neighbours_per_book.max(1);
-        for book in &changes.touched_books {
-            let cut: Option<(i64, i64)> = sqlx::query_as(concat!(
-                "SELECT n, neighbour FROM rec_cooccurrence WHERE book_id = ? ",
-                "ORDER BY n DESC, neighbour LIMIT 1 OFFSET ?"
+        for (part, list) in &changes.popular {
+            sqlx::query(concat!(
+                "INSERT INTO rec_popular_lists (part, record) VALUES (?, ?) ",
+                "ON CONFLICT (part) DO UPDATE SET record = excluded.record"
             ))
-            .bind(book)
-            .bind(limit(keep - 1))
-            .fetch_optional(&mut *conn)
+            .bind(part)
+            .bind(list.to_bytes())
+            .execute(&mut *conn)
             .await?;
-            if let Some((n, neighbour)) = cut {
-                sqlx::query(concat!(
-                    "DELETE FROM rec_cooccurrence WHERE book_id = ? ",
-                    "AND (n < ? OR (n = ? AND neighbour > ?))"
-                ))
-                .bind(book)
-                .bind(n)
-                .bind(n)
-                .bind(neighbour)
-                .execute(&mut *conn)
-                .await?;
-            }
         }
         Ok(())
     }
 
-    async fn neighbourhood(&self, user: &str, n: usize) -> Result<Neighbourhood, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        let interests = sqlx::query(concat!(
-            "SELECT book_id, log_weight, query FROM rec_user_books WHERE user_id = ? ",
-            "ORDER BY log_weight DESC, book_id LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(INTEREST_BOOKS))
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|row| {
-            Ok(InterestBook {
-                id: row.try_get(0)?,
-                log_weight: row.try_get(1)?,
-                query: row.try_get(2)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-        let mut hood = Neighbourhood {
-            interests,
-            ..Neighbourhood::default()
-        };
-        if !hood.interests.is_empty() {
+    async fn profile(
+        conn: &mut SqliteConnection,
+        user: &str,
+    ) -> Result<Option<Profile>, sqlx::Error> {
+        let record: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT record FROM rec_profiles WHERE user_id = ?")
+                .bind(user)
+                .fetch_optional(&mut *conn)
+                .await?;
+        record.map(|r| decode(&r)).transpose()
+    }
+
+    /// The merged records of `queries` over every partition.
+    async fn query_records(
+        conn: &mut SqliteConnection,
+        queries: &[String],
+    ) -> Result<HashMap<String, QueryRecord>, sqlx::Error> {
+        let mut rows = Vec::new();
+        for chunk in queries.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT book_id, neighbour, n FROM rec_cooccurrence WHERE book_id IN (",
+                "SELECT query, record FROM rec_queries WHERE query IN (",
             );
-            push_list(&mut q, hood.interests.iter().map(|b| b.id));
+            push_list(&mut q, chunk.iter().cloned());
             for row in q.build().fetch_all(&mut *conn).await? {
-                let count: i64 = row.try_get(2)?;
-                hood.neighbours
-                    .push((row.try_get(0)?, row.try_get(1)?, count.max(0) as u64));
+                let record: Vec<u8> = row.try_get(1)?;
+                rows.push((
+                    row.try_get::<String, _>(0)?,
+                    decode::<QueryRecord>(&record)?,
+                ));
             }
         }
-        hood.authors = sqlx::query_as(concat!(
-            "SELECT author, log_weight FROM rec_user_authors WHERE user_id = ? ",
-            "ORDER BY log_weight DESC, author LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(TOP_AUTHORS))
-        .fetch_all(&mut *conn)
-        .await?;
-        for (author, _) in &hood.authors {
-            let ids: Vec<i64> = sqlx::query_scalar(concat!(
-                "SELECT b.id FROM rec_books b LEFT JOIN rec_popular p ON p.book_id = b.id ",
-                "WHERE b.author = ? AND NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
-                "WHERE u.user_id = ? AND u.book_id = b.id) ",
-                "ORDER BY COALESCE(p.log_weight, -1e300) DESC, b.id LIMIT ?"
-            ))
-            .bind(author)
-            .bind(user)
-            .bind(limit(n))
-            .fetch_all(&mut *conn)
-            .await?;
-            hood.author_books.extend(ids);
-        }
-        hood.popular = sqlx::query_scalar(concat!(
-            "SELECT p.book_id FROM rec_popular p JOIN rec_books b ON b.id = p.book_id ",
-            "WHERE NOT EXISTS (SELECT 1 FROM rec_user_shown u ",
-            "WHERE u.user_id = ? AND u.book_id = p.book_id) ",
-            "ORDER BY p.log_weight DESC, p.book_id LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(n))
-        .fetch_all(&mut *conn)
-        .await?;
+        Ok(merge_queries(rows))
+    }
 
-        let candidates: Vec<i64> = hood.candidates().into_iter().collect();
-        let neighbours: BTreeSet<i64> = hood.neighbours.iter().map(|(_, c, _)| *c).collect();
-        let neighbours: Vec<i64> = neighbours.into_iter().collect();
-        for chunk in neighbours.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT book_id FROM rec_user_shown WHERE user_id = ");
-            q.push_bind(user).push(" AND book_id IN (");
-            push_list(&mut q, chunk.iter().copied());
-            let shown: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
-            hood.shown.extend(shown);
-        }
+    async fn catalog(
+        conn: &mut SqliteConnection,
+        ids: impl Iterator<Item = i64>,
+    ) -> Result<HashMap<i64, CatalogEntry>, sqlx::Error> {
+        let ids: Vec<i64> = ids.collect();
         let mut catalog = HashMap::new();
-        for chunk in candidates.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(concat!(
-                "SELECT b.id, b.title, b.author, p.log_weight FROM rec_books b ",
-                "LEFT JOIN rec_popular p ON p.book_id = b.id WHERE b.id IN ("
-            ));
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT id, title, author FROM rec_books WHERE id IN (",
+            );
             push_list(&mut q, chunk.iter().copied());
             for row in q.build().fetch_all(&mut *conn).await? {
                 let id: i64 = row.try_get(0)?;
                 catalog.insert(
                     id,
-                    (
-                        CatalogEntry {
-                            id,
-                            title: row.try_get(1)?,
-                            author: row.try_get(2)?,
-                        },
-                        row.try_get::<Option<f64>, _>(3)?,
-                    ),
+                    CatalogEntry {
+                        id,
+                        title: row.try_get(1)?,
+                        author: row.try_get(2)?,
+                    },
                 );
             }
         }
-        hood.catalog = catalog;
-        Ok(hood)
+        Ok(catalog)
+    }
+
+    async fn answer(&self, user: &str, n: usize) -> Result<Vec<Recommendation>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let profile = Self::profile(&mut conn, user).await?.unwrap_or_default();
+        let interests = interest_queries(&profile);
+        let mut queries = Self::query_records(&mut conn, &interests).await?;
+        let related = related_queries(&interests, &queries);
+        if !related.is_empty() {
+            let more = Self::query_records(&mut conn, &related).await?;
+            queries.extend(more);
+        }
+        let mut author_books = Vec::new();
+        for author in top_authors(&profile) {
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM rec_books WHERE author = ? ORDER BY id LIMIT ?")
+                    .bind(author)
+                    .bind(limit(AUTHOR_BOOKS))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            author_books.extend(ids);
+        }
+        let lists: Vec<Vec<u8>> = sqlx::query_scalar("SELECT record FROM rec_popular_lists")
+            .fetch_all(&mut *conn)
+            .await?;
+        let lists = lists
+            .iter()
+            .map(|r| decode::<PopularList>(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let popular = merge_popular(
+            lists,
+            n.saturating_add(profile.shown.len()).saturating_add(10),
+        );
+        let hood = Neighbourhood {
+            profile,
+            queries,
+            author_books,
+            popular,
+        };
+        let shortlist = shortlist(&hood, n);
+        let catalog = Self::catalog(&mut conn, shortlist.iter().map(|c| c.id)).await?;
+        Ok(blend(&hood.profile, shortlist, &catalog, n))
     }
 }
 
@@ -422,6 +318,10 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 #[async_trait]
 impl EventHandler for SqliteRecommendations {
     fn name(&self) -> &str {
@@ -429,18 +329,22 @@ impl EventHandler for SqliteRecommendations {
     }
 
     async fn positions(&self, group: &str) -> Result<Vec<Position>, HandlerError> {
-        positions::load(&self.pool, group).await
+        positions::load(&self.pool, &positions_group(group)).await
     }
 
     async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
         let mut tx = self.pool.begin().await.map_err(handler_error)?;
-        positions::advance(&mut tx, batch).await?;
-        let needs = needs(&self.settings, &batch.records);
-        let prior = Self::load(&mut tx, &self.settings, &needs)
+        let moves = Batch {
+            group: positions_group(&batch.group),
+            records: Vec::new(),
+            positions: batch.positions.clone(),
+        };
+        positions::advance(&mut tx, &moves).await?;
+        let prior = Self::load(&mut tx, &self.settings, batch)
             .await
             .map_err(handler_error)?;
         let changes = apply(&self.settings, prior, &batch.records);
-        Self::write(&mut tx, &self.settings, &changes)
+        Self::write(&mut tx, &changes)
             .await
             .map_err(handler_error)?;
         tx.commit().await.map_err(handler_error)
@@ -454,8 +358,7 @@ impl RecommendStore for SqliteRecommendations {
         user: &str,
         n: usize,
     ) -> Result<Vec<Recommendation>, RepositoryError> {
-        let hood = self.neighbourhood(user, n).await.map_err(repo_error)?;
-        Ok(blend(&hood, n))
+        self.answer(user, n).await.map_err(repo_error)
     }
 
     async fn interests(
@@ -465,138 +368,101 @@ impl RecommendStore for SqliteRecommendations {
         now: DateTime<Utc>,
     ) -> Result<Interests, RepositoryError> {
         let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        let books = sqlx::query(concat!(
-            "SELECT book_id, title, author, log_weight, query FROM rec_user_books WHERE user_id = ? ",
-            "ORDER BY log_weight DESC, book_id LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(n))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(repo_error)?
-        .into_iter()
-        .map(|row| {
-            Ok(InterestEntry {
-                id: row.try_get(0)?,
-                title: row.try_get(1)?,
-                author: row.try_get(2)?,
-                score: self.settings.weight_at(row.try_get(3)?, now),
-                query: row.try_get(4)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(repo_error)?;
-        let authors: Vec<(String, f64)> = sqlx::query_as(concat!(
-            "SELECT author, log_weight FROM rec_user_authors WHERE user_id = ? ",
-            "ORDER BY log_weight DESC, author LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(n))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(repo_error)?;
-        let queries: Vec<(String, f64)> = sqlx::query_as(concat!(
-            "SELECT query, log_weight FROM rec_user_queries WHERE user_id = ? ",
-            "ORDER BY log_weight DESC, query LIMIT ?"
-        ))
-        .bind(user)
-        .bind(limit(n))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(repo_error)?;
-        let weighted = |rows: Vec<(String, f64)>| {
-            rows.into_iter()
-                .map(|(name, log)| WeightedName {
-                    name,
-                    score: self.settings.weight_at(log, now),
-                })
-                .collect()
-        };
-        Ok(Interests {
-            uid: user.to_owned(),
-            books,
-            authors: weighted(authors),
-            queries: weighted(queries),
-        })
+        let profile = Self::profile(&mut conn, user)
+            .await
+            .map_err(repo_error)?
+            .unwrap_or_default();
+        let ids = interest_books(&profile, n).into_iter().map(|b| b.id);
+        let catalog = Self::catalog(&mut conn, ids).await.map_err(repo_error)?;
+        Ok(interests(&self.settings, user, &profile, &catalog, n, now))
     }
 
     async fn catalog_book(&self, id: i64) -> Result<Option<CatalogEntry>, RepositoryError> {
-        let row: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT id, title, author FROM rec_books WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(repo_error)?;
-        Ok(row.map(|(id, title, author)| CatalogEntry { id, title, author }))
+        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
+        let mut found = Self::catalog(&mut conn, std::iter::once(id))
+            .await
+            .map_err(repo_error)?;
+        Ok(found.remove(&id))
     }
 
     async fn stats(&self) -> Result<RecommendStats, RepositoryError> {
-        let (books, users, pairs): (i64, i64, i64) = sqlx::query_as(concat!(
-            "SELECT (SELECT COUNT(*) FROM rec_books), ",
-            "(SELECT COUNT(DISTINCT user_id) FROM rec_user_queries), ",
-            "(SELECT COUNT(*) FROM rec_cooccurrence)"
+        let (books, users, queries): (i64, i64, i64) = sqlx::query_as(concat!(
+            "SELECT (SELECT COUNT(*) FROM rec_books), (SELECT COUNT(*) FROM rec_profiles), ",
+            "(SELECT COUNT(*) FROM rec_queries)"
         ))
         .fetch_one(&self.pool)
         .await
         .map_err(repo_error)?;
         Ok(RecommendStats {
-            catalog_books: books.max(0) as u64,
-            users: users.max(0) as u64,
-            cooccurrence_pairs: pairs.max(0) as u64,
+            catalog_books: count(books),
+            users: count(users),
+            query_records: count(queries),
         })
+    }
+
+    async fn expire(&self, before: i64, limit: usize) -> Result<u64, RepositoryError> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM rec_profiles WHERE user_id IN (SELECT user_id FROM rec_profiles ",
+            "WHERE last_at < ? ORDER BY last_at LIMIT ?)"
+        ))
+        .bind(before)
+        .bind(self::limit(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(done.rows_affected())
     }
 
     async fn snapshot(&self) -> Result<Snapshot, RepositoryError> {
         let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        let catalog: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, title, author FROM rec_books")
+        let read = async {
+            let catalog = sqlx::query("SELECT id, title, author FROM rec_books")
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(repo_error)?;
-        let user_books =
-            sqlx::query_as("SELECT user_id, book_id, log_weight, last_at FROM rec_user_books")
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(CatalogEntry {
+                        id: row.try_get(0)?,
+                        title: row.try_get(1)?,
+                        author: row.try_get(2)?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+            let profiles = sqlx::query("SELECT user_id, record FROM rec_profiles")
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(repo_error)?;
-        let user_authors =
-            sqlx::query_as("SELECT user_id, author, log_weight FROM rec_user_authors")
+                .await?
+                .iter()
+                .map(|row| {
+                    let record: Vec<u8> = row.try_get(1)?;
+                    Ok((row.try_get(0)?, decode(&record)?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+            let queries = sqlx::query("SELECT part, query, record FROM rec_queries")
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(repo_error)?;
-        let user_queries =
-            sqlx::query_as("SELECT user_id, query, log_weight, last_at FROM rec_user_queries")
+                .await?
+                .iter()
+                .map(|row| {
+                    let record: Vec<u8> = row.try_get(2)?;
+                    Ok(((row.try_get(0)?, row.try_get(1)?), decode(&record)?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+            let popular = sqlx::query("SELECT part, record FROM rec_popular_lists")
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(repo_error)?;
-        let popular = sqlx::query_as("SELECT book_id, log_weight FROM rec_popular")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(repo_error)?;
-        let pairs: Vec<(i64, i64, i64)> =
-            sqlx::query_as("SELECT book_id, neighbour, n FROM rec_cooccurrence")
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(repo_error)?;
-        let shown = sqlx::query_as("SELECT user_id, book_id FROM rec_user_shown")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(repo_error)?;
-        Ok(Snapshot {
-            shown,
-            catalog: catalog
-                .into_iter()
-                .map(|(id, title, author)| CatalogEntry { id, title, author })
-                .collect(),
-            user_books,
-            user_authors,
-            user_queries,
-            popular,
-            cooccurrence: pairs
-                .into_iter()
-                .map(|(b, c, n)| (b, c, n.max(0) as u64))
-                .collect(),
-        }
-        .sorted())
+                .await?
+                .iter()
+                .map(|row| {
+                    let record: Vec<u8> = row.try_get(1)?;
+                    Ok((row.try_get(0)?, decode(&record)?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+            Ok::<_, sqlx::Error>(Snapshot {
+                catalog,
+                profiles,
+                queries,
+                popular,
+            })
+        };
+        Ok(read.await.map_err(repo_error)?.sorted())
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use bookstore_domain::trends::{
     Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, cap_keys,
-    passes_cap, rank,
+    cap_owners, forget_caps, passes_cap, rank,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::positions;
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 7] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS trends (query_normalized TEXT PRIMARY KEY, display TEXT NOT NULL, ",
         "count INTEGER NOT NULL, log_score REAL NOT NULL, books TEXT NOT NULL, ",
@@ -37,6 +37,8 @@ const SCHEMA: [&str; 6] = [
         "CREATE TABLE IF NOT EXISTS trend_readers (query_normalized TEXT NOT NULL, ",
         "reader TEXT NOT NULL, PRIMARY KEY (query_normalized, reader)) STRICT, WITHOUT ROWID"
     ),
+    // A forgotten reader's place among them, found without reading every trend's.
+    "CREATE INDEX IF NOT EXISTS trend_readers_by_reader ON trend_readers (reader)",
 ];
 
 /// Added after the first release: trends.db files made before get the column at start.
@@ -217,7 +219,8 @@ impl EventHandler for SqliteTrends {
         let searches: Vec<_> = batch
             .records
             .iter()
-            // Only searches make trends; other events move the position with the batch.
+            // Only searches make trends, and readers forgotten are deleted; other events move
+            // the position with the batch.
             .filter_map(|record| record.event.as_search())
             .collect();
         let queries: BTreeSet<&str> = searches
@@ -228,7 +231,7 @@ impl EventHandler for SqliteTrends {
             .await
             .map_err(positions::handler_error)?;
         // The spellings and readers as loaded: only what the batch changed is written back.
-        let loaded: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>)> = states
+        let mut loaded: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>)> = states
             .iter()
             .map(|(query, state)| {
                 (
@@ -247,12 +250,34 @@ impl EventHandler for SqliteTrends {
         Self::load_caps(&mut tx, &mut caps)
             .await
             .map_err(positions::handler_error)?;
-        for event in &searches {
-            let scores = passes_cap(&self.settings, &mut caps, event);
-            states
-                .entry(event.query_normalized.clone())
-                .or_insert_with(|| TrendState::new(event.occurred_at))
-                .add(&self.settings, event, scores);
+        // In log order: a reader forgotten between two of their searches is forgotten for
+        // the earlier one only.
+        let mut forgotten = BTreeSet::new();
+        for record in &batch.records {
+            if let Some(event) = record.event.as_search() {
+                let scores = passes_cap(&self.settings, &mut caps, event);
+                states
+                    .entry(event.query_normalized.clone())
+                    .or_insert_with(|| TrendState::new(event.occurred_at))
+                    .add(&self.settings, event, scores);
+            } else if let Some(event) = record.event.as_forgotten() {
+                let user = event.user_id.as_str();
+                // What the batch read of theirs, and (below, before anything is written) what
+                // is stored of theirs; later searches of theirs count afresh.
+                forget_caps(&mut caps, user);
+                for state in states.values_mut() {
+                    state.forget(user);
+                }
+                for (_, readers) in loaded.values_mut() {
+                    readers.remove(user);
+                }
+                forgotten.insert(user);
+            }
+        }
+        for user in forgotten {
+            forget(&mut tx, user)
+                .await
+                .map_err(positions::handler_error)?;
         }
 
         // Spellings counted anew, written a chunk at a time.
@@ -353,6 +378,33 @@ impl EventHandler for SqliteTrends {
             .map_err(positions::handler_error)?;
         tx.commit().await.map_err(positions::handler_error)
     }
+}
+
+/// Deletes what is stored about the reader `user` (`reader.forgotten`): their cap counters as
+/// reader and as origin in every window kept (a window at a time, along the primary key), and
+/// their place among the origins of trends not public yet.
+async fn forget(conn: &mut SqliteConnection, user: &str) -> Result<(), sqlx::Error> {
+    let [reader, origin] = cap_owners(user);
+    let mut window: Option<i64> = sqlx::query_scalar("SELECT MIN(window) FROM trend_caps")
+        .fetch_one(&mut *conn)
+        .await?;
+    while let Some(current) = window {
+        sqlx::query("DELETE FROM trend_caps WHERE window = ? AND user_id IN (?, ?)")
+            .bind(current)
+            .bind(&reader)
+            .bind(&origin)
+            .execute(&mut *conn)
+            .await?;
+        window = sqlx::query_scalar("SELECT MIN(window) FROM trend_caps WHERE window > ?")
+            .bind(current)
+            .fetch_one(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM trend_readers WHERE reader = ?")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Removes decayed trends and all but the best `max_trends`, and cap counters of past windows.
@@ -461,6 +513,20 @@ impl TrendStore for SqliteTrends {
                 .map_err(unavailable)
         })
         .transpose()
+    }
+
+    async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError> {
+        let [reader, origin] = cap_owners(user_id);
+        sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM trend_caps WHERE user_id IN (?, ?)) ",
+            "OR EXISTS (SELECT 1 FROM trend_readers WHERE reader = ?)"
+        ))
+        .bind(reader)
+        .bind(origin)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
@@ -573,6 +639,24 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(readers, 0, "public trends forget their readers");
+    }
+
+    #[tokio::test]
+    async fn the_store_forgets_readers_as_the_reference_does() {
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        let store = SqliteTrends::new(pool, conformance::settings())
+            .await
+            .unwrap();
+        conformance::check_forgetting(&store).await;
+        // Read directly, not through holds_reader: no row names the forgotten reader.
+        let rows: i64 = sqlx::query_scalar(concat!(
+            "SELECT (SELECT COUNT(*) FROM trend_caps WHERE user_id LIKE '%forgetful%') ",
+            "+ (SELECT COUNT(*) FROM trend_readers WHERE reader LIKE '%forgetful%')"
+        ))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, 0);
     }
 
     #[tokio::test]

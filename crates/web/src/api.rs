@@ -1,4 +1,5 @@
-//! `/api/books`: list and search, read one, create, replace and delete one.
+//! `/api/books`: list and search, read one, create, replace and delete one. `/api/readers/{uid}`:
+//! forget a reader.
 
 use std::collections::HashMap;
 
@@ -19,7 +20,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::events::publish_search;
+use crate::events::{invalid_reader_id, publish_forgotten, publish_search};
 use crate::params::ListParams;
 use crate::visitor::Visitor;
 use crate::{MAX_BODY_BYTES, WebState};
@@ -297,6 +298,47 @@ pub async fn delete_book(
     }
     tracing::info!(book.id = %id, "book deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/readers/{uid}` with `Authorization: Bearer <web.admin_token>`.
+#[utoipa::path(delete, path = "/api/readers/{uid}", tag = "readers",
+    summary = "Forget a reader (needs web.admin_token); publishes a reader.forgotten event on the search topic",
+    params(("uid" = String, Path, description = "The reader's id as search events carry it (`user_id`: the visitor id of the signed `uid` cookie); 1 to 64 bytes, no control characters")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The event log has the reader.forgotten event; the trend and recommendation services delete what they hold about the reader as they read it: `{\"uid\": \"...\", \"status\": \"forgetting\"}`"),
+        (status = 400, description = "The id is empty, longer than 64 bytes or holds control characters", body = bookstore_http::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = bookstore_http::ErrorBody),
+        (status = 403, description = "Writes are disabled (no web.admin_token)", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The event log did not take the event (down, slow, its queue full, or it refused it); try again", body = bookstore_http::ErrorBody),
+    ))]
+pub async fn forget_reader(
+    State(state): State<WebState>,
+    uid: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let Path(uid) = uid.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    if let Some(problem) = invalid_reader_id(&uid) {
+        return Err(ApiError::BadRequest(problem));
+    }
+    publish_forgotten(&state, &uid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"uid": uid, "status": "forgetting"})),
+    ))
+}
+
+/// `DELETE /api/readers/` (no id; not documented): the same token, then a 400 that says the id is
+/// missing rather than the fallback's "no route".
+pub async fn forget_no_reader(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    Err(ApiError::BadRequest(
+        "the reader id is empty: DELETE /api/readers/{uid}".to_owned(),
+    ))
 }
 
 /// A JSON book from a request body: JSON by its content type, at most

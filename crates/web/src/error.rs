@@ -22,12 +22,16 @@ pub enum ApiError {
     Unauthorized,
     /// Writes are disabled on this instance (403).
     WritesDisabled,
+    /// The request is refused for the reason given, such as a form posted from another site (403).
+    Forbidden(String),
     /// The body is over [`crate::MAX_BODY_BYTES`] (413).
     TooLarge,
     /// The body is not JSON (415).
     UnsupportedMediaType,
     /// A backend is down; try again later (503).
     Unavailable,
+    /// The event log did not take an event that must not be lost; try again later (503).
+    EventLogUnavailable,
     /// A bug; details are in the log (500).
     Internal,
 }
@@ -47,19 +51,20 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::WritesDisabled => StatusCode::FORBIDDEN,
+            Self::WritesDisabled | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::EventLogUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Self::BadRequest(message) | Self::NotFound(message) | Self::Conflict(message) => {
-                message.clone()
-            }
+            Self::BadRequest(message)
+            | Self::NotFound(message)
+            | Self::Conflict(message)
+            | Self::Forbidden(message) => message.clone(),
             Self::Invalid(_) => "the book is invalid; see fields".to_owned(),
             Self::Unauthorized => {
                 "missing or wrong credentials: send Authorization: Bearer <token>".to_owned()
@@ -77,6 +82,9 @@ impl ApiError {
                 "the request body must be JSON (Content-Type: application/json)".to_owned()
             }
             Self::Unavailable => "the database is unavailable; try again shortly".to_owned(),
+            Self::EventLogUnavailable => {
+                "the event log did not take the request; try again shortly".to_owned()
+            }
             Self::Internal => "internal error".to_owned(),
         }
     }

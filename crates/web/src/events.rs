@@ -1,12 +1,22 @@
-//! The "book searched" event every search with a non-empty query publishes.
+//! The events the web service publishes on the search topic: the "book searched" event every
+//! search with a non-empty query publishes, and the "reader forgotten" event of a reader who asks
+//! to be forgotten.
 
-use bookstore_domain::events::{Event, ResultBook, SearchEvent, normalize_query};
-use bookstore_domain::{Book, Published};
+use std::time::Duration;
+
+use bookstore_domain::events::{
+    Event, MAX_ID_BYTES, ReaderForgottenEvent, ResultBook, SearchEvent, normalize_query,
+};
+use bookstore_domain::{Book, Delivery, EventPublisher, Published};
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::WebState;
+use crate::error::ApiError;
 use crate::visitor::Visitor;
+
+/// How long a request to forget a reader waits for the event log to confirm its event.
+pub const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes the search without waiting: the publisher only enqueues (or drops and counts when
 /// its bounded queue is full), so the response never waits for the event log. `query` is the
@@ -53,5 +63,159 @@ pub fn publish_search(
     match state.events.publish(&Event::BookSearched(event)) {
         Published::Queued => tracing::debug!(%event_id, "search event queued"),
         Published::Dropped => tracing::debug!(%event_id, "search event dropped"),
+    }
+}
+
+/// Why `user_id` cannot name a reader to forget, if it cannot: the rules of the ids events carry
+/// (not empty, at most [`MAX_ID_BYTES`] bytes, no control characters).
+pub fn invalid_reader_id(user_id: &str) -> Option<String> {
+    if user_id.is_empty() {
+        Some("the reader id is empty".to_owned())
+    } else if user_id.len() > MAX_ID_BYTES {
+        Some(format!(
+            "the reader id is {} bytes; at most {MAX_ID_BYTES} are allowed",
+            user_id.len()
+        ))
+    } else if user_id.chars().any(char::is_control) {
+        Some("the reader id must not hold control characters".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Publishes `reader.forgotten` for `user_id` (a valid reader id: see [`invalid_reader_id`]) on
+/// the search topic, through the publisher of the search events and so after the reader's
+/// searches this instance published, and waits (at most [`FORGET_TIMEOUT`]) until the log has it.
+/// Unlike a search event, this one must not be dropped silently: a full queue, a log that is down
+/// or slow, or one that refuses the event is [`ApiError::EventLogUnavailable`] (503), and the
+/// caller may ask again (forgetting twice does no harm).
+pub async fn publish_forgotten(state: &WebState, user_id: &str) -> Result<Uuid, ApiError> {
+    let event_id = deliver_forgotten(state.events.as_ref(), user_id).await?;
+    // The page's cached answers of the trend and recommendation services should soon show it.
+    if let Some(recommendations) = &state.recommendations {
+        recommendations.searched();
+    }
+    if let Some(trends) = &state.trends {
+        trends.searched();
+    }
+    Ok(event_id)
+}
+
+async fn deliver_forgotten(events: &dyn EventPublisher, user_id: &str) -> Result<Uuid, ApiError> {
+    let event = ReaderForgottenEvent::now(user_id);
+    let event_id = event.id;
+    let delivery = events
+        .deliver(&[Event::ReaderForgotten(event)], FORGET_TIMEOUT)
+        .await
+        .into_iter()
+        .next();
+    // The reader's id is not logged: the event id leads to it for those who may read the log.
+    match delivery {
+        Some(Delivery::Delivered) => {
+            tracing::info!(%event_id, "reader.forgotten published");
+            Ok(event_id)
+        }
+        Some(Delivery::Refused(reason)) => {
+            tracing::warn!(%event_id, %reason, "the event log refused a reader.forgotten event");
+            Err(ApiError::EventLogUnavailable)
+        }
+        Some(Delivery::Undelivered(reason)) => {
+            tracing::warn!(%event_id, %reason, "a reader.forgotten event was not delivered");
+            Err(ApiError::EventLogUnavailable)
+        }
+        None => {
+            tracing::error!(%event_id, "the publisher gave no verdict on a reader.forgotten event");
+            Err(ApiError::EventLogUnavailable)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bookstore_domain::events::READER_FORGOTTEN;
+
+    use super::*;
+
+    /// A publisher that answers every delivery with `verdict` and keeps what it was given.
+    struct Scripted {
+        verdict: Option<Delivery>,
+        given: Mutex<Vec<Event>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventPublisher for Scripted {
+        fn publish(&self, _event: &Event) -> Published {
+            Published::Dropped
+        }
+
+        async fn deliver(&self, events: &[Event], _timeout: Duration) -> Vec<Delivery> {
+            self.given
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(events.iter().cloned());
+            self.verdict.iter().cloned().collect()
+        }
+
+        async fn flush(&self, _timeout: Duration) -> u64 {
+            0
+        }
+    }
+
+    fn scripted(verdict: Option<Delivery>) -> Scripted {
+        Scripted {
+            verdict,
+            given: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivered_event_names_the_reader_and_is_keyed_by_them() {
+        let publisher = scripted(Some(Delivery::Delivered));
+        let id = deliver_forgotten(&publisher, "reader-1").await.unwrap();
+        let given = publisher.given.lock().unwrap();
+        let [Event::ReaderForgotten(event)] = given.as_slice() else {
+            panic!("one reader.forgotten event: {given:?}");
+        };
+        assert_eq!((event.id, event.user_id.as_str()), (id, "reader-1"));
+        assert_eq!(given[0].kind(), READER_FORGOTTEN);
+        assert_eq!(given[0].key(), "reader-1");
+    }
+
+    #[tokio::test]
+    async fn an_event_the_log_does_not_take_is_a_503_never_a_500() {
+        for verdict in [
+            Some(Delivery::Refused("too large".to_owned())),
+            Some(Delivery::Undelivered("the broker is down".to_owned())),
+            None,
+        ] {
+            let err = deliver_forgotten(&scripted(verdict.clone()), "reader-1")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.status(),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "{verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reader_ids_follow_the_rules_of_event_ids() {
+        assert_eq!(
+            invalid_reader_id("0b6c1c1e-7c8e-4d4e-9d43-2b1c7a8e9f00"),
+            None
+        );
+        assert_eq!(invalid_reader_id(&"u".repeat(MAX_ID_BYTES)), None);
+        for bad in [
+            String::new(),
+            "u".repeat(MAX_ID_BYTES + 1),
+            "a\nb".to_owned(),
+            "\u{0}".to_owned(),
+            "x\u{85}".to_owned(),
+        ] {
+            assert!(invalid_reader_id(&bad).is_some(), "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The web service: the bookstore page (`GET /`) and its REST API (`/api/books`), on any
-//! [`BookRepository`] (the catalog database) and [`BookSearch`] (the search index).
+//! The web service: the bookstore page (`GET /`, `POST /forget`) and its REST API (`/api/books`,
+//! `/api/readers/{uid}`), on any [`BookRepository`] (the catalog database) and [`BookSearch`]
+//! (the search index).
 //!
 //! [`router`] builds the whole HTTP surface; the composition root (the `bookstore` binary) gives
 //! it a repository and serves it.
@@ -8,6 +9,7 @@ mod api;
 mod assets;
 mod error;
 mod events;
+mod forget;
 mod highlight;
 mod page;
 mod params;
@@ -66,7 +68,14 @@ pub fn api(state: WebState) -> OpenApiRouter {
         .routes(routes!(api::list_books, api::create_book))
         .routes(routes!(api::suggest))
         .routes(routes!(api::get_book, api::replace_book, api::delete_book))
+        .routes(routes!(api::forget_reader))
+        .route(
+            "/api/readers/",
+            axum::routing::delete(api::forget_no_reader),
+        )
         .routes(routes!(assets::asset))
+        // Not under `ensure_uid`: a request without a valid cookie is refused, never given one.
+        .routes(routes!(forget::forget))
         .merge(page)
         .with_state(state)
 }

@@ -14,6 +14,7 @@ use crate::WebState;
 use crate::api::SNIPPET_CHARS;
 use crate::error::error_chain;
 use crate::events::publish_search;
+use crate::forget;
 use crate::highlight::html;
 use crate::params::ListParams;
 use crate::visitor::Visitor;
@@ -38,6 +39,11 @@ struct IndexPage<'a> {
     recommendations: Option<&'a [Recommendation]>,
     /// How many readers must search a query before it shows under Trends.
     min_readers: u32,
+    /// The token of the "Forget my history" form, for a visitor whose signed cookie came with the
+    /// request; `None`: no form (a new visitor has no history yet).
+    forget_token: Option<String>,
+    /// `?forgotten=1`: the visitor has just asked to be forgotten; the page says so.
+    forgotten: bool,
 }
 
 /// A book as the page shows it: title, author and description as HTML, escaped, the words that
@@ -85,6 +91,7 @@ impl IndexPage<'_> {
     params(
         ("q" = Option<String>, Query, description = "Search words"),
         ("o" = Option<u64>, Query, description = "Offset of the first book"),
+        ("forgotten" = Option<String>, Query, description = "1: the page says that the visitor's history is being forgotten (where `POST /forget` leads)"),
     ),
     responses(
         (status = 200, description = "The page", content_type = "text/html"),
@@ -95,6 +102,12 @@ pub async fn index(
     visitor: Visitor,
     params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let forgotten = params
+        .as_ref()
+        .is_ok_and(|Query(params)| params.get("forgotten").is_some_and(|f| f == "1"));
+    let forget_token = visitor
+        .user_id()
+        .map(|uid| state.visitors.form_token(forget::PURPOSE, uid));
     let params = match params {
         Ok(Query(params)) => {
             ListParams::parse(&params).map_err(|fields| format!("Invalid address: {fields}."))
@@ -149,6 +162,8 @@ pub async fn index(
                 trends,
                 recommendations,
                 min_readers: state.trend_min_readers,
+                forget_token,
+                forgotten,
             };
             render(StatusCode::OK, &view)
         }
@@ -167,6 +182,8 @@ pub async fn index(
                     trends,
                     recommendations,
                     min_readers: state.trend_min_readers,
+                    forget_token,
+                    forgotten,
                     ..error_page(query.text(), message.to_owned())
                 },
             )
@@ -188,6 +205,8 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
         trends: None,
         recommendations: None,
         min_readers: 0,
+        forget_token: None,
+        forgotten: false,
     }
 }
 

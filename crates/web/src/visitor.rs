@@ -116,6 +116,45 @@ impl VisitorKeys {
             .then_some(parsed)
     }
 
+    /// The token a form of this service carries for the visitor `uid`, made for `purpose` (one
+    /// form's token is never valid for another): the first 128 bits of the HMAC of the purpose
+    /// and the id, under the cookie key, in hex. A site that cannot read the page cannot make it.
+    pub fn form_token(&self, purpose: &str, uid: Uuid) -> String {
+        let purpose = format!("form:{purpose}");
+        let uid = uid.hyphenated().to_string();
+        self.mac_hex(&purpose, uid.as_bytes(), COOKIE_MAC_BYTES)
+    }
+
+    /// Whether `token` is [`form_token`](Self::form_token) of `purpose` and `uid` (compared in
+    /// constant time).
+    pub fn check_form_token(&self, purpose: &str, uid: Uuid, token: &str) -> bool {
+        let expected = self.form_token(purpose, uid);
+        !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    /// The hosts a request may name itself by: its `Host`, and, when the peer is a trusted proxy,
+    /// each `X-Forwarded-Host` it passes on.
+    pub fn request_hosts(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Vec<String> {
+        let mut hosts: Vec<String> = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(|h| h.trim().to_owned())
+            .into_iter()
+            .collect();
+        if peer.is_some_and(|p| self.trusted(p.to_canonical())) {
+            hosts.extend(
+                headers
+                    .get_all("x-forwarded-host")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .map(|h| h.trim().to_owned()),
+            );
+        }
+        hosts.retain(|h| !h.is_empty());
+        hosts
+    }
+
     /// `Set-Cookie` for `uid`: a year, `HttpOnly`, `SameSite=Lax`, and `Secure` when the site is
     /// served over https.
     pub fn set_cookie(&self, uid: Uuid) -> Option<HeaderValue> {
@@ -224,7 +263,7 @@ fn untrusted_forward(peer: IpAddr) {
     }
 }
 
-fn peer(parts_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+pub(crate) fn peer(parts_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
     parts_extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr)
@@ -346,6 +385,48 @@ mod tests {
                 .unwrap()
                 .ends_with("; Secure")
         );
+    }
+
+    #[test]
+    fn form_tokens_are_bound_to_the_visitor_the_purpose_and_the_key() {
+        let keys = keys(&[]);
+        let uid = Uuid::new_v4();
+        let token = keys.form_token("forget", uid);
+        assert_eq!(token.len(), 32);
+        assert!(keys.check_form_token("forget", uid, &token));
+        assert!(
+            !keys.check_form_token("forget", Uuid::new_v4(), &token),
+            "another visitor"
+        );
+        assert!(!keys.check_form_token("other", uid, &token), "another form");
+        let other = VisitorKeys::new(SecretString::from("o".repeat(32)), false, vec![]);
+        assert!(
+            !other.check_form_token("forget", uid, &token),
+            "another key"
+        );
+        // The cookie's MAC is not a form token.
+        let cookie_mac = keys.cookie_value(uid).split_once('.').unwrap().1.to_owned();
+        assert!(!keys.check_form_token("forget", uid, &cookie_mac));
+        for bad in [
+            "",
+            &token[..31],
+            &token.to_uppercase(),
+            &format!("{token}0"),
+        ] {
+            assert!(!keys.check_form_token("forget", uid, bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_names_its_host_and_trusted_proxies_the_forwarded_one() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let sent = headers(&[("host", "web:8000"), ("x-forwarded-host", "books.example")]);
+        assert_eq!(keys(&[]).request_hosts(Some(peer), &sent), ["web:8000"]);
+        assert_eq!(
+            keys(&["10.0.0.0/8"]).request_hosts(Some(peer), &sent),
+            ["web:8000", "books.example"]
+        );
+        assert!(keys(&[]).request_hosts(None, &HeaderMap::new()).is_empty());
     }
 
     #[test]

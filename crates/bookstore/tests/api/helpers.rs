@@ -277,6 +277,54 @@ impl TestApp {
         let request = self.client.delete(self.url(&format!("/api/books/{id}")));
         send_with(request, token).await
     }
+
+    /// The file of this app's embedded event log.
+    pub fn event_log_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("events.db")
+    }
+
+    /// Every message of the search topic (`events.topic`) in this app's embedded log, partition by
+    /// partition, in offset order: what the trend and recommendation services would read.
+    pub async fn search_topic(&self) -> Vec<LoggedEvent> {
+        let log = bookstore_eventlog::EventLog::open(&self.event_log_path())
+            .await
+            .unwrap();
+        let topic = Config::default().events.topic;
+        let mut events = Vec::new();
+        for partition in 0..log.partitions(&topic).await.unwrap() {
+            let tp = bookstore_domain::TopicPartition {
+                topic: topic.clone(),
+                partition: i32::try_from(partition).unwrap(),
+            };
+            for message in log.read(&tp, 0, 100_000).await.unwrap() {
+                events.push(LoggedEvent {
+                    partition: message.partition,
+                    offset: message.offset,
+                    key: message
+                        .key
+                        .map(|k| String::from_utf8(k).expect("a UTF-8 key")),
+                    value: serde_json::from_slice(&message.value).expect("a JSON event"),
+                });
+            }
+        }
+        events
+    }
+
+    /// The search topic's events of one `type`.
+    pub async fn events_of_type(&self, kind: &str) -> Vec<LoggedEvent> {
+        let mut events = self.search_topic().await;
+        events.retain(|e| e.value["type"] == kind);
+        events
+    }
+}
+
+/// A message of the event log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: serde_json::Value,
 }
 
 async fn send_with(mut request: reqwest::RequestBuilder, token: Option<&str>) -> Response {

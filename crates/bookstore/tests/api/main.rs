@@ -4,6 +4,7 @@
 
 mod books_api;
 mod cli;
+mod forget;
 mod helpers;
 mod page;
 mod search;

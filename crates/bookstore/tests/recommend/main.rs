@@ -12,6 +12,7 @@ mod helpers;
 mod support;
 
 mod compaction;
+mod members;
 mod outbox;
 mod processes;
 mod service;

@@ -389,3 +389,109 @@ async fn the_all_in_one_recommends_to_two_visitors() {
         .unwrap()
         .unwrap();
 }
+
+infra!(a_forgotten_reader_is_forgotten_by_every_service);
+/// A reader searches through the web service; the trend and recommendation services hold them.
+/// The reader then uses "Forget my history" on the page: both services delete what they hold
+/// about them (the recommendation service's profile; the trend service's per-reader counters),
+/// while the searches' anonymous contributions (trend counts) stay. An operator's
+/// `DELETE /api/readers/{uid}` does the same for another reader.
+async fn a_forgotten_reader_is_forgotten_by_every_service(infra: Infra) {
+    let bus = test_bus(infra).await;
+    let (trend, _) = start_trend(&bus.config).await;
+    let (rec, _) = start_recommend(&bus.config).await;
+    let remotes = Remotes {
+        trend_url: Some(trend.url.clone()),
+        recommend_url: Some(rec.url.clone()),
+    };
+    let (web, _) = start_web(&bus.config, remotes).await;
+    let trends = bookstore::trend::open_trend_store(&bus.config)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    for uid in [READER_A, READER_B] {
+        page_search(&http, &web.url, uid, "austen").await;
+        page_search(&http, &web.url, uid, "bronte").await;
+    }
+    let interests = |uid: &'static str| {
+        let (http, url) = (http.clone(), rec.ops(&format!("/interests?uid={uid}")));
+        async move { get_json(&http, &url).await }
+    };
+    for uid in [READER_A, READER_B] {
+        wait_until(Duration::from_secs(30), "the profile built", || async {
+            interests(uid).await["queries"].as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+        assert!(
+            trends.holds_reader(uid).await.unwrap(),
+            "the trend service holds {uid}"
+        );
+    }
+    let count_before = get_json(&http, &format!("{}/trends?q=austen&all=true", trend.url)).await[0]
+        ["count"]
+        .as_u64();
+    assert_eq!(count_before, Some(2));
+
+    // A: "Forget my history" on the page (the form's token comes from the page).
+    let html = page_search(&http, &web.url, READER_A, "").await;
+    let token = html
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page has the forget form with its token");
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/forget", web.url))
+        .header("cookie", crate::helpers::uid_cookie(READER_A))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
+    // B: an operator's request.
+    let answer = http
+        .delete(format!("{}/api/readers/{READER_B}", web.url))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+
+    for uid in [READER_A, READER_B] {
+        wait_until(Duration::from_secs(30), "the profile deleted", || async {
+            let profile = interests(uid).await;
+            ["books", "authors", "queries"]
+                .iter()
+                .all(|list| profile[*list].as_array().is_some_and(Vec::is_empty))
+        })
+        .await;
+        wait_until(
+            Duration::from_secs(30),
+            "the trend counters deleted",
+            || {
+                let trends = trends.clone();
+                async move { !trends.holds_reader(uid).await.unwrap() }
+            },
+        )
+        .await;
+    }
+    // What their searches added to the trends stays, anonymous.
+    let count_after = get_json(&http, &format!("{}/trends?q=austen&all=true", trend.url)).await[0]
+        ["count"]
+        .as_u64();
+    assert_eq!(count_after, count_before);
+    // A searches again: a new history starts.
+    page_search(&http, &web.url, READER_A, "tolkien").await;
+    wait_until(Duration::from_secs(30), "a new profile", || async {
+        let queries = interests(READER_A).await["queries"].clone();
+        queries.as_array().map(Vec::len) == Some(1) && queries[0]["name"] == "tolkien"
+    })
+    .await;
+    web.shutdown().await;
+    rec.shutdown().await;
+    trend.shutdown().await;
+}

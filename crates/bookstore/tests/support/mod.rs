@@ -98,6 +98,16 @@ pub async fn bus_with_fresh_groups(infra: Infra, name: &str) -> TestBus {
     bus
 }
 
+/// Raises the bounds of query records and popularity lists out of reach, for tests that compare
+/// a store fed by a topic of several partitions with the rules applied in one partition
+/// ([`bookstore_domain::recommend::Snapshot::difference`]); they go to the services as
+/// environment variables too ([`consumer_env`]).
+pub fn unbounded_query_records(config: &mut Config) {
+    config.recommend.books_per_query = 100_000;
+    config.recommend.related_per_query = 100_000;
+    config.recommend.popular_books = 100_000;
+}
+
 /// A test bus on `infra`, every service on a free port, fresh consumer groups and stores: on
 /// `Infra::Real` a fresh MariaDB database for the catalog and one for the recommendations, and
 /// a fresh Redis prefix for the trends.
@@ -275,12 +285,20 @@ pub fn consumer_env(config: &Config) -> Vec<(String, String)> {
         ),
         ("BOOKSTORE_RECOMMEND__LISTEN".into(), "127.0.0.1:0".into()),
         (
-            "BOOKSTORE_RECOMMEND__OPS_LISTEN".into(),
-            "127.0.0.1:0".into(),
+            "BOOKSTORE_RECOMMEND__BOOKS_PER_QUERY".into(),
+            config.recommend.books_per_query.to_string(),
         ),
         (
-            "BOOKSTORE_RECOMMEND__NEIGHBOURS_PER_BOOK".into(),
-            config.recommend.neighbours_per_book.to_string(),
+            "BOOKSTORE_RECOMMEND__RELATED_PER_QUERY".into(),
+            config.recommend.related_per_query.to_string(),
+        ),
+        (
+            "BOOKSTORE_RECOMMEND__POPULAR_BOOKS".into(),
+            config.recommend.popular_books.to_string(),
+        ),
+        (
+            "BOOKSTORE_RECOMMEND__OPS_LISTEN".into(),
+            "127.0.0.1:0".into(),
         ),
     ];
     if let Some(url) = &config.recommend.db_url {

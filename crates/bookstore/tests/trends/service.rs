@@ -283,6 +283,62 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     trend.shutdown().await;
 }
 
+stores!(a_forgotten_reader_is_deleted_and_the_counts_stay);
+/// `reader.forgotten` on the search topic, after the reader's searches (keyed by them, on their
+/// partition): the trend service deletes what it holds about them (their cap counters, their
+/// place among the origins of a trend not public yet), and the counts stay; a later search of
+/// theirs is theirs again.
+async fn a_forgotten_reader_is_deleted_and_the_counts_stay(
+    backend: Backend,
+    store: TrendStoreKind,
+) {
+    use bookstore_domain::events::{Event, ReaderForgottenEvent, SearchEvent};
+    let mut bus = TestBus::new(backend).await;
+    use_store(&mut bus.config, store);
+    let (trend, _) = start_trend(&bus.config).await;
+    let held = bookstore::trend::open_trend_store(&bus.config)
+        .await
+        .unwrap();
+    let searches = bus.publisher().await;
+    let http = reqwest::Client::new();
+    let searched = |query: &str| {
+        Event::BookSearched(SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            Some(USER_A.to_owned()),
+            query,
+            0,
+            vec![],
+        ))
+    };
+    for query in ["my own name", "my own name", "dune"] {
+        searches.publisher.publish(&searched(query));
+    }
+    searches
+        .publisher
+        .publish(&Event::ReaderForgotten(ReaderForgottenEvent::now(USER_A)));
+    wait_until(
+        Duration::from_secs(30),
+        "the searches counted and their reader forgotten",
+        || async {
+            let all = trends(&http, &trend, "ps=100&all=true").await;
+            count_of(&all, "my own name") == 2
+                && count_of(&all, "dune") == 1
+                && !held.holds_reader(USER_A).await.unwrap()
+        },
+    )
+    .await;
+    searches.publisher.publish(&searched("dune"));
+    wait_until(Duration::from_secs(30), "a later search", || async {
+        count_of(&trends(&http, &trend, "ps=100&all=true").await, "dune") == 2
+    })
+    .await;
+    assert!(held.holds_reader(USER_A).await.unwrap());
+    let all = trends(&http, &trend, "ps=100&all=true").await;
+    assert_eq!(count_of(&all, "my own name"), 2, "the counts stay");
+    trend.shutdown().await;
+}
+
 /// Three searches on the page of the web service at `url` (as one reader): each is under Trends
 /// on a page loaded within a second of it.
 async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url: &str) {

@@ -9,15 +9,23 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::{Changes, Prior, RecommendSettings, Snapshot, apply};
-use crate::events::{BookDeletedEvent, BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
+use crate::events::{
+    BookDeletedEvent, BookEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook, SearchEvent,
+};
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
 
 /// The settings the check runs with: small bounds, so that they bite.
 pub fn settings() -> RecommendSettings {
     RecommendSettings {
         results_per_event: 5,
-        history_per_event: 6,
-        neighbours_per_book: 8,
+        history_per_event: 2,
+        books_per_query: 4,
+        related_per_query: 2,
+        popular_books: 10,
+        profile_books: 12,
+        profile_authors: 4,
+        profile_queries: 3,
+        profile_shown: 50,
         ..RecommendSettings::default()
     }
 }
@@ -131,28 +139,9 @@ impl From<Changes> for Snapshot {
                     author: b.author,
                 })
                 .collect(),
-            user_books: changes
-                .user_books
-                .into_iter()
-                .map(|((u, b), row)| (u, b, row.log_weight, row.last_at))
-                .collect(),
-            user_authors: changes
-                .user_authors
-                .into_iter()
-                .map(|((u, a), w)| (u, a, w))
-                .collect(),
-            user_queries: changes
-                .user_queries
-                .into_iter()
-                .map(|((u, q), w)| (u, q, w.log_weight, w.last_at))
-                .collect(),
+            profiles: changes.profiles.into_iter().collect(),
+            queries: changes.queries.into_iter().collect(),
             popular: changes.popular.into_iter().collect(),
-            cooccurrence: changes
-                .cooccurrence
-                .into_iter()
-                .map(|((b, c), n)| (b, c, n))
-                .collect(),
-            shown: changes.shown.into_iter().collect(),
         }
         .sorted()
     }
@@ -324,8 +313,9 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
         "after the catalog's changes, the store differs from the rules applied in one go"
     );
 
-    // Bounds: one event with three hundred results counts `results_per_event` of them, and no
-    // book keeps more than `neighbours_per_book` neighbours.
+    // Bounds: four events with three hundred results each count `results_per_event` of them,
+    // remember at most `profile_shown` books as shown (the latest), and every list stays within
+    // its cap, in profiles, query records and popularity lists alike.
     let huge: Vec<ResultBook> = (1000..1300)
         .map(|id| ResultBook {
             id,
@@ -349,50 +339,47 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
     let heavy = feed.batch(many);
     store.apply(&heavy).await.expect("the heavy searches apply");
     let snapshot = store.snapshot().await.expect("snapshot");
-    let heavy_books = snapshot
-        .user_books
-        .iter()
-        .filter(|row| row.0 == "heavy")
-        .count();
     assert_eq!(
-        heavy_books,
-        4 * settings.results_per_event,
-        "each event counts its first results_per_event results"
+        snapshot.difference(&reference(&settings, &feed.all)),
+        None,
+        "after the heavy searches, the store differs from the rules applied in one go"
     );
-    let heavy_shown: std::collections::BTreeSet<i64> = snapshot
-        .shown
+    let profile = &snapshot
+        .profiles
         .iter()
-        .filter(|(u, _)| u == "heavy")
-        .map(|(_, b)| *b)
-        .collect();
+        .find(|(u, _)| u == "heavy")
+        .expect("the heavy reader has a profile")
+        .1;
+    // Each event counts its first five results (1000–1004, 1005–1009, …): 20 books, capped.
+    assert_eq!(profile.books.len(), settings.profile_books, "{profile:?}");
+    assert_eq!(profile.queries.len(), settings.profile_queries);
+    assert_eq!(profile.authors.len(), settings.profile_authors);
+    let expected_shown: Vec<i64> = {
+        // Each event shows its first MAX_SHOWN_PER_EVENT results, so 1000..1115 in that order
+        // over the four: the latest `profile_shown` of them, oldest first.
+        let all: Vec<i64> = (1000..1015 + super::MAX_SHOWN_PER_EVENT as i64).collect();
+        all[all.len() - settings.profile_shown..].to_vec()
+    };
     assert_eq!(
-        heavy_shown,
-        (1000..1000 + 15 + super::MAX_SHOWN_PER_EVENT as i64).collect(),
-        "every result up to MAX_SHOWN_PER_EVENT per event is remembered as shown"
+        profile.shown, expected_shown,
+        "the latest books shown are remembered, oldest first, up to profile_shown"
     );
-    // The heavy reader and the filler books are new, so each filler book's list is exactly what
-    // this one batch made of it, trimmed by the rule.
-    let made = apply(&settings, Prior::default(), &heavy.records).cooccurrence;
-    for book in 1000..1300 {
-        let mut kept: Vec<(i64, u64)> = snapshot
-            .cooccurrence
+    for ((_, query), record) in &snapshot.queries {
+        assert!(record.books.len() <= settings.books_per_query, "{query}");
+        assert!(
+            record.related.len() <= settings.related_per_query,
+            "{query}"
+        );
+    }
+    assert!(
+        snapshot
+            .queries
             .iter()
-            .filter(|(b, _, _)| *b == book)
-            .map(|(_, c, n)| (*c, *n))
-            .collect();
-        kept.sort_unstable();
-        let all: Vec<(i64, u64)> = made
-            .iter()
-            .filter(|((b, _), _)| *b == book)
-            .map(|((_, c), n)| (*c, *n))
-            .collect();
-        let dropped = super::trim_neighbours(all.clone(), settings.neighbours_per_book);
-        let mut expected: Vec<(i64, u64)> = all
-            .into_iter()
-            .filter(|(c, _)| !dropped.contains(c))
-            .collect();
-        expected.sort_unstable();
-        assert_eq!(kept, expected, "the neighbours book {book} keeps");
+            .any(|(_, r)| r.books.len() == settings.books_per_query),
+        "some query record is full"
+    );
+    for (_, list) in &snapshot.popular {
+        assert!(list.len() <= settings.popular_books);
     }
     // A reader shown the whole catalog in one long page (more results than count) is
     // recommended nothing: every book was shown.
@@ -419,20 +406,72 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
     let for_wide = store.recommend("wide", 50).await.expect("recommend wide");
     assert!(for_wide.is_empty(), "{for_wide:?}");
 
-    let mut per_book = std::collections::BTreeMap::<i64, usize>::new();
-    for (book, _, _) in &snapshot.cooccurrence {
-        *per_book.entry(*book).or_default() += 1;
-    }
-    assert!(
-        per_book
-            .values()
-            .all(|n| *n <= settings.neighbours_per_book),
-        "neighbours per book are capped: {per_book:?}"
+    // Forgetting: B searches, is forgotten, and searches again in one batch; "heavy" is
+    // forgotten alone. Only B's last search is left of them; the query records keep what their
+    // searches added.
+    let heavy_records = |snapshot: &Snapshot| -> Vec<((i32, String), super::QueryRecord)> {
+        snapshot
+            .queries
+            .iter()
+            .filter(|((_, q), _)| q.starts_with("everything"))
+            .cloned()
+            .collect()
+    };
+    let before_forgetting = heavy_records(&store.snapshot().await.expect("snapshot"));
+    assert_eq!(before_forgetting.len(), 4);
+    let forget = |user: &str| {
+        Event::ReaderForgotten(ReaderForgottenEvent::new(
+            Uuid::now_v7(),
+            base + Duration::minutes(40),
+            user.to_owned(),
+        ))
+    };
+    let forgetting = feed.batch(vec![
+        search(Some("b"), 2, base, 39),
+        forget("b"),
+        forget("heavy"),
+        search(Some("b"), 3, base, 41),
+        forget("nobody ever seen"),
+    ]);
+    store
+        .apply(&forgetting)
+        .await
+        .expect("the forgetting applies");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.difference(&reference(&settings, &feed.all)),
+        None,
+        "after forgetting, the store differs from the rules applied in one go"
     );
-    assert!(
-        per_book
-            .values()
-            .any(|n| *n == settings.neighbours_per_book),
-        "the heavy reader fills some neighbour lists to the cap: {per_book:?}"
+    assert!(snapshot.profiles.iter().all(|(u, _)| u != "heavy"));
+    let b = store
+        .interests("b", 10, base + Duration::minutes(50))
+        .await
+        .expect("interests");
+    let queries: Vec<&str> = b.queries.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        queries,
+        ["tolkien"],
+        "only the search after the forget is left"
     );
+    assert_eq!(b.books.len(), 4);
+    let heavy = store
+        .interests("heavy", 10, base + Duration::minutes(50))
+        .await
+        .expect("interests");
+    assert!(heavy.books.is_empty() && heavy.queries.is_empty() && heavy.authors.is_empty());
+    assert_eq!(
+        heavy_records(&snapshot),
+        before_forgetting,
+        "the forgotten reader's searches stay in the query records, anonymous"
+    );
+
+    // Expiry: profiles whose last search is older than the cut go; the others stay.
+    let cut = (base + Duration::minutes(3)).timestamp_millis();
+    let users_before = store.stats().await.expect("stats").users;
+    assert_eq!(store.expire(cut, 1_000).await.expect("expire"), 1, "only A");
+    assert_eq!(store.expire(cut, 1_000).await.expect("expire"), 0);
+    assert_eq!(store.stats().await.expect("stats").users, users_before - 1);
+    let a = store.interests("a", 10, base).await.expect("interests");
+    assert!(a.books.is_empty(), "A's profile expired: {a:?}");
 }

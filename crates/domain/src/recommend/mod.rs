@@ -1,38 +1,62 @@
-//! Recommendations: the rules of the recommendation service, as pure functions. Stores load what
-//! a batch needs ([`needs`] → [`Prior`]), let [`apply`] compute every row it changes, and write
-//! [`Changes`] back in one transaction; to answer, they load a user's neighbourhood
-//! ([`Neighbourhood`]) and let [`blend`] rank it.
+//! Recommendations: the rules of the recommendation service, as pure functions over small,
+//! bounded records. Stores load the records a batch needs ([`profile_needs`], then
+//! [`query_needs`] → [`Prior`]), let [`apply`] compute their new values, and write [`Changes`]
+//! back in one transaction; to answer, they load a reader's profile and the records around it
+//! ([`Neighbourhood`]) and let [`blend`] rank them.
 //!
-//! **Profile.** Each `book.searched` event of a known user adds to their profile, for each of the
-//! first `results_per_event` results (rank `r` in the whole result list, from 0, so page two
-//! starts lower): weight `1 / log2(r + 2)` (1, 0.63, 0.5, …: top results count more) to the book
-//! and to its author, and weight 1 to the normalized query. Every result (up to
-//! [`MAX_SHOWN_PER_EVENT`]) is remembered as shown to the user, counted or not.
-//! Weights halve every `half_life` and are stored in log space relative to the epoch, like the
-//! trend scores (`log = log2 Σ wᵢ·2^(tᵢ/half_life)`), so nothing is rewritten as time passes.
-//! Every search (anonymous ones too) adds the same book weights to the book's popularity.
+//! **The records, and who owns them.** Every record is bounded, and every record a search
+//! changes belongs to one partition of the search topic, so that the consumer owning the
+//! partition is its only writer:
 //!
-//! **Co-occurrence.** When a user is shown a book for the first time, it is paired with each
-//! other book new to them in the same event and with their `history_per_event` strongest books
-//! so far; each pair's count grows by one in both directions. A count is therefore the number of
-//! users who were shown both books (within that window), and repeating a search adds nothing.
-//! Each book keeps its `neighbours_per_book` strongest neighbours (ties: lower id first).
+//! - a **profile** per reader ([`Profile`], keyed by the reader, whose searches all go to one
+//!   partition since the reader is the events' key): their strongest books, authors and queries
+//!   and the books they were last shown, each list capped (`profile_*` settings);
+//! - a **query record** per partition and normalized query ([`QueryRecord`]): the books the query
+//!   showed, by rank weight, and the *related* queries, those searched by the same readers, each
+//!   with how many readers searched both; capped at `books_per_query` and `related_per_query`;
+//! - a **popularity list** per partition: the `popular_books` books shown most, by rank weight.
 //!
-//! **Ranking** (`GET /recommendations`). Candidates are the neighbours of the user's
-//! [`INTEREST_BOOKS`] strongest books, the books of their [`TOP_AUTHORS`] strongest authors, and
-//! the most popular books; books the user has been shown are never candidates. For a candidate
-//! `c`:
+//! Readers ask for the records of every partition and merge them ([`merge_queries`],
+//! [`merge_popular`]): weights and counts add up. A search therefore changes one profile, one or
+//! (the first time a reader searches a query) `1 + history_per_event` query records, and one
+//! popularity list, whatever the history's length.
+//!
+//! **Forgetting.** A `reader.forgotten` event deletes the reader's profile (their books, authors,
+//! queries and shown books); what their searches added to query records and popularity lists is
+//! anonymous and stays. A profile whose reader has not searched for `profile_ttl` expires: a search
+//! after that starts a new one (by the events' times, so a replay gives the same), and stores
+//! delete idle expired profiles in a background pass ([`RecommendSettings::expired_before`]).
+//!
+//! **Profile.** Each `book.searched` event of a known reader adds, for each of the first
+//! `results_per_event` results (rank `r` in the whole result list, from 0, so page two starts
+//! lower), weight `1 / log2(r + 2)` (1, 0.63, 0.5, …) to the book and to its author, and weight 1
+//! to the normalized query; every result (up to [`MAX_SHOWN_PER_EVENT`]) joins the books shown to
+//! them. Weights halve every `half_life` and are stored in log space relative to the epoch, like
+//! the trend scores (`log = log2 Σ wᵢ·2^(tᵢ/half_life)`), so nothing is rewritten as time passes,
+//! and comparing two stored weights compares their values at any time. A list over its cap drops
+//! its weakest entry (ties: the greater key); the shown list keeps the books shown last.
+//!
+//! **Query records.** Every search (anonymous ones too) adds the same rank weights to the books of
+//! its query's record and to the popularity list of its partition. The first time a reader
+//! searches a query, it is related to each of the reader's `history_per_event` strongest queries
+//! so far, both ways: a related count is the number of readers who searched both queries.
+//!
+//! **Ranking** (`GET /recommendations`). For the reader's [`INTEREST_QUERIES`] strongest queries
+//! `q` (weight `w_q` relative to the strongest, `0 < w_q ≤ 1`), candidates are the books of `q`'s
+//! record and of the records of `q`'s [`RELATED_PER_INTEREST`] most related queries; then the
+//! books of their [`TOP_AUTHORS`] strongest authors, and the most popular books. Books the reader
+//! was shown are never candidates. For a candidate `c`:
 //!
 //! ```text
-//! score(c) = Σ_b w_b · log2(1 + n(b, c))      co-occurrence: w_b = the user's weight of b,
-//!                                             relative to their strongest book (0 < w_b ≤ 1)
+//! score(c) = Σ_q w_q · ( s(q, c) + 0.5 · Σ_q' r(q, q') · s(q', c) )   their searches and related ones
 //!          + 0.5 · a(author(c))               author affinity, relative to their top author
 //!          + 0.1 · p(c)                       popularity, relative to the most popular candidate
 //! ```
 //!
-//! The reason names the largest term: "because you searched for <the query that showed the book
-//! contributing most>", "more by <author>", or "popular with readers". A user with no history
-//! gets the popular books.
+//! where `s(q, c)` is `c`'s weight in `q`'s record relative to the record's strongest book and
+//! `r(q, q')` the related count relative to `q`'s most related query. The reason names the largest
+//! term: "because you searched for <q>" (the query contributing most), "more by <author>", or
+//! "popular with readers". A reader with no history gets the popular books.
 
 pub mod conformance;
 
@@ -42,22 +66,28 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::{CatalogBook, CatalogChange, SearchEvent};
+use crate::events::{CatalogBook, CatalogChange, ResultBook, SearchEvent};
 use crate::ports::Record;
 use crate::trends::log2_add;
 
-/// The user's strongest books whose neighbours are candidates.
-pub const INTEREST_BOOKS: usize = 20;
-/// The user's strongest authors whose books are candidates.
+/// The reader's strongest queries whose records give candidates.
+pub const INTEREST_QUERIES: usize = 8;
+/// Related queries followed per interest query.
+pub const RELATED_PER_INTEREST: usize = 4;
+/// The reader's strongest authors whose books are candidates.
 pub const TOP_AUTHORS: usize = 3;
-/// Weight of author affinity and of popularity in the blend (co-occurrence weighs 1).
+/// Books of one author looked at (the first by id).
+pub const AUTHOR_BOOKS: usize = 100;
+/// Weight of related queries' books, of author affinity and of popularity in the blend (the
+/// reader's own queries' books weigh 1).
+pub const RELATED_WEIGHT: f64 = 0.5;
 pub const AUTHOR_WEIGHT: f64 = 0.5;
 pub const POPULAR_WEIGHT: f64 = 0.1;
 /// Recommendations per answer by default, and at most.
 pub const DEFAULT_RECOMMENDATIONS: usize = 10;
 pub const MAX_RECOMMENDATIONS: usize = 50;
 
-/// Results of one event remembered as shown to its user (the API's largest page).
+/// Results of one event remembered as shown to its reader (the API's largest page).
 pub const MAX_SHOWN_PER_EVENT: usize = 100;
 
 /// Longest user id kept in a profile (longer ones count as anonymous), and the lengths at which
@@ -69,6 +99,15 @@ pub const MAX_AUTHOR_CHARS: usize = 255;
 /// The reason given for popular books.
 pub const POPULAR_REASON: &str = "popular with readers";
 
+/// The consumer group under which a store keeps its positions for `group`: its own name for
+/// these records, so that a store that held the records of earlier rules (in tables it no longer
+/// reads: `rec_user_books`, `rec_user_shown`, `rec_user_authors`, `rec_user_queries`,
+/// `rec_cooccurrence`, `rec_popular`) starts again from the start of the log instead of resuming
+/// where those left off with nothing.
+pub fn positions_group(group: &str) -> String {
+    format!("{group}/profiles")
+}
+
 /// The tunable bounds and decay of the rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecommendSettings {
@@ -76,10 +115,21 @@ pub struct RecommendSettings {
     pub half_life: Duration,
     /// Results of one event that count (the rest of a huge page is ignored).
     pub results_per_event: usize,
-    /// A user's strongest books a newly shown book is paired with.
+    /// A reader's strongest queries a query new to them is related to.
     pub history_per_event: usize,
-    /// Co-occurrence neighbours kept per book.
-    pub neighbours_per_book: usize,
+    /// Books kept per query record.
+    pub books_per_query: usize,
+    /// Related queries kept per query record.
+    pub related_per_query: usize,
+    /// Books kept in each partition's popularity list.
+    pub popular_books: usize,
+    /// Books, authors and queries kept per profile, and books remembered as shown.
+    pub profile_books: usize,
+    pub profile_authors: usize,
+    pub profile_queries: usize,
+    pub profile_shown: usize,
+    /// A profile whose reader has not searched for this long is deleted.
+    pub profile_ttl: Duration,
 }
 
 impl Default for RecommendSettings {
@@ -87,8 +137,15 @@ impl Default for RecommendSettings {
         Self {
             half_life: Duration::from_secs(7 * 24 * 3600),
             results_per_event: 10,
-            history_per_event: 20,
-            neighbours_per_book: 50,
+            history_per_event: 10,
+            books_per_query: 50,
+            related_per_query: 20,
+            popular_books: 1_000,
+            profile_books: 200,
+            profile_authors: 50,
+            profile_queries: 50,
+            profile_shown: 1_000,
+            profile_ttl: Duration::from_secs(180 * 24 * 3600),
         }
     }
 }
@@ -104,6 +161,12 @@ impl RecommendSettings {
         (log - now.timestamp_millis() as f64 / 1000.0 / self.half_life_secs()).exp2()
     }
 
+    /// Profiles whose last search is older than this (Unix milliseconds) have expired.
+    pub fn expired_before(&self, now: DateTime<Utc>) -> i64 {
+        let ttl = i64::try_from(self.profile_ttl.as_millis()).unwrap_or(i64::MAX);
+        now.timestamp_millis().saturating_sub(ttl)
+    }
+
     fn half_life_secs(&self) -> f64 {
         self.half_life.as_secs_f64().max(1e-3)
     }
@@ -114,46 +177,87 @@ pub fn rank_weight(rank: usize) -> f64 {
     1.0 / ((rank as f64) + 2.0).log2()
 }
 
-/// A user's weight of one book, as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserBook {
+/// A reader's weight of one book.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileBook {
+    pub id: i64,
     pub log_weight: f64,
-    /// Unix milliseconds of the last search that showed it.
-    pub last_at: i64,
-    pub title: String,
-    pub author: String,
-    /// The normalized query of the last search that showed it.
-    pub query: String,
+    /// The last search that showed it: the [`ProfileName::id`] of its query in the profile's
+    /// queries (gone if the query was dropped from them since).
+    pub query: u32,
 }
 
-/// A log weight and when it last grew.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Weight {
+/// A reader's weight of an author or a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileName {
+    /// For queries, a number the profile's books refer to (unique within the profile); 0 for
+    /// authors.
+    pub id: u32,
+    pub name: String,
     pub log_weight: f64,
+}
+
+/// Everything the service holds about one reader, bounded by the `profile_*` settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Unix milliseconds of the reader's last search.
     pub last_at: i64,
+    /// The [`ProfileName::id`] the next new query gets.
+    pub next_query: u32,
+    pub books: Vec<ProfileBook>,
+    pub authors: Vec<ProfileName>,
+    pub queries: Vec<ProfileName>,
+    /// Books shown to the reader, each once, in the order they were last shown.
+    pub shown: Vec<i64>,
 }
 
-/// The rows a batch reads before it is applied, per user.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct UserNeeds {
-    pub books: BTreeSet<i64>,
-    pub authors: BTreeSet<String>,
-    pub queries: BTreeSet<String>,
+/// One partition's record of one query: the books it showed and the queries related to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryRecord {
+    /// `(book, log weight)`.
+    pub books: Vec<(i64, f64)>,
+    /// `(query, readers who searched both)`.
+    pub related: Vec<(String, u64)>,
 }
 
-/// The rows a batch reads before it is applied.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Needs {
-    pub users: BTreeMap<String, UserNeeds>,
-    pub popular: BTreeSet<i64>,
+/// One partition's most shown books, `(book, log weight)`.
+pub type PopularList = Vec<(i64, f64)>;
+
+/// The version of the stored encoding, its first byte: a later version of these records reads
+/// this one (or knows it cannot) instead of misreading it.
+pub const STORED_VERSION: u8 = 1;
+
+/// The stored encoding of records (compact, not meant for humans; stores keep it in a blob): a
+/// version byte, then the record in postcard.
+pub trait Stored: Serialize + for<'de> Deserialize<'de> + Sized {
+    fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these plain structs into a Vec cannot fail (postcard fails only on types
+        // it cannot represent, or on a full fixed buffer).
+        postcard::to_extend(self, vec![STORED_VERSION]).unwrap_or_default()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&STORED_VERSION, record)) => postcard::from_bytes(record)
+                .map_err(|e| format!("a stored record does not decode: {e}")),
+            Some((version, _)) => Err(format!(
+                "a stored record is of version {version}, this build reads version {STORED_VERSION}"
+            )),
+            None => Err("a stored record is empty".to_owned()),
+        }
+    }
 }
+
+impl Stored for Profile {}
+impl Stored for QueryRecord {}
+impl Stored for PopularList {}
 
 /// The results of `event` that count, first occurrence of each book only, each with its rank
 /// in the whole result list (the event's offset plus its place on the page).
 pub fn counted_results<'a>(
     settings: &RecommendSettings,
     event: &'a SearchEvent,
-) -> impl Iterator<Item = (usize, &'a crate::events::ResultBook)> {
+) -> impl Iterator<Item = (usize, &'a ResultBook)> {
     let mut seen = HashSet::new();
     let offset = usize::try_from(event.offset).unwrap_or(usize::MAX);
     event
@@ -165,7 +269,7 @@ pub fn counted_results<'a>(
         .map(move |(i, b)| (offset.saturating_add(i), b))
 }
 
-/// The user whose profile `event` adds to: `None` for anonymous searches and ids too long to keep.
+/// The reader whose profile `event` adds to: `None` for anonymous searches and ids too long to keep.
 pub fn profile_user(event: &SearchEvent) -> Option<&String> {
     event
         .user_id
@@ -183,69 +287,152 @@ pub fn cut(text: &str, max: usize) -> String {
     text.trim_end().to_owned()
 }
 
-/// What the store must load before applying `records`.
-pub fn needs(settings: &RecommendSettings, records: &[Record]) -> Needs {
-    let mut needs = Needs::default();
-    for event in records.iter().filter_map(|r| r.event.as_search()) {
-        let user = profile_user(event).map(|u| {
-            let user = needs.users.entry(u.clone()).or_default();
-            user.queries
-                .insert(cut(&event.query_normalized, MAX_QUERY_CHARS));
-            user
-        });
-        let mut user = user;
-        for (_, book) in counted_results(settings, event) {
-            needs.popular.insert(book.id);
-            if let Some(user) = user.as_deref_mut() {
-                user.books.insert(book.id);
-                user.authors.insert(cut(&book.author, MAX_AUTHOR_CHARS));
+fn query_of(event: &SearchEvent) -> String {
+    cut(&event.query_normalized, MAX_QUERY_CHARS)
+}
+
+/// The profiles a batch reads: its readers.
+pub fn profile_needs(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter_map(|r| r.event.as_search())
+        .filter_map(profile_user)
+        .cloned()
+        .collect()
+}
+
+/// The query records a batch reads, `(partition, query)`, once its readers' profiles are loaded:
+/// its queries, and its readers' strongest queries (the ones a new query may be related to).
+pub fn query_needs(
+    settings: &RecommendSettings,
+    records: &[Record],
+    profiles: &HashMap<String, Profile>,
+) -> BTreeSet<(i32, String)> {
+    let mut needs = BTreeSet::new();
+    for record in records {
+        let Some(event) = record.event.as_search() else {
+            continue;
+        };
+        needs.insert((record.partition, query_of(event)));
+        if let Some(profile) = profile_user(event).and_then(|u| profiles.get(u)) {
+            for q in strongest(&profile.queries, settings.history_per_event) {
+                needs.insert((record.partition, q.name.clone()));
             }
         }
     }
     needs
 }
 
-/// The stored rows [`needs`] named (missing rows are absent), and each user's strongest books.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Prior {
-    pub user_books: HashMap<(String, i64), UserBook>,
-    /// Per user, their `history_per_event` strongest books `(id, log_weight)`, strongest first
-    /// (ties: lower id first).
-    pub top_books: HashMap<String, Vec<(i64, f64)>>,
-    pub user_authors: HashMap<(String, String), f64>,
-    pub user_queries: HashMap<(String, String), Weight>,
-    pub popular: HashMap<i64, f64>,
+/// The partitions whose popularity lists a batch reads.
+pub fn popular_needs(records: &[Record]) -> BTreeSet<i32> {
+    records
+        .iter()
+        .filter(|r| r.event.as_search().is_some())
+        .map(|r| r.partition)
+        .collect()
 }
 
-/// Everything a batch writes: the new value of every row it touched, and co-occurrence
-/// increments.
+/// The stored records the needs named (missing ones are absent: they start empty).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Prior {
+    pub profiles: HashMap<String, Profile>,
+    pub queries: HashMap<(i32, String), QueryRecord>,
+    pub popular: HashMap<i32, PopularList>,
+}
+
+/// Everything a batch writes: the new value of every record it changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Changes {
-    pub user_books: BTreeMap<(String, i64), UserBook>,
-    pub user_authors: BTreeMap<(String, String), f64>,
-    pub user_queries: BTreeMap<(String, String), Weight>,
-    pub popular: BTreeMap<i64, f64>,
-    /// `(book, neighbour) → how much the pair's count grows`, both directions present.
-    pub cooccurrence: BTreeMap<(i64, i64), u64>,
-    /// Books whose neighbour lists grew and may need trimming.
-    pub touched_books: BTreeSet<i64>,
+    pub profiles: BTreeMap<String, Profile>,
+    pub queries: BTreeMap<(i32, String), QueryRecord>,
+    pub popular: BTreeMap<i32, PopularList>,
     /// Catalog books created or replaced, the last event of a book winning.
     pub catalog: BTreeMap<i64, CatalogBook>,
     /// Catalog books deleted (and not created again later in the batch): stores remove them
     /// from their catalog copy, so they are never recommended again.
     pub deleted: BTreeSet<i64>,
-    /// `(user, book)`: books shown to a user (stores keep each pair once).
-    pub shown: BTreeSet<(String, i64)>,
+    /// Readers forgotten (`reader.forgotten`): stores delete their profiles first, then write
+    /// [`Changes::profiles`], which holds a reader only if they searched again afterwards.
+    pub forgotten: BTreeSet<String>,
 }
 
-/// Orders a user's books: strongest first, ties by lower id.
-fn by_strength(a: &(i64, f64), b: &(i64, f64)) -> std::cmp::Ordering {
-    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+/// `n` entries of `names`, strongest first (ties: lower name first).
+fn strongest(names: &[ProfileName], n: usize) -> Vec<&ProfileName> {
+    let mut sorted: Vec<&ProfileName> = names.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.log_weight
+            .total_cmp(&a.log_weight)
+            .then(a.name.cmp(&b.name))
+    });
+    sorted.truncate(n);
+    sorted
 }
 
-/// Applies `records` in order to `prior` and returns every change.
+/// Removes the weakest entries of `list` while it holds more than `cap`, `weaker(a, b)` telling
+/// whether `a` is weaker than `b`; one scan per entry removed, so a long list at its cap costs
+/// no sort. The order of the others changes, the same way whenever the same entries are added.
+fn drop_weakest<T>(list: &mut Vec<T>, cap: usize, weaker: impl Fn(&T, &T) -> bool) {
+    while list.len() > cap {
+        let mut weakest = 0;
+        for (i, entry) in list.iter().enumerate().skip(1) {
+            if weaker(entry, &list[weakest]) {
+                weakest = i;
+            }
+        }
+        list.swap_remove(weakest);
+    }
+}
+
+/// Adds `log` to `key`'s weight in `list`, then drops the weakest entries over `cap` (ties: the
+/// greater key).
+fn add_weight<K: Ord + Clone>(list: &mut Vec<(K, f64)>, key: &K, log: f64, cap: usize) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = log2_add(entry.1, log),
+        None => list.push((key.clone(), log)),
+    }
+    drop_weakest(list, cap, |a, b| a.1 < b.1 || (a.1 == b.1 && a.0 > b.0));
+}
+
+/// Adds `log` to `name`'s entry in `list` (a new entry gets the id `new_id`), then drops the
+/// weakest over `cap`; returns the entry's id.
+fn add_name(list: &mut Vec<ProfileName>, name: &str, log: f64, new_id: u32, cap: usize) -> u32 {
+    let id = match list.iter_mut().find(|n| n.name == name) {
+        Some(entry) => {
+            entry.log_weight = log2_add(entry.log_weight, log);
+            entry.id
+        }
+        None => {
+            list.push(ProfileName {
+                id: new_id,
+                name: name.to_owned(),
+                log_weight: log,
+            });
+            new_id
+        }
+    };
+    drop_weakest(list, cap, |a, b| {
+        a.log_weight < b.log_weight || (a.log_weight == b.log_weight && a.name > b.name)
+    });
+    id
+}
+
+/// Adds one reader to the related count of `other` in `record`, then drops the weakest over `cap`.
+fn relate(record: &mut QueryRecord, other: &str, cap: usize) {
+    match record.related.iter_mut().find(|(q, _)| q == other) {
+        Some(entry) => entry.1 += 1,
+        None => record.related.push((other.to_owned(), 1)),
+    }
+    drop_weakest(&mut record.related, cap, |a, b| {
+        a.1 < b.1 || (a.1 == b.1 && a.0 > b.0)
+    });
+}
+
+/// Applies `records` in order to `prior` and returns every record they changed.
 pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record]) -> Changes {
     let mut changes = Changes::default();
+    let mut profiles = BTreeSet::new();
+    let mut queries = BTreeSet::new();
+    let mut popular = BTreeSet::new();
     for record in records {
         match record.event.catalog_change() {
             Some(CatalogChange::Upsert(book)) => {
@@ -259,10 +446,34 @@ pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record])
                 changes.deleted.insert(id);
             }
             None => {
-                if let Some(event) = record.event.as_search() {
-                    apply_search(settings, &mut prior, &mut changes, event);
+                if let Some(forgotten) = record.event.as_forgotten() {
+                    prior.profiles.remove(&forgotten.user_id);
+                    profiles.remove(&forgotten.user_id);
+                    changes.forgotten.insert(forgotten.user_id.clone());
+                } else if let Some(event) = record.event.as_search() {
+                    let partition = record.partition;
+                    apply_search(settings, &mut prior, partition, event, &mut queries);
+                    popular.insert(partition);
+                    if let Some(user) = profile_user(event) {
+                        profiles.insert(user.clone());
+                    }
                 }
             }
+        }
+    }
+    for user in profiles {
+        if let Some(profile) = prior.profiles.remove(&user) {
+            changes.profiles.insert(user, profile);
+        }
+    }
+    for key in queries {
+        if let Some(record) = prior.queries.remove(&key) {
+            changes.queries.insert(key, record);
+        }
+    }
+    for partition in popular {
+        if let Some(list) = prior.popular.remove(&partition) {
+            changes.popular.insert(partition, list);
         }
     }
     changes
@@ -271,26 +482,98 @@ pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record])
 fn apply_search(
     settings: &RecommendSettings,
     prior: &mut Prior,
-    changes: &mut Changes,
+    partition: i32,
     event: &SearchEvent,
+    touched: &mut BTreeSet<(i32, String)>,
 ) {
     let at = event.occurred_at.timestamp_millis();
-    let counted: Vec<(usize, &crate::events::ResultBook)> =
-        counted_results(settings, event).collect();
-    for (rank, book) in &counted {
-        let w = settings.log_weight(rank_weight(*rank), event.occurred_at);
-        let old = prior
-            .popular
-            .get(&book.id)
-            .copied()
-            .unwrap_or(f64::NEG_INFINITY);
-        let new = log2_add(old, w);
-        prior.popular.insert(book.id, new);
-        changes.popular.insert(book.id, new);
+    let query = query_of(event);
+    let counted: Vec<(f64, &ResultBook)> = counted_results(settings, event)
+        .map(|(rank, book)| {
+            (
+                settings.log_weight(rank_weight(rank), event.occurred_at),
+                book,
+            )
+        })
+        .collect();
+
+    let popular = prior.popular.entry(partition).or_default();
+    let key = (partition, query.clone());
+    let record = prior.queries.entry(key.clone()).or_default();
+    for (log, book) in &counted {
+        add_weight(popular, &book.id, *log, settings.popular_books);
+        add_weight(&mut record.books, &book.id, *log, settings.books_per_query);
     }
+    touched.insert(key);
+
     let Some(user) = profile_user(event) else {
         return;
     };
+    let profile = prior.profiles.entry(user.clone()).or_default();
+    // A reader back after `profile_ttl` starts afresh: their old profile has expired (stores also
+    // delete idle expired profiles in the background).
+    let ttl = i64::try_from(settings.profile_ttl.as_millis()).unwrap_or(i64::MAX);
+    if profile.last_at > 0 && at.saturating_sub(profile.last_at) > ttl {
+        *profile = Profile::default();
+    }
+    profile.last_at = profile.last_at.max(at);
+
+    // A query new to the reader is related to their strongest queries so far, both ways.
+    if !profile.queries.iter().any(|q| q.name == query) {
+        let partners: Vec<String> = strongest(&profile.queries, settings.history_per_event)
+            .into_iter()
+            .map(|q| q.name.clone())
+            .collect();
+        for partner in partners {
+            let theirs = (partition, partner.clone());
+            relate(
+                prior.queries.entry(theirs.clone()).or_default(),
+                &query,
+                settings.related_per_query,
+            );
+            touched.insert(theirs);
+            if let Some(own) = prior.queries.get_mut(&(partition, query.clone())) {
+                relate(own, &partner, settings.related_per_query);
+            }
+        }
+    }
+    let log_one = settings.log_weight(1.0, event.occurred_at);
+    let query_id = add_name(
+        &mut profile.queries,
+        &query,
+        log_one,
+        profile.next_query,
+        settings.profile_queries,
+    );
+    if query_id == profile.next_query {
+        profile.next_query = profile.next_query.wrapping_add(1);
+    }
+
+    for (log, book) in &counted {
+        match profile.books.iter_mut().find(|b| b.id == book.id) {
+            Some(entry) => {
+                entry.log_weight = log2_add(entry.log_weight, *log);
+                entry.query = query_id;
+            }
+            None => profile.books.push(ProfileBook {
+                id: book.id,
+                log_weight: *log,
+                query: query_id,
+            }),
+        }
+        let author = cut(&book.author, MAX_AUTHOR_CHARS);
+        add_name(
+            &mut profile.authors,
+            &author,
+            *log,
+            0,
+            settings.profile_authors,
+        );
+    }
+    drop_weakest(&mut profile.books, settings.profile_books, |a, b| {
+        a.log_weight < b.log_weight || (a.log_weight == b.log_weight && a.id > b.id)
+    });
+
     let mut seen = HashSet::new();
     for book in event
         .results
@@ -298,86 +581,82 @@ fn apply_search(
         .filter(|b| seen.insert(b.id))
         .take(MAX_SHOWN_PER_EVENT)
     {
-        changes.shown.insert((user.clone(), book.id));
-    }
-    let query_text = cut(&event.query_normalized, MAX_QUERY_CHARS);
-
-    let query_key = (user.clone(), query_text.clone());
-    let old = prior.user_queries.get(&query_key).copied();
-    let query = Weight {
-        log_weight: log2_add(
-            old.map_or(f64::NEG_INFINITY, |o| o.log_weight),
-            settings.log_weight(1.0, event.occurred_at),
-        ),
-        last_at: old.map_or(at, |o| o.last_at.max(at)),
-    };
-    prior.user_queries.insert(query_key.clone(), query);
-    changes.user_queries.insert(query_key, query);
-
-    // The user's strongest books before this event, and the books new to them in it.
-    let top = prior.top_books.entry(user.clone()).or_default();
-    let before: Vec<i64> = top.iter().map(|(id, _)| *id).collect();
-    let new_books: Vec<i64> = counted
-        .iter()
-        .map(|(_, b)| b.id)
-        .filter(|id| !prior.user_books.contains_key(&(user.clone(), *id)))
-        .collect();
-    for (i, s) in new_books.iter().enumerate() {
-        let partners = before.iter().chain(&new_books[i + 1..]);
-        for p in partners {
-            if p == s {
-                continue;
-            }
-            *changes.cooccurrence.entry((*s, *p)).or_default() += 1;
-            *changes.cooccurrence.entry((*p, *s)).or_default() += 1;
-            changes.touched_books.insert(*s);
-            changes.touched_books.insert(*p);
+        if let Some(at) = profile.shown.iter().position(|id| *id == book.id) {
+            profile.shown.remove(at);
         }
+        profile.shown.push(book.id);
     }
-
-    for (rank, book) in &counted {
-        let w = settings.log_weight(rank_weight(*rank), event.occurred_at);
-        let key = (user.clone(), book.id);
-        let old = prior.user_books.get(&key);
-        let row = UserBook {
-            log_weight: log2_add(old.map_or(f64::NEG_INFINITY, |o| o.log_weight), w),
-            last_at: old.map_or(at, |o| o.last_at.max(at)),
-            title: book.title.clone(),
-            author: cut(&book.author, MAX_AUTHOR_CHARS),
-            query: query_text.clone(),
-        };
-        match top.iter_mut().find(|(id, _)| *id == book.id) {
-            Some(entry) => entry.1 = row.log_weight,
-            None => top.push((book.id, row.log_weight)),
-        }
-        prior.user_books.insert(key.clone(), row.clone());
-        changes.user_books.insert(key, row);
-
-        let author_key = (user.clone(), cut(&book.author, MAX_AUTHOR_CHARS));
-        let author = log2_add(
-            prior
-                .user_authors
-                .get(&author_key)
-                .copied()
-                .unwrap_or(f64::NEG_INFINITY),
-            w,
-        );
-        prior.user_authors.insert(author_key.clone(), author);
-        changes.user_authors.insert(author_key, author);
-    }
-    top.sort_by(by_strength);
-    top.truncate(settings.history_per_event);
+    let over = profile.shown.len().saturating_sub(settings.profile_shown);
+    profile.shown.drain(..over);
 }
 
-/// Which neighbours of a book to drop: all but the `keep` strongest `(neighbour, count)` pairs,
-/// ties by lower id first. Stores apply the same cut in SQL.
-pub fn trim_neighbours(mut neighbours: Vec<(i64, u64)>, keep: usize) -> Vec<i64> {
-    neighbours.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    neighbours
+/// Query records of every partition merged into one per query: book weights and related counts
+/// add up.
+pub fn merge_queries(
+    records: impl IntoIterator<Item = (String, QueryRecord)>,
+) -> HashMap<String, QueryRecord> {
+    let mut merged: HashMap<String, QueryRecord> = HashMap::new();
+    for (query, record) in records {
+        let into = merged.entry(query).or_default();
+        for (book, log) in record.books {
+            add_weight(&mut into.books, &book, log, usize::MAX);
+        }
+        for (other, n) in record.related {
+            match into.related.iter_mut().find(|(q, _)| *q == other) {
+                Some(entry) => entry.1 += n,
+                None => into.related.push((other, n)),
+            }
+        }
+    }
+    merged
+}
+
+/// Popularity lists of every partition merged: the `n` books with the greatest summed weight,
+/// strongest first (ties: lower id first).
+pub fn merge_popular(lists: impl IntoIterator<Item = PopularList>, n: usize) -> PopularList {
+    let mut sums: HashMap<i64, f64> = HashMap::new();
+    for (book, log) in lists.into_iter().flatten() {
+        let sum = sums.entry(book).or_insert(f64::NEG_INFINITY);
+        *sum = log2_add(*sum, log);
+    }
+    let mut merged: PopularList = sums.into_iter().collect();
+    merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    merged.truncate(n);
+    merged
+}
+
+/// The interest queries of `profile`, strongest first, and the related queries to follow from
+/// them once their records are loaded: what a store loads to answer.
+pub fn interest_queries(profile: &Profile) -> Vec<String> {
+    strongest(&profile.queries, INTEREST_QUERIES)
         .into_iter()
-        .skip(keep)
-        .map(|(id, _)| id)
+        .map(|q| q.name.clone())
         .collect()
+}
+
+/// The related queries [`blend`] follows from the interest queries' merged records.
+pub fn related_queries(
+    interests: &[String],
+    records: &HashMap<String, QueryRecord>,
+) -> Vec<String> {
+    let mut related = BTreeSet::new();
+    for q in interests {
+        if let Some(record) = records.get(q) {
+            for (other, _) in most_related(record) {
+                if !records.contains_key(other) {
+                    related.insert(other.clone());
+                }
+            }
+        }
+    }
+    related.into_iter().collect()
+}
+
+fn most_related(record: &QueryRecord) -> Vec<&(String, u64)> {
+    let mut related: Vec<&(String, u64)> = record.related.iter().collect();
+    related.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    related.truncate(RELATED_PER_INTEREST);
+    related
 }
 
 /// A book the service can recommend, from its catalog copy.
@@ -388,43 +667,128 @@ pub struct CatalogEntry {
     pub author: String,
 }
 
-/// One of the user's strongest books.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InterestBook {
-    pub id: i64,
-    pub log_weight: f64,
-    pub query: String,
-}
-
-/// What [`blend`] ranks: a user's interests and the candidates around them, as loaded.
+/// What [`blend`] ranks: a reader's profile and the records around it, as loaded.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Neighbourhood {
-    /// The user's [`INTEREST_BOOKS`] strongest books, strongest first.
-    pub interests: Vec<InterestBook>,
-    /// `(interest book, neighbour, count)` for the interests' neighbours.
-    pub neighbours: Vec<(i64, i64, u64)>,
-    /// The user's [`TOP_AUTHORS`] strongest authors and their log weights.
-    pub authors: Vec<(String, f64)>,
-    /// Books of those authors the user has not been shown.
+    pub profile: Profile,
+    /// Merged records of the interest queries and of the related queries.
+    pub queries: HashMap<String, QueryRecord>,
+    /// Books of the reader's [`TOP_AUTHORS`] strongest authors.
     pub author_books: Vec<i64>,
-    /// The most popular books the user has not been shown.
-    pub popular: Vec<i64>,
-    /// Candidates the user has already been shown.
-    pub shown: HashSet<i64>,
-    /// Catalog entries and popularity log weights (if any) of the candidates; a candidate
-    /// missing here is not in the catalog copy (yet) and is left out.
-    pub catalog: HashMap<i64, (CatalogEntry, Option<f64>)>,
+    /// Merged popularity, strongest first.
+    pub popular: PopularList,
+}
+
+/// A candidate's score so far, before the catalog is consulted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidate {
+    pub id: i64,
+    /// The co-search part of the score, and the query contributing most to it.
+    pub searched: f64,
+    pub best: f64,
+    pub query: String,
+    pub popular: f64,
 }
 
 impl Neighbourhood {
-    /// Every candidate id, for loading the catalog entries.
-    pub fn candidates(&self) -> BTreeSet<i64> {
-        self.neighbours
+    /// Candidates not shown to the reader, with their search and popularity parts, best first:
+    /// the store loads the catalog entries of the first few and lets [`blend`] finish.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let shown: HashSet<i64> = self.profile.shown.iter().copied().collect();
+        let interests = interest_queries(&self.profile);
+        let top = self
+            .profile
+            .queries
             .iter()
-            .map(|(_, c, _)| *c)
-            .chain(self.author_books.iter().copied())
-            .chain(self.popular.iter().copied())
-            .collect()
+            .map(|q| q.log_weight)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let weight_of = |q: &str| {
+            self.profile
+                .queries
+                .iter()
+                .find(|p| p.name == q)
+                .map_or(0.0, |p| (p.log_weight - top).exp2())
+        };
+        let mut found: HashMap<i64, Candidate> = HashMap::new();
+        let add = |found: &mut HashMap<i64, Candidate>, book: i64, part: f64, query: &str| {
+            if shown.contains(&book) || part <= 0.0 {
+                return;
+            }
+            let c = found.entry(book).or_insert_with(|| Candidate {
+                id: book,
+                ..Candidate::default()
+            });
+            c.searched += part;
+            if part > c.best || (part == c.best && query < c.query.as_str()) {
+                c.best = part;
+                c.query = query.to_owned();
+            }
+        };
+        let relative = |record: &QueryRecord| {
+            let top = record
+                .books
+                .iter()
+                .map(|b| b.1)
+                .fold(f64::NEG_INFINITY, f64::max);
+            record
+                .books
+                .iter()
+                .map(move |(b, log)| (*b, (log - top).exp2()))
+                .collect::<Vec<_>>()
+        };
+        for q in &interests {
+            let w = weight_of(q);
+            let Some(record) = self.queries.get(q) else {
+                continue;
+            };
+            for (book, s) in relative(record) {
+                add(&mut found, book, w * s, q);
+            }
+            let related = most_related(record);
+            let most = related.first().map_or(1, |r| r.1).max(1) as f64;
+            for (other, n) in related {
+                let Some(theirs) = self.queries.get(other) else {
+                    continue;
+                };
+                let r = *n as f64 / most;
+                for (book, s) in relative(theirs) {
+                    add(&mut found, book, w * RELATED_WEIGHT * r * s, q);
+                }
+            }
+        }
+        for book in &self.author_books {
+            if !shown.contains(book) {
+                found.entry(*book).or_insert_with(|| Candidate {
+                    id: *book,
+                    ..Candidate::default()
+                });
+            }
+        }
+        let popular_top = self
+            .popular
+            .iter()
+            .filter(|(b, _)| !shown.contains(b))
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        for (book, log) in &self.popular {
+            if shown.contains(book) {
+                continue;
+            }
+            found
+                .entry(*book)
+                .or_insert_with(|| Candidate {
+                    id: *book,
+                    ..Candidate::default()
+                })
+                .popular = POPULAR_WEIGHT * (log - popular_top).exp2();
+        }
+        let mut candidates: Vec<Candidate> = found.into_values().collect();
+        candidates.sort_by(|a, b| {
+            (b.searched + b.popular)
+                .total_cmp(&(a.searched + a.popular))
+                .then(a.id.cmp(&b.id))
+        });
+        candidates
     }
 }
 
@@ -438,73 +802,54 @@ pub struct Recommendation {
     pub reason: String,
 }
 
-/// Ranks the candidates of `hood` (see the module's documentation) and returns the best `n`.
-pub fn blend(hood: &Neighbourhood, n: usize) -> Vec<Recommendation> {
-    let interest_top = hood
-        .interests
-        .iter()
-        .map(|b| b.log_weight)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let interests: HashMap<i64, (&InterestBook, f64)> = hood
-        .interests
-        .iter()
-        .map(|b| (b.id, (b, (b.log_weight - interest_top).exp2())))
-        .collect();
-    let interest_ids: HashSet<i64> = interests.keys().copied().collect();
-    let author_top = hood
-        .authors
-        .iter()
-        .map(|a| a.1)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let authors: HashMap<&str, f64> = hood
-        .authors
-        .iter()
-        .map(|(a, log)| (a.as_str(), (log - author_top).exp2()))
-        .collect();
-
-    // Co-occurrence: the sum over interests, and the interest contributing most.
-    let mut cooccurrence: HashMap<i64, (f64, f64, &str)> = HashMap::new();
-    for (b, c, count) in &hood.neighbours {
-        let Some((interest, w)) = interests.get(b) else {
-            continue;
-        };
-        let part = w * (1.0 + *count as f64).log2();
-        let entry = cooccurrence.entry(*c).or_insert((0.0, 0.0, ""));
-        entry.0 += part;
-        if part > entry.1 || (part == entry.1 && interest.query.as_str() < entry.2) {
-            entry.1 = part;
-            entry.2 = interest.query.as_str();
-        }
-    }
-    let candidates: Vec<i64> = hood
-        .candidates()
+/// Candidates whose catalog entries the store loads for `n` recommendations: the best by search
+/// and popularity, and every book of the reader's strongest authors (author affinity may lift
+/// them).
+pub fn shortlist(hood: &Neighbourhood, n: usize) -> Vec<Candidate> {
+    let authors: HashSet<i64> = hood.author_books.iter().copied().collect();
+    let limit = n.saturating_mul(3).saturating_add(30);
+    hood.candidates()
         .into_iter()
-        .filter(|c| !hood.shown.contains(c) && !interest_ids.contains(c))
-        .collect();
-    let popular_top = candidates
-        .iter()
-        .filter_map(|c| hood.catalog.get(c).and_then(|(_, p)| *p))
-        .fold(f64::NEG_INFINITY, f64::max);
+        .enumerate()
+        .filter(|(i, c)| *i < limit || authors.contains(&c.id))
+        .map(|(_, c)| c)
+        .collect()
+}
 
-    let mut ranked: Vec<Recommendation> = candidates
+/// Ranks `shortlist` (see the module's documentation) with the catalog entries the store found
+/// (a candidate missing from `catalog` is not in the catalog copy and is left out) and returns
+/// the best `n`.
+pub fn blend(
+    profile: &Profile,
+    shortlist: Vec<Candidate>,
+    catalog: &HashMap<i64, CatalogEntry>,
+    n: usize,
+) -> Vec<Recommendation> {
+    let top_authors = strongest(&profile.authors, TOP_AUTHORS);
+    let author_top = top_authors
+        .first()
+        .map_or(f64::NEG_INFINITY, |a| a.log_weight);
+    let authors: HashMap<&str, f64> = top_authors
+        .iter()
+        .map(|a| (a.name.as_str(), (a.log_weight - author_top).exp2()))
+        .collect();
+    let mut ranked: Vec<Recommendation> = shortlist
         .into_iter()
         .filter_map(|c| {
-            let (entry, popularity) = hood.catalog.get(&c)?;
-            let (co, _, query) = cooccurrence.get(&c).copied().unwrap_or((0.0, 0.0, ""));
+            let entry = catalog.get(&c.id)?;
             let author = AUTHOR_WEIGHT * authors.get(entry.author.as_str()).copied().unwrap_or(0.0);
-            let popular = POPULAR_WEIGHT * popularity.map_or(0.0, |p| (p - popular_top).exp2());
-            let reason = if co > 0.0 && co >= author && co >= popular {
-                format!("because you searched for {query}")
-            } else if author > 0.0 && author >= popular {
+            let reason = if c.searched > 0.0 && c.searched >= author && c.searched >= c.popular {
+                format!("because you searched for {}", c.query)
+            } else if author > 0.0 && author >= c.popular {
                 format!("more by {}", entry.author)
             } else {
                 POPULAR_REASON.to_owned()
             };
             Some(Recommendation {
-                id: c,
+                id: c.id,
                 title: entry.title.clone(),
                 author: entry.author.clone(),
-                score: co + author + popular,
+                score: c.searched + author + c.popular,
                 reason,
             })
         })
@@ -514,17 +859,25 @@ pub fn blend(hood: &Neighbourhood, n: usize) -> Vec<Recommendation> {
     ranked
 }
 
-/// A user's profile as `GET /interests` shows it: decayed weights at the time asked.
+/// The strongest authors of `profile` whose books a store looks up for [`Neighbourhood`].
+pub fn top_authors(profile: &Profile) -> Vec<String> {
+    strongest(&profile.authors, TOP_AUTHORS)
+        .into_iter()
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+/// A reader's profile as `GET /interests` shows it: decayed weights at the time asked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interests {
     pub uid: String,
-    /// The books shown to the user, strongest first (the tutorial's interests).
+    /// The books shown to the reader, strongest first (the tutorial's interests).
     pub books: Vec<InterestEntry>,
     pub authors: Vec<WeightedName>,
     pub queries: Vec<WeightedName>,
 }
 
-/// A book of a user's profile.
+/// A book of a reader's profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InterestEntry {
     pub id: i64,
@@ -535,11 +888,64 @@ pub struct InterestEntry {
     pub query: String,
 }
 
-/// An author or a query of a user's profile, with its decayed weight.
+/// An author or a query of a reader's profile, with its decayed weight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightedName {
     pub name: String,
     pub score: f64,
+}
+
+/// The books of `profile` a store looks up in its catalog copy for [`interests`], strongest
+/// first.
+pub fn interest_books(profile: &Profile, n: usize) -> Vec<&ProfileBook> {
+    let mut books: Vec<&ProfileBook> = profile.books.iter().collect();
+    books.sort_by(|a, b| b.log_weight.total_cmp(&a.log_weight).then(a.id.cmp(&b.id)));
+    books.truncate(n);
+    books
+}
+
+/// `user`'s profile as `GET /interests` shows it, with titles and authors from `catalog` (empty
+/// for a book the catalog copy no longer has).
+pub fn interests(
+    settings: &RecommendSettings,
+    user: &str,
+    profile: &Profile,
+    catalog: &HashMap<i64, CatalogEntry>,
+    n: usize,
+    now: DateTime<Utc>,
+) -> Interests {
+    let weighted = |names: &[ProfileName]| {
+        strongest(names, n)
+            .into_iter()
+            .map(|a| WeightedName {
+                name: a.name.clone(),
+                score: settings.weight_at(a.log_weight, now),
+            })
+            .collect()
+    };
+    Interests {
+        uid: user.to_owned(),
+        books: interest_books(profile, n)
+            .into_iter()
+            .map(|b| {
+                let entry = catalog.get(&b.id);
+                InterestEntry {
+                    id: b.id,
+                    title: entry.map(|e| e.title.clone()).unwrap_or_default(),
+                    author: entry.map(|e| e.author.clone()).unwrap_or_default(),
+                    score: settings.weight_at(b.log_weight, now),
+                    query: profile
+                        .queries
+                        .iter()
+                        .find(|q| q.id == b.query)
+                        .map(|q| q.name.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+        authors: weighted(&profile.authors),
+        queries: weighted(&profile.queries),
+    }
 }
 
 /// Everything a store holds, in a canonical order: what tests compare between a store fed through
@@ -547,39 +953,28 @@ pub struct WeightedName {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub catalog: Vec<CatalogEntry>,
-    /// `(user, book, log_weight, last_at)`.
-    pub user_books: Vec<(String, i64, f64, i64)>,
-    pub user_authors: Vec<(String, String, f64)>,
-    pub user_queries: Vec<(String, String, f64, i64)>,
-    pub popular: Vec<(i64, f64)>,
-    /// `(book, neighbour, count)`.
-    pub cooccurrence: Vec<(i64, i64, u64)>,
-    /// `(user, book)` pairs shown.
-    pub shown: Vec<(String, i64)>,
+    pub profiles: Vec<(String, Profile)>,
+    pub queries: Vec<((i32, String), QueryRecord)>,
+    pub popular: Vec<(i32, PopularList)>,
 }
 
 impl Snapshot {
     /// Sorts every list, so that two snapshots compare by content.
     pub fn sorted(mut self) -> Self {
         self.catalog.sort_by_key(|b| b.id);
-        self.user_books
-            .sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        self.user_authors
-            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        self.user_queries
-            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        self.profiles.sort_by(|a, b| a.0.cmp(&b.0));
+        self.queries.sort_by(|a, b| a.0.cmp(&b.0));
         self.popular.sort_by_key(|p| p.0);
-        self.cooccurrence.sort_by_key(|c| (c.0, c.1));
-        self.shown.sort();
         self
     }
 
-    /// Where `self` and `other` differ, allowing weights to differ by rounding (events of
-    /// different partitions may be added in another order); `None` when they are the same.
+    /// Where `self` and `other` differ; `None` when they hold the same. Catalogs and profiles
+    /// compare exactly (a reader's searches are all applied in order, by one partition's
+    /// consumer). Query records and popularity lists compare merged over the partitions (what
+    /// readers see), weights allowing for rounding: so a store fed by a topic of several
+    /// partitions compares with the rules applied in one go, as long as no per-partition bound
+    /// bit (each partition bounds its own lists).
     pub fn difference(&self, other: &Snapshot) -> Option<String> {
-        fn close(a: f64, b: f64) -> bool {
-            (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-        }
         let (a, b) = (self.clone().sorted(), other.clone().sorted());
         if a.catalog != b.catalog {
             return Some(format!(
@@ -588,72 +983,107 @@ impl Snapshot {
                 b.catalog.len()
             ));
         }
-        if a.cooccurrence != b.cooccurrence {
-            let first = a
-                .cooccurrence
-                .iter()
-                .zip(&b.cooccurrence)
-                .find(|(x, y)| x != y);
+        if a.profiles != b.profiles {
+            let first = a.profiles.iter().zip(&b.profiles).find(|(x, y)| x != y);
             return Some(format!(
-                "co-occurrence differs ({} vs {} pairs), first at {first:?}",
-                a.cooccurrence.len(),
-                b.cooccurrence.len()
+                "profiles differ ({} vs {}), first at {first:?}",
+                a.profiles.len(),
+                b.profiles.len()
             ));
         }
-        let books_same = a.user_books.len() == b.user_books.len()
-            && a.user_books
-                .iter()
-                .zip(&b.user_books)
-                .all(|(x, y)| x.0 == y.0 && x.1 == y.1 && x.3 == y.3 && close(x.2, y.2));
-        if !books_same {
+        let (qa, qb) = (a.merged_queries(), b.merged_queries());
+        if qa.len() != qb.len() {
             return Some(format!(
-                "user books differ: {} vs {} rows",
-                a.user_books.len(),
-                b.user_books.len()
+                "query records differ: {} vs {} queries",
+                qa.len(),
+                qb.len()
             ));
         }
-        let authors_same = a.user_authors.len() == b.user_authors.len()
-            && a.user_authors
-                .iter()
-                .zip(&b.user_authors)
-                .all(|(x, y)| x.0 == y.0 && x.1 == y.1 && close(x.2, y.2));
-        if !authors_same {
-            return Some("user authors differ".to_owned());
+        for ((query, (books_a, related_a)), (other_query, (books_b, related_b))) in
+            qa.iter().zip(&qb)
+        {
+            if query != other_query || related_a != related_b || !close_weights(books_a, books_b) {
+                return Some(format!(
+                    "query records differ at {query:?}: books {books_a:?} related {related_a:?} \
+                     vs {other_query:?}: books {books_b:?} related {related_b:?}"
+                ));
+            }
         }
-        let queries_same = a.user_queries.len() == b.user_queries.len()
-            && a.user_queries
-                .iter()
-                .zip(&b.user_queries)
-                .all(|(x, y)| x.0 == y.0 && x.1 == y.1 && x.3 == y.3 && close(x.2, y.2));
-        if !queries_same {
-            return Some("user queries differ".to_owned());
-        }
-        let popular_same = a.popular.len() == b.popular.len()
-            && a.popular
-                .iter()
-                .zip(&b.popular)
-                .all(|(x, y)| x.0 == y.0 && close(x.1, y.1));
-        if !popular_same {
+        if !close_weights(&a.merged_popular(), &b.merged_popular()) {
             return Some("popularity differs".to_owned());
-        }
-        if a.shown != b.shown {
-            return Some(format!(
-                "shown books differ: {} vs {} pairs",
-                a.shown.len(),
-                b.shown.len()
-            ));
         }
         None
     }
+
+    /// Query records merged over the partitions: per query, book weights and related counts.
+    #[allow(clippy::type_complexity)]
+    fn merged_queries(&self) -> BTreeMap<String, (BTreeMap<i64, f64>, BTreeMap<String, u64>)> {
+        let mut merged: BTreeMap<String, (BTreeMap<i64, f64>, BTreeMap<String, u64>)> =
+            BTreeMap::new();
+        for ((_, query), record) in &self.queries {
+            let (books, related) = merged.entry(query.clone()).or_default();
+            for (book, log) in &record.books {
+                let sum = books.entry(*book).or_insert(f64::NEG_INFINITY);
+                *sum = log2_add(*sum, *log);
+            }
+            for (other, n) in &record.related {
+                *related.entry(other.clone()).or_default() += n;
+            }
+        }
+        merged
+    }
+
+    fn merged_popular(&self) -> BTreeMap<i64, f64> {
+        let mut merged = BTreeMap::new();
+        for (book, log) in self.popular.iter().flat_map(|(_, list)| list) {
+            let sum = merged.entry(*book).or_insert(f64::NEG_INFINITY);
+            *sum = log2_add(*sum, *log);
+        }
+        merged
+    }
+}
+
+/// Whether two maps of log weights hold the same keys with weights equal up to rounding.
+fn close_weights(a: &BTreeMap<i64, f64>, b: &BTreeMap<i64, f64>) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, wa), (kb, wb))| {
+            ka == kb && (wa - wb).abs() <= 1e-9 * wa.abs().max(wb.abs()).max(1.0)
+        })
+}
+
+/// `rows` cut into runs of at most `max_rows` rows and about `max_bytes` bytes (`bytes` of each;
+/// a row larger than `max_bytes` is a run of its own): multi-row statements that stay within a
+/// server's packet limit whatever the records hold.
+pub fn byte_chunks<T>(
+    rows: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    bytes: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let row_bytes = bytes(row);
+        if i > start && (i - start >= max_rows || size + row_bytes > max_bytes) {
+            chunks.push(&rows[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += row_bytes;
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
 }
 
 /// Counts of what a store holds, for `GET /stats` and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecommendStats {
     pub catalog_books: u64,
+    /// Readers with a profile.
     pub users: u64,
-    /// Exact on SQLite; the table statistics' estimate on MySQL.
-    pub cooccurrence_pairs: u64,
+    /// Query records, one per query and partition.
+    pub query_records: u64,
 }
 
 #[cfg(test)]

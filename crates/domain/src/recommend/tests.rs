@@ -23,6 +23,47 @@ fn records(events: Vec<Event>) -> Vec<Record> {
         .collect()
 }
 
+/// Applies `records` batch by batch as a store does: loading only what the needs name.
+fn apply_in(settings: &RecommendSettings, store: &mut Snapshot, records: &[Record]) {
+    let users = profile_needs(records);
+    let profiles: HashMap<String, Profile> = store
+        .profiles
+        .iter()
+        .filter(|(u, _)| users.contains(u))
+        .cloned()
+        .collect();
+    let wanted = query_needs(settings, records, &profiles);
+    let partitions = popular_needs(records);
+    let prior = Prior {
+        profiles,
+        queries: store
+            .queries
+            .iter()
+            .filter(|(k, _)| wanted.contains(k))
+            .cloned()
+            .collect(),
+        popular: store
+            .popular
+            .iter()
+            .filter(|(p, _)| partitions.contains(p))
+            .cloned()
+            .collect(),
+    };
+    let changes = apply(settings, prior, records);
+    for (user, profile) in changes.profiles {
+        store.profiles.retain(|(u, _)| *u != user);
+        store.profiles.push((user, profile));
+    }
+    for (key, record) in changes.queries {
+        store.queries.retain(|(k, _)| *k != key);
+        store.queries.push((key, record));
+    }
+    for (p, list) in changes.popular {
+        store.popular.retain(|(q, _)| *q != p);
+        store.popular.push((p, list));
+    }
+}
+
 #[test]
 fn top_results_weigh_more_and_weights_decay() {
     assert_eq!(rank_weight(0), 1.0);
@@ -36,7 +77,7 @@ fn top_results_weigh_more_and_weights_decay() {
 }
 
 #[test]
-fn a_search_builds_the_profile_and_pairs_new_books_once() {
+fn a_search_builds_the_profile_and_relates_new_queries_once() {
     let s = settings();
     let changes = apply(
         &s,
@@ -48,119 +89,162 @@ fn a_search_builds_the_profile_and_pairs_new_books_once() {
             search(None, 2, base(), 3),
         ]),
     );
-    assert_eq!(changes.user_books.len(), 8);
-    assert_eq!(changes.user_queries.len(), 2);
-    assert_eq!(changes.user_authors.len(), 2);
+    let profile = &changes.profiles["u"];
+    assert_eq!(profile.books.len(), 8);
+    assert_eq!(profile.queries.len(), 2);
+    assert_eq!(profile.authors.len(), 2);
+    assert_eq!(profile.shown.len(), 8);
     assert_eq!(
-        changes.popular.len(),
-        12,
-        "anonymous searches count as popularity"
+        changes.popular[&0].len(),
+        s.popular_books,
+        "anonymous searches count as popularity, within the cap"
     );
-    // Austen books pair with each other (4·3) and with each Brontë book both ways (2·4·4); the
-    // Brontë books pair with each other (4·3). The repeated search adds nothing.
-    assert_eq!(changes.cooccurrence.len(), 12 + 32 + 12);
-    assert!(changes.cooccurrence.values().all(|n| *n == 1));
-    let first = &changes.user_books[&("u".to_owned(), 1)];
-    let fourth = &changes.user_books[&("u".to_owned(), 4)];
+    // "bronte" is related to "austen" both ways, once: the repeated search adds nothing.
+    let austen = &changes.queries[&(0, "austen".to_owned())];
+    let bronte = &changes.queries[&(0, "bronte".to_owned())];
+    assert_eq!(austen.related, vec![("bronte".to_owned(), 1)]);
+    assert_eq!(bronte.related, vec![("austen".to_owned(), 1)]);
+    assert_eq!(bronte.books.len(), 4);
+    let herbert = &changes.queries[&(0, "herbert".to_owned())];
     assert!(
-        first.log_weight > fourth.log_weight,
-        "rank 0 weighs more than rank 3"
+        herbert.related.is_empty(),
+        "anonymous searches relate nothing"
     );
-    assert_eq!(first.query, "austen");
+    assert_eq!(changes.profiles.len(), 1);
 }
 
 #[test]
 fn applying_in_batches_equals_applying_in_one_go() {
     let s = settings();
-    let events: Vec<Event> = (0..12)
-        .map(|i| search(Some(["x", "y", "z"][i % 3]), i % 4, base(), i as i64))
+    let events: Vec<Event> = (0..40)
+        .map(|i| {
+            let user = ["a", "b", "c"].get(i % 4).map(|u| *u);
+            search(user, (i * 7 + i / 3) % 4, base(), i as i64)
+        })
         .collect();
     let all = records(events);
-    let whole = Snapshot::from(apply(&s, Prior::default(), &all));
-
-    // The same events in two batches, the second reading what the first wrote.
-    let first = apply(&s, Prior::default(), &all[..5]);
-    let mut prior = Prior::default();
-    for ((u, b), row) in &first.user_books {
-        prior.user_books.insert((u.clone(), *b), row.clone());
+    let expected = conformance::reference(&s, &all);
+    for size in [1, 3, 7, 40] {
+        let mut store = Snapshot::default();
+        for chunk in all.chunks(size) {
+            apply_in(&s, &mut store, chunk);
+        }
+        assert_eq!(store.difference(&expected), None, "batches of {size}");
     }
-    for ((u, a), w) in &first.user_authors {
-        prior.user_authors.insert((u.clone(), a.clone()), *w);
-    }
-    for ((u, q), w) in &first.user_queries {
-        prior.user_queries.insert((u.clone(), q.clone()), *w);
-    }
-    prior
-        .popular
-        .extend(first.popular.iter().map(|(b, w)| (*b, *w)));
-    for user in ["x", "y", "z"] {
-        let mut top: Vec<(i64, f64)> = first
-            .user_books
-            .iter()
-            .filter(|((u, _), _)| u == user)
-            .map(|((_, b), row)| (*b, row.log_weight))
-            .collect();
-        top.sort_by(by_strength);
-        top.truncate(s.history_per_event);
-        prior.top_books.insert(user.to_owned(), top);
-    }
-    let second = apply(&s, prior, &all[5..]);
-    let mut merged = first.clone();
-    merged.user_books.extend(second.user_books);
-    merged.user_authors.extend(second.user_authors);
-    merged.user_queries.extend(second.user_queries);
-    merged.popular.extend(second.popular);
-    merged.shown.extend(second.shown);
-    for (pair, n) in second.cooccurrence {
-        *merged.cooccurrence.entry(pair).or_default() += n;
-    }
-    assert_eq!(Snapshot::from(merged).difference(&whole), None);
 }
 
 #[test]
-fn the_blend_ranks_co_occurrence_then_authors_then_popularity() {
-    let entry = |id: i64| {
-        let b = book(id);
-        (
-            id,
+fn records_are_bounded_and_survive_their_encoding() {
+    let s = settings();
+    let changes = apply(
+        &s,
+        Prior::default(),
+        &records(
+            (0..30)
+                .map(|i| search(Some("u"), i % 4, base(), i as i64))
+                .collect(),
+        ),
+    );
+    let profile = &changes.profiles["u"];
+    assert!(profile.queries.len() <= s.profile_queries);
+    assert_eq!(
+        Profile::from_bytes(&profile.to_bytes()),
+        Ok(profile.clone())
+    );
+    let record = &changes.queries[&(0, "austen".to_owned())];
+    assert_eq!(
+        QueryRecord::from_bytes(&record.to_bytes()),
+        Ok(record.clone())
+    );
+    assert!(Profile::from_bytes(b"\xff\xff\xff").is_err());
+}
+
+#[test]
+fn partitions_merge_by_adding_up() {
+    let a = QueryRecord {
+        books: vec![(1, 0.0), (2, -1.0)],
+        related: vec![("x".into(), 2)],
+    };
+    let b = QueryRecord {
+        books: vec![(2, -1.0)],
+        related: vec![("x".into(), 1), ("y".into(), 5)],
+    };
+    let merged = merge_queries([("q".to_owned(), a), ("q".to_owned(), b)]);
+    let q = &merged["q"];
+    assert_eq!(q.books.len(), 2);
+    let two = q.books.iter().find(|(id, _)| *id == 2).unwrap().1;
+    assert!((two - 0.0).abs() < 1e-12, "2^-1 + 2^-1 = 2^0");
+    let mut related = q.related.clone();
+    related.sort();
+    assert_eq!(related, vec![("x".into(), 3), ("y".into(), 5)]);
+    let popular = merge_popular([vec![(1, 0.0), (2, 1.0)], vec![(1, 0.0), (3, -5.0)]], 2);
+    assert_eq!(popular, vec![(1, 1.0), (2, 1.0)]);
+}
+
+#[test]
+fn the_blend_ranks_searches_then_authors_then_popularity() {
+    let s = settings();
+    let feed = records(vec![
+        search(Some("b"), 0, base(), 0),
+        search(Some("b"), 1, base(), 1),
+        search(Some("a"), 0, base(), 2),
+        search(None, 3, base(), 3),
+    ]);
+    let changes = apply(&s, Prior::default(), &feed);
+    let profile = changes.profiles["a"].clone();
+    let records: HashMap<String, QueryRecord> = merge_queries(
+        changes
+            .queries
+            .iter()
+            .map(|((_, q), r)| (q.clone(), r.clone())),
+    );
+    let hood = Neighbourhood {
+        profile: profile.clone(),
+        queries: records,
+        author_books: vec![1, 2, 3, 4],
+        popular: merge_popular(changes.popular.values().cloned(), 100),
+    };
+    let catalog: HashMap<i64, CatalogEntry> = (1..=16)
+        .map(|i| {
+            let b = book(i);
             (
+                i,
                 CatalogEntry {
-                    id,
+                    id: i,
                     title: b.title,
                     author: b.author,
                 },
-                Some(0.0),
-            ),
-        )
-    };
-    let hood = Neighbourhood {
-        interests: vec![InterestBook {
-            id: 1,
-            log_weight: 10.0,
-            query: "austen".into(),
-        }],
-        neighbours: vec![(1, 5, 3), (1, 2, 9)],
-        authors: vec![("Jane Austen".into(), 10.0)],
-        author_books: vec![3],
-        popular: vec![13],
-        shown: [2].into_iter().collect(),
-        catalog: [entry(2), entry(3), entry(5), entry(13)]
-            .into_iter()
-            .collect(),
-    };
-    let ranked = blend(&hood, 10);
-    let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
-    assert_eq!(ids, [5, 3, 13], "shown book 2 left out: {ranked:?}");
+            )
+        })
+        .collect();
+    let ranked = blend(&profile, shortlist(&hood, 10), &catalog, 10);
+    assert!(!ranked.is_empty());
+    assert!(
+        ranked.iter().all(|r| r.id > 4),
+        "shown books never come back"
+    );
+    assert!(ranked[0].id >= 5 && ranked[0].id <= 8, "{ranked:?}");
     assert_eq!(ranked[0].reason, "because you searched for austen");
-    assert_eq!(ranked[1].reason, "more by Jane Austen");
-    assert_eq!(ranked[2].reason, POPULAR_REASON);
-    assert_eq!(blend(&hood, 1).len(), 1);
-    assert!(blend(&Neighbourhood::default(), 10).is_empty());
+    assert!(ranked.iter().any(|r| r.reason == POPULAR_REASON));
+    assert!(ranked.windows(2).all(|w| w[0].score >= w[1].score));
+    // A reader without history gets the popular books.
+    let fresh = Neighbourhood {
+        popular: hood.popular.clone(),
+        ..Neighbourhood::default()
+    };
+    let popular = blend(&Profile::default(), shortlist(&fresh, 3), &catalog, 3);
+    assert_eq!(popular.len(), 3);
+    assert!(popular.iter().all(|r| r.reason == POPULAR_REASON));
 }
 
 #[test]
-fn trimming_keeps_the_strongest_neighbours_lower_ids_first() {
-    let dropped = trim_neighbours(vec![(9, 1), (3, 5), (4, 1), (2, 1)], 2);
-    assert_eq!(dropped, [4, 9]);
-    assert!(trim_neighbours(vec![(1, 1)], 5).is_empty());
+fn statements_are_cut_by_rows_and_by_bytes() {
+    let rows = [10, 10, 10, 50, 10, 200, 10];
+    let cut = byte_chunks(&rows, 3, 60, |r| *r as usize);
+    let sizes: Vec<Vec<i32>> = cut.iter().map(|c| c.to_vec()).collect();
+    assert_eq!(
+        sizes,
+        vec![vec![10, 10, 10], vec![50, 10], vec![200], vec![10]]
+    );
+    assert!(byte_chunks(&[] as &[i32], 3, 60, |r| *r as usize).is_empty());
 }

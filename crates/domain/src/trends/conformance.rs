@@ -1,11 +1,14 @@
-//! The check every trend store passes: fed the same searches, batch by batch, it answers what
+//! The checks every trend store passes: fed the same searches, batch by batch, it answers what
 //! the in-memory [`TrendBoard`] answers, and it refuses a batch whose start is not its stored
-//! position. For the stores' tests; it panics on the first difference.
+//! position ([`check_store`]); a forgotten reader (`reader.forgotten`) is forgotten in log order
+//! with their searches, leaves nothing keyed by them, and the counts stay
+//! ([`check_forgetting`]). For the stores' tests, each on an empty store; they panic on the
+//! first difference.
 
 use chrono::{DateTime, Utc};
 
 use super::{Audience, TrendBoard, TrendRanking, TrendSettings};
-use crate::events::{Event, ResultBook, SearchEvent};
+use crate::events::{Event, ReaderForgottenEvent, ResultBook, SearchEvent};
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStore};
 
 /// The settings the check runs with: a cap that bites, fewer trends kept than searched, and two
@@ -108,40 +111,8 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
     let total = events.len() as i64;
     let mut from = None;
     for (n, chunk) in events.chunks(9).enumerate() {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Record {
-                topic: "t".into(),
-                partition: 2,
-                offset: (n * 9 + i) as i64,
-                event: Event::BookSearched(e.clone()),
-            })
-            .collect();
-        let to = (n * 9 + chunk.len()) as i64;
-        let batch = Batch {
-            group: "g".into(),
-            records,
-            positions: vec![PositionUpdate {
-                topic: "t".into(),
-                partition: 2,
-                from,
-                to,
-            }],
-        };
-        if let Err(error) = store.apply(&batch).await {
-            panic!("batch {n} refused: {error}");
-        }
-        assert!(
-            matches!(
-                store.apply(&batch).await,
-                Err(HandlerError::StalePosition(_))
-            ),
-            "a replayed batch is refused"
-        );
-        from = Some(to);
-        chunk.iter().for_each(|e| board.apply(e));
-        board.prune(Utc::now());
+        let chunk: Vec<Event> = chunk.iter().cloned().map(Event::BookSearched).collect();
+        from = Some(apply(store, &mut board, &chunk, from, n).await);
     }
     let now = Utc::now();
     let everyone = board.top(100, TrendRanking::Score, Audience::Everyone, now);
@@ -159,6 +130,74 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
             .any(|t| t.query == "one network" && !t.public),
         "the check covers readers of one network: {everyone:?}"
     );
+    compare(store, &board, now).await;
+    match store.trend("never searched", now).await {
+        Ok(None) => {}
+        other => panic!("a query never searched: {other:?}"),
+    }
+    let positions = match store.positions("g").await {
+        Ok(positions) => positions,
+        Err(error) => panic!("positions: {error}"),
+    };
+    assert_eq!(positions.len(), 1);
+    assert_eq!(
+        (
+            positions[0].topic.as_str(),
+            positions[0].partition,
+            positions[0].next_offset
+        ),
+        ("t", 2, total)
+    );
+}
+
+/// Applies `events` as the batch of offsets `from` on (the first batch when `None`), and to
+/// `board`; a replay of the batch is refused. Returns the next offset.
+async fn apply<S: EventHandler>(
+    store: &S,
+    board: &mut TrendBoard,
+    events: &[Event],
+    from: Option<i64>,
+    n: usize,
+) -> i64 {
+    let start = from.unwrap_or(0);
+    let records = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| Record {
+            topic: "t".into(),
+            partition: 2,
+            offset: start + i as i64,
+            event: event.clone(),
+        })
+        .collect();
+    let to = start + events.len() as i64;
+    let batch = Batch {
+        group: "g".into(),
+        records,
+        positions: vec![PositionUpdate {
+            topic: "t".into(),
+            partition: 2,
+            from,
+            to,
+        }],
+    };
+    if let Err(error) = store.apply(&batch).await {
+        panic!("batch {n} refused: {error}");
+    }
+    assert!(
+        matches!(
+            store.apply(&batch).await,
+            Err(HandlerError::StalePosition(_))
+        ),
+        "a replayed batch is refused"
+    );
+    events.iter().for_each(|e| board.apply_event(e));
+    board.prune(Utc::now());
+    to
+}
+
+/// The store answers what `board` answers: its tops and each of its trends.
+async fn compare<S: TrendStore>(store: &S, board: &TrendBoard, now: DateTime<Utc>) {
     for audience in [Audience::Public, Audience::Everyone] {
         for (n, by) in [
             (10, TrendRanking::Score),
@@ -166,11 +205,11 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
             (3, TrendRanking::Count),
             (2, TrendRanking::Score),
         ] {
-            check_top(store, &board, n, by, audience, now).await;
+            check_top(store, board, n, by, audience, now).await;
         }
     }
-    // Each trend alone, as the board has it; a query never searched, none.
-    for expected in &everyone {
+    // Each trend alone, as the board has it.
+    for expected in &board.top(100, TrendRanking::Score, Audience::Everyone, now) {
         let stored = match store.trend(&expected.query_normalized, now).await {
             Ok(stored) => stored,
             Err(error) => panic!("trend {}: {error}", expected.query_normalized),
@@ -194,22 +233,141 @@ pub async fn check_store<S: EventHandler + TrendStore>(store: &S) {
         );
         assert_eq!(stored.last_searched_at, expected.last_searched_at);
     }
-    match store.trend("never searched", now).await {
-        Ok(None) => {}
-        other => panic!("a query never searched: {other:?}"),
+}
+
+/// The reader the check forgets, one it keeps, and the network they share.
+const FORGOTTEN: &str = "forgetful";
+const KEPT: &str = "keeper";
+const SHARED_CLIENT: &str = "c-shared";
+
+/// The store's answer to [`TrendStore::holds_reader`], which must be the board's.
+async fn holds<S: TrendStore>(store: &S, board: &TrendBoard, user: &str, expected: bool) {
+    match store.holds_reader(user).await {
+        Ok(held) => assert_eq!(
+            held, expected,
+            "the store holds something keyed by {user}: {held}, expected {expected}"
+        ),
+        Err(error) => panic!("holds_reader {user}: {error}"),
     }
+    assert_eq!(board.holds_reader(user), expected, "the board, for {user}");
+}
+
+/// A reader searches, in two windows, without a client (so they are the origin of their
+/// searches: their origin counters and their place among private trends' origins) and from a
+/// network they share; is forgotten in the middle of a batch, between searches of theirs; and is
+/// forgotten again. What they searched after the first forget counts afresh, the shared
+/// network's counters stay, the counts stay, and in the end the store holds nothing keyed by
+/// them.
+///
+/// Runs on an empty `store` built with [`settings`].
+pub async fn check_forgetting<S: EventHandler + TrendStore>(store: &S) {
+    let mut board = TrendBoard::new(settings());
+    let board = &mut board;
+    let now = Utc::now();
+    let window = i64::try_from(board.settings.user_window.as_millis()).unwrap_or(i64::MAX);
+    let window_before = now - chrono::Duration::milliseconds(window);
+    let searched = |user: Option<&str>, client: Option<&str>, query: &str, at: DateTime<Utc>| {
+        let book = ResultBook {
+            id: 7,
+            title: format!("About {query}"),
+            author: "A".into(),
+            published_at: None,
+        };
+        Event::BookSearched(
+            SearchEvent::new(
+                uuid::Uuid::now_v7(),
+                at,
+                user.map(str::to_owned),
+                query,
+                0,
+                vec![book],
+            )
+            .with_client(client.map(str::to_owned)),
+        )
+    };
+    let forget = || Event::ReaderForgotten(ReaderForgottenEvent::now(FORGOTTEN));
+    let again = "my own name";
+    let once = "my diagnosis";
+    let shared = "shared network";
+    let first = [
+        searched(Some(FORGOTTEN), None, again, window_before),
+        searched(Some(FORGOTTEN), None, again, now),
+        searched(Some(FORGOTTEN), None, once, now),
+        searched(Some(FORGOTTEN), Some(SHARED_CLIENT), shared, now),
+        searched(Some(FORGOTTEN), Some(SHARED_CLIENT), shared, now),
+        // Anonymous (neither user nor client: no origin, no cap).
+        searched(None, None, once, now),
+    ];
+    let next = apply(store, board, &first, None, 0).await;
+    holds(store, board, FORGOTTEN, true).await;
+    for query in [again, once] {
+        assert!(
+            board
+                .trends
+                .get(query)
+                .is_some_and(|t| t.readers.contains(FORGOTTEN) && !t.public),
+            "the check covers the origins of a private trend: {:?}",
+            board.trends.get(query)
+        );
+    }
+    assert!(
+        board
+            .caps
+            .keys()
+            .filter(|(_, who, _)| who == FORGOTTEN)
+            .map(|(window, _, _)| window)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 2,
+        "the check covers counters in two windows"
+    );
+
+    // Searches, then the forget, then more searches of the same reader, in one batch: the later
+    // ones count from zero (the cap is 2, so without the forget they would not score), and make
+    // them an origin of `again` anew, not of `once`. Another reader on the shared network: its
+    // counter stays, so only one of their two searches scores.
+    let second = [
+        searched(Some(FORGOTTEN), None, again, now),
+        searched(Some(FORGOTTEN), None, again, now),
+        forget(),
+        searched(Some(FORGOTTEN), None, again, now),
+        searched(Some(FORGOTTEN), None, again, now),
+        searched(Some(KEPT), Some(SHARED_CLIENT), shared, now),
+        searched(Some(KEPT), Some(SHARED_CLIENT), shared, now),
+    ];
+    let next = apply(store, board, &second, Some(next), 1).await;
+    holds(store, board, FORGOTTEN, true).await;
+    compare(store, board, Utc::now()).await;
+
+    // A second origin makes `again` public (the reader is among its origins again), not `once`
+    // (they are no longer). Then the reader is forgotten again: nothing keyed by them is left.
+    let third = [
+        searched(Some(KEPT), Some("c-kept"), again, now),
+        searched(Some(KEPT), Some("c-kept"), once, now),
+        forget(),
+    ];
+    let next = apply(store, board, &third, Some(next), 2).await;
+    holds(store, board, FORGOTTEN, false).await;
+    holds(store, board, KEPT, true).await;
+    let trend = |query: &str| board.trend(query, Utc::now());
+    for (query, count, public) in [(again, 7, true), (once, 3, false), (shared, 4, false)] {
+        assert!(
+            trend(query).is_some_and(|t| t.count == count && t.public == public),
+            "counts stay: {:?}",
+            trend(query)
+        );
+    }
+    compare(store, board, Utc::now()).await;
     let positions = match store.positions("g").await {
         Ok(positions) => positions,
         Err(error) => panic!("positions: {error}"),
     };
-    assert_eq!(positions.len(), 1);
     assert_eq!(
-        (
-            positions[0].topic.as_str(),
-            positions[0].partition,
-            positions[0].next_offset
-        ),
-        ("t", 2, total)
+        positions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition, p.next_offset))
+            .collect::<Vec<_>>(),
+        [("t", 2, next)]
     );
 }
 

@@ -30,6 +30,13 @@
 //! comes back starts again. Cap counters are kept for the newest window that has seen a search
 //! and the two before it (event time, so a consumer catching up keeps capping).
 //!
+//! **Forgetting.** A `reader.forgotten` event for a user deletes everything kept about them, in
+//! log order with the searches around it: their cap counters in every window kept, as reader and
+//! as origin (the user is the origin of their searches without a client; counters of a client
+//! they searched from stay), and their place among the origins of trends not public yet. Counts,
+//! scores, spellings and books stay: they are the anonymous contribution to the trends. A search
+//! of theirs after the event counts from zero again.
+//!
 //! Times count in milliseconds, as the stores keep them.
 
 #[doc(hidden)]
@@ -41,7 +48,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::SearchEvent;
+use crate::events::{Event, SearchEvent};
 
 /// Books kept per trend (the results of its most recent search).
 pub const BOOKS_PER_TREND: usize = 10;
@@ -282,6 +289,11 @@ impl TrendState {
         }
     }
 
+    /// Forgets `user` among the origins of this trend (`reader.forgotten`); whether it held them.
+    pub fn forget(&mut self, user: &str) -> bool {
+        self.readers.remove(user)
+    }
+
     pub fn to_trend(
         &self,
         query_normalized: &str,
@@ -326,6 +338,18 @@ pub fn cap_keys(settings: &TrendSettings, event: &SearchEvent) -> (Option<CapKey
         event.reader().map(|r| key(r.to_owned())),
         event.origin().map(|o| key(format!("{ORIGIN_MARK}{o}"))),
     )
+}
+
+/// The counters of `user` (the `who` of their [`CapKey`]s): theirs as reader, and theirs as the
+/// origin of their searches without a client. What `reader.forgotten` deletes, in every window.
+pub fn cap_owners(user: &str) -> [String; 2] {
+    [user.to_owned(), format!("{ORIGIN_MARK}{user}")]
+}
+
+/// Deletes every counter of `user` ([`cap_owners`]) from `caps`.
+pub fn forget_caps(caps: &mut BTreeMap<CapKey, u32>, user: &str) {
+    let owners = cap_owners(user);
+    caps.retain(|(_, who, _), _| !owners.contains(who));
 }
 
 /// Whether `event` adds to its trend's score, given (and updating) the counters: only while its
@@ -383,6 +407,34 @@ impl TrendBoard {
             .entry(event.query_normalized.clone())
             .or_insert_with(|| TrendState::new(event.occurred_at))
             .add(&self.settings, event, scores);
+    }
+
+    /// Applies one event of the search topic in log order: a search, or a reader to forget; any
+    /// other event changes nothing.
+    pub fn apply_event(&mut self, event: &Event) {
+        if let Some(search) = event.as_search() {
+            self.apply(search);
+        } else if let Some(forgotten) = event.as_forgotten() {
+            self.forget(&forgotten.user_id);
+        }
+    }
+
+    /// Forgets the reader `user` (`reader.forgotten`): their cap counters, as reader and as
+    /// origin, in every window, and their place among the origins of trends not public yet.
+    /// Counts and scores stay.
+    pub fn forget(&mut self, user: &str) {
+        forget_caps(&mut self.caps, user);
+        for trend in self.trends.values_mut() {
+            trend.forget(user);
+        }
+    }
+
+    /// Whether anything kept is keyed by the reader `user`: a cap counter of theirs, or their
+    /// place among a trend's origins.
+    pub fn holds_reader(&self, user: &str) -> bool {
+        let owners = cap_owners(user);
+        self.caps.keys().any(|(_, who, _)| owners.contains(who))
+            || self.trends.values().any(|t| t.readers.contains(user))
     }
 
     /// Removes what has decayed below `min_score` at `now`, then all but the best `max_trends`.
@@ -691,6 +743,58 @@ mod tests {
         }
         assert!(!board.trends["anonymous"].public);
         assert!(board.trends.values().all(|t| t.readers.len() <= 3));
+    }
+
+    #[test]
+    fn a_forgotten_reader_is_deleted_and_their_later_searches_count_afresh() {
+        use crate::events::ReaderForgottenEvent;
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 2,
+            client_cap: 3,
+            min_readers: 2,
+            ..TrendSettings::default()
+        });
+        let forget = Event::ReaderForgotten(ReaderForgottenEvent::now("me"));
+        let searched = |e: SearchEvent| Event::BookSearched(e);
+        // Searches in two windows, without a client (the user is their origin) and from one.
+        board.apply_event(&searched(search(Some("me"), "my name", at(-3600))));
+        for i in 0..3 {
+            board.apply_event(&searched(search(Some("me"), "my name", at(i))));
+        }
+        board.apply_event(&searched(
+            search(Some("me"), "shared", at(5)).with_client(Some("c-home".into())),
+        ));
+        assert!(board.holds_reader("me"));
+        assert!(board.trends["my name"].readers.contains("me"));
+        let before = board.top(10, TrendRanking::Score, Audience::Everyone, at(10));
+
+        board.apply_event(&forget);
+        assert!(!board.holds_reader("me"), "{:?}", board.caps);
+        let after = board.top(10, TrendRanking::Score, Audience::Everyone, at(10));
+        assert_eq!(before, after, "counts and scores stay");
+        // The client's counter stays: of three more searches from it, two score (client_cap).
+        assert!(board.caps.keys().any(|(_, who, _)| who == "\u{1}c-home"));
+        for user in ["you", "they", "them"] {
+            board.apply_event(&searched(
+                search(Some(user), "shared", at(6)).with_client(Some("c-home".into())),
+            ));
+        }
+        let shared = board.trend("shared", at(7)).map(|t| t.score).unwrap_or(0.0);
+        assert!((shared - 3.0).abs() < 0.01, "{shared}");
+        // Later searches count from zero: both score (the cap is 2), and the trend needs two
+        // origins again, the forgotten one no longer among them.
+        let score = |board: &TrendBoard| board.trend("my name", at(20)).map(|t| t.score);
+        let was = score(&board).unwrap_or(0.0);
+        board.apply_event(&searched(search(Some("me"), "my name", at(20))));
+        board.apply_event(&searched(search(Some("me"), "my name", at(20))));
+        let now = score(&board).unwrap_or(0.0);
+        assert!((now - was - 2.0).abs() < 0.01, "{was} then {now}");
+        assert!(board.holds_reader("me"));
+        board.apply_event(&forget);
+        board.apply_event(&searched(from_client("c-other", "my name", at(21))));
+        assert!(!board.trends["my name"].public, "one origin is left");
+        assert_eq!(board.trends["my name"].count, 7);
+        assert_eq!(board.trends["shared"].count, 4);
     }
 
     #[test]
