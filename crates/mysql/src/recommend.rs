@@ -18,17 +18,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bookstore_domain::recommend::{
-    AUTHOR_BOOKS, CatalogEntry, Changes, Interests, Neighbourhood, PopularList, Prior, Profile,
-    QueryRecord, RecommendSettings, RecommendStats, Recommendation, Snapshot, Stored, apply, blend,
-    byte_chunks, interest_books, interest_queries, interests, merge_popular, merge_queries,
-    popular_needs, positions_group, profile_needs, query_needs, related_queries, shortlist,
-    top_authors,
+    CatalogEntry, Changes, Interests, PopularList, Prior, Profile, QueryRecord, RecommendSettings,
+    RecommendStats, Recommendation, RecordReader, Snapshot, Stored, answer, apply, byte_chunks,
+    merge_queries, popular_needs, positions_group, profile_needs, query_needs, read_interests,
 };
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, Position, RecommendStore, RepositoryError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlRow};
+use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql, QueryBuilder, Row};
 
 use crate::positions::{self, handler_error};
@@ -222,31 +221,36 @@ impl MySqlRecommendations {
         }
         Ok(())
     }
+}
 
-    async fn profile(
-        conn: &mut MySqlConnection,
-        user: &str,
-    ) -> Result<Option<Profile>, sqlx::Error> {
+/// The store's reads for [`answer`] and [`read_interests`], on one pooled connection.
+struct Reader(PoolConnection<MySql>);
+
+#[async_trait]
+impl RecordReader for Reader {
+    type Error = sqlx::Error;
+
+    async fn profile(&mut self, user: &str) -> Result<Option<Profile>, Self::Error> {
         let record: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT record FROM rec_profiles WHERE user_id = ?")
                 .bind(user)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *self.0)
                 .await?;
         record.map(|r| decode(&r)).transpose()
     }
 
     /// The merged records of `queries` over every partition.
     async fn query_records(
-        conn: &mut MySqlConnection,
+        &mut self,
         queries: &[String],
-    ) -> Result<HashMap<String, QueryRecord>, sqlx::Error> {
+    ) -> Result<HashMap<String, QueryRecord>, Self::Error> {
         let mut rows = Vec::new();
         for chunk in queries.chunks(CHUNK) {
             let mut q = QueryBuilder::<MySql>::new(
                 "SELECT query, record FROM rec_queries WHERE query IN (",
             );
             push_list(&mut q, chunk.iter().cloned());
-            for row in q.build().fetch_all(&mut *conn).await? {
+            for row in q.build().fetch_all(&mut *self.0).await? {
                 let record: Vec<u8> = row.try_get(1)?;
                 rows.push((text(&row, 0)?, decode::<QueryRecord>(&record)?));
             }
@@ -254,17 +258,13 @@ impl MySqlRecommendations {
         Ok(merge_queries(rows))
     }
 
-    async fn catalog(
-        conn: &mut MySqlConnection,
-        ids: impl Iterator<Item = i64>,
-    ) -> Result<HashMap<i64, CatalogEntry>, sqlx::Error> {
-        let ids: Vec<i64> = ids.collect();
+    async fn catalog(&mut self, ids: &[i64]) -> Result<HashMap<i64, CatalogEntry>, Self::Error> {
         let mut catalog = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
             let mut q =
                 QueryBuilder::<MySql>::new("SELECT id, title, author FROM rec_books WHERE id IN (");
             push_list(&mut q, chunk.iter().copied());
-            for row in q.build().fetch_all(&mut *conn).await? {
+            for row in q.build().fetch_all(&mut *self.0).await? {
                 let id: i64 = row.try_get(0)?;
                 catalog.insert(
                     id,
@@ -279,46 +279,19 @@ impl MySqlRecommendations {
         Ok(catalog)
     }
 
-    async fn answer(&self, user: &str, n: usize) -> Result<Vec<Recommendation>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        let profile = Self::profile(&mut conn, user).await?.unwrap_or_default();
-        let interests = interest_queries(&profile);
-        let mut queries = Self::query_records(&mut conn, &interests).await?;
-        let related = related_queries(&interests, &queries);
-        if !related.is_empty() {
-            let more = Self::query_records(&mut conn, &related).await?;
-            queries.extend(more);
-        }
-        let mut author_books = Vec::new();
-        for author in top_authors(&profile) {
-            let ids: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM rec_books WHERE author = ? ORDER BY id LIMIT ?")
-                    .bind(author)
-                    .bind(limit(AUTHOR_BOOKS))
-                    .fetch_all(&mut *conn)
-                    .await?;
-            author_books.extend(ids);
-        }
+    async fn author_books(&mut self, author: &str, limit: usize) -> Result<Vec<i64>, Self::Error> {
+        sqlx::query_scalar("SELECT id FROM rec_books WHERE author = ? ORDER BY id LIMIT ?")
+            .bind(author)
+            .bind(self::limit(limit))
+            .fetch_all(&mut *self.0)
+            .await
+    }
+
+    async fn popular_lists(&mut self) -> Result<Vec<PopularList>, Self::Error> {
         let lists: Vec<Vec<u8>> = sqlx::query_scalar("SELECT record FROM rec_popular_lists")
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *self.0)
             .await?;
-        let lists = lists
-            .iter()
-            .map(|r| decode::<PopularList>(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let popular = merge_popular(
-            lists,
-            n.saturating_add(profile.shown.len()).saturating_add(10),
-        );
-        let hood = Neighbourhood {
-            profile,
-            queries,
-            author_books,
-            popular,
-        };
-        let shortlist = shortlist(&hood, n);
-        let catalog = Self::catalog(&mut conn, shortlist.iter().map(|c| c.id)).await?;
-        Ok(blend(&hood.profile, shortlist, &catalog, n))
+        lists.iter().map(|r| decode::<PopularList>(r)).collect()
     }
 }
 
@@ -392,7 +365,8 @@ impl RecommendStore for MySqlRecommendations {
         user: &str,
         n: usize,
     ) -> Result<Vec<Recommendation>, RepositoryError> {
-        self.answer(user, n).await.map_err(repo_error)
+        let conn = self.pool.acquire().await.map_err(repo_error)?;
+        answer(&mut Reader(conn), user, n).await.map_err(repo_error)
     }
 
     async fn interests(
@@ -401,21 +375,15 @@ impl RecommendStore for MySqlRecommendations {
         n: usize,
         now: DateTime<Utc>,
     ) -> Result<Interests, RepositoryError> {
-        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        let profile = Self::profile(&mut conn, user)
+        let conn = self.pool.acquire().await.map_err(repo_error)?;
+        read_interests(&mut Reader(conn), &self.settings, user, n, now)
             .await
-            .map_err(repo_error)?
-            .unwrap_or_default();
-        let ids = interest_books(&profile, n).into_iter().map(|b| b.id);
-        let catalog = Self::catalog(&mut conn, ids).await.map_err(repo_error)?;
-        Ok(interests(&self.settings, user, &profile, &catalog, n, now))
+            .map_err(repo_error)
     }
 
     async fn catalog_book(&self, id: i64) -> Result<Option<CatalogEntry>, RepositoryError> {
-        let mut conn = self.pool.acquire().await.map_err(repo_error)?;
-        let mut found = Self::catalog(&mut conn, std::iter::once(id))
-            .await
-            .map_err(repo_error)?;
+        let conn = self.pool.acquire().await.map_err(repo_error)?;
+        let mut found = Reader(conn).catalog(&[id]).await.map_err(repo_error)?;
         Ok(found.remove(&id))
     }
 

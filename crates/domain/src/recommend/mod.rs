@@ -867,6 +867,77 @@ pub fn top_authors(profile: &Profile) -> Vec<String> {
         .collect()
 }
 
+/// What a store reads to answer a reader: its records, by key. [`answer`] and [`read_interests`]
+/// do the rest, the same for every store.
+#[async_trait::async_trait]
+pub trait RecordReader: Send {
+    type Error: Send;
+
+    /// `user`'s profile, if the store has one.
+    async fn profile(&mut self, user: &str) -> Result<Option<Profile>, Self::Error>;
+    /// The records of `queries`, every partition's merged ([`merge_queries`]).
+    async fn query_records(
+        &mut self,
+        queries: &[String],
+    ) -> Result<HashMap<String, QueryRecord>, Self::Error>;
+    /// The first `limit` books of `author` in the catalog copy, by id.
+    async fn author_books(&mut self, author: &str, limit: usize) -> Result<Vec<i64>, Self::Error>;
+    /// Every partition's popularity list.
+    async fn popular_lists(&mut self) -> Result<Vec<PopularList>, Self::Error>;
+    /// The catalog entries of `ids` the catalog copy has.
+    async fn catalog(&mut self, ids: &[i64]) -> Result<HashMap<i64, CatalogEntry>, Self::Error>;
+}
+
+/// The best `n` books for `user` ([`blend`]), from what `reader` reads: their profile, the
+/// records of their strongest queries and of the queries related to those, their strongest
+/// authors' books, the popularity lists, and the catalog entries of the shortlist.
+pub async fn answer<R: RecordReader + ?Sized>(
+    reader: &mut R,
+    user: &str,
+    n: usize,
+) -> Result<Vec<Recommendation>, R::Error> {
+    let profile = reader.profile(user).await?.unwrap_or_default();
+    let interests = interest_queries(&profile);
+    let mut queries = reader.query_records(&interests).await?;
+    let related = related_queries(&interests, &queries);
+    if !related.is_empty() {
+        let more = reader.query_records(&related).await?;
+        queries.extend(more);
+    }
+    let mut author_books = Vec::new();
+    for author in top_authors(&profile) {
+        author_books.extend(reader.author_books(&author, AUTHOR_BOOKS).await?);
+    }
+    let popular = merge_popular(
+        reader.popular_lists().await?,
+        n.saturating_add(profile.shown.len()).saturating_add(10),
+    );
+    let hood = Neighbourhood {
+        profile,
+        queries,
+        author_books,
+        popular,
+    };
+    let shortlist = shortlist(&hood, n);
+    let ids: Vec<i64> = shortlist.iter().map(|c| c.id).collect();
+    let catalog = reader.catalog(&ids).await?;
+    Ok(blend(&hood.profile, shortlist, &catalog, n))
+}
+
+/// `user`'s profile as `GET /interests` shows it ([`interests`]), from what `reader` reads.
+pub async fn read_interests<R: RecordReader + ?Sized>(
+    reader: &mut R,
+    settings: &RecommendSettings,
+    user: &str,
+    n: usize,
+    now: DateTime<Utc>,
+) -> Result<Interests, R::Error> {
+    let profile = reader.profile(user).await?.unwrap_or_default();
+    let ids: Vec<i64> = interest_books(&profile, n).iter().map(|b| b.id).collect();
+    let catalog = reader.catalog(&ids).await?;
+    Ok(interests(settings, user, &profile, &catalog, n, now))
+}
+
 /// A reader's profile as `GET /interests` shows it: decayed weights at the time asked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interests {

@@ -118,7 +118,7 @@ fn applying_in_batches_equals_applying_in_one_go() {
     let s = settings();
     let events: Vec<Event> = (0..40)
         .map(|i| {
-            let user = ["a", "b", "c"].get(i % 4).map(|u| *u);
+            let user = ["a", "b", "c"].get(i % 4).copied();
             search(user, (i * 7 + i / 3) % 4, base(), i as i64)
         })
         .collect();
