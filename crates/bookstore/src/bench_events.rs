@@ -247,8 +247,7 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         report.trends = trend_bench(spec, &events, scratch).await?;
     }
     if !spec.recommend.stores.is_empty() {
-        report.recommend =
-            Some(crate::bench_recommend::run(&spec.recommend, spec.batch_size, scratch).await?);
+        report.recommend = Some(crate::bench_recommend::run(&spec.recommend, scratch).await?);
     }
     Ok(report)
 }

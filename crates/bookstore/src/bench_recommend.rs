@@ -451,11 +451,7 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
 }
 
 /// Runs every measurement on every requested store, with its files in `scratch`.
-pub async fn run(
-    spec: &RecommendBench,
-    batch_size: usize,
-    scratch: &std::path::Path,
-) -> anyhow::Result<Report> {
+pub async fn run(spec: &RecommendBench, scratch: &std::path::Path) -> anyhow::Result<Report> {
     if spec.books == 0 || spec.searches == 0 || spec.users == 0 {
         bail!("--rec-users, --rec-books and --rec-searches must be at least 1");
     }
@@ -472,7 +468,9 @@ pub async fn run(
     config.events.backend = EventsBackend::Embedded;
     config.events.topic = format!("bench-rec-searches-{run_id}");
     config.events.catalog_topic = format!("bench-rec-catalog-{run_id}");
-    config.events.batch_size = batch_size;
+    // Batches as the recommendation service takes them (`recommend.batch_size`), not the
+    // pipeline benchmark's `--batch-size`.
+    config.events.batch_size = config.recommend.batch_size;
     config.events.queue_capacity = history
         .catalog
         .len()

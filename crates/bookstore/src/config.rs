@@ -158,6 +158,9 @@ pub struct RecommendConfig {
     pub profile_shown: usize,
     /// Seconds without a search after which a reader's profile is deleted.
     pub profile_ttl: u64,
+    /// Events per batch at most for its consumer (it reads and writes each record a batch
+    /// touches once, so larger batches catch up faster).
+    pub batch_size: usize,
 }
 
 impl Default for RecommendConfig {
@@ -180,6 +183,7 @@ impl Default for RecommendConfig {
             profile_queries: rules.profile_queries,
             profile_shown: rules.profile_shown,
             profile_ttl: rules.profile_ttl.as_secs(),
+            batch_size: 5_000,
         }
     }
 }
@@ -777,10 +781,11 @@ impl Config {
             || recommend.profile_queries == 0
             || recommend.profile_shown == 0
             || recommend.profile_ttl == 0
+            || recommend.batch_size == 0
             || recommend.max_connections == 0
         {
             bail!(
-                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.books_per_query, recommend.related_per_query, recommend.popular_books, recommend.profile_* (profile_ttl too) and recommend.max_connections must be at least 1"
+                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.books_per_query, recommend.related_per_query, recommend.popular_books, recommend.profile_* (profile_ttl too), recommend.batch_size and recommend.max_connections must be at least 1"
             );
         }
         if recommend.group_id.trim().is_empty() {

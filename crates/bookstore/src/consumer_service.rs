@@ -29,6 +29,8 @@ pub(crate) struct ConsumerService<'a> {
     pub store_probe: Arc<dyn Probe>,
     /// The store as the handler its consumer group applies events to.
     pub handler: Arc<dyn EventHandler>,
+    /// Events per batch at most, when the service sets its own (else `events.batch_size`).
+    pub batch_size: Option<usize>,
     pub group: &'a str,
     pub topics: Vec<String>,
     pub listen: SocketAddr,
@@ -51,14 +53,12 @@ impl ConsumerService<'_> {
     ) -> anyhow::Result<ConsumerApp> {
         let bus = EventBus::open(config).await?;
         let stop = CancellationToken::new();
+        let mut events = config.events.clone();
+        if let Some(batch_size) = self.batch_size {
+            events.batch_size = batch_size;
+        }
         let consumer = bus
-            .consumer(
-                &config.events,
-                self.group,
-                self.topics,
-                self.handler,
-                stop.clone(),
-            )
+            .consumer(&events, self.group, self.topics, self.handler, stop.clone())
             .await?;
         let listeners = Listeners::bind(
             self.service,

@@ -114,6 +114,9 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
             async move { ping.ping().await.map_err(|e| e.to_string()) }
         }),
         handler: store,
+        // Larger batches than the other consumers: a batch reads and writes each record it
+        // touches once, however many of its events touch it.
+        batch_size: Some(config.recommend.batch_size),
         group: &config.recommend.group_id,
         topics: vec![
             config.events.catalog_topic.clone(),

@@ -66,6 +66,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
             let ping = ping.clone();
             async move { ping.ping().await.map_err(|e| e.to_string()) }
         }),
+        batch_size: None,
         handler: store,
         group: &config.trend.group_id,
         topics: vec![config.events.topic.clone()],
