@@ -1063,6 +1063,16 @@ pub struct Ratios {
     pub p99: f64,
 }
 
+/// The `q` quantile of a histogram of microseconds, in milliseconds (`None` when it is empty).
+fn quantile_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+/// The largest value of a histogram of microseconds, in milliseconds (`None` when it is empty).
+fn max_ms(h: &Histogram<u64>) -> Option<f64> {
+    (!h.is_empty()).then(|| h.max() as f64 / 1000.0)
+}
+
 /// The delay from a search to its appearance in `GET /trends`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrendDelay {
@@ -1117,10 +1127,9 @@ pub struct RecommendDelay {
 
 impl RecommendDelay {
     fn new(probes: &RecProbes, wait_ms: u64) -> Self {
-        let d = &probes.delays;
-        let delay = |q: f64| (!d.is_empty()).then(|| d.value_at_quantile(q) as f64 / 1000.0);
-        let l = &probes.latency;
-        let request = |q: f64| (!l.is_empty()).then(|| l.value_at_quantile(q) as f64 / 1000.0);
+        let (d, l) = (&probes.delays, &probes.latency);
+        let delay = |q: f64| quantile_ms(d, q);
+        let request = |q: f64| quantile_ms(l, q);
         Self {
             probes: probes.probes,
             changed: d.len(),
@@ -1131,12 +1140,12 @@ impl RecommendDelay {
             wait_ms,
             p50_ms: delay(0.5),
             p99_ms: delay(0.99),
-            max_ms: (!d.is_empty()).then(|| d.max() as f64 / 1000.0),
+            max_ms: max_ms(d),
             polls: probes.polls,
             poll_errors: probes.poll_errors,
             request_p50_ms: request(0.5),
             request_p99_ms: request(0.99),
-            request_max_ms: (!l.is_empty()).then(|| l.max() as f64 / 1000.0),
+            request_max_ms: max_ms(l),
         }
     }
 }
@@ -1442,7 +1451,7 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         .collect();
     all_ratios.insert("all".to_owned(), ratios(&total, &baseline));
     let d = &markers.delays;
-    let delay = |q: f64| (!d.is_empty()).then(|| d.value_at_quantile(q) as f64 / 1000.0);
+    let delay = |q: f64| quantile_ms(d, q);
     let trend_delay = TrendDelay {
         marker_query: markers.marker.clone(),
         markers: markers.sent,
@@ -1452,7 +1461,7 @@ pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
         wait_ms: args.trend_wait_ms,
         p50_ms: delay(0.5),
         p99_ms: delay(0.99),
-        max_ms: (!d.is_empty()).then(|| d.max() as f64 / 1000.0),
+        max_ms: max_ms(d),
         polls: markers.polls,
         poll_errors: markers.poll_errors,
     };
