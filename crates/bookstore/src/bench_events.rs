@@ -454,7 +454,7 @@ async fn raw_produce(
         .create()?;
     let payloads: Vec<(String, Vec<u8>)> = events
         .iter()
-        .map(|e| (e.key().to_owned(), e.to_json()))
+        .map(|e| (e.key().into_owned(), e.to_json()))
         .collect();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {

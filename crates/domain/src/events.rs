@@ -44,6 +44,12 @@ pub const BOOK_DELETED_VERSION: u32 = 1;
 pub const READER_FORGOTTEN: &str = "reader.forgotten";
 /// The version of `reader.forgotten` this code writes.
 pub const READER_FORGOTTEN_VERSION: u32 = 1;
+/// A reader opened a book's page.
+pub const BOOK_VIEWED: &str = "book.viewed";
+/// The `book.viewed` version this build writes and reads.
+pub const BOOK_VIEWED_VERSION: u32 = 1;
+/// The highest rank a view may carry (the API's largest page, and then some).
+pub const MAX_VIEW_RANK: u32 = 10_000;
 /// Kafka header carrying the event type.
 pub const TYPE_HEADER: &str = "type";
 /// Kafka header carrying the event version.
@@ -430,6 +436,159 @@ struct ReaderForgottenV1 {
     user_id: String,
 }
 
+/// Where the link a reader followed to a book's page was: the list it was in, so that consumers
+/// can weigh a view and measure how often each list is taken up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewSource {
+    /// A search's results.
+    Search,
+    /// The Trends panel (a trending query's books, or the most viewed books).
+    Trends,
+    /// "Recommended for you".
+    Recommendation,
+    /// "Readers who looked at this also looked at" on another book's page.
+    Similar,
+    /// Anything else: a typed or shared address, a bookmark, "more by this author".
+    Direct,
+}
+
+impl ViewSource {
+    pub const ALL: [ViewSource; 5] = [
+        ViewSource::Search,
+        ViewSource::Trends,
+        ViewSource::Recommendation,
+        ViewSource::Similar,
+        ViewSource::Direct,
+    ];
+
+    /// The name on the wire and in links (`?from=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewSource::Search => "search",
+            ViewSource::Trends => "trends",
+            ViewSource::Recommendation => "recommendation",
+            ViewSource::Similar => "similar",
+            ViewSource::Direct => "direct",
+        }
+    }
+
+    /// The source named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ViewSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `book.viewed`: a reader opened a book's page. Keyed like a search (the user, else the client,
+/// else the book), so a reader's views and searches stay in order on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookViewedEvent {
+    /// UUID v7.
+    pub id: Uuid,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    /// As in [`SearchEvent::user_id`].
+    pub user_id: Option<String>,
+    /// As in [`SearchEvent::client_id`].
+    pub client_id: Option<String>,
+    /// The book, as the page showed it.
+    pub book: ResultBook,
+    pub source: ViewSource,
+    /// The book's position (from 0) in the list it was opened from, when it came from one.
+    pub rank: Option<u32>,
+    /// For a recommendation: the kind of reason it was given for (`searched`, `author`,
+    /// `viewed`, `popular`), for click-through rates by reason.
+    pub reason: Option<String>,
+}
+
+impl BookViewedEvent {
+    /// A version-1 event, now, with a fresh UUID v7.
+    pub fn now(
+        user_id: Option<String>,
+        client_id: Option<String>,
+        book: ResultBook,
+        source: ViewSource,
+        rank: Option<u32>,
+        reason: Option<String>,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            version: BOOK_VIEWED_VERSION,
+            occurred_at: Utc::now(),
+            user_id,
+            client_id,
+            book,
+            source,
+            rank,
+            reason,
+        }
+    }
+
+    /// Who viewed: the user, else the client.
+    pub fn reader(&self) -> Option<&str> {
+        self.user_id.as_deref().or(self.client_id.as_deref())
+    }
+
+    /// Where the view came from, for rules that count distinct people (see [`SearchEvent::origin`]).
+    pub fn origin(&self) -> Option<&str> {
+        self.client_id.as_deref().or(self.user_id.as_deref())
+    }
+
+    /// The log key: the reader, like their searches; else the book.
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        match self.reader() {
+            Some(reader) => std::borrow::Cow::Borrowed(reader),
+            None => std::borrow::Cow::Owned(self.book.id.to_string()),
+        }
+    }
+
+    /// The version-1 JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = BookViewedV1 {
+            id: self.id,
+            kind: BOOK_VIEWED.to_owned(),
+            version: BOOK_VIEWED_VERSION,
+            occurred_at: self.occurred_at,
+            user_id: self.user_id.clone(),
+            client_id: self.client_id.clone(),
+            book: self.book.clone(),
+            source: self.source,
+            rank: self.rank,
+            reason: self.reason.clone(),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+/// `book.viewed` version 1 on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+struct BookViewedV1 {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    book: ResultBook,
+    source: ViewSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rank: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The longest reason kind a view may carry.
+const MAX_REASON_BYTES: usize = 32;
+
 /// What a catalog event says happened to one book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogChange<'a> {
@@ -447,6 +606,7 @@ pub enum Event {
     BookUpdated(BookEvent),
     BookDeleted(BookDeletedEvent),
     ReaderForgotten(ReaderForgottenEvent),
+    BookViewed(BookViewedEvent),
 }
 
 impl Event {
@@ -481,10 +641,18 @@ impl Event {
         }
     }
 
+    /// The view, if this is a `book.viewed` event.
+    pub fn as_view(&self) -> Option<&BookViewedEvent> {
+        match self {
+            Event::BookViewed(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// What this event does to the catalog, if it is a catalog event.
     pub fn catalog_change(&self) -> Option<CatalogChange<'_>> {
         match self {
-            Event::BookSearched(_) | Event::ReaderForgotten(_) => None,
+            Event::BookSearched(_) | Event::ReaderForgotten(_) | Event::BookViewed(_) => None,
             Event::BookCreated(e) | Event::BookUpdated(e) => Some(CatalogChange::Upsert(&e.book)),
             Event::BookDeleted(e) => Some(CatalogChange::Delete(e.book_id)),
         }
@@ -497,6 +665,7 @@ impl Event {
             Event::BookUpdated(_) => BOOK_UPDATED,
             Event::BookDeleted(_) => BOOK_DELETED,
             Event::ReaderForgotten(_) => READER_FORGOTTEN,
+            Event::BookViewed(_) => BOOK_VIEWED,
         }
     }
 
@@ -507,16 +676,18 @@ impl Event {
             Event::BookCreated(e) | Event::BookUpdated(e) => e.version,
             Event::BookDeleted(e) => e.version,
             Event::ReaderForgotten(e) => e.version,
+            Event::BookViewed(e) => e.version,
         }
     }
 
     /// The log key: events with the same key stay in order on one partition.
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Event::BookSearched(e) => e.key(),
-            Event::BookCreated(e) | Event::BookUpdated(e) => e.key(),
-            Event::BookDeleted(e) => e.key(),
-            Event::ReaderForgotten(e) => e.key(),
+            Event::BookSearched(e) => e.key().into(),
+            Event::BookCreated(e) | Event::BookUpdated(e) => e.key().into(),
+            Event::BookDeleted(e) => e.key().into(),
+            Event::ReaderForgotten(e) => e.key().into(),
+            Event::BookViewed(e) => e.key(),
         }
     }
 
@@ -528,6 +699,7 @@ impl Event {
             Event::BookUpdated(e) => e.to_json_as(BOOK_UPDATED),
             Event::BookDeleted(e) => e.to_json(),
             Event::ReaderForgotten(e) => e.to_json(),
+            Event::BookViewed(e) => e.to_json(),
         }
     }
 }
@@ -650,6 +822,41 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 wire.occurred_at,
                 user_id,
             )))
+        }
+        BOOK_VIEWED => {
+            envelope.require(BOOK_VIEWED_VERSION)?;
+            let wire: BookViewedV1 =
+                serde_json::from_slice(value).map_err(|e| json_error(BOOK_VIEWED, &e))?;
+            let invalid = |reason: String| DecodeError::Invalid {
+                kind: BOOK_VIEWED.to_owned(),
+                reason,
+            };
+            if wire.rank.is_some_and(|r| r > MAX_VIEW_RANK) {
+                return Err(invalid(format!("rank must be at most {MAX_VIEW_RANK}")));
+            }
+            let reason = match wire.reason {
+                Some(r) if r.is_empty() => None,
+                Some(r)
+                    if r.len() > MAX_REASON_BYTES
+                        || !r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+                {
+                    return Err(invalid(format!(
+                        "reason must be at most {MAX_REASON_BYTES} lowercase letters or _"
+                    )));
+                }
+                other => other,
+            };
+            Ok(Event::BookViewed(BookViewedEvent {
+                id: wire.id,
+                version: wire.version,
+                occurred_at: wire.occurred_at,
+                user_id: identity("user_id", wire.user_id)?,
+                client_id: identity("client_id", wire.client_id)?,
+                book: wire.book,
+                source: wire.source,
+                rank: wire.rank,
+                reason,
+            }))
         }
         _ => Err(DecodeError::UnknownType(envelope.kind)),
     }
@@ -792,6 +999,58 @@ mod tests {
                 published_at: NaiveDate::from_ymd_opt(1813, 1, 28).map(Into::into),
             }],
         )
+    }
+
+    fn view(source: ViewSource, rank: Option<u32>, reason: Option<&str>) -> BookViewedEvent {
+        BookViewedEvent::now(
+            Some("reader-1".into()),
+            Some("client-1".into()),
+            sample().results[0].clone(),
+            source,
+            rank,
+            reason.map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn book_viewed_round_trips_and_is_keyed_by_its_reader() {
+        for source in ViewSource::ALL {
+            let event = view(source, Some(3), Some("author"));
+            let json = event.to_json();
+            let decoded = decode(None, &json, None).unwrap();
+            assert_eq!(decoded.kind(), BOOK_VIEWED);
+            assert_eq!(decoded.key(), "reader-1");
+            assert_eq!(decoded, Event::BookViewed(event));
+            assert_eq!(ViewSource::parse(source.as_str()), Some(source));
+        }
+        let anonymous = BookViewedEvent {
+            user_id: None,
+            client_id: None,
+            ..view(ViewSource::Direct, None, None)
+        };
+        assert_eq!(Event::BookViewed(anonymous.clone()).key(), "7");
+        let json = String::from_utf8(anonymous.to_json()).unwrap();
+        assert!(
+            !json.contains("rank") && !json.contains("user_id"),
+            "{json}"
+        );
+        assert!(json.contains(r#""source":"direct""#), "{json}");
+    }
+
+    #[test]
+    fn book_viewed_refuses_what_it_cannot_mean() {
+        let good = String::from_utf8(view(ViewSource::Search, Some(1), None).to_json()).unwrap();
+        let bad = [
+            good.replace(r#""source":"search""#, r#""source":"banner""#),
+            good.replace(r#""rank":1"#, r#""rank":10001"#),
+            good.replace(r#""rank":1"#, r#""rank":-1"#),
+            good.replace(r#""rank":1"#, r#""rank":1,"reason":"Because!""#),
+            good.replace(r#""version":1"#, r#""version":2"#),
+            good.replace(r#""book":{"#, r#""bk":{"#),
+        ];
+        for value in bad {
+            assert!(decode(None, value.as_bytes(), None).is_err(), "{value}");
+        }
     }
 
     #[test]

@@ -201,6 +201,7 @@ pub(crate) fn event_time(event: &Event) -> Option<DateTime<Utc>> {
         Event::BookCreated(e) | Event::BookUpdated(e) => e.occurred_at,
         Event::BookDeleted(e) => e.occurred_at,
         Event::ReaderForgotten(e) => e.occurred_at,
+        Event::BookViewed(e) => e.occurred_at,
     };
     (at > DateTime::<Utc>::UNIX_EPOCH).then_some(at)
 }

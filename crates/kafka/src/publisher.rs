@@ -207,8 +207,9 @@ impl KafkaPublisher {
     /// Hands `event` to librdkafka's queue, with `ticket` as its delivery opaque.
     fn send(&self, event: &Event, ticket: usize) -> Result<(), KafkaError> {
         let payload = event.to_json();
+        let key = event.key();
         let record = BaseRecord::with_opaque_to(&self.topic, ticket)
-            .key(event.key())
+            .key(key.as_ref())
             .payload(&payload)
             .headers(event_headers(event));
         match self.producer.send(record) {

@@ -464,7 +464,7 @@ async fn write_outbox(conn: &mut SqliteConnection, events: &[Event]) -> Result<(
             QueryBuilder::new("INSERT INTO outbox (event_type, event_key, payload) ");
         insert.push_values(chunk, |mut row, event| {
             row.push_bind(event.kind())
-                .push_bind(event.key().to_owned())
+                .push_bind(event.key().into_owned())
                 .push_bind(event.to_json());
         });
         insert.build().execute(&mut *conn).await?;

@@ -1,11 +1,12 @@
 //! The events the web service publishes on the search topic: the "book searched" event every
-//! search with a non-empty query publishes, and the "reader forgotten" event of a reader who asks
-//! to be forgotten.
+//! search with a non-empty query publishes, the "book viewed" event of every book page opened, and
+//! the "reader forgotten" event of a reader who asks to be forgotten.
 
 use std::time::Duration;
 
 use bookstore_domain::events::{
-    Event, MAX_ID_BYTES, ReaderForgottenEvent, ResultBook, SearchEvent, normalize_query,
+    BookViewedEvent, Event, MAX_ID_BYTES, ReaderForgottenEvent, ResultBook, SearchEvent,
+    ViewSource, normalize_query,
 };
 use bookstore_domain::{Book, Delivery, EventPublisher, Published};
 use chrono::Utc;
@@ -63,6 +64,39 @@ pub fn publish_search(
     match state.events.publish(&Event::BookSearched(event)) {
         Published::Queued => tracing::debug!(%event_id, "search event queued"),
         Published::Dropped => tracing::debug!(%event_id, "search event dropped"),
+    }
+}
+
+/// Publishes that the visitor opened `book`'s page, from the list `source` at `rank` (and, for a
+/// recommendation, the kind of its reason), without waiting, like a search.
+pub fn publish_view(
+    state: &WebState,
+    visitor: &Visitor,
+    book: &Book,
+    source: ViewSource,
+    rank: Option<u32>,
+    reason: Option<String>,
+) {
+    let event = BookViewedEvent::now(
+        visitor.user_id().map(|u| u.to_string()),
+        visitor.client_id.clone(),
+        ResultBook {
+            id: book.id.0,
+            title: book.title.clone(),
+            author: book.author.clone(),
+            published_at: Some(book.published_at),
+        },
+        source,
+        rank,
+        reason,
+    );
+    let event_id = event.id;
+    if let Some(recommendations) = &state.recommendations {
+        recommendations.searched();
+    }
+    match state.events.publish(&Event::BookViewed(event)) {
+        Published::Queued => tracing::debug!(%event_id, "view event queued"),
+        Published::Dropped => tracing::debug!(%event_id, "view event dropped"),
     }
 }
 
