@@ -189,6 +189,19 @@ pub struct Trend {
     pub public: bool,
 }
 
+/// A book among the most viewed now, as served by `GET /trends/books`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewedBook {
+    pub id: i64,
+    pub title: String,
+    pub author: String,
+    /// All-time number of views.
+    pub views: u64,
+    /// Time-decayed views now (the same half-life as query trends).
+    pub score: f64,
+    pub last_viewed_at: DateTime<Utc>,
+}
+
 /// Who a list of trends is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Audience {
