@@ -9,7 +9,9 @@ use bookstore_domain::BookRepository;
 use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
-use bookstore_web::{RemoteRecommendations, RemoteTrends, VisitorKeys, WebState};
+use bookstore_web::{
+    ClickThrough, LiveTrends, RemoteRecommendations, RemoteTrends, VisitorKeys, WebState,
+};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -119,6 +121,8 @@ pub struct WebApp {
     retention: Option<Trimming>,
     /// The search index and its consumer of the catalog topic.
     indexer: crate::search::Indexer,
+    /// The live Trends panel and the trend service it follows (`None`: no trend service).
+    live: Option<(Arc<RemoteTrends>, Arc<LiveTrends>)>,
 }
 
 /// The embedded log's trimming task, to start with the service.
@@ -160,19 +164,37 @@ impl WebApp {
         );
         let timeout = Duration::from_millis(config.web.remote_timeout_ms);
         let cache_ttl = Duration::from_millis(config.web.remote_cache_ms);
+        let trends = match remotes.trend_url {
+            Some(url) => Some(Arc::new(
+                RemoteTrends::new(&url, timeout, cache_ttl)
+                    .context("cannot create the trend service client")?,
+            )),
+            None => None,
+        };
+        // The live Trends panel follows the trend service, if there is one. A visitor stream
+        // ends itself at the request timeout, before the server would cut it as a response
+        // that takes too long; the browser reconnects at once.
+        // At most half the port's connections may be live streams, so that they never leave the
+        // page itself without a connection.
+        let live = trends.as_ref().map(|remote| {
+            let live = Arc::new(LiveTrends::new(
+                config
+                    .web
+                    .live_streams
+                    .min(config.http.limits().max_connections / 2)
+                    .max(1),
+                config.http.limits().request_timeout,
+                Duration::from_millis(config.web.live_refresh_ms),
+            ));
+            (remote.clone(), live)
+        });
         let state = WebState {
             books,
             search: Arc::new(indexer.index.clone()),
             events: publisher.publisher.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
-            trends: match remotes.trend_url {
-                Some(url) => Some(Arc::new(
-                    RemoteTrends::new(&url, timeout, cache_ttl)
-                        .context("cannot create the trend service client")?,
-                )),
-                None => None,
-            },
+            trends,
             recommendations: match remotes.recommend_url {
                 Some(url) => Some(Arc::new(
                     RemoteRecommendations::new(&url, timeout, cache_ttl)
@@ -182,6 +204,8 @@ impl WebApp {
             },
             visitors: Arc::new(visitors),
             trend_min_readers: config.trend.min_readers,
+            click_through: Arc::new(ClickThrough::default()),
+            live: live.as_ref().map(|(_, live)| live.clone()),
         };
         let listeners = Listeners::bind(
             "web",
@@ -243,6 +267,7 @@ impl WebApp {
             sink,
             retention,
             indexer,
+            live,
         })
     }
 
@@ -293,12 +318,22 @@ impl WebApp {
                 relay_stop.clone(),
             ))
         });
+        // One subscription to the trend service's stream for every visitor of the live panel.
+        let following = self.live.as_ref().map(|(remote, live)| {
+            tokio::spawn(bookstore_web::follow_trends(remote.clone(), live.clone()))
+        });
+        let live = self.live.map(|(_, live)| live);
         // The service also stops when the search index's consumer fails.
         let index_failed = indexer.failed();
         let shutdown = async move {
             tokio::select! {
                 () = shutdown => {}
                 () = index_failed => {}
+            }
+            // Open live streams would hold the drain up: they end now (browsers reconnect to
+            // another instance).
+            if let Some(live) = live {
+                live.stop();
             }
         };
         let served = drained(self.listeners, self.routers, self.limits, shutdown)
@@ -323,6 +358,9 @@ impl WebApp {
         }
         if let Some(trimming) = trimming {
             let _ = trimming.await;
+        }
+        if let Some(following) = following {
+            let _ = following.await;
         }
         let indexed = indexer
             .stop()

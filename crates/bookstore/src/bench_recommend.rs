@@ -7,13 +7,24 @@
 //! The history is deterministic for [`SEED`]: books fall into topics of [`TOPIC_BOOKS`], each
 //! known user has two or three favourite topics, and each search picks a topic (mostly a
 //! favourite) and returns [`RESULTS`] of its books in a random order, so that books searched
-//! together are books of one topic and related searches mean something.
+//! together are books of one topic and related searches mean something. A known reader opens
+//! (`book.viewed`, right after the search) each result of a favourite topic with the chance
+//! [`VIEW_SHARE`] (0.15), as readers open what they were looking for, and each result outside
+//! their favourite topics with the smaller chance [`OFF_TOPIC_VIEW_SHARE`] (0.05), as readers
+//! also open what they are not interested in (curiosity, misclicks). The results of one search
+//! are all of its topic, so the off-topic views are those of the known readers' searches outside
+//! their favourite topics (about 1 - [`FAVOURITE_SHARE`] of their searches): views are noisy
+//! evidence of the reader's topics, not a copy of them. Views use their own random stream, so
+//! the searches are the same as in a history without them.
 //!
 //! It also scores what each store recommends, calling it directly (not over HTTP) for a sample
 //! of [`QUALITY_USERS`] known readers: precision@10 (the share of the recommended books that are
 //! from one of the reader's favourite topics) and catalog coverage (the distinct books
 //! recommended to the sample over the catalog's), beside a popularity-only baseline (the most
-//! searched books the reader has not been shown) scored the same way on the same readers.
+//! searched books the reader has not been shown) scored the same way on the same readers. The
+//! same scores are taken on a second store fed the same history without its views: what views
+//! add to the recommendations (and the handler's rate on searches alone, comparable with figures
+//! from before views).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,11 +32,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bookstore_domain::events::{BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
-use bookstore_domain::recommend::RecommendStats;
-use bookstore_domain::{EventHandler, RecommendStore};
+use bookstore_domain::EventHandler;
+use bookstore_domain::events::{
+    BookEvent, BookViewedEvent, CatalogBook, Event, ResultBook, SearchEvent, ViewSource,
+};
+use bookstore_domain::recommend::{KIND_AUTHOR, KIND_SEARCHED, KIND_VIEWED, RecommendStats};
 use bookstore_events::ConsumerStats;
-use bookstore_recommend::RecommendState;
+use bookstore_recommend::{RecommendReads, RecommendState};
 use chrono::{DateTime, NaiveDate, Utc};
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
@@ -49,6 +62,12 @@ pub const TOPIC_BOOKS: u64 = 50;
 pub const RESULTS: usize = 10;
 pub const ANONYMOUS_SHARE: f64 = 0.1;
 pub const FAVOURITE_SHARE: f64 = 0.85;
+/// The chance that a known reader opens a result of their search that is in one of their
+/// favourite topics (about 1.5 views per such search of 10 results).
+pub const VIEW_SHARE: f64 = 0.15;
+/// The chance that a known reader opens a result of their search that is in none of their
+/// favourite topics (curiosity, misclicks; about 0.5 views per such search of 10 results).
+pub const OFF_TOPIC_VIEW_SHARE: f64 = 0.05;
 /// Books per author (consecutive books, so mostly of one topic).
 pub const AUTHOR_BOOKS: u64 = 8;
 /// Search events the one-upsert-per-result baseline handles (it is slow).
@@ -62,8 +81,10 @@ pub const GOAL_RATIO: f64 = 20.0;
 /// books asked for each.
 pub const QUALITY_USERS: usize = 1_000;
 pub const QUALITY_N: usize = 10;
-/// The recommenders scored: the store's own (`GET /recommendations`), and the baseline.
+/// The recommenders scored: the store's own (`GET /recommendations`) fed the history with its
+/// views, then fed the same history without them, and the baseline.
 pub const DESIGN: &str = "this design";
+pub const NO_VIEWS: &str = "this design, history without views";
 pub const POPULARITY: &str = "popularity only (baseline)";
 
 /// A recommendation store to measure.
@@ -124,10 +145,10 @@ pub struct HttpLatency {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// For `/recommendations`: answers with `n` books, and the reasons of every book returned
-    /// (searches, author, popular).
+    /// For `/recommendations`: answers with `n` books, and the kinds of reason of every book
+    /// returned (searched, viewed, author, popular).
     pub full: Option<u64>,
-    pub reasons: Option<[u64; 3]>,
+    pub reasons: Option<[u64; 4]>,
 }
 
 /// How good one recommender's books are for a sample of known readers, on one store.
@@ -167,6 +188,9 @@ pub struct Shape {
     pub topics: u64,
     pub searches: u64,
     pub anonymous: u64,
+    pub views: u64,
+    /// Of `views`, those of a book in none of the reader's favourite topics.
+    pub off_topic_views: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -177,14 +201,17 @@ pub struct Report {
     pub baseline_statements: Vec<(&'static str, u64)>,
     pub latency: Vec<HttpLatency>,
     pub held: Vec<Held>,
-    /// Per store, [`DESIGN`] then [`POPULARITY`].
+    /// Per store, [`DESIGN`], [`POPULARITY`] then [`NO_VIEWS`].
     pub quality: Vec<Quality>,
 }
 
 /// The synthetic history.
 pub struct History {
     pub catalog: Vec<Event>,
+    /// The searches alone: the history without views.
     pub searches: Vec<Event>,
+    /// The searches and, after each, the views of its reader.
+    pub events: Vec<Event>,
     /// Users with at least one search, the ones requests ask about.
     pub users: Vec<String>,
     /// Indexed like `users`: their favourite topics.
@@ -304,10 +331,13 @@ fn quality_sample(users: usize) -> Vec<usize> {
     chosen.to_vec()
 }
 
-/// Books, then searches from `users` users over the last 30 days; deterministic for `seed`
-/// (except event ids and the times, which are relative to now).
+/// Books, then searches from `users` users over the last 30 days, and the views of known readers
+/// after them; deterministic for `seed` (except event ids and the times, which are relative to
+/// now).
 pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Views draw from a stream of their own: the searches are those of a history without views.
+    let mut view_rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(3));
     let books = books.max(1);
     let topics = (books / TOPIC_BOOKS).max(1);
     let authors = books.div_ceil(AUTHOR_BOOKS).max(1);
@@ -373,7 +403,9 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
     let mut popularity = vec![0u64; entries.len()];
     let span = (now - start).num_milliseconds().max(1);
     let mut events = Vec::with_capacity(usize::try_from(searches).unwrap_or(0));
+    let mut with_views = Vec::with_capacity(events.capacity());
     let mut anonymous = 0;
+    let mut off_topic_views = 0;
     let mut shuffled: Vec<usize> = Vec::with_capacity(usize::try_from(TOPIC_BOOKS).unwrap_or(0));
     for j in 0..searches {
         let user = if users == 0 || rng.random_bool(ANONYMOUS_SHARE) {
@@ -397,7 +429,7 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
         if let Some(u) = user {
             shown[u].extend(chosen.iter().map(|&i| entries[i].id));
         }
-        let results = chosen.iter().map(|&i| entries[i].clone()).collect();
+        let results: Vec<ResultBook> = chosen.iter().map(|&i| entries[i].clone()).collect();
         let offset_ms = i64::try_from(j).unwrap_or(i64::MAX).saturating_mul(span)
             / i64::try_from(searches).unwrap_or(i64::MAX).max(1);
         let at: DateTime<Utc> = start + chrono::Duration::milliseconds(offset_ms);
@@ -411,14 +443,42 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
                 None
             }
         };
-        events.push(Event::BookSearched(SearchEvent::new(
+        let search = Event::BookSearched(SearchEvent::new(
             Uuid::now_v7(),
             at,
-            user_id,
+            user_id.clone(),
             &format!("topic {topic}"),
             0,
-            results,
-        )));
+            results.clone(),
+        ));
+        events.push(search.clone());
+        with_views.push(search);
+        if let Some(u) = user {
+            for (rank, book) in results.iter().enumerate() {
+                // All the results are of `topic`; one draw per result either way.
+                let on_topic = favourites[u].contains(&topic);
+                let chance = if on_topic {
+                    VIEW_SHARE
+                } else {
+                    OFF_TOPIC_VIEW_SHARE
+                };
+                if view_rng.random_bool(chance) {
+                    if !on_topic {
+                        off_topic_views += 1;
+                    }
+                    let mut view = BookViewedEvent::now(
+                        user_id.clone(),
+                        None,
+                        book.clone(),
+                        ViewSource::Search,
+                        u32::try_from(rank).ok(),
+                        None,
+                    );
+                    view.occurred_at = at + chrono::Duration::seconds(1 + rank as i64);
+                    with_views.push(Event::BookViewed(view));
+                }
+            }
+        }
     }
     let (mut known, mut known_favourites, mut known_shown) = (Vec::new(), Vec::new(), Vec::new());
     for (((id, seen), favourite), mut books) in ids.into_iter().zip(seen).zip(favourites).zip(shown)
@@ -440,9 +500,12 @@ pub fn history(users: u64, books: u64, searches: u64, seed: u64) -> History {
             topics,
             searches,
             anonymous,
+            views: (with_views.len() - events.len()) as u64,
+            off_topic_views,
         },
         catalog,
         searches: events,
+        events: with_views,
         users: known,
         favourites: known_favourites,
         shown: known_shown,
@@ -474,7 +537,7 @@ pub async fn run(spec: &RecommendBench, scratch: &std::path::Path) -> anyhow::Re
     config.events.queue_capacity = history
         .catalog
         .len()
-        .max(history.searches.len())
+        .max(history.events.len())
         .saturating_add(1);
     config.events.queue_max_bytes = crate::bench_events::BENCH_QUEUE_BYTES;
     let result = run_stores(spec, &history, &mut config, &run_id).await;
@@ -499,15 +562,21 @@ async fn run_stores(
         ],
     )
     .await?;
+    bus.ensure_topics(&config.events, &[no_views_topic(config)])
+        .await?;
     eprintln!(
-        "recommend: writing {} catalog and {} search events to an embedded log",
+        "recommend: writing {} catalog, {} search and {} view events to an embedded log",
         history.catalog.len(),
-        history.searches.len()
+        history.searches.len(),
+        history.events.len() - history.searches.len()
     );
     let mut catalog_events = config.events.clone();
     catalog_events.topic = config.events.catalog_topic.clone();
     publish_all(&bus.publisher(&catalog_events).await?, &history.catalog).await?;
-    publish_all(&bus.publisher(&config.events).await?, &history.searches).await?;
+    publish_all(&bus.publisher(&config.events).await?, &history.events).await?;
+    let mut searches_only = config.events.clone();
+    searches_only.topic = no_views_topic(config);
+    publish_all(&bus.publisher(&searches_only).await?, &history.searches).await?;
 
     let mut report = Report::default();
     for (i, kind) in spec.stores.iter().enumerate() {
@@ -542,6 +611,11 @@ async fn run_stores(
         }
     }
     Ok(report)
+}
+
+/// The topic of the history without views.
+fn no_views_topic(config: &Config) -> String {
+    format!("{}-without-views", config.events.topic)
 }
 
 async fn drop_database(url: &str, name: &str) {
@@ -607,7 +681,7 @@ async fn measure_members(
         stats.push(consumer.stats());
         tasks.push(tokio::spawn(consumer.run()));
     }
-    let expected = history.searches.len() as u64;
+    let expected = history.events.len() as u64;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3_600);
     let applied = |stats: &[Arc<ConsumerStats>]| -> u64 {
@@ -620,7 +694,7 @@ async fn measure_members(
         if Instant::now() > deadline {
             stop.cancel();
             bail!(
-                "{} members did not apply the searches within an hour",
+                "{} members did not apply the history within an hour",
                 spec.members
             );
         }
@@ -655,8 +729,12 @@ async fn measure_members(
 }
 
 /// The path of the figure of several members of one group.
-pub const MEMBERS_PATH: &str =
-    "handler: book.searched, --rec-members members of one group (framework, batches, exactly once)";
+pub const MEMBERS_PATH: &str = "handler: book.searched and book.viewed, --rec-members members of one group (framework, batches, exactly once)";
+/// The paths of the handler's figures with and without views.
+pub const VIEWS_PATH: &str =
+    "handler: book.searched and book.viewed (framework, batches, exactly once)";
+pub const SEARCHES_PATH: &str =
+    "handler: book.searched (the history without views; framework, batches, exactly once)";
 
 /// `server` with the database `name`: `mysql://u:p@host:port` → `mysql://u:p@host:port/name`,
 /// keeping any `?options`.
@@ -710,7 +788,7 @@ async fn measure_store(
         events: history.catalog.len() as u64,
         seconds,
     });
-    eprintln!("recommend: {name}: applying the searches through the framework");
+    eprintln!("recommend: {name}: applying the searches and views through the framework");
     let seconds = consume(
         bus,
         config,
@@ -720,14 +798,14 @@ async fn measure_store(
             config.events.topic.clone(),
         ],
         store.clone(),
-        history.searches.len() as u64 + 1,
+        history.events.len() as u64 + 1,
         name,
     )
     .await?;
     report.throughput.push(Throughput {
         backend: name,
-        path: "handler: book.searched (framework, batches, exactly once)",
-        events: history.searches.len() as u64,
+        path: VIEWS_PATH,
+        events: history.events.len() as u64,
         seconds,
     });
 
@@ -760,15 +838,7 @@ async fn measure_store(
         "recommend: {name}: scoring the recommendations of {} readers",
         readers.len()
     );
-    let mut lists = Vec::with_capacity(readers.len());
-    for &i in &readers {
-        let uid = &history.users[i];
-        let books = store
-            .recommend(uid, QUALITY_N)
-            .await
-            .with_context(|| format!("cannot recommend books to reader {uid}"))?;
-        lists.push((i, books.into_iter().map(|b| b.id).collect::<Vec<i64>>()));
-    }
+    let lists = recommended(store.as_ref(), history, &readers).await?;
     report.quality.push(history.quality(name, DESIGN, &lists));
     let ranking = popularity_ranking(&history.popularity);
     let popular: Vec<(usize, Vec<i64>)> = readers
@@ -783,10 +853,103 @@ async fn measure_store(
         .push(history.quality(name, POPULARITY, &popular));
 
     eprintln!("recommend: {name}: {} requests per endpoint", spec.requests);
-    let answers: Arc<dyn RecommendStore> = store;
+    let answers: Arc<dyn RecommendReads> = store;
     report
         .latency
         .extend(latency(answers, &history.users, spec.requests, name).await?);
+
+    // The same history without its views, into a store of its own: the handler's rate on
+    // searches alone, and what the recommendations are without views.
+    let mut bare = Config {
+        data_dir: config.data_dir.clone(),
+        events: config.events.clone(),
+        recommend: config.recommend.clone(),
+        ..Config::default()
+    };
+    bare.events.topic = no_views_topic(config);
+    let database = match kind {
+        RecommendStoreKind::Embedded => {
+            bare.data_dir = config.data_dir.join("without-views");
+            None
+        }
+        RecommendStoreKind::MySql => {
+            let name = format!("bookstore_bench_{}", Uuid::new_v4().simple());
+            let url = database_url(&spec.mysql_url, &name)?;
+            bare.recommend.db_url = Some(Secret(url.clone().into()));
+            Some((url, name))
+        }
+    };
+    let result =
+        measure_without_views(history, bus, &bare, name, &format!("{group}-bare"), report).await;
+    if let Some((url, name)) = database {
+        drop_database(&url, &name).await;
+    }
+    result
+}
+
+/// What `store` recommends to each of `readers` (indices into `history.users`).
+async fn recommended(
+    store: &dyn RecommendBackend,
+    history: &History,
+    readers: &[usize],
+) -> anyhow::Result<Vec<(usize, Vec<i64>)>> {
+    let mut lists = Vec::with_capacity(readers.len());
+    for &i in readers {
+        let uid = &history.users[i];
+        let books = store
+            .recommend(uid, QUALITY_N)
+            .await
+            .with_context(|| format!("cannot recommend books to reader {uid}"))?;
+        lists.push((i, books.into_iter().map(|b| b.id).collect::<Vec<i64>>()));
+    }
+    Ok(lists)
+}
+
+/// The catalog and the searches alone (`config.events.topic` is the history without views) into
+/// the store `config` names: the handler's rate, and the quality of its recommendations to the
+/// same readers as the store with views.
+async fn measure_without_views(
+    history: &History,
+    bus: &EventBus,
+    config: &Config,
+    name: &'static str,
+    group: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let store = open_recommend_store(config).await?;
+    eprintln!("recommend: {name}: the same history without views, into another store");
+    consume(
+        bus,
+        config,
+        group,
+        vec![config.events.catalog_topic.clone()],
+        store.clone(),
+        history.catalog.len() as u64 + 1,
+        name,
+    )
+    .await?;
+    let seconds = consume(
+        bus,
+        config,
+        group,
+        vec![
+            config.events.catalog_topic.clone(),
+            config.events.topic.clone(),
+        ],
+        store.clone(),
+        history.searches.len() as u64 + 1,
+        name,
+    )
+    .await?;
+    report.throughput.push(Throughput {
+        backend: name,
+        path: SEARCHES_PATH,
+        events: history.searches.len() as u64,
+        seconds,
+    });
+    let readers = quality_sample(history.users.len());
+    let lists = recommended(store.as_ref(), history, &readers).await?;
+    report.quality.push(history.quality(name, NO_VIEWS, &lists));
     Ok(())
 }
 
@@ -929,13 +1092,13 @@ async fn baseline(
 
 #[derive(Deserialize)]
 struct Answer {
-    reason: String,
+    kind: String,
 }
 
 /// Serves the recommendation API on a free port and times `requests` sequential requests to
 /// each endpoint, alternating, for random known users (the same users for every store).
 async fn latency(
-    store: Arc<dyn RecommendStore>,
+    store: Arc<dyn RecommendReads>,
     users: &[String],
     requests: u64,
     name: &'static str,
@@ -988,7 +1151,7 @@ async fn measure_requests(
     let (mut rec, mut int) = (new_histogram()?, new_histogram()?);
     let (mut rec_errors, mut int_errors) = (0u64, 0u64);
     let mut full = 0u64;
-    let mut reasons = [0u64; 3];
+    let mut reasons = [0u64; 4];
     for i in 0..WARM_UP_REQUESTS + requests {
         let measured = i >= WARM_UP_REQUESTS;
         let (a, b) = (pick(), pick());
@@ -1028,12 +1191,11 @@ async fn measure_requests(
                     full += 1;
                 }
                 for answer in &answers {
-                    let kind = if answer.reason.starts_with("because you searched for") {
-                        0
-                    } else if answer.reason.starts_with("more by") {
-                        1
-                    } else {
-                        2
+                    let kind = match answer.kind.as_str() {
+                        KIND_SEARCHED => 0,
+                        KIND_VIEWED => 1,
+                        KIND_AUTHOR => 2,
+                        _ => 3,
                     };
                     reasons[kind] += 1;
                 }
@@ -1077,8 +1239,16 @@ async fn measure_requests(
 pub fn table(report: &Report) -> String {
     let s = &report.shape;
     let mut out = format!(
-        "\nrecommendation history: {} books by {} authors in {} topics of {TOPIC_BOOKS}, {} searches ({} anonymous) of {RESULTS} results by {} users ({} of them searched)\n",
-        s.books, s.authors, s.topics, s.searches, s.anonymous, s.users, s.known_users
+        "\nrecommendation history: {} books by {} authors in {} topics of {TOPIC_BOOKS}, {} searches ({} anonymous) of {RESULTS} results by {} users ({} of them searched), {} views by known readers ({} of them off-topic: each result of a favourite topic opened with chance {VIEW_SHARE}, each result of another topic with chance {OFF_TOPIC_VIEW_SHARE}, as readers also open what they are not interested in)\n",
+        s.books,
+        s.authors,
+        s.topics,
+        s.searches,
+        s.anonymous,
+        s.users,
+        s.known_users,
+        s.views,
+        s.off_topic_views
     );
     out.push_str(
         "\n| recommendation store | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n",
@@ -1101,18 +1271,25 @@ pub fn table(report: &Report) -> String {
                 .iter()
                 .find(|t| t.backend == *store && t.path.starts_with(prefix))
         };
-        if let (Some(ours), Some(baseline)) = (find("handler: book.searched"), find("baseline")) {
+        if let (Some(ours), Some(baseline)) = (find(SEARCHES_PATH), find("baseline")) {
             let ratio = ours.per_second() / baseline.per_second().max(1e-9);
             out.push_str(&format!(
                 "{store}: the recommendation handler applies search events at {ratio:.2}x the rate of the tutorial's consumer ({statements} upserts for {} events); goal at least {GOAL_RATIO}x: {}\n",
                 baseline.events,
                 if ratio >= GOAL_RATIO { "met" } else { "missed" }
             ));
-            if let Some(members) = find(MEMBERS_PATH) {
+            if let Some(views) = find(VIEWS_PATH) {
                 out.push_str(&format!(
-                    "{store}: the members of one group together apply {:.2}x the rate of one\n",
-                    members.per_second() / ours.per_second().max(1e-9)
+                    "{store}: with views, the handler applies {:.0} events/s ({:.2}x its rate on the searches alone)\n",
+                    views.per_second(),
+                    views.per_second() / ours.per_second().max(1e-9)
                 ));
+                if let Some(members) = find(MEMBERS_PATH) {
+                    out.push_str(&format!(
+                        "{store}: the members of one group together apply {:.2}x the rate of one\n",
+                        members.per_second() / views.per_second().max(1e-9)
+                    ));
+                }
             }
         }
     }
@@ -1143,12 +1320,13 @@ pub fn table(report: &Report) -> String {
                 if rec.p99_ms < GOAL_P99_MS { "met" } else { "missed" }
             ));
         }
-        if let Some([co, author, popular]) = rec.reasons {
-            let total = (co + author + popular).max(1) as f64;
+        if let Some([searched, viewed, author, popular]) = rec.reasons {
+            let total = (searched + viewed + author + popular).max(1) as f64;
             out.push_str(&format!(
-                "{}: reasons of the books recommended: {:.0}% searches, {:.0}% author, {:.0}% popular\n",
+                "{}: reasons of the books recommended: {:.0}% searches, {:.0}% views, {:.0}% author, {:.0}% popular\n",
                 rec.store,
-                100.0 * co as f64 / total,
+                100.0 * searched as f64 / total,
+                100.0 * viewed as f64 / total,
                 100.0 * author as f64 / total,
                 100.0 * popular as f64 / total
             ));
@@ -1223,6 +1401,44 @@ mod tests {
         assert_eq!(a.catalog.len(), 1_000);
         assert_eq!(a.searches.len(), 500);
         assert_eq!(a.users, b.users);
+        assert!(a.shape.views > 0 && a.events.len() == 500 + a.shape.views as usize);
+        // The views of a known reader follow their search, of its results; most in a favourite
+        // topic, some (fewer per result shown) not.
+        let mut last: Option<&SearchEvent> = None;
+        let (mut on_topic, mut off_topic) = (0u64, 0u64);
+        for e in &a.events {
+            match (e.as_search(), e.as_view()) {
+                (Some(search), _) => last = Some(search),
+                (_, Some(view)) => {
+                    let search = last.expect("a view follows a search");
+                    assert_eq!(view.user_id, search.user_id);
+                    assert!(view.user_id.is_some());
+                    assert!(search.results.iter().any(|r| r.id == view.book.id));
+                    let i = a
+                        .users
+                        .iter()
+                        .position(|u| Some(u) == view.user_id.as_ref());
+                    let topic = a.topic_of(view.book.id).unwrap();
+                    if a.favourites[i.unwrap()].contains(&topic) {
+                        on_topic += 1;
+                    } else {
+                        off_topic += 1;
+                    }
+                }
+                _ => unreachable!("the history holds searches and views"),
+            }
+        }
+        assert_eq!(on_topic + off_topic, a.shape.views);
+        assert_eq!(off_topic, a.shape.off_topic_views);
+        assert!(off_topic > 0 && off_topic < on_topic);
+        let views = |h: &History| -> Vec<(Option<String>, i64)> {
+            h.events
+                .iter()
+                .filter_map(Event::as_view)
+                .map(|v| (v.user_id.clone(), v.book.id))
+                .collect()
+        };
+        assert_eq!(views(&a), views(&b));
         let books = |h: &History| -> Vec<(Option<String>, Vec<i64>)> {
             h.searches
                 .iter()

@@ -156,7 +156,13 @@ pub struct RecommendConfig {
     pub profile_authors: usize,
     pub profile_queries: usize,
     pub profile_shown: usize,
-    /// Seconds without a search after which a reader's profile is deleted.
+    /// Books remembered as viewed per reader (never recommended to them).
+    pub profile_viewed: usize,
+    /// Co-viewed books kept per book ("readers who looked at this also looked at").
+    pub similar_per_book: usize,
+    /// Seconds within which two views by one reader count as viewed together (one visit).
+    pub coview_window: u64,
+    /// Seconds without a search or a view after which a reader's profile is deleted.
     pub profile_ttl: u64,
     /// Events per batch at most for its consumer (it reads and writes each record a batch
     /// touches once, so larger batches catch up faster).
@@ -182,6 +188,9 @@ impl Default for RecommendConfig {
             profile_authors: rules.profile_authors,
             profile_queries: rules.profile_queries,
             profile_shown: rules.profile_shown,
+            profile_viewed: rules.profile_viewed,
+            similar_per_book: rules.similar_per_book,
+            coview_window: rules.coview_window.as_secs(),
             profile_ttl: rules.profile_ttl.as_secs(),
             batch_size: 5_000,
         }
@@ -201,6 +210,9 @@ impl RecommendConfig {
             profile_authors: self.profile_authors,
             profile_queries: self.profile_queries,
             profile_shown: self.profile_shown,
+            profile_viewed: self.profile_viewed,
+            similar_per_book: self.similar_per_book,
+            coview_window: Duration::from_secs(self.coview_window),
             profile_ttl: Duration::from_secs(self.profile_ttl),
         }
     }
@@ -244,6 +256,8 @@ pub struct TrendConfig {
     pub max_trends: usize,
     /// Distinct readers who must have searched a query before the page shows it under Trends.
     pub min_readers: u32,
+    /// Open `GET /trends/stream` streams at most (its subscribers are the web instances).
+    pub max_streams: usize,
 }
 
 impl Default for TrendConfig {
@@ -262,6 +276,7 @@ impl Default for TrendConfig {
             min_score: 0.01,
             max_trends: 10_000,
             min_readers: 3,
+            max_streams: 64,
         }
     }
 }
@@ -301,6 +316,13 @@ pub struct WebConfig {
     /// answers.
     pub remote_timeout_ms: u64,
     pub remote_cache_ms: u64,
+    /// Visitor streams of the live Trends panel (`GET /live/trends`) open at once; past it a 503.
+    /// At most half of `http.max_connections` (a larger value is lowered to that), so that the
+    /// streams never take every connection of the port.
+    pub live_streams: usize,
+    /// How often the live panel's lists are fetched again even when the trend service's stream
+    /// says nothing (it may be down).
+    pub live_refresh_ms: u64,
     /// The key that signs visitor ids (`uid` cookies), at least 32 characters; unset or empty: a random
     /// one generated into `<data_dir>/cookie_secret`. Web instances behind one address must share
     /// it.
@@ -533,6 +555,8 @@ impl Default for WebConfig {
             recommend_url: None,
             remote_timeout_ms: 300,
             remote_cache_ms: 2_000,
+            live_streams: 256,
+            live_refresh_ms: 5_000,
             cookie_secret: None,
             public_url: None,
             cookie_secure: None,
@@ -780,12 +804,15 @@ impl Config {
             || recommend.profile_authors == 0
             || recommend.profile_queries == 0
             || recommend.profile_shown == 0
+            || recommend.profile_viewed == 0
+            || recommend.similar_per_book == 0
+            || recommend.coview_window == 0
             || recommend.profile_ttl == 0
             || recommend.batch_size == 0
             || recommend.max_connections == 0
         {
             bail!(
-                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.books_per_query, recommend.related_per_query, recommend.popular_books, recommend.profile_* (profile_ttl too), recommend.batch_size and recommend.max_connections must be at least 1"
+                "invalid configuration: recommend.results_per_event, recommend.history_per_event, recommend.books_per_query, recommend.related_per_query, recommend.popular_books, recommend.profile_* (profile_ttl too), recommend.similar_per_book, recommend.coview_window, recommend.batch_size and recommend.max_connections must be at least 1"
             );
         }
         if recommend.group_id.trim().is_empty() {
@@ -800,6 +827,12 @@ impl Config {
         }
         if self.web.remote_timeout_ms == 0 {
             bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
+        }
+        if self.web.live_refresh_ms < 100 {
+            bail!(
+                "invalid configuration: web.live_refresh_ms must be at least 100, got {}",
+                self.web.live_refresh_ms
+            );
         }
         if let Some(secret) = self.configured_cookie_secret() {
             if secret.expose().chars().count() < 32 {
@@ -1344,6 +1377,11 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("web.page_size"), "{err}");
+            jail.create_file("refresh.yaml", "web:\n  live_refresh_ms: 5\n")?;
+            let err = Config::load(Some(Path::new("refresh.yaml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("web.live_refresh_ms"), "{err}");
             Ok(())
         });
     }

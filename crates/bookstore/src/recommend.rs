@@ -5,19 +5,19 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
+use bookstore_domain::EventHandler;
 use bookstore_domain::recommend::RecommendSettings;
-use bookstore_domain::{EventHandler, RecommendStore};
 use bookstore_mysql::MySqlRecommendations;
-use bookstore_recommend::RecommendState;
+use bookstore_recommend::{RecommendReads, RecommendState};
 use bookstore_sqlite::SqliteRecommendations;
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, DbKind, db_kind};
 use crate::consumer_service::{ConsumerApp, ConsumerService};
 
-/// A recommendation store that is also the handler filling it.
-pub trait RecommendBackend: RecommendStore + EventHandler {}
-impl<T: RecommendStore + EventHandler> RecommendBackend for T {}
+/// A recommendation store (with its co-view reads) that is also the handler filling it.
+pub trait RecommendBackend: RecommendReads + EventHandler {}
+impl<T: RecommendReads + EventHandler> RecommendBackend for T {}
 
 /// Opens the recommendation store `recommend.db_url` names: its own SQLite file by default, or a
 /// MySQL database (created if missing; its tables are all named `rec_*`, plus
@@ -99,7 +99,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     let store = open_recommend_store(config).await?;
     expire_profiles(Arc::downgrade(&store), config.recommend.settings());
     let ping = store.clone();
-    let answers: Arc<dyn RecommendStore> = store.clone();
+    let answers: Arc<dyn RecommendReads> = store.clone();
     ConsumerService {
         service: "recommend",
         name: "recommendation",

@@ -8,7 +8,7 @@ use anyhow::Context;
 use bookstore_domain::{EventHandler, TrendStore};
 use bookstore_redis::RedisTrends;
 use bookstore_sqlite::SqliteTrends;
-use bookstore_trend::TrendState;
+use bookstore_trend::{Changes, Notifying, TrendState};
 
 use crate::config::{Config, TrendStoreKind};
 use crate::consumer_service::{ConsumerApp, ConsumerService};
@@ -53,11 +53,17 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     let store = open_trend_store(config).await?;
     let ping = store.clone();
     let trends: Arc<dyn TrendStore> = store.clone();
+    // The consumer announces its batches to the streams of GET /trends/stream.
+    let changes = Changes::new(
+        config.trend.max_streams,
+        config.http.limits().request_timeout,
+    );
+    let handler = Arc::new(Notifying::new(store, changes.clone()));
     ConsumerService {
         service: "trend",
         name: "trend",
         title: "bookstore trend service",
-        description: "Trending searches, from the book.searched events its consumer group applies.",
+        description: "Trending searches and the most viewed books, from the book.searched and book.viewed events its consumer group applies; GET /trends/stream tells when they change.",
         store: match config.trend.store {
             TrendStoreKind::Embedded => "sqlite",
             TrendStoreKind::Redis => "redis",
@@ -67,7 +73,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
             async move { ping.ping().await.map_err(|e| e.to_string()) }
         }),
         batch_size: None,
-        handler: store,
+        handler,
         group: &config.trend.group_id,
         topics: vec![config.events.topic.clone()],
         listen: config.trend.listen,
@@ -76,7 +82,13 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
         ops_listen_key: "trend.ops_listen",
     }
     .build(config, |surface| {
-        bookstore_trend::router(TrendState { store: trends }, surface)
+        bookstore_trend::router(
+            TrendState {
+                store: trends,
+                changes,
+            },
+            surface,
+        )
     })
     .await
 }

@@ -231,8 +231,11 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
     assert_eq!(
         html.matches("<script").count(),
         html.matches(r#"<script src="/static/suggest.js" defer></script>"#)
-            .count(),
-        "the page's only script is its own file (CSP script-src 'self'), never inline"
+            .count()
+            + html
+                .matches(r#"<script src="/static/live.js" defer></script>"#)
+                .count(),
+        "the page's only scripts are its own files (CSP script-src 'self'), never inline"
     );
     assert!(
         !html.contains(" style="),
@@ -428,6 +431,8 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             "web",
             vec![
                 "get /",
+                "get /books/{id}",
+                "get /live/trends",
                 "get /api/books",
                 "get /api/suggest",
                 "post /api/books",
@@ -439,11 +444,21 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
                 "get /static/{file}",
             ],
         ),
-        ("trend", vec!["get /trends"]),
-        ("recommend", vec!["get /recommendations", "get /books/{id}"]),
+        (
+            "trend",
+            vec!["get /trends", "get /trends/books", "get /trends/stream"],
+        ),
+        (
+            "recommend",
+            vec![
+                "get /recommendations",
+                "get /books/{id}",
+                "get /books/{id}/similar",
+            ],
+        ),
     ]);
     let internal: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
-        ("web", vec![]),
+        ("web", vec!["get /stats"]),
         ("trend", vec![]),
         ("recommend", vec!["get /interests", "get /stats"]),
     ]);
@@ -522,7 +537,16 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             };
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
-            let body = response.text().await.unwrap();
+            // A stream (Server-Sent Events) does not end: its status and type say it is served.
+            let streams = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+            let body = if streams {
+                String::new()
+            } else {
+                response.text().await.unwrap()
+            };
             assert!(
                 !body.contains("no route for") && status != 405,
                 "{name}: {method} {path} is documented but not served ({status}: {body})"

@@ -279,8 +279,16 @@ pub trait TrendStore: Send + Sync + 'static {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<crate::trends::Trend>, RepositoryError>;
 
+    /// The best `n` viewed books at `now` (`book.viewed`), by time-decayed views.
+    async fn viewed_books(
+        &self,
+        n: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::trends::ViewedBook>, RepositoryError>;
+
     /// Whether the store holds anything keyed by the reader `user_id`: a cap counter of theirs
-    /// (as reader, or as the origin of their searches without a client) or their place among the
+    /// (as reader, or as the origin of their searches or views without a client; views' counters
+    /// included) or their place among the
     /// origins of a trend not public yet. None once their `reader.forgotten` is applied, until
     /// they search again. For tests and checks: it may read every counter and trend.
     async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError>;

@@ -1,26 +1,31 @@
 //! The recommendation store on MySQL/MariaDB: the records of `bookstore_domain::recommend`
-//! (profiles, query records, popularity lists), each one row with its record encoded in a blob,
+//! (profiles, query records, popularity lists, co-view records), each one row with its record
+//! encoded in a blob,
 //! read and rewritten per batch in one InnoDB transaction together with the consumed positions,
 //! like the SQLite store.
 //!
 //! Several consumer instances may apply batches at once, each of the partitions it owns. Query
-//! records and popularity lists are keyed by partition, and a reader's searches all go to one
-//! partition, so no two instances rewrite the same row: the lock on a partition's position row
+//! records, popularity lists and co-view records are keyed by partition, and a reader's searches
+//! and views all go to one partition, so no two instances rewrite the same row: the lock on a partition's position row
 //! (taken first, by the position check) is the only one a batch waits for. Profiles are still
 //! read `FOR UPDATE`, in sorted order, for the rare reader whose searches moved partition (the
 //! topic's partitions were added to).
 //!
 //! Names, queries, titles and user ids use the `utf8mb4_bin` collation, so that they compare
 //! exactly as in SQLite (no case or accent folding). Every statement is static; lists of keys are
-//! bound one by one through [`QueryBuilder`].
+//! bound one by one through [`QueryBuilder`]. `rec_format` holds the [`STORED_VERSION`] of the
+//! rows: a store of an older version has its records deleted at open, to be rebuilt from the log
+//! ([`needs_rebuild`]).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bookstore_domain::recommend::{
-    CatalogEntry, Changes, Interests, PopularList, Prior, Profile, QueryRecord, RecommendSettings,
-    RecommendStats, Recommendation, RecordReader, Snapshot, Stored, answer, apply, byte_chunks,
-    merge_queries, popular_needs, positions_group, profile_needs, query_needs, read_interests,
+    CatalogEntry, Changes, CoViews, Interests, PopularList, Prior, Profile, QueryRecord,
+    RecommendSettings, RecommendStats, Recommendation, RecordReader, STORED_VERSION, SimilarBooks,
+    Snapshot, Stored, answer, apply, byte_chunks, coview_needs, merge_coviews, merge_queries,
+    needs_rebuild, popular_needs, positions_group, profile_needs, query_needs, read_interests,
+    similar_books,
 };
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, Position, RecommendStore, RepositoryError,
@@ -35,7 +40,7 @@ use crate::repo_error;
 
 /// The tables, created if missing. Keys stay within InnoDB's 3072 bytes: 4 bytes a character in
 /// utf8mb4, so a query of 500 characters (2000 bytes) with a partition number.
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 6] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_books (id BIGINT NOT NULL PRIMARY KEY, ",
         "title TEXT NOT NULL, author VARCHAR(255) NOT NULL, ",
@@ -58,6 +63,24 @@ const SCHEMA: [&str; 4] = [
         "record MEDIUMBLOB NOT NULL) ",
         "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
     ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_coviews (book BIGINT NOT NULL, part INT NOT NULL, ",
+        "record MEDIUMBLOB NOT NULL, PRIMARY KEY (book, part)) ",
+        "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+    ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_format (id INT NOT NULL PRIMARY KEY, ",
+        "version INT NOT NULL) ",
+        "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+    ),
+];
+
+/// What a rebuild deletes: every record but the catalog copy.
+const REBUILD: [&str; 4] = [
+    "DELETE FROM rec_profiles",
+    "DELETE FROM rec_queries",
+    "DELETE FROM rec_popular_lists",
+    "DELETE FROM rec_coviews",
 ];
 
 /// Rows per multi-row statement (well under MySQL's 65,535 placeholders, and within the default
@@ -83,7 +106,33 @@ impl MySqlRecommendations {
             sqlx::query(statement).execute(&pool).await?;
         }
         positions::create_table(&pool).await?;
+        Self::rebuild_if_older(&pool).await?;
         Ok(Self { pool, settings })
+    }
+
+    /// Deletes the records of an older [`STORED_VERSION`] (see [`needs_rebuild`]) and marks the
+    /// store as of this one, in one transaction. The mark's row is created first (a store
+    /// without it is of version 1, or new) and locked, so that instances starting together
+    /// rebuild once.
+    async fn rebuild_if_older(pool: &MySqlPool) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT IGNORE INTO rec_format (id, version) VALUES (0, 1)")
+            .execute(pool)
+            .await?;
+        let mut tx = pool.begin().await?;
+        let stored: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM rec_format WHERE id = 0 FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if needs_rebuild(stored.and_then(|v| u8::try_from(v).ok())) {
+            for statement in REBUILD {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE rec_format SET version = ? WHERE id = 0")
+                .bind(i32::from(STORED_VERSION))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
     }
 
     /// Reads what a batch needs, inside its transaction.
@@ -149,6 +198,26 @@ impl MySqlRecommendations {
                     .await?;
             if let Some(record) = record {
                 prior.popular.insert(part, decode(&record)?);
+            }
+        }
+        // Sorted by partition, then book: one statement per partition's run of books.
+        let wanted: Vec<(i32, i64)> = coview_needs(settings, &batch.records, &prior.profiles)
+            .into_iter()
+            .collect();
+        for same_part in wanted.chunk_by(|a, b| a.0 == b.0) {
+            let part = same_part[0].0;
+            for chunk in same_part.chunks(CHUNK) {
+                let mut q = QueryBuilder::<MySql>::new(
+                    "SELECT book, record FROM rec_coviews WHERE part = ",
+                );
+                q.push_bind(part).push(" AND book IN (");
+                push_list(&mut q, chunk.iter().map(|(_, book)| *book));
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let record: Vec<u8> = row.try_get(1)?;
+                    prior
+                        .coviews
+                        .insert((part, row.try_get(0)?), decode(&record)?);
+                }
             }
         }
         Ok(prior)
@@ -218,6 +287,19 @@ impl MySqlRecommendations {
             .bind(list.to_bytes())
             .execute(&mut *conn)
             .await?;
+        }
+        let coviews: Vec<(&(i32, i64), Vec<u8>)> = changes
+            .coviews
+            .iter()
+            .map(|(k, r)| (k, r.to_bytes()))
+            .collect();
+        for chunk in byte_chunks(&coviews, CHUNK, CHUNK_BYTES, |(_, r)| r.len()) {
+            let mut q = QueryBuilder::<MySql>::new("INSERT INTO rec_coviews (book, part, record) ");
+            q.push_values(chunk, |mut row, ((part, book), record)| {
+                row.push_bind(*book).push_bind(*part).push_bind(record);
+            });
+            q.push(" ON DUPLICATE KEY UPDATE record = VALUES(record)");
+            q.build().execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -292,6 +374,21 @@ impl RecordReader for Reader {
             .fetch_all(&mut *self.0)
             .await?;
         lists.iter().map(|r| decode::<PopularList>(r)).collect()
+    }
+
+    /// The merged co-view records of `books` over every partition.
+    async fn coviews(&mut self, books: &[i64]) -> Result<HashMap<i64, CoViews>, Self::Error> {
+        let mut rows = Vec::new();
+        for chunk in books.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<MySql>::new("SELECT book, record FROM rec_coviews WHERE book IN (");
+            push_list(&mut q, chunk.iter().copied());
+            for row in q.build().fetch_all(&mut *self.0).await? {
+                let record: Vec<u8> = row.try_get(1)?;
+                rows.push((row.try_get::<i64, _>(0)?, decode::<CoViews>(&record)?));
+            }
+        }
+        Ok(merge_coviews(rows))
     }
 }
 
@@ -478,11 +575,21 @@ impl RecommendStore for MySqlRecommendations {
                     Ok((row.try_get(0)?, decode(&record)?))
                 })
                 .collect::<Result<_, sqlx::Error>>()?;
+            let coviews = sqlx::query("SELECT part, book, record FROM rec_coviews")
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| {
+                    let record: Vec<u8> = row.try_get(2)?;
+                    Ok(((row.try_get(0)?, row.try_get(1)?), decode(&record)?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
             Ok::<_, sqlx::Error>(Snapshot {
                 catalog,
                 profiles,
                 queries,
                 popular,
+                coviews,
             })
         };
         Ok(read.await.map_err(repo_error)?.sorted())
@@ -494,5 +601,15 @@ impl RecommendStore for MySqlRecommendations {
             .await
             .map_err(repo_error)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SimilarBooks for MySqlRecommendations {
+    async fn similar(&self, book: i64, n: usize) -> Result<Vec<Recommendation>, RepositoryError> {
+        let conn = self.pool.acquire().await.map_err(repo_error)?;
+        similar_books(&mut Reader(conn), book, n)
+            .await
+            .map_err(repo_error)
     }
 }

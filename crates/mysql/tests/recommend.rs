@@ -1,6 +1,7 @@
 //! The recommendation store on the real MariaDB from `dev/services`: it passes the check every
 //! recommendation store passes; two consumer instances applying batches of two partitions at once
-//! end where the rules applied in one go end (each writing its own partition's records);
+//! end where the rules applied in one go end (each writing its own partition's records, views'
+//! co-view records too); a store of an older stored version is emptied for a rebuild;
 //! positions move only from where they are; names compare exactly; an event the tables
 //! cannot hold is rejected without applying anything. Fails, naming the fix, when
 //! MariaDB cannot be reached.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bookstore_domain::recommend::conformance::{self, reference, search};
+use bookstore_domain::recommend::conformance::{self, reference, search, view};
 use bookstore_domain::recommend::{RecommendSettings, Snapshot};
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record,
@@ -155,6 +156,8 @@ async fn partitions_applied_concurrently_add_up() {
                     search(Some(&user), author, base(), i),
                     search(None, (author + 2) % 4, base(), i),
                     search(Some(&user), (author + 3) % 4, base(), i),
+                    view(Some(&user), (author as i64) * 4 + 1 + i % 4, base(), i),
+                    view(None, ((author as i64 + 1) % 4) * 4 + 1, base(), i),
                 ])
             })
             .collect();
@@ -186,6 +189,7 @@ async fn partitions_applied_concurrently_add_up() {
     let stored = first.snapshot().await.unwrap();
     let expected = reference(&settings, &all);
     assert!(!expected.popular.is_empty() && !expected.profiles.is_empty());
+    assert!(!expected.coviews.is_empty());
     let popularity = |s: &Snapshot| Snapshot {
         popular: s.popular.clone(),
         ..Snapshot::default()
@@ -213,8 +217,8 @@ async fn partitions_applied_concurrently_add_up() {
     assert_eq!(
         positions,
         [
-            ("events".to_owned(), 0, 100),
-            ("events".to_owned(), 1, 100),
+            ("events".to_owned(), 0, 140),
+            ("events".to_owned(), 1, 140),
             ("events".to_owned(), 2, 16)
         ]
     );
@@ -337,4 +341,33 @@ async fn an_event_the_tables_cannot_hold_is_rejected_whole() {
     assert_eq!(store.snapshot().await.unwrap(), before, "nothing applied");
     let positions = store.positions("recommend").await.unwrap();
     assert_eq!(positions[0].next_offset, 4, "the position did not move");
+}
+
+#[tokio::test]
+async fn a_store_of_an_older_version_is_emptied_for_a_rebuild() {
+    let db = TestDb::new().await;
+    let store = db.store(conformance::settings(), 1).await;
+    let mut partition = Partition::new(0);
+    let mut events = catalog(1..=4);
+    events.push(search(Some("u"), 0, base(), 0));
+    events.push(view(Some("u"), 1, base(), 1));
+    store.apply(&partition.batch(events)).await.unwrap();
+    let pool = bookstore_mysql::connect(&db.url, 1).await.unwrap();
+    // What a store of version 1 looked like: no mark (its rows would not decode now).
+    sqlx::query("DELETE FROM rec_format")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let reopened = db.store(conformance::settings(), 1).await;
+    let snapshot = reopened.snapshot().await.unwrap();
+    assert_eq!(snapshot.catalog.len(), 4, "the catalog copy stays");
+    assert!(snapshot.profiles.is_empty() && snapshot.queries.is_empty());
+    assert!(snapshot.popular.is_empty() && snapshot.coviews.is_empty());
+    // Opened again at this version: nothing is deleted.
+    store
+        .apply(&partition.batch(vec![search(Some("u"), 0, base(), 2)]))
+        .await
+        .unwrap();
+    let again = db.store(conformance::settings(), 1).await;
+    assert_eq!(again.snapshot().await.unwrap().profiles.len(), 1);
 }

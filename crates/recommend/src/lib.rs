@@ -1,8 +1,14 @@
 //! The recommendation service's HTTP API over a [`RecommendStore`]:
 //!
-//! - `GET /recommendations?uid=U&n=N`: up to N (default 10, 1 to 50) books U has not been shown,
-//!   best first, as a JSON array of `{id, title, author, score, reason}`; popular books for a user
-//!   without history;
+//! - `GET /recommendations?uid=U&n=N`: up to N (default 10, 1 to 50) books U has neither been
+//!   shown nor opened, best first, as a JSON array of `{id, title, author, score, reason, kind}`
+//!   (`kind`: `searched`, `viewed`, `author` or `popular`); popular books for a user without
+//!   history;
+//! - `GET /books/{id}/similar?n=N`: "readers who looked at this also looked at": up to N (default
+//!   10, 1 to 50) books viewed in the same visit by the readers who viewed book `id`, the most
+//!   such readers first,
+//!   as the same JSON objects (`score`: how many readers viewed both, `kind`: `similar`); `[]`
+//!   for a book nobody viewed, or unknown;
 //! - on the operations port (internal network), `GET /interests?uid=U&n=N`: U's profile, `{uid, books, authors, queries}`, each list strongest
 //!   first (N per list, default 10, 1 to 100), weights decayed to now;
 //! - `GET /books/{id}`: the service's copy of a catalog book (404 when it has none);
@@ -23,7 +29,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bookstore_domain::RecommendStore;
-use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS};
+use bookstore_domain::recommend::{DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS, SimilarBooks};
 use bookstore_http::{Api, Routers, StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,19 +40,24 @@ pub const MAX_INTERESTS: usize = 100;
 /// The longest user id accepted (the `uid` cookie is a UUID); longer ones have no profile.
 pub const MAX_UID_CHARS: usize = bookstore_domain::recommend::MAX_USER_CHARS;
 
+/// What the handlers read: a recommendation store with its co-view reads.
+pub trait RecommendReads: RecommendStore + SimilarBooks {}
+impl<T: RecommendStore + SimilarBooks> RecommendReads for T {}
+
 #[derive(Clone)]
 pub struct RecommendState {
-    pub store: Arc<dyn RecommendStore>,
+    pub store: Arc<dyn RecommendReads>,
 }
 
-/// The recommendation service's documented API routes: `/recommendations` and `/books/{id}` for
-/// the web service, and a reader's profile and the store's counts (`/interests`, `/stats`) for
+/// The recommendation service's documented API routes: `/recommendations`, `/books/{id}` and
+/// `/books/{id}/similar` for the web service, and a reader's profile and the store's counts (`/interests`, `/stats`) for
 /// the internal network only.
 pub fn api(state: RecommendState) -> Api {
     Api {
         public: OpenApiRouter::new()
             .routes(routes!(recommendations))
             .routes(routes!(book))
+            .routes(routes!(similar))
             .with_state(state.clone()),
         internal: OpenApiRouter::new()
             .routes(routes!(interests))
@@ -94,7 +105,7 @@ fn parse(
         ("n" = Option<usize>, Query, description = "How many, 1 to 50 (default 10)"),
     ),
     responses(
-        (status = 200, description = "JSON array of `{id, title, author, score, reason}`"),
+        (status = 200, description = "JSON array of `{id, title, author, score, reason, kind}`"),
         (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
         (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
     ))]
@@ -180,6 +191,48 @@ async fn book(
             StatusCode::NOT_FOUND,
             "the recommendation service has no such book",
         ),
+        Err(answer) => answer,
+    }
+}
+
+/// Readers who looked at this book also looked at these: the books most viewed by the readers
+/// who viewed it, every partition's co-view counts merged, with the catalog copy's titles.
+#[utoipa::path(get, path = "/books/{id}/similar", tag = "recommendations",
+    params(
+        ("id" = i64, Path, description = "The book's id"),
+        ("n" = Option<usize>, Query, description = "How many, 1 to 50 (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of `{id, title, author, score, reason, kind}`, \
+            the most readers first (`score`: readers who viewed both; `kind`: `similar`); `[]` \
+            for a book nobody viewed"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
+async fn similar(
+    State(state): State<RecommendState>,
+    id: Result<Path<i64>, PathRejection>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the book id must be a whole number",
+        );
+    };
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
+    let n = match count_param(&params, "n", DEFAULT_RECOMMENDATIONS, MAX_RECOMMENDATIONS) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match STORE
+        .read("the similar books", state.store.similar(id, n))
+        .await
+    {
+        Ok(books) => Json(books).into_response(),
         Err(answer) => answer,
     }
 }

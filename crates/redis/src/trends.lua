@@ -4,7 +4,8 @@
 -- ARGV[1]: the key prefix. ARGV[2]: the batch as JSON:
 --   group, positions = [[partition key, from or -1, to]], events = in log order, each a search
 --   [query_normalized, spelling, reader or "", cap window, log weight, occurred_at ms, books JSON,
---   origin or ""] or a user id to forget (reader.forgotten), user_cap, prune_below, max_trends,
+--   origin or ""] or a view {v = [book id, reader or "", cap window, log weight, occurred_at ms,
+--   title, author, origin or ""]} or a user id to forget (reader.forgotten), user_cap, prune_below, max_trends,
 --   min_readers, max_spellings, client_cap.
 -- Keys: <p>score (zset, log2 score), <p>count (zset, all-time count), <p>pscore and <p>pcount
 -- (the same for public trends only), <p>q:<query> (hash: d display, dn its count, l last search
@@ -14,6 +15,9 @@
 -- them, so that forgetting a reader reads only theirs), <p>cap:<window>:<who> (hash: query ->
 -- searches, the counters of a reader, or of an origin when who is \1 origin), <p>capr:<window>
 -- (set: the whos with counters in the window), <p>capw (zset of the windows with counters),
+-- <p>vscore (zset: viewed book id -> log2 score), <p>v:<id> (hash: t title, a author, n views, l
+-- last view ms, ls log2 score); a view's cap counters are fields \2<id> of the same cap: hashes
+-- as a search's query, so they are pruned and forgotten with them.
 -- <p>pos:<group> (hash: partition -> next offset), <p>layout (the version of this layout). A
 -- handful of commands per event, and per batch one ZADD per sorted set and 500 trends; the only
 -- whole read is of one trend's hash (a bounded number of fields) when a new spelling replaces
@@ -220,8 +224,50 @@ local function search(e)
   redis.call('HSET', h, unpack(fields))
 end
 
+-- One view (bookstore_domain::trends::TrendBoard::apply_view): the search's caps, per book.
+local vscores = p .. 'vscore'
+local vtouched, vlatest = {}, {}
+local function view(e)
+  local id, reader, window, at, origin = e[1], e[2], e[3], e[5], e[8]
+  local subject = '\2' .. id
+  local scored = true
+  local counters = { { reader, b.user_cap } }
+  if origin ~= '' then counters[2] = { '\1' .. origin, b.client_cap } end
+  for _, who in ipairs(counters) do
+    if who[1] ~= '' then
+      local n = redis.call('HINCRBY', cap_key(window, who[1]), subject, 1)
+      if n == 1 then redis.call('SADD', cap_whos(window), who[1]) end
+      if not windows[window] then
+        redis.call('ZADD', capw, window, window)
+        windows[window] = true
+      end
+      scored = scored and n <= who[2]
+    end
+  end
+  local h = p .. 'v:' .. id
+  local views = redis.call('HINCRBY', h, 'n', 1)
+  local state = redis.call('HMGET', h, 'l', 'ls')
+  local last, log_score = state[1], state[2]
+  local fields = {}
+  if views == 1 or (not last) or at >= tonumber(last) then
+    fields[#fields + 1] = 'l'; fields[#fields + 1] = string.format('%d', at)
+    fields[#fields + 1] = 't'; fields[#fields + 1] = e[6]
+    fields[#fields + 1] = 'a'; fields[#fields + 1] = e[7]
+  end
+  if scored then
+    log_score = string.format('%.17g', log2_add(log_score and tonumber(log_score), e[4]))
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
+  elseif not log_score then
+    log_score = '-inf'
+    fields[#fields + 1] = 'ls'; fields[#fields + 1] = log_score
+  end
+  if #fields > 0 then redis.call('HSET', h, unpack(fields)) end
+  if not vlatest[id] then vtouched[#vtouched + 1] = id end
+  vlatest[id] = log_score
+end
+
 for _, e in ipairs(b.events) do
-  if type(e) == 'string' then forget_reader(e) else search(e) end
+  if type(e) == 'string' then forget_reader(e) elseif e.v then view(e.v) else search(e) end
 end
 
 -- The sorted sets, up to 500 members per ZADD.
@@ -242,6 +288,11 @@ end
 zadd(scores, all_scores)
 zadd(pscores, public_scores)
 zadd(pcounts, public_counts)
+local viewed_scores = {}
+for _, id in ipairs(vtouched) do
+  viewed_scores[#viewed_scores + 1] = vlatest[id]; viewed_scores[#viewed_scores + 1] = id
+end
+zadd(vscores, viewed_scores)
 
 -- Prune: decayed trends, then all but the best max_trends.
 local function forget(members)
@@ -259,6 +310,19 @@ if redis.call('ZCARD', scores) > b.max_trends then
   -- Keep the best max_trends, and whatever ties with the last of them.
   local last = redis.call('ZREVRANGE', scores, b.max_trends - 1, b.max_trends - 1, 'WITHSCORES')
   forget(redis.call('ZRANGEBYSCORE', scores, '-inf', '(' .. last[2]))
+end
+
+-- Viewed books, by the same rules, cut separately.
+local function forget_viewed(members)
+  for _, id in ipairs(members) do
+    redis.call('ZREM', vscores, id)
+    redis.call('DEL', p .. 'v:' .. id)
+  end
+end
+forget_viewed(redis.call('ZRANGEBYSCORE', vscores, '-inf', '(' .. string.format('%.17g', b.prune_below)))
+if redis.call('ZCARD', vscores) > b.max_trends then
+  local last = redis.call('ZREVRANGE', vscores, b.max_trends - 1, b.max_trends - 1, 'WITHSCORES')
+  forget_viewed(redis.call('ZRANGEBYSCORE', vscores, '-inf', '(' .. last[2]))
 end
 
 -- Cap counters: keep the newest window that has seen a search and the two before it.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    Audience, SPELLINGS_PER_TREND, Trend, TrendBook, TrendRanking, TrendSettings, cap_owners,
-    finite_score, rank, spelling, trend_books,
+    Audience, SPELLINGS_PER_TREND, Trend, TrendBook, TrendRanking, TrendSettings, ViewedBook,
+    cap_owners, finite_score, rank, rank_viewed, spelling, trend_books,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -63,12 +63,18 @@ struct ScriptBatch<'a> {
 #[derive(Serialize)]
 struct ScriptEvent<'a>(&'a str, String, &'a str, i64, f64, i64, String, &'a str);
 
-/// One entry of the batch's events, in log order: a search (an array), or the user id of a
-/// reader to forget (a string).
+/// One view as the script reads it (`{"v": [...]}`): book id (a string, as Lua numbers lose
+/// digits), reader, cap window, log weight, occurred_at in ms, title, author, origin.
+#[derive(Serialize)]
+struct ScriptView<'a>(String, &'a str, i64, f64, i64, &'a str, &'a str, &'a str);
+
+/// One entry of the batch's events, in log order: a search (an array), a view (an object), or
+/// the user id of a reader to forget (a string).
 #[derive(Serialize)]
 #[serde(untagged)]
 enum ScriptEntry<'a> {
     Search(ScriptEvent<'a>),
+    View { v: ScriptView<'a> },
     Forget(&'a str),
 }
 
@@ -173,6 +179,21 @@ impl EventHandler for RedisTrends {
                 events.push(ScriptEntry::Forget(&forgotten.user_id));
                 continue;
             }
+            if let Some(e) = record.event.as_view() {
+                events.push(ScriptEntry::View {
+                    v: ScriptView(
+                        e.book.id.to_string(),
+                        e.reader().unwrap_or(""),
+                        self.settings.window(e.occurred_at),
+                        self.settings.log_weight(e.occurred_at),
+                        e.occurred_at.timestamp_millis(),
+                        &e.book.title,
+                        &e.book.author,
+                        e.origin().unwrap_or(""),
+                    ),
+                });
+                continue;
+            }
             let Some(e) = record.event.as_search() else {
                 continue;
             };
@@ -242,37 +263,11 @@ impl TrendStore for RedisTrends {
             (TrendRanking::Count, Audience::Public) => self.key("pcount"),
         };
         let mut redis = self.redis.clone();
-        let best: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(&ranked_by)
-            .arg(0)
-            .arg(n as i64 - 1)
-            .arg("REV")
-            .arg("WITHSCORES")
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
-        let Some((_, boundary)) = best.last().cloned() else {
-            return Ok(Vec::new());
-        };
         // Redis orders ties by name; the rules order them by the other ranking, then by query.
-        // So everything tied with the last one (up to TIES) is ranked here before the cut.
-        let mut members: Vec<String> = best
-            .into_iter()
-            .filter(|(_, value)| *value > boundary)
-            .map(|(member, _)| member)
-            .collect();
-        let ties: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&ranked_by)
-            .arg(boundary)
-            .arg(boundary)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(TIES)
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
-        members.extend(ties);
+        let members = best_with_ties(&mut redis, &ranked_by, n).await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for query in &members {
             self.queue_trend(&mut pipe, query);
@@ -300,6 +295,63 @@ impl TrendStore for RedisTrends {
             .await
             .map_err(unavailable)?;
         Ok(self.read_trend(query_normalized, &replies, now))
+    }
+
+    async fn viewed_books(
+        &self,
+        n: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ViewedBook>, RepositoryError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut redis = self.redis.clone();
+        // Ties are ranked by the rules (views, then id), as for trends.
+        let members = best_with_ties(&mut redis, &self.key("vscore"), n).await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &members {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("v:{id}")))
+                .arg("t")
+                .arg("a")
+                .arg("n")
+                .arg("l")
+                .arg("ls");
+        }
+        type Fields = (
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<i64>,
+            Option<f64>,
+        );
+        let replies: Vec<Fields> = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+        let mut books: Vec<ViewedBook> = members
+            .iter()
+            .zip(replies)
+            .filter_map(|(id, (title, author, views, last, log_score))| {
+                Some(ViewedBook {
+                    id: id.parse().ok()?,
+                    title: title?,
+                    author: author.unwrap_or_default(),
+                    views: views.unwrap_or(0),
+                    score: finite_score(
+                        log_score.unwrap_or(f64::NEG_INFINITY),
+                        &self.settings,
+                        now,
+                    ),
+                    last_viewed_at: last
+                        .and_then(DateTime::from_timestamp_millis)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        rank_viewed(&mut books);
+        books.truncate(n);
+        Ok(books)
     }
 
     async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError> {
@@ -347,4 +399,44 @@ impl TrendStore for RedisTrends {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// The members of the sorted set `key` among its `n` best (highest score first), with every
+/// member tied with the `n`-th (up to [`TIES`]): Redis orders ties by name, the rules otherwise,
+/// so the caller ranks them before it cuts at `n`. `n` is at least 1.
+async fn best_with_ties(
+    redis: &mut ConnectionManager,
+    key: &str,
+    n: usize,
+) -> Result<Vec<String>, RepositoryError> {
+    let best: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(n as i64 - 1)
+        .arg("REV")
+        .arg("WITHSCORES")
+        .query_async(redis)
+        .await
+        .map_err(unavailable)?;
+    let Some((_, boundary)) = best.last().cloned() else {
+        return Ok(Vec::new());
+    };
+    let mut members: Vec<String> = best
+        .into_iter()
+        .filter(|(_, value)| *value > boundary)
+        .map(|(member, _)| member)
+        .collect();
+    let ties: Vec<String> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(boundary)
+        .arg(boundary)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(TIES)
+        .query_async(redis)
+        .await
+        .map_err(unavailable)?;
+    members.extend(ties);
+    Ok(members)
 }

@@ -116,6 +116,22 @@ async fn the_redis_store_forgets_readers_as_the_reference_does() {
     }
 }
 
+#[tokio::test]
+async fn the_redis_store_keeps_viewed_books_as_the_reference_does() {
+    let mut redis = connected().await;
+    let (prefix, _cleanup) = fresh_prefix();
+    let store = RedisTrends::new(redis.clone(), &prefix, conformance::settings());
+    conformance::check_views(&store).await;
+    // The pruned book's hash is gone with its member.
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}v:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), conformance::settings().max_trends, "{kept:?}");
+    assert!(!kept.contains(&format!("{prefix}v:4")));
+}
+
 /// The search of `query` by `user` (without a client: they are its origin) now.
 fn searched(user: &str, query: &str) -> Event {
     Event::BookSearched(SearchEvent::new(

@@ -1,16 +1,20 @@
 //! The recommendation store on SQLite (the embedded default): the records of
-//! `bookstore_domain::recommend` (profiles, query records, popularity lists), each one row with
+//! `bookstore_domain::recommend` (profiles, query records, popularity lists, co-view records),
+//! each one row with
 //! its record encoded in a blob, read and rewritten per batch in one transaction together with
 //! the consumed positions. Every statement is static; lists of keys are bound one by one through
-//! [`QueryBuilder`].
+//! [`QueryBuilder`]. `rec_format` holds the [`STORED_VERSION`] of the rows: a store of an older
+//! version has its records deleted at open, to be rebuilt from the log ([`needs_rebuild`]).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bookstore_domain::recommend::{
-    CatalogEntry, Changes, Interests, PopularList, Prior, Profile, QueryRecord, RecommendSettings,
-    RecommendStats, Recommendation, RecordReader, Snapshot, Stored, answer, apply, byte_chunks,
-    merge_queries, popular_needs, positions_group, profile_needs, query_needs, read_interests,
+    CatalogEntry, Changes, CoViews, Interests, PopularList, Prior, Profile, QueryRecord,
+    RecommendSettings, RecommendStats, Recommendation, RecordReader, STORED_VERSION, SimilarBooks,
+    Snapshot, Stored, answer, apply, byte_chunks, coview_needs, merge_coviews, merge_queries,
+    needs_rebuild, popular_needs, positions_group, profile_needs, query_needs, read_interests,
+    similar_books,
 };
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, Position, RecommendStore, RepositoryError,
@@ -22,7 +26,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use crate::positions::{self, handler_error};
 use crate::repo_error;
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 8] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS rec_books (id INTEGER PRIMARY KEY, title TEXT NOT NULL, ",
         "author TEXT NOT NULL) STRICT"
@@ -41,6 +45,22 @@ const SCHEMA: [&str; 6] = [
         "CREATE TABLE IF NOT EXISTS rec_popular_lists (part INTEGER PRIMARY KEY, ",
         "record BLOB NOT NULL) STRICT"
     ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_coviews (book INTEGER NOT NULL, part INTEGER NOT NULL, ",
+        "record BLOB NOT NULL, PRIMARY KEY (book, part)) STRICT"
+    ),
+    concat!(
+        "CREATE TABLE IF NOT EXISTS rec_format (id INTEGER PRIMARY KEY CHECK (id = 0), ",
+        "version INTEGER NOT NULL) STRICT"
+    ),
+];
+
+/// What a rebuild deletes: every record but the catalog copy.
+const REBUILD: [&str; 4] = [
+    "DELETE FROM rec_profiles",
+    "DELETE FROM rec_queries",
+    "DELETE FROM rec_popular_lists",
+    "DELETE FROM rec_coviews",
 ];
 
 /// Rows per multi-row statement (well under SQLite's limit of bound variables).
@@ -69,7 +89,30 @@ impl SqliteRecommendations {
             sqlx::query(statement).execute(&pool).await?;
         }
         positions::create_table(&pool).await?;
+        Self::rebuild_if_older(&pool).await?;
         Ok(Self { pool, settings })
+    }
+
+    /// Deletes the records of an older [`STORED_VERSION`] (see [`needs_rebuild`]) and marks the
+    /// store as of this one, in one transaction.
+    async fn rebuild_if_older(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT version FROM rec_format WHERE id = 0")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if needs_rebuild(stored.and_then(|v| u8::try_from(v).ok())) {
+            for statement in REBUILD {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query(concat!(
+                "INSERT INTO rec_format (id, version) VALUES (0, ?) ",
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version"
+            ))
+            .bind(i64::from(STORED_VERSION))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// Reads what a batch needs, inside its transaction.
@@ -120,6 +163,28 @@ impl SqliteRecommendations {
                     .await?;
             if let Some(record) = record {
                 prior.popular.insert(part, decode(&record)?);
+            }
+        }
+        let wanted = coview_needs(settings, &batch.records, &prior.profiles);
+        let keys: Vec<&(i32, i64)> = wanted.iter().collect();
+        for chunk in keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT part, book, record FROM rec_coviews WHERE (book, part) IN (",
+            );
+            let mut list = q.separated(", ");
+            for (part, book) in chunk {
+                list.push("(")
+                    .push_bind_unseparated(*book)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*part)
+                    .push_unseparated(")");
+            }
+            list.push_unseparated(")");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let record: Vec<u8> = row.try_get(2)?;
+                prior
+                    .coviews
+                    .insert((row.try_get(0)?, row.try_get(1)?), decode(&record)?);
             }
         }
         Ok(prior)
@@ -194,6 +259,20 @@ impl SqliteRecommendations {
             .bind(list.to_bytes())
             .execute(&mut *conn)
             .await?;
+        }
+        let coviews: Vec<(&(i32, i64), Vec<u8>)> = changes
+            .coviews
+            .iter()
+            .map(|(k, r)| (k, r.to_bytes()))
+            .collect();
+        for chunk in byte_chunks(&coviews, CHUNK, CHUNK_BYTES, |(_, r)| r.len()) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO rec_coviews (book, part, record) ");
+            q.push_values(chunk, |mut row, ((part, book), record)| {
+                row.push_bind(*book).push_bind(*part).push_bind(record);
+            });
+            q.push(" ON CONFLICT (book, part) DO UPDATE SET record = excluded.record");
+            q.build().execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -272,6 +351,21 @@ impl RecordReader for Reader {
             .fetch_all(&mut *self.0)
             .await?;
         lists.iter().map(|r| decode::<PopularList>(r)).collect()
+    }
+
+    /// The merged co-view records of `books` over every partition.
+    async fn coviews(&mut self, books: &[i64]) -> Result<HashMap<i64, CoViews>, Self::Error> {
+        let mut rows = Vec::new();
+        for chunk in books.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT book, record FROM rec_coviews WHERE book IN (");
+            push_list(&mut q, chunk.iter().copied());
+            for row in q.build().fetch_all(&mut *self.0).await? {
+                let record: Vec<u8> = row.try_get(1)?;
+                rows.push((row.try_get::<i64, _>(0)?, decode::<CoViews>(&record)?));
+            }
+        }
+        Ok(merge_coviews(rows))
     }
 }
 
@@ -423,11 +517,21 @@ impl RecommendStore for SqliteRecommendations {
                     Ok((row.try_get(0)?, decode(&record)?))
                 })
                 .collect::<Result<_, sqlx::Error>>()?;
+            let coviews = sqlx::query("SELECT part, book, record FROM rec_coviews")
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| {
+                    let record: Vec<u8> = row.try_get(2)?;
+                    Ok(((row.try_get(0)?, row.try_get(1)?), decode(&record)?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
             Ok::<_, sqlx::Error>(Snapshot {
                 catalog,
                 profiles,
                 queries,
                 popular,
+                coviews,
             })
         };
         Ok(read.await.map_err(repo_error)?.sorted())
@@ -439,6 +543,16 @@ impl RecommendStore for SqliteRecommendations {
             .await
             .map_err(repo_error)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SimilarBooks for SqliteRecommendations {
+    async fn similar(&self, book: i64, n: usize) -> Result<Vec<Recommendation>, RepositoryError> {
+        let conn = self.pool.acquire().await.map_err(repo_error)?;
+        similar_books(&mut Reader(conn), book, n)
+            .await
+            .map_err(repo_error)
     }
 }
 
@@ -455,5 +569,62 @@ mod tests {
             .await
             .unwrap();
         conformance::check_store(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_of_an_older_version_is_emptied_for_a_rebuild() {
+        use bookstore_domain::PositionUpdate;
+        use bookstore_domain::events::{BookEvent, Event};
+        use bookstore_domain::ports::Record;
+
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        let store = SqliteRecommendations::new(pool.clone(), conformance::settings())
+            .await
+            .unwrap();
+        let base = Utc::now();
+        let mut events: Vec<Event> = (1..=4)
+            .map(|i| {
+                Event::BookCreated(BookEvent::new(
+                    uuid::Uuid::now_v7(),
+                    base,
+                    conformance::book(i),
+                ))
+            })
+            .collect();
+        events.push(conformance::search(Some("u"), 0, base, 0));
+        events.push(conformance::view(Some("u"), 1, base, 1));
+        let records: Vec<Record> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Record {
+                topic: "t".into(),
+                partition: 0,
+                offset: i as i64,
+                event,
+            })
+            .collect();
+        let batch = Batch {
+            group: "g".into(),
+            positions: vec![PositionUpdate {
+                topic: "t".into(),
+                partition: 0,
+                from: None,
+                to: records.len() as i64,
+            }],
+            records,
+        };
+        store.apply(&batch).await.unwrap();
+        // What a store of version 1 looked like: no mark (its rows would not decode now).
+        sqlx::query("DELETE FROM rec_format")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let reopened = SqliteRecommendations::new(pool.clone(), conformance::settings())
+            .await
+            .unwrap();
+        let snapshot = reopened.snapshot().await.unwrap();
+        assert_eq!(snapshot.catalog.len(), 4, "the catalog copy stays");
+        assert!(snapshot.profiles.is_empty() && snapshot.queries.is_empty());
+        assert!(snapshot.popular.is_empty() && snapshot.coviews.is_empty());
     }
 }

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use bookstore_domain::trends::{
-    Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, cap_keys,
-    cap_owners, forget_caps, passes_cap, rank,
+    Audience, CapKey, Trend, TrendBook, TrendRanking, TrendSettings, TrendState, ViewedBook,
+    ViewedState, cap_keys, cap_owners, forget_caps, passes_cap, rank, rank_viewed, view_cap_keys,
+    view_passes_cap,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, RepositoryError, TrendStore};
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::positions;
 
-const SCHEMA: [&str; 7] = [
+const SCHEMA: [&str; 9] = [
     concat!(
         "CREATE TABLE IF NOT EXISTS trends (query_normalized TEXT PRIMARY KEY, display TEXT NOT NULL, ",
         "count INTEGER NOT NULL, log_score REAL NOT NULL, books TEXT NOT NULL, ",
@@ -39,6 +40,13 @@ const SCHEMA: [&str; 7] = [
     ),
     // A forgotten reader's place among them, found without reading every trend's.
     "CREATE INDEX IF NOT EXISTS trend_readers_by_reader ON trend_readers (reader)",
+    // The most viewed books (book.viewed); their cap counters are rows of trend_caps.
+    concat!(
+        "CREATE TABLE IF NOT EXISTS viewed_books (id INTEGER PRIMARY KEY, title TEXT NOT NULL, ",
+        "author TEXT NOT NULL, views INTEGER NOT NULL, log_score REAL NOT NULL, ",
+        "last_viewed_at INTEGER NOT NULL) STRICT"
+    ),
+    "CREATE INDEX IF NOT EXISTS viewed_books_by_score ON viewed_books (log_score DESC)",
 ];
 
 /// Added after the first release: trends.db files made before get the column at start.
@@ -167,6 +175,46 @@ impl SqliteTrends {
     }
 }
 
+impl SqliteTrends {
+    /// The stored state of each of `ids` that has one, a statement per [`CHUNK`] of books.
+    async fn load_viewed(
+        conn: &mut SqliteConnection,
+        ids: &BTreeSet<i64>,
+    ) -> Result<BTreeMap<i64, ViewedState>, sqlx::Error> {
+        let mut states = BTreeMap::new();
+        let ids: Vec<i64> = ids.iter().copied().collect();
+        for chunk in ids.chunks(CHUNK) {
+            let rows = sqlx::query(concat!(
+                "SELECT id, title, author, views, log_score, last_viewed_at FROM viewed_books ",
+                "WHERE id IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &rows {
+                states.insert(row.try_get::<i64, _>("id")?, viewed_from_row(row)?);
+            }
+        }
+        Ok(states)
+    }
+}
+
+fn viewed_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ViewedState, sqlx::Error> {
+    let log_score: f64 = row.try_get("log_score")?;
+    Ok(ViewedState {
+        log_score: if log_score <= NO_SCORE {
+            f64::NEG_INFINITY
+        } else {
+            log_score
+        },
+        views: row.try_get::<i64, _>("views")?.max(0) as u64,
+        title: row.try_get("title")?,
+        author: row.try_get("author")?,
+        last_viewed_at: DateTime::from_timestamp_millis(row.try_get("last_viewed_at")?)
+            .unwrap_or_default(),
+    })
+}
+
 /// Rows read or written in one statement (their keys go in as one JSON array).
 const CHUNK: usize = 500;
 
@@ -247,6 +295,26 @@ impl EventHandler for SqliteTrends {
                 caps.insert(key, 0);
             }
         }
+        // Views: their books, and their counters among the searches'.
+        let views: Vec<_> = batch
+            .records
+            .iter()
+            .filter_map(|record| record.event.as_view())
+            .collect();
+        for event in &views {
+            let (reader, origin) = view_cap_keys(&self.settings, event);
+            for key in [reader, origin].into_iter().flatten() {
+                caps.insert(key, 0);
+            }
+        }
+        let mut viewed = if views.is_empty() {
+            BTreeMap::new()
+        } else {
+            let ids: BTreeSet<i64> = views.iter().map(|event| event.book.id).collect();
+            Self::load_viewed(&mut tx, &ids)
+                .await
+                .map_err(positions::handler_error)?
+        };
         Self::load_caps(&mut tx, &mut caps)
             .await
             .map_err(positions::handler_error)?;
@@ -259,6 +327,12 @@ impl EventHandler for SqliteTrends {
                 states
                     .entry(event.query_normalized.clone())
                     .or_insert_with(|| TrendState::new(event.occurred_at))
+                    .add(&self.settings, event, scores);
+            } else if let Some(event) = record.event.as_view() {
+                let scores = view_passes_cap(&self.settings, &mut caps, event);
+                viewed
+                    .entry(event.book.id)
+                    .or_insert_with(|| ViewedState::new(event.occurred_at))
                     .add(&self.settings, event, scores);
             } else if let Some(event) = record.event.as_forgotten() {
                 let user = event.user_id.as_str();
@@ -356,6 +430,37 @@ impl EventHandler for SqliteTrends {
             .await
             .map_err(positions::handler_error)?;
         }
+        let viewed: Vec<serde_json::Value> = viewed
+            .iter()
+            .map(|(id, b)| {
+                serde_json::json!([
+                    id,
+                    b.title,
+                    b.author,
+                    i64::try_from(b.views).unwrap_or(i64::MAX),
+                    if b.log_score.is_finite() {
+                        b.log_score
+                    } else {
+                        NO_SCORE
+                    },
+                    b.last_viewed_at.timestamp_millis()
+                ])
+            })
+            .collect();
+        for chunk in viewed.chunks(CHUNK) {
+            sqlx::query(concat!(
+                "INSERT INTO viewed_books (id, title, author, views, log_score, last_viewed_at) ",
+                "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ",
+                "value ->> 5 FROM json_each(?) WHERE true ",
+                "ON CONFLICT (id) DO UPDATE SET title = excluded.title, ",
+                "author = excluded.author, views = excluded.views, ",
+                "log_score = excluded.log_score, last_viewed_at = excluded.last_viewed_at"
+            ))
+            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(positions::handler_error)?;
+        }
         let caps: Vec<serde_json::Value> = caps
             .iter()
             .map(|((window, user, query), n)| serde_json::json!([window, user, query, n]))
@@ -440,6 +545,18 @@ async fn prune(
         .execute(&mut *conn)
         .await?;
     }
+    // Viewed books, by the same rules, cut separately.
+    sqlx::query("DELETE FROM viewed_books WHERE log_score < ?")
+        .bind(settings.prune_below(now))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(concat!(
+        "DELETE FROM viewed_books WHERE log_score < ",
+        "(SELECT log_score FROM viewed_books ORDER BY log_score DESC LIMIT 1 OFFSET ?)"
+    ))
+    .bind(i64::try_from(settings.max_trends.max(1) - 1).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
     // Cap counters of the newest window and the two before it are kept (event time).
     sqlx::query(concat!(
         "DELETE FROM trend_caps WHERE window < ",
@@ -513,6 +630,29 @@ impl TrendStore for SqliteTrends {
                 .map_err(unavailable)
         })
         .transpose()
+    }
+
+    async fn viewed_books(
+        &self,
+        n: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ViewedBook>, RepositoryError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, title, author, views, log_score, last_viewed_at FROM viewed_books ",
+            "ORDER BY log_score DESC, views DESC, id LIMIT ?"
+        ))
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut books = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(unavailable)?;
+            let state = viewed_from_row(row).map_err(unavailable)?;
+            books.push(state.to_viewed(id, &self.settings, now));
+        }
+        rank_viewed(&mut books);
+        Ok(books)
     }
 
     async fn holds_reader(&self, user_id: &str) -> Result<bool, RepositoryError> {
@@ -657,6 +797,23 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_viewed_books_as_the_reference_does() {
+        let pool = crate::connect("sqlite::memory:", 1).await.unwrap();
+        let store = SqliteTrends::new(pool, conformance::settings())
+            .await
+            .unwrap();
+        conformance::check_views(&store).await;
+        let rows: i64 = sqlx::query_scalar(concat!(
+            "SELECT (SELECT COUNT(*) FROM trend_caps WHERE user_id LIKE '%forgetful%') ",
+            "+ (SELECT COUNT(*) FROM viewed_books WHERE id = 4)"
+        ))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, 0, "forgotten counters and pruned books are deleted");
     }
 
     #[tokio::test]

@@ -4,6 +4,11 @@
 //!   (searched from `trend.min_readers` distinct networks; `all=true`: every trend, for internal
 //!   callers), by time-decayed score (default) or all-time count, as a JSON array of `{query,
 //!   query_normalized, count, score, books, last_searched_at, public}`;
+//! - `GET /trends/books?ps=N`: the top N (default 10, 1 to 100) most viewed books now
+//!   (`book.viewed`, decayed like the trends), as a JSON array of `{id, title, author, views,
+//!   score, last_viewed_at}`;
+//! - `GET /trends/stream`: Server-Sent Events telling that the trends or the viewed books changed
+//!   (see [`live`]);
 //! - and the shared `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` (crate `bookstore-http`).
 //!
 //! Bad parameters get a 400 with a JSON message; a store that is down, a 503.
@@ -24,6 +29,10 @@ use bookstore_http::{StoreReads, count_param, error, query_params};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod live;
+
+pub use live::{Changes, Notifying};
+
 /// Trends per response by default, and at most.
 pub const DEFAULT_TRENDS: usize = 10;
 pub const MAX_TRENDS: usize = 100;
@@ -31,12 +40,16 @@ pub const MAX_TRENDS: usize = 100;
 #[derive(Clone)]
 pub struct TrendState {
     pub store: Arc<dyn TrendStore>,
+    /// What the consumer of this process applied, for `GET /trends/stream`.
+    pub changes: Changes,
 }
 
 /// The trend service's documented API routes.
 pub fn api(state: TrendState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(trends))
+        .routes(routes!(viewed_books))
+        .routes(routes!(live::stream))
         .with_state(state)
 }
 
@@ -119,6 +132,40 @@ async fn trends(
         .await
     {
         Ok(trends) => Json(trends).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+/// The most viewed books now, best first.
+#[utoipa::path(get, path = "/trends/books", tag = "trends",
+    params(
+        ("ps" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "JSON array of `{id, title, author, views, score, last_viewed_at}`: `views` all time, `score` the views decayed like the trends' searches (trend.half_life), at most trend.user_cap per reader and book and trend.client_cap per network and book in each trend.user_window"),
+        (status = 400, description = "Bad parameters", body = bookstore_http::ErrorBody),
+        (status = 503, description = "The trend store is unavailable", body = bookstore_http::ErrorBody),
+    ))]
+async fn viewed_books(
+    State(state): State<TrendState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
+    let n = match count_param(&params, "ps", DEFAULT_TRENDS, MAX_TRENDS) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match STORE
+        .read(
+            "the viewed books",
+            state.store.viewed_books(n, chrono::Utc::now()),
+        )
+        .await
+    {
+        Ok(books) => Json(books).into_response(),
         Err(answer) => answer,
     }
 }

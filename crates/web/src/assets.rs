@@ -10,10 +10,11 @@ use crate::error::ApiError;
 const STYLE_CSS: &str = include_str!("../static/style.css");
 const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 const SUGGEST_JS: &str = include_str!("../static/suggest.js");
+const LIVE_JS: &str = include_str!("../static/live.js");
 
-/// The page's stylesheet, icon and search-box script.
+/// The page's stylesheet, icon, search-box script and live Trends script.
 #[utoipa::path(get, path = "/static/{file}", tag = "page",
-    params(("file" = String, Path, description = "style.css, favicon.svg or suggest.js")),
+    params(("file" = String, Path, description = "style.css, favicon.svg, suggest.js or live.js")),
     responses(
         (status = 200, description = "The file"),
         (status = 404, description = "No such file", body = bookstore_http::ErrorBody),
@@ -28,6 +29,7 @@ pub async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         "favicon.svg" => (FAVICON_SVG, "image/svg+xml"),
         "suggest.js" => (SUGGEST_JS, "text/javascript; charset=utf-8"),
+        "live.js" => (LIVE_JS, "text/javascript; charset=utf-8"),
         _ => return ApiError::NotFound(format!("no static file {file:?}")).into_response(),
     };
     (

@@ -91,8 +91,12 @@ pub fn publish_view(
         reason,
     );
     let event_id = event.id;
+    // The next pages should soon show it: "similar" books and the most viewed ones.
     if let Some(recommendations) = &state.recommendations {
         recommendations.searched();
+    }
+    if let Some(trends) = &state.trends {
+        trends.searched();
     }
     match state.events.publish(&Event::BookViewed(event)) {
         Published::Queued => tracing::debug!(%event_id, "view event queued"),

@@ -1,16 +1,21 @@
-//! The web service: the bookstore page (`GET /`, `POST /forget`) and its REST API (`/api/books`,
-//! `/api/readers/{uid}`), on any [`BookRepository`] (the catalog database) and [`BookSearch`]
-//! (the search index).
+//! The web service: the bookstore page (`GET /`, `POST /forget`), each book's page
+//! (`GET /books/{id}`), the live Trends panel (`GET /live/trends`) and the REST API
+//! (`/api/books`, `/api/readers/{uid}`), on any [`BookRepository`] (the catalog database) and
+//! [`BookSearch`] (the search index); on the operations port, the click-through rates
+//! (`GET /stats`).
 //!
 //! [`router`] builds the whole HTTP surface; the composition root (the `bookstore` binary) gives
 //! it a repository and serves it.
 
 mod api;
 mod assets;
+mod book_page;
+mod ctr;
 mod error;
 mod events;
 mod forget;
 mod highlight;
+mod live;
 mod page;
 mod params;
 mod remote;
@@ -19,11 +24,14 @@ mod visitor;
 use std::sync::Arc;
 
 use bookstore_domain::{BookRepository, BookSearch, EventPublisher};
+use bookstore_http::Api;
 use secrecy::SecretString;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use ctr::{ClickThrough, ClickThroughReport};
 pub use error::ApiError;
+pub use live::{LiveTrends, follow as follow_trends};
 pub use remote::{RemoteError, RemoteRecommendations, RemoteTrends};
 pub use visitor::{Visitor, VisitorKeys};
 
@@ -54,17 +62,24 @@ pub struct WebState {
     pub visitors: Arc<VisitorKeys>,
     /// `trend.min_readers`, for the page to say when a search shows under Trends.
     pub trend_min_readers: u32,
+    /// This instance's click-through counts (`GET /stats` on the operations port).
+    pub click_through: Arc<ClickThrough>,
+    /// The live Trends panel's lists and visitor streams; `None` (no trend service): no live
+    /// panel. [`follow_trends`] keeps it up to date.
+    pub live: Option<Arc<LiveTrends>>,
 }
 
-/// The web service's documented routes (the page, the REST API, the static files).
-pub fn api(state: WebState) -> OpenApiRouter {
+/// The web service's documented routes: for the public, the page, the book pages, the live
+/// panel, the REST API and the static files; for the internal network, the click-through rates.
+pub fn api(state: WebState) -> Api {
     let page = OpenApiRouter::new()
         .routes(routes!(page::index))
+        .routes(routes!(book_page::book))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             visitor::ensure_uid,
         ));
-    OpenApiRouter::new()
+    let public = OpenApiRouter::new()
         .routes(routes!(api::list_books, api::create_book))
         .routes(routes!(api::suggest))
         .routes(routes!(api::get_book, api::replace_book, api::delete_book))
@@ -76,8 +91,13 @@ pub fn api(state: WebState) -> OpenApiRouter {
         .routes(routes!(assets::asset))
         // Not under `ensure_uid`: a request without a valid cookie is refused, never given one.
         .routes(routes!(forget::forget))
+        .routes(routes!(live::live_trends))
         .merge(page)
-        .with_state(state)
+        .with_state(state.clone());
+    let internal = OpenApiRouter::new()
+        .routes(routes!(ctr::stats))
+        .with_state(state);
+    Api { public, internal }
 }
 
 /// The web service's whole HTTP surface: [`api`] and the shared routes and layers of

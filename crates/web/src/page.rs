@@ -6,8 +6,9 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use bookstore_domain::events::ViewSource;
 use bookstore_domain::recommend::Recommendation;
-use bookstore_domain::trends::Trend;
+use bookstore_domain::trends::{Trend, ViewedBook};
 use bookstore_domain::{Book, BookQuery, Marked, RepositoryError};
 
 use crate::WebState;
@@ -35,6 +36,8 @@ struct IndexPage<'a> {
     error: Option<String>,
     /// `None`: the trend service is not configured or did not answer; no section.
     trends: Option<&'a [Trend]>,
+    /// The most viewed books now, under Trends (empty: no such list).
+    viewed_books: &'a [ViewedBook],
     /// `None`: the recommendation service is not configured or did not answer; no section.
     recommendations: Option<&'a [Recommendation]>,
     /// How many readers must search a query before it shows under Trends.
@@ -50,16 +53,19 @@ struct IndexPage<'a> {
 /// matched the query marked (the description as a snippet around its first match).
 struct Shown<'a> {
     book: &'a Book,
+    /// Its position among all the results, from 0.
+    rank: u64,
     title_html: String,
     author_html: String,
     description_html: String,
 }
 
 impl<'a> Shown<'a> {
-    fn new(state: &WebState, q: &str, book: &'a Book) -> Self {
+    fn new(state: &WebState, q: &str, book: &'a Book, rank: u64) -> Self {
         if q.is_empty() {
             return Self {
                 book,
+                rank,
                 title_html: html(&Marked::plain(&book.title)),
                 author_html: html(&Marked::plain(&book.author)),
                 description_html: html(&Marked::plain(&book.description)),
@@ -68,6 +74,7 @@ impl<'a> Shown<'a> {
         let marked = state.search.highlight(q, book, SNIPPET_CHARS);
         Self {
             book,
+            rank,
             title_html: html(&marked.title),
             author_html: html(&marked.author),
             description_html: html(&marked.description),
@@ -84,6 +91,55 @@ impl IndexPage<'_> {
             self.total.to_string()
         }
     }
+
+    fn trends_empty_text(&self) -> String {
+        trends_empty_text(self.min_readers)
+    }
+}
+
+/// What the Trends panel says when nothing is trending (the live script says it too).
+fn trends_empty_text(min_readers: u32) -> String {
+    let mut text = "Nothing is trending yet.".to_owned();
+    if min_readers > 1 {
+        text.push_str(&format!(
+            " A search shows here once people on {min_readers} different networks have made it."
+        ));
+    }
+    text
+}
+
+/// Counts the book links the Trends panel and "Recommended for you" show, as impressions.
+fn count_sidebar(
+    state: &WebState,
+    trends: Option<&[Trend]>,
+    viewed_books: &[ViewedBook],
+    recommendations: Option<&[Recommendation]>,
+) {
+    let ctr = &state.click_through;
+    if let Some(trends) = trends {
+        ctr.shown(
+            ViewSource::Trends,
+            None,
+            trend_book_links(trends, viewed_books),
+        );
+    }
+    for recommendation in recommendations.unwrap_or_default() {
+        let kind = Some(recommendation.kind.as_str()).filter(|k| !k.is_empty());
+        ctr.shown(ViewSource::Recommendation, kind, 1);
+    }
+}
+
+/// Books of a trend the panel shows (`trends.html`, and `static/live.js`'s `TREND_BOOKS`).
+pub(crate) const TREND_BOOKS_SHOWN: usize = 3;
+
+/// The book links the Trends panel shows for these lists: up to [`TREND_BOOKS_SHOWN`] per trend,
+/// and every most viewed book.
+pub(crate) fn trend_book_links(trends: &[Trend], viewed_books: &[ViewedBook]) -> usize {
+    trends
+        .iter()
+        .map(|t| t.books.len().min(TREND_BOOKS_SHOWN))
+        .sum::<usize>()
+        + viewed_books.len()
 }
 
 /// The bookstore page: search box, results, Trends and "Recommended for you".
@@ -135,20 +191,36 @@ pub async fn index(
             None => None,
         }
     };
-    let (searched, trends, recommendations) =
-        tokio::join!(state.search.search(&query), trends, recommendations);
+    let viewed_books = async {
+        match &state.trends {
+            Some(remote) => remote.viewed_books().await,
+            None => None,
+        }
+    };
+    let (searched, trends, viewed_books, recommendations) = tokio::join!(
+        state.search.search(&query),
+        trends,
+        viewed_books,
+        recommendations
+    );
     let trends = trends.as_deref().map(Vec::as_slice);
+    let viewed_books = viewed_books.as_deref().map_or(&[][..], Vec::as_slice);
     let recommendations = recommendations.as_deref().map(Vec::as_slice);
+    count_sidebar(&state, trends, viewed_books, recommendations);
     match searched {
         Ok(page) => {
             publish_search(&state, &visitor, query.text(), params.offset, &page.books);
             let shown = page.books.len() as u64;
+            state
+                .click_through
+                .shown(ViewSource::Search, None, page.books.len());
             let view = IndexPage {
                 q: query.text(),
                 books: page
                     .books
                     .iter()
-                    .map(|book| Shown::new(&state, query.text(), book))
+                    .zip(params.offset..)
+                    .map(|(book, rank)| Shown::new(&state, query.text(), book, rank))
                     .collect(),
                 total: page.total,
                 total_is_lower_bound: page.total_is_lower_bound,
@@ -160,6 +232,7 @@ pub async fn index(
                     .filter(|next| *next < page.total),
                 error: None,
                 trends,
+                viewed_books,
                 recommendations,
                 min_readers: state.trend_min_readers,
                 forget_token,
@@ -180,6 +253,7 @@ pub async fn index(
                 status,
                 &IndexPage {
                     trends,
+                    viewed_books,
                     recommendations,
                     min_readers: state.trend_min_readers,
                     forget_token,
@@ -203,6 +277,7 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
         next_offset: None,
         error: Some(message),
         trends: None,
+        viewed_books: &[],
         recommendations: None,
         min_readers: 0,
         forget_token: None,
@@ -210,7 +285,7 @@ fn error_page(q: &str, message: String) -> IndexPage<'_> {
     }
 }
 
-fn render(status: StatusCode, page: &IndexPage<'_>) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {

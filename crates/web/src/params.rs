@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 
 use bookstore_domain::FieldErrors;
+use bookstore_domain::events::ViewSource;
+
+use crate::ctr::{NO_REASON, OTHER_REASON, reason_label};
 
 /// `q`, `o`, `limit` and `highlight` of a book listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,51 @@ impl ListParams {
     }
 }
 
+/// Where the link a reader followed to a book's page was: `from`, `rank` and `reason` of
+/// `/books/{id}?from=<source>&rank=<i>&reason=<kind>`. Never an error: a link is only a hint,
+/// and a page must open whatever an old or hand-made link says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewParams {
+    pub source: ViewSource,
+    /// Its position in the list, from 0.
+    pub rank: Option<u32>,
+    /// A known kind of reason ([`crate::ctr::reason_label`]); others are dropped.
+    pub reason: Option<String>,
+}
+
+impl ViewParams {
+    /// A missing or unknown `from` is [`ViewSource::Direct`], with no rank and no reason; a rank
+    /// that is not a number, or a reason that is not a known kind, is left out.
+    pub fn parse(params: &HashMap<String, String>) -> Self {
+        let Some(source) = params
+            .get("from")
+            .and_then(|from| ViewSource::parse(from.trim()))
+            .filter(|source| *source != ViewSource::Direct)
+        else {
+            return Self {
+                source: ViewSource::Direct,
+                rank: None,
+                reason: None,
+            };
+        };
+        let rank = params
+            .get("rank")
+            .map(|rank| rank.trim())
+            .filter(|rank| !rank.is_empty() && rank.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|rank| rank.parse().ok());
+        let reason = params
+            .get("reason")
+            .map(|reason| reason_label(Some(reason.trim())))
+            .filter(|label| *label != OTHER_REASON && *label != NO_REASON)
+            .map(str::to_owned);
+        Self {
+            source,
+            rank,
+            reason,
+        }
+    }
+}
+
 /// A decimal number of digits only; one too large for `u64` saturates.
 fn parse_saturating(raw: &str) -> Option<u64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -100,6 +148,69 @@ mod tests {
         assert_eq!(parse(&[("o", "20"), ("q", "x")]).unwrap().offset, 20);
         assert!(parse(&[("highlight", "1")]).unwrap().highlight);
         assert!(!parse(&[("highlight", "0")]).unwrap().highlight);
+    }
+
+    fn view(pairs: &[(&str, &str)]) -> ViewParams {
+        ViewParams::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_link_names_its_list_rank_and_reason() {
+        assert_eq!(
+            view(&[
+                ("from", "recommendation"),
+                ("rank", "2"),
+                ("reason", "author")
+            ]),
+            ViewParams {
+                source: ViewSource::Recommendation,
+                rank: Some(2),
+                reason: Some("author".to_owned()),
+            }
+        );
+        assert_eq!(
+            view(&[("from", "search"), ("rank", "0")]),
+            ViewParams {
+                source: ViewSource::Search,
+                rank: Some(0),
+                reason: None,
+            }
+        );
+        let trends = view(&[("from", "trends"), ("rank", "4294967296"), ("reason", "x")]);
+        assert_eq!(
+            (trends.source, trends.rank, trends.reason),
+            (ViewSource::Trends, None, None),
+            "a rank past u32 and an unknown reason are dropped"
+        );
+        for rank in ["-1", "one", "1.5", "+1", ""] {
+            assert_eq!(
+                view(&[("from", "similar"), ("rank", rank)]).rank,
+                None,
+                "{rank:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_unknown_source_is_direct_without_rank_or_reason() {
+        let direct = ViewParams {
+            source: ViewSource::Direct,
+            rank: None,
+            reason: None,
+        };
+        assert_eq!(view(&[]), direct);
+        for from in ["", "Search", "email", "direct", "search\0"] {
+            assert_eq!(
+                view(&[("from", from), ("rank", "3"), ("reason", "searched")]),
+                direct,
+                "{from:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bookstore_domain::BookId;
 use bookstore_domain::recommend::Recommendation;
-use bookstore_domain::trends::Trend;
+use bookstore_domain::trends::{Trend, ViewedBook};
 use serde::de::DeserializeOwned;
 
 /// How long a cache entry filled just after one of this instance's searches lives: that search
@@ -21,6 +22,10 @@ const MAX_CACHED: usize = 10_000;
 pub const PAGE_TRENDS: usize = 5;
 /// Recommendations shown on the page.
 pub const PAGE_RECOMMENDATIONS: usize = 5;
+/// Most viewed books shown under Trends.
+pub const PAGE_VIEWED_BOOKS: usize = 5;
+/// Books a book's page shows under "Readers who looked at this also looked at".
+pub const PAGE_SIMILAR: usize = 5;
 
 struct Cached<T> {
     at: Instant,
@@ -85,16 +90,28 @@ impl<T: DeserializeOwned> RemoteJson<T> {
         (entry.at.elapsed() < self.ttl(entry.at)).then(|| entry.value.clone())
     }
 
-    /// `GET <base><path>?<query>`, or `None` when the service did not answer well within the
-    /// timeout.
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Arc<T>> {
+    /// `<base><path>?<query>`.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
         url.query_pairs_mut().clear().extend_pairs(query);
-        let key = url.to_string();
-        if let Some(cached) = self.cached(&key) {
+        url
+    }
+
+    /// `GET <base><path>?<query>`, or `None` when the service did not answer well within the
+    /// timeout.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Arc<T>> {
+        let url = self.url(path, query);
+        if let Some(cached) = self.cached(url.as_str()) {
             return cached;
         }
+        self.fetch(url).await
+    }
+
+    /// `GET url` from the service itself, never the cache (the answer is cached for the next
+    /// pages), or `None` when it did not answer well within the timeout.
+    async fn fetch(&self, url: reqwest::Url) -> Option<Arc<T>> {
+        let key = url.to_string();
         let started = Instant::now();
         let fetched = tokio::time::timeout(self.timeout, async {
             let response = self.http.get(url).send().await?.error_for_status()?;
@@ -141,8 +158,12 @@ pub enum RemoteError {
     Url(String, String),
 }
 
-/// A client of the trend service's `GET /trends`.
-pub struct RemoteTrends(RemoteJson<Vec<Trend>>);
+/// A client of the trend service's `GET /trends` and `GET /trends/books`, and the address of its
+/// `GET /trends/stream`.
+pub struct RemoteTrends {
+    trends: RemoteJson<Vec<Trend>>,
+    books: RemoteJson<Vec<ViewedBook>>,
+}
 
 impl RemoteTrends {
     /// `base_url`: the trend service, e.g. `http://127.0.0.1:8001`.
@@ -151,23 +172,53 @@ impl RemoteTrends {
         timeout: Duration,
         cache_ttl: Duration,
     ) -> Result<Self, RemoteError> {
-        RemoteJson::new(base_url, timeout, cache_ttl).map(Self)
+        Ok(Self {
+            trends: RemoteJson::new(base_url, timeout, cache_ttl)?,
+            books: RemoteJson::new(base_url, timeout, cache_ttl)?,
+        })
     }
 
     /// This instance published a search: the next pages should see it soon.
     pub fn searched(&self) {
-        self.0.searched();
+        self.trends.searched();
+        self.books.searched();
     }
 
     /// The top trends, or `None` when the service did not answer well within the timeout.
     pub async fn get(&self) -> Option<Arc<Vec<Trend>>> {
-        self.0
+        self.trends
             .get("/trends", &[("ps", &PAGE_TRENDS.to_string())])
             .await
     }
+
+    /// The most viewed books now, or `None` when the service did not answer well within the
+    /// timeout.
+    pub async fn viewed_books(&self) -> Option<Arc<Vec<ViewedBook>>> {
+        self.books
+            .get("/trends/books", &[("ps", &PAGE_VIEWED_BOOKS.to_string())])
+            .await
+    }
+
+    /// Both lists of the Trends panel from the service itself, past the cache: what changed
+    /// just now. Each is `None` when it did not answer well within the timeout.
+    pub async fn fresh(&self) -> (Option<Arc<Vec<Trend>>>, Option<Arc<Vec<ViewedBook>>>) {
+        let trends = self
+            .trends
+            .url("/trends", &[("ps", &PAGE_TRENDS.to_string())]);
+        let books = self
+            .books
+            .url("/trends/books", &[("ps", &PAGE_VIEWED_BOOKS.to_string())]);
+        tokio::join!(self.trends.fetch(trends), self.books.fetch(books))
+    }
+
+    /// The service's `GET /trends/stream`.
+    pub fn stream_url(&self) -> reqwest::Url {
+        self.trends.url("/trends/stream", &[])
+    }
 }
 
-/// A client of the recommendation service's `GET /recommendations`.
+/// A client of the recommendation service's `GET /recommendations` and
+/// `GET /books/{id}/similar`.
 pub struct RemoteRecommendations(RemoteJson<Vec<Recommendation>>);
 
 impl RemoteRecommendations {
@@ -192,6 +243,17 @@ impl RemoteRecommendations {
             .get(
                 "/recommendations",
                 &[("uid", uid), ("n", &PAGE_RECOMMENDATIONS.to_string())],
+            )
+            .await
+    }
+
+    /// "Readers who looked at this also looked at": books viewed with `book`, strongest first,
+    /// or `None` when the service did not answer well within the timeout.
+    pub async fn similar(&self, book: BookId) -> Option<Arc<Vec<Recommendation>>> {
+        self.0
+            .get(
+                &format!("/books/{book}/similar"),
+                &[("n", &PAGE_SIMILAR.to_string())],
             )
             .await
     }

@@ -58,14 +58,16 @@ pub async fn fresh_mysql_database() -> String {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The operations port (`/metrics`, `/stats`, `/readyz`).
+    pub ops: SocketAddr,
     pub client: Client,
     pub db_url: String,
     _dir: TempDir,
 }
 
-#[path = "../support/cleanup.rs"]
-#[allow(dead_code)]
-pub mod cleanup;
+/// Removing what a test made on the shared servers (`support/cleanup.rs`, through the bus
+/// helpers that include it).
+pub use crate::bus::cleanup;
 
 /// A test's MariaDB database goes with its app, whether the test passed or not.
 impl Drop for TestApp {
@@ -81,6 +83,10 @@ impl Drop for TestApp {
 pub struct Options {
     pub admin_token: Option<&'static str>,
     pub page_size: u32,
+    /// `web.trend_url`: none by default (the page leaves its Trends section out).
+    pub trend_url: String,
+    /// `web.live_streams`.
+    pub live_streams: usize,
 }
 
 impl Default for Options {
@@ -88,6 +94,8 @@ impl Default for Options {
         Self {
             admin_token: Some(TOKEN),
             page_size: 5,
+            trend_url: String::new(),
+            live_streams: 1_000,
         }
     }
 }
@@ -116,8 +124,10 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     config.web.ops_listen = bookstore::config::OpsListen::Addr("127.0.0.1:0".parse().unwrap());
     config.web.page_size = options.page_size;
     config.web.admin_token = options.admin_token.map(Into::into);
-    // No trend service here: the page leaves its Trends section out at once.
-    config.web.trend_url = Some(String::new());
+    // No trend service here unless the test names one: the page leaves its Trends section out at
+    // once.
+    config.web.trend_url = Some(options.trend_url);
+    config.web.live_streams = options.live_streams;
     config.web.recommend_url = Some(String::new());
     config.db.url = Some(db_url.clone().into());
     let app = WebApp::build(&config)
@@ -128,6 +138,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let app = TestApp {
         addr,
+        ops,
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -178,6 +189,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `path` on the operations port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.ops, path)
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -1,10 +1,19 @@
 //! HTTP-level tests of the web service. Every test in `backend_tests!` runs twice: on SQLite and on
-//! MariaDB (from `dev/services`; a MariaDB that cannot be reached fails the test, it never skips).
+//! MariaDB (from `dev/services`; a MariaDB that cannot be reached fails the test, it never skips);
+//! those of `live.rs` run on the embedded log and on Kafka, with the trend and recommendation
+//! services.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod book_page;
 mod books_api;
 mod cli;
 mod forget;
 mod helpers;
+mod live;
 mod page;
 mod search;
+
+/// The test event bus (embedded log or Kafka) and its recording consumer, for `live.rs`.
+#[path = "../events/helpers.rs"]
+#[allow(dead_code)]
+mod bus;

@@ -1,6 +1,7 @@
 //! Books created through the web service reach the recommendation service's catalog; readers
 //! searching through the web service get books they have not been shown, with reasons, in
-//! `GET /recommendations` and on the page.
+//! `GET /recommendations` and on the page; readers viewing books (`book.viewed` on the bus) change
+//! each other's "similar" books and recommendations, and never get a book they viewed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -37,11 +38,12 @@ async fn page_search(http: &reqwest::Client, web: &str, uid: &str, q: &str) -> S
     response.text().await.unwrap()
 }
 
-/// The ids of the books a result page shows (linked as `/api/books/{id}`).
+/// The ids of the books a result page shows (linked as `/books/{id}?from=search&rank=R`).
 fn shown_on(html: &str) -> BTreeSet<i64> {
-    html.split("href=\"/api/books/")
+    // The results' title links, not the recommendations' or the trends'.
+    html.split("<h2 class=\"title\"><a href=\"/books/")
         .skip(1)
-        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .filter_map(|rest| rest.split(['?', '"']).next()?.parse().ok())
         .collect()
 }
 
@@ -494,4 +496,134 @@ async fn a_forgotten_reader_is_forgotten_by_every_service(infra: Infra) {
     web.shutdown().await;
     rec.shutdown().await;
     trend.shutdown().await;
+}
+
+infra!(two_readers_viewing_the_same_books_change_each_others_recommendations);
+/// `book.viewed` events published straight to the bus: A opens Herbert's books 9 and 10, then B
+/// opens 9 and 11. Book 9's "readers who looked at this also looked at" lists 10 and 11; A is
+/// recommended 11 and B 10, each "because you looked at" a book, and neither a book they opened.
+async fn two_readers_viewing_the_same_books_change_each_others_recommendations(infra: Infra) {
+    use bookstore_domain::events::{BookEvent, Event};
+    use bookstore_domain::recommend::conformance::{book, view};
+
+    let bus = test_bus(infra).await;
+    let (rec, _) = start_recommend(&bus.config).await;
+    let http = reqwest::Client::new();
+    let mut catalog_events = bus.config.events.clone();
+    catalog_events.topic = bus.config.events.catalog_topic.clone();
+    let catalog = bus.bus.publisher(&catalog_events).await.unwrap();
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    for i in 1..=16 {
+        catalog
+            .publisher
+            .publish(&Event::BookCreated(BookEvent::new(
+                uuid::Uuid::now_v7(),
+                base,
+                book(i),
+            )));
+    }
+    assert_eq!(catalog.publisher.flush(Duration::from_secs(30)).await, 0);
+    let views = bus.publisher().await;
+    let publish = |events: Vec<Event>| {
+        for event in &events {
+            views.publisher.publish(event);
+        }
+    };
+    let similar = |id: i64| {
+        let (http, url) = (http.clone(), format!("{}/books/{id}/similar?n=10", rec.url));
+        async move { get_json(&http, &url).await }
+    };
+    let recommended = |uid: &'static str| {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/recommendations?uid={uid}&n=50", rec.url),
+        );
+        async move { get_json(&http, &url).await }
+    };
+    let kind_of = |books: &Value, id: i64| -> Option<String> {
+        books
+            .as_array()?
+            .iter()
+            .find(|b| b["id"] == id)
+            .and_then(|b| b["kind"].as_str().map(str::to_owned))
+    };
+
+    publish(vec![
+        view(Some(READER_A), 9, base, 1),
+        view(Some(READER_A), 10, base, 2),
+    ]);
+    assert_eq!(views.publisher.flush(Duration::from_secs(30)).await, 0);
+    wait_until(Duration::from_secs(30), "A's views applied", || async {
+        ids(&similar(9).await) == BTreeSet::from([10])
+    })
+    .await;
+    let before_a = recommended(READER_A).await;
+    let before_b = recommended(READER_B).await;
+    assert_ne!(
+        kind_of(&before_a, 11).as_deref(),
+        Some("viewed"),
+        "{before_a}"
+    );
+
+    publish(vec![
+        view(Some(READER_B), 9, base, 3),
+        view(Some(READER_B), 11, base, 4),
+    ]);
+    assert_eq!(views.publisher.flush(Duration::from_secs(30)).await, 0);
+    wait_until(Duration::from_secs(30), "B's views applied", || async {
+        ids(&similar(9).await) == BTreeSet::from([10, 11])
+    })
+    .await;
+    let nine = similar(9).await;
+    assert!(
+        nine.as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["kind"] == "similar"
+                && b["reason"] == "readers who looked at this also looked at it"
+                && b["title"].as_str().is_some_and(|t| t.starts_with("Book 1"))),
+        "{nine}"
+    );
+    assert_eq!(ids(&similar(10).await), BTreeSet::from([9]));
+    assert_eq!(ids(&similar(11).await), BTreeSet::from([9]));
+
+    // Each is recommended what the other looked at, for that reason; never what they opened.
+    let for_a = recommended(READER_A).await;
+    let for_b = recommended(READER_B).await;
+    assert_ne!(for_a, before_a);
+    assert_ne!(for_b, before_b);
+    assert_eq!(for_a[0]["id"], 11, "{for_a}");
+    assert_eq!(for_a[0]["kind"], "viewed", "{for_a}");
+    assert_eq!(
+        for_a[0]["reason"],
+        format!("because you looked at {}", book(9).title),
+        "the book both opened"
+    );
+    assert_eq!(for_b[0]["id"], 10, "{for_b}");
+    assert_eq!(for_b[0]["kind"], "viewed", "{for_b}");
+    let a_ids = ids(&for_a);
+    let b_ids = ids(&for_b);
+    assert!(!a_ids.contains(&9) && !a_ids.contains(&10), "{for_a}");
+    assert!(!b_ids.contains(&9) && !b_ids.contains(&11), "{for_b}");
+
+    // A book nobody viewed, or unknown: an empty list; a bad count: a JSON 400.
+    assert_eq!(similar(1).await, serde_json::json!([]));
+    assert_eq!(similar(424_242).await, serde_json::json!([]));
+    for bad in ["n=0", "n=51", "n=ten"] {
+        let answer = http
+            .get(format!("{}/books/9/similar?{bad}", rec.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let answer = http
+        .get(format!("{}/books/nine/similar", rec.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    rec.shutdown().await;
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod support;
 
 mod service;
+mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,16 +1,21 @@
-//! The check every recommendation store passes: fed catalog and search events batch by batch, it
-//! holds what [`apply`](super::apply) computes from the same events in one go, recommends what
-//! the rules say (discovery through other users, no book already shown, popular books for a new
-//! user), follows the catalog's updates and deletes, keeps its bounds, and refuses a batch whose
-//! start is not its stored position. For the
-//! stores' tests; it panics on the first difference.
+//! The check every recommendation store passes: fed catalog, search and view events batch by
+//! batch, it holds what [`apply`](super::apply) computes from the same events in one go,
+//! recommends what the rules say (discovery through other users, no book already shown or
+//! viewed, co-viewed books, popular books for a new user), answers "readers who looked at this
+//! also looked at", follows the catalog's updates and deletes, keeps its bounds, forgets, and
+//! refuses a batch whose start is not its stored position. For the stores' tests; it panics on
+//! the first difference.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use super::{Changes, Prior, RecommendSettings, Snapshot, apply};
+use super::{
+    Changes, KIND_SIMILAR, KIND_VIEWED, Prior, RecommendSettings, SIMILAR_REASON, SimilarBooks,
+    Snapshot, apply,
+};
 use crate::events::{
-    BookDeletedEvent, BookEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook, SearchEvent,
+    BookDeletedEvent, BookEvent, BookViewedEvent, CatalogBook, Event, ReaderForgottenEvent,
+    ResultBook, SearchEvent, ViewSource,
 };
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
 
@@ -26,6 +31,8 @@ pub fn settings() -> RecommendSettings {
         profile_authors: 4,
         profile_queries: 3,
         profile_shown: 50,
+        profile_viewed: 6,
+        similar_per_book: 3,
         ..RecommendSettings::default()
     }
 }
@@ -86,6 +93,27 @@ pub fn search(user: Option<&str>, a: usize, base: DateTime<Utc>, minutes: i64) -
     ))
 }
 
+/// A view of book `id` (of [`book`]'s catalog, or any other id) by `user`, `minutes` after
+/// `base`, opened from a search's results at rank 0.
+pub fn view(user: Option<&str>, id: i64, base: DateTime<Utc>, minutes: i64) -> Event {
+    let b = book(id);
+    let mut event = BookViewedEvent::now(
+        user.map(str::to_owned),
+        None,
+        ResultBook {
+            id,
+            title: b.title,
+            author: b.author,
+            published_at: Some(b.published_at),
+        },
+        ViewSource::Search,
+        Some(0),
+        None,
+    );
+    event.occurred_at = base + Duration::minutes(minutes);
+    Event::BookViewed(event)
+}
+
 struct Feed {
     group: String,
     next: i64,
@@ -142,13 +170,14 @@ impl From<Changes> for Snapshot {
             profiles: changes.profiles.into_iter().collect(),
             queries: changes.queries.into_iter().collect(),
             popular: changes.popular.into_iter().collect(),
+            coviews: changes.coviews.into_iter().collect(),
         }
         .sorted()
     }
 }
 
 /// Runs the check on an empty `store` created with [`settings`].
-pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
+pub async fn check_store<S: RecommendStore + SimilarBooks + EventHandler>(store: &S) {
     let settings = settings();
     let base = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
         .map(|t| t.with_timezone(&Utc))
@@ -466,6 +495,8 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
         "the forgotten reader's searches stay in the query records, anonymous"
     );
 
+    check_views(store, &settings, &mut feed, base).await;
+
     // Expiry: profiles whose last search is older than the cut go; the others stay.
     let cut = (base + Duration::minutes(3)).timestamp_millis();
     let users_before = store.stats().await.expect("stats").users;
@@ -474,4 +505,136 @@ pub async fn check_store<S: RecommendStore + EventHandler>(store: &S) {
     assert_eq!(store.stats().await.expect("stats").users, users_before - 1);
     let a = store.interests("a", 10, base).await.expect("interests");
     assert!(a.books.is_empty(), "A's profile expired: {a:?}");
+}
+
+/// Views: weights, co-view counts (bounded, first views only), viewed books never recommended,
+/// "readers who looked at this also looked at", and forgetting; times from `base + 42 min`, so
+/// that the expiry check after it still finds A alone expired.
+async fn check_views<S: RecommendStore + SimilarBooks + EventHandler>(
+    store: &S,
+    settings: &RecommendSettings,
+    feed: &mut Feed,
+    base: DateTime<Utc>,
+) {
+    // V1 and V2 both open Herbert's books 9 and 10 (V2 opens 9 twice: once counts); V2 also
+    // opens 11. Anonymous views count as popularity only.
+    let views = feed.batch(vec![
+        view(Some("v1"), 9, base, 42),
+        view(Some("v1"), 10, base, 43),
+        view(Some("v2"), 9, base, 44),
+        view(None, 9, base, 44),
+        view(Some("v2"), 9, base, 45),
+        view(Some("v2"), 10, base, 46),
+    ]);
+    store.apply(&views).await.expect("the views apply");
+    let more = feed.batch(vec![view(Some("v2"), 11, base, 47)]);
+    store.apply(&more).await.expect("more views apply");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.difference(&reference(settings, &feed.all)),
+        None,
+        "after the views, the store differs from the rules applied in one go"
+    );
+    let profile = |name: &str| {
+        snapshot
+            .profiles
+            .iter()
+            .find(|(u, _)| u == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("{name} has a profile"))
+    };
+    let v2 = profile("v2");
+    assert_eq!(
+        v2.viewed_ids(),
+        vec![9, 10, 11],
+        "each once, the last viewed last"
+    );
+    assert!(v2.queries.is_empty() && v2.shown.is_empty(), "{v2:?}");
+    let nine = v2.books.iter().find(|b| b.id == 9).expect("book 9");
+    let ten = v2.books.iter().find(|b| b.id == 10).expect("book 10");
+    assert!(
+        (nine.log_weight - ten.log_weight - 1.0).abs() < 0.01,
+        "two views of 9 weigh twice one view of 10: {v2:?}"
+    );
+
+    // "Readers who looked at this": 9 and 10 were viewed together by two readers, 11 with
+    // 9 and 10 by one.
+    let similar = store.similar(9, 10).await.expect("similar");
+    let ids: Vec<(i64, f64)> = similar.iter().map(|r| (r.id, r.score)).collect();
+    assert_eq!(ids, vec![(10, 2.0), (11, 1.0)], "{similar:?}");
+    assert!(
+        similar
+            .iter()
+            .all(|r| r.kind == KIND_SIMILAR && r.reason == SIMILAR_REASON)
+    );
+    assert_eq!(similar[0].title, book(10).title);
+    assert_eq!(store.similar(9, 1).await.expect("similar").len(), 1);
+    assert!(store.similar(1, 10).await.expect("similar").is_empty());
+    assert!(store.similar(12_345, 10).await.expect("similar").is_empty());
+
+    // V1 is recommended 11 first, because V2 looked at it too; never 9 or 10, which V1 opened.
+    let for_v1 = store.recommend("v1", 50).await.expect("recommend v1");
+    assert!(
+        for_v1.iter().all(|r| r.id != 9 && r.id != 10),
+        "viewed books are never recommended: {for_v1:?}"
+    );
+    let eleven = for_v1
+        .first()
+        .unwrap_or_else(|| panic!("v1 is recommended books: {for_v1:?}"));
+    assert_eq!(eleven.id, 11, "the co-viewed book first: {for_v1:?}");
+    assert_eq!(eleven.kind, KIND_VIEWED, "{for_v1:?}");
+    assert_eq!(
+        eleven.reason, "because you looked at Book 10 by Frank Herbert",
+        "the latest viewed book counts most"
+    );
+
+    // Bounds: a reader viewing many books keeps `profile_viewed` of them (the latest), each
+    // co-view record at most `similar_per_book` books (4 is counted with 2, 3, 5 and 6: 6 goes),
+    // and a view counts with the reader's last `history_per_event` books only.
+    let many = feed.batch((1..=8).map(|i| view(Some("v3"), i, base, 48 + i)).collect());
+    store.apply(&many).await.expect("many views apply");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.difference(&reference(settings, &feed.all)),
+        None,
+        "after many views, the store differs from the rules applied in one go"
+    );
+    let v3 = snapshot
+        .profiles
+        .iter()
+        .find(|(u, _)| u == "v3")
+        .map(|(_, p)| p.clone())
+        .expect("v3 has a profile");
+    let latest: Vec<i64> = (3..=8).collect();
+    assert_eq!(v3.viewed_ids(), latest);
+    for (_, record) in &snapshot.coviews {
+        assert!(record.len() <= settings.similar_per_book, "{record:?}");
+    }
+    let ids = |list: Vec<super::Recommendation>| list.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.similar(1, 50).await.expect("similar")),
+        vec![2, 3],
+        "1 counts with the next `history_per_event` (2) books only"
+    );
+    assert_eq!(
+        ids(store.similar(4, 50).await.expect("similar")),
+        vec![2, 3, 5]
+    );
+
+    // Forgetting V2 deletes their viewed books with the profile; the co-view counts stay,
+    // anonymous.
+    let forget = feed.batch(vec![Event::ReaderForgotten(ReaderForgottenEvent::new(
+        Uuid::now_v7(),
+        base + Duration::minutes(60),
+        "v2".to_owned(),
+    ))]);
+    store.apply(&forget).await.expect("the forget applies");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert!(snapshot.profiles.iter().all(|(u, _)| u != "v2"));
+    assert_eq!(
+        snapshot.difference(&reference(settings, &feed.all)),
+        None,
+        "after forgetting a viewer, the store differs from the rules applied in one go"
+    );
+    assert_eq!(store.similar(9, 10).await.expect("similar").len(), 2);
 }

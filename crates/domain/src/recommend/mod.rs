@@ -8,23 +8,29 @@
 //! changes belongs to one partition of the search topic, so that the consumer owning the
 //! partition is its only writer:
 //!
-//! - a **profile** per reader ([`Profile`], keyed by the reader, whose searches all go to one
-//!   partition since the reader is the events' key): their strongest books, authors and queries
-//!   and the books they were last shown, each list capped (`profile_*` settings);
+//! - a **profile** per reader ([`Profile`], keyed by the reader, whose searches and views all go
+//!   to one partition since the reader is the events' key): their strongest books, authors and
+//!   queries, the books they were last shown and the books they last viewed, each list capped
+//!   (`profile_*` settings);
 //! - a **query record** per partition and normalized query ([`QueryRecord`]): the books the query
 //!   showed, by rank weight, and the *related* queries, those searched by the same readers, each
 //!   with how many readers searched both; capped at `books_per_query` and `related_per_query`;
-//! - a **popularity list** per partition: the `popular_books` books shown most, by rank weight.
+//! - a **popularity list** per partition: the `popular_books` books shown (and viewed) most, by
+//!   weight;
+//! - a **co-view record** per partition and book ([`CoViews`]): the books viewed by the readers
+//!   who viewed it, each with how many readers viewed both; capped at `similar_per_book`.
 //!
 //! Readers ask for the records of every partition and merge them ([`merge_queries`],
-//! [`merge_popular`]): weights and counts add up. A search therefore changes one profile, one or
-//! (the first time a reader searches a query) `1 + history_per_event` query records, and one
-//! popularity list, whatever the history's length.
+//! [`merge_popular`], [`merge_coviews`]): weights and counts add up. A search therefore changes
+//! one profile, one or (the first time a reader searches a query) `1 + history_per_event` query
+//! records, and one popularity list, whatever the history's length; a view one profile, one
+//! popularity list and none or (the first time a reader views the book) `1 + history_per_event`
+//! co-view records.
 //!
 //! **Forgetting.** A `reader.forgotten` event deletes the reader's profile (their books, authors,
-//! queries and shown books); what their searches added to query records and popularity lists is
-//! anonymous and stays. A profile whose reader has not searched for `profile_ttl` expires: a search
-//! after that starts a new one (by the events' times, so a replay gives the same), and stores
+//! queries, shown and viewed books); what their searches and views added to query records,
+//! popularity lists and co-view records is anonymous and stays. A profile whose reader has not
+//! searched or viewed for `profile_ttl` expires: a search or view after that starts a new one (by the events' times, so a replay gives the same), and stores
 //! delete idle expired profiles in a background pass ([`RecommendSettings::expired_before`]).
 //!
 //! **Profile.** Each `book.searched` event of a known reader adds, for each of the first
@@ -36,6 +42,18 @@
 //! and comparing two stored weights compares their values at any time. A list over its cap drops
 //! its weakest entry (ties: the greater key); the shown list keeps the books shown last.
 //!
+//! **Views** (`book.viewed`, a reader opened a book's page). A view by a known reader (user id as
+//! for searches, [`view_user`]) adds [`VIEW_WEIGHT`] (3: three times being shown first, six
+//! times being shown tenth) to the book, to its author and to the query of the search that last
+//! showed it (the search led to the view) in the profile, decayed the same way, and the book
+//! joins the viewed list (`profile_viewed`, the latest kept). Every view (anonymous ones too:
+//! opening a book is interest, whoever did) adds the same weight to the book in the popularity
+//! list of its partition. The first time a reader views a book (it is not in their viewed list),
+//! it is counted with each of their last `history_per_event` viewed books that they viewed within
+//! `coview_window` (an hour: one visit) before it, both ways: a co-view count is the number of
+//! readers who viewed both books in one visit. (Counting views days apart mixed a reader's
+//! unrelated interests: the benchmark's precision fell.)
+//!
 //! **Query records.** Every search (anonymous ones too) adds the same rank weights to the books of
 //! its query's record and to the popularity list of its partition. The first time a reader
 //! searches a query, it is related to each of the reader's `history_per_event` strongest queries
@@ -44,19 +62,32 @@
 //! **Ranking** (`GET /recommendations`). For the reader's [`INTEREST_QUERIES`] strongest queries
 //! `q` (weight `w_q` relative to the strongest, `0 < w_q ≤ 1`), candidates are the books of `q`'s
 //! record and of the records of `q`'s [`RELATED_PER_INTEREST`] most related queries; then the
-//! books of their [`TOP_AUTHORS`] strongest authors, and the most popular books. Books the reader
-//! was shown are never candidates. For a candidate `c`:
+//! books of their [`TOP_AUTHORS`] strongest authors, the books co-viewed with the
+//! [`VIEWED_INTERESTS`] books they viewed last, and the most popular books. Books the reader was
+//! shown or viewed are never candidates. For a candidate `c`:
 //!
 //! ```text
 //! score(c) = Σ_q w_q · ( s(q, c) + 0.5 · Σ_q' r(q, q') · s(q', c) )   their searches and related ones
+//!          + 1.0 · Σ_i v_i · m(b_i, c)         books co-viewed with the ones they viewed
 //!          + 0.5 · a(author(c))               author affinity, relative to their top author
 //!          + 0.1 · p(c)                       popularity, relative to the most popular candidate
 //! ```
 //!
-//! where `s(q, c)` is `c`'s weight in `q`'s record relative to the record's strongest book and
-//! `r(q, q')` the related count relative to `q`'s most related query. The reason names the largest
-//! term: "because you searched for <q>" (the query contributing most), "more by <author>", or
-//! "popular with readers". A reader with no history gets the popular books.
+//! where `s(q, c)` is `c`'s weight in `q`'s record relative to the record's strongest book,
+//! `r(q, q')` the related count relative to `q`'s most related query, `b_i` the book they viewed
+//! `i`-th last (from 0) with `v_i = 1 / log2(i + 2)`, and `m(b, c)` the co-view count of `c` in
+//! `b`'s record relative to the record's largest. The reason names the largest term: "because you
+//! looked at <title>" (the viewed book contributing most; kind [`KIND_VIEWED`]), "because you
+//! searched for <q>" (the query contributing most; [`KIND_SEARCHED`]), "more by <author>"
+//! ([`KIND_AUTHOR`]), or "popular with readers" ([`KIND_POPULAR`]); between searches and views
+//! equal, the search. A reader with no history gets the popular books.
+//!
+//! **Similar books** (`GET /books/{id}/similar`, [`similar_books`]): the books of the book's
+//! co-view records merged, the most readers first, kind [`KIND_SIMILAR`].
+//!
+//! **Stored versions.** Records are stored with a version byte ([`STORED_VERSION`]); version 2
+//! (views) changed the profile, so a store of version 1 is emptied at open and rebuilt from the
+//! log under a new consumer group name ([`positions_group`], [`needs_rebuild`]).
 
 pub mod conformance;
 
@@ -66,7 +97,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::{CatalogBook, CatalogChange, ResultBook, SearchEvent};
+use crate::events::{BookViewedEvent, CatalogBook, CatalogChange, ResultBook, SearchEvent};
 use crate::ports::Record;
 use crate::trends::log2_add;
 
@@ -83,6 +114,17 @@ pub const AUTHOR_BOOKS: usize = 100;
 pub const RELATED_WEIGHT: f64 = 0.5;
 pub const AUTHOR_WEIGHT: f64 = 0.5;
 pub const POPULAR_WEIGHT: f64 = 0.1;
+/// The weight a view adds to the book and its author in the reader's profile: a book opened
+/// counts three times as much as being shown first in a search (`1 / log2(r + 2)` at rank `r`,
+/// so 1, 0.63, 0.5, …), decayed the same way.
+pub const VIEW_WEIGHT: f64 = 3.0;
+/// The reader's most recently viewed books whose co-view records give candidates.
+pub const VIEWED_INTERESTS: usize = 8;
+/// Weight of co-viewed books in the blend (the reader's own queries' books weigh 1).
+pub const VIEWED_WEIGHT: f64 = 1.0;
+/// The reason given on a book's "readers who looked at this also looked at" list.
+pub const SIMILAR_REASON: &str = "readers who looked at this also looked at it";
+
 /// Recommendations per answer by default, and at most.
 pub const DEFAULT_RECOMMENDATIONS: usize = 10;
 pub const MAX_RECOMMENDATIONS: usize = 50;
@@ -107,12 +149,23 @@ pub const KIND_SIMILAR: &str = "similar";
 pub const POPULAR_REASON: &str = "popular with readers";
 
 /// The consumer group under which a store keeps its positions for `group`: its own name for
-/// these records, so that a store that held the records of earlier rules (in tables it no longer
-/// reads: `rec_user_books`, `rec_user_shown`, `rec_user_authors`, `rec_user_queries`,
-/// `rec_cooccurrence`, `rec_popular`) starts again from the start of the log instead of resuming
-/// where those left off with nothing.
+/// these records, so that a store that held the records of earlier rules starts again from the
+/// start of the log instead of resuming where those left off. `/profiles` was the group of the
+/// records of [`STORED_VERSION`] 1 (before views; earlier still, tables no longer read:
+/// `rec_user_books`, `rec_user_shown`, `rec_user_authors`, `rec_user_queries`,
+/// `rec_cooccurrence`, `rec_popular`); `/views` is theirs since version 2. A store opening rows of
+/// an older version deletes them ([`needs_rebuild`]) and, under the new group, rebuilds them
+/// from the log (what the log still holds: searches older than its retention are gone).
 pub fn positions_group(group: &str) -> String {
-    format!("{group}/profiles")
+    format!("{group}/views")
+}
+
+/// Whether a store whose records were written by [`STORED_VERSION`] `stored` (`None`: no mark,
+/// a store of version 1 or a new one) must delete its profiles, query records, popularity lists
+/// and co-view records before use: they are rebuilt from the log under [`positions_group`]. The
+/// catalog copy stays (its events are upserts and deletes, replayed harmlessly).
+pub fn needs_rebuild(stored: Option<u8>) -> bool {
+    stored != Some(STORED_VERSION)
 }
 
 /// The tunable bounds and decay of the rules.
@@ -135,7 +188,13 @@ pub struct RecommendSettings {
     pub profile_authors: usize,
     pub profile_queries: usize,
     pub profile_shown: usize,
-    /// A profile whose reader has not searched for this long is deleted.
+    /// Books remembered as viewed per profile (never recommended to the reader).
+    pub profile_viewed: usize,
+    /// Co-viewed books kept per book record.
+    pub similar_per_book: usize,
+    /// Two views by one reader count as viewed together only this close in time (one visit).
+    pub coview_window: Duration,
+    /// A profile whose reader has not searched or viewed for this long is deleted.
     pub profile_ttl: Duration,
 }
 
@@ -152,6 +211,9 @@ impl Default for RecommendSettings {
             profile_authors: 50,
             profile_queries: 50,
             profile_shown: 1_000,
+            profile_viewed: 500,
+            similar_per_book: 50,
+            coview_window: Duration::from_secs(3600),
             profile_ttl: Duration::from_secs(180 * 24 * 3600),
         }
     }
@@ -190,9 +252,13 @@ pub struct ProfileBook {
     pub id: i64,
     pub log_weight: f64,
     /// The last search that showed it: the [`ProfileName::id`] of its query in the profile's
-    /// queries (gone if the query was dropped from them since).
+    /// queries (gone if the query was dropped from them since; [`NO_QUERY`] for a book only
+    /// viewed).
     pub query: u32,
 }
+
+/// [`ProfileBook::query`] of a book the reader viewed without a search showing it.
+pub const NO_QUERY: u32 = u32::MAX;
 
 /// A reader's weight of an author or a query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +282,22 @@ pub struct Profile {
     pub queries: Vec<ProfileName>,
     /// Books shown to the reader, each once, in the order they were last shown.
     pub shown: Vec<i64>,
+    /// Books the reader viewed (opened), each once, in the order they were last viewed.
+    pub viewed: Vec<ProfileView>,
+}
+
+/// A book a reader viewed, and when last (Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileView {
+    pub id: i64,
+    pub at: i64,
+}
+
+impl Profile {
+    /// The ids of the books viewed, the last viewed last.
+    pub fn viewed_ids(&self) -> Vec<i64> {
+        self.viewed.iter().map(|v| v.id).collect()
+    }
 }
 
 /// One partition's record of one query: the books it showed and the queries related to it.
@@ -230,9 +312,14 @@ pub struct QueryRecord {
 /// One partition's most shown books, `(book, log weight)`.
 pub type PopularList = Vec<(i64, f64)>;
 
+/// One partition's record of one book: the books viewed by the readers who viewed it, `(book,
+/// readers who viewed both)`, capped at `similar_per_book`.
+pub type CoViews = Vec<(i64, u64)>;
+
 /// The version of the stored encoding, its first byte: a later version of these records reads
-/// this one (or knows it cannot) instead of misreading it.
-pub const STORED_VERSION: u8 = 1;
+/// this one (or knows it cannot) instead of misreading it. Version 2 added the viewed books to
+/// profiles, and co-view records.
+pub const STORED_VERSION: u8 = 2;
 
 /// The stored encoding of records (compact, not meant for humans; stores keep it in a blob): a
 /// version byte, then the record in postcard.
@@ -258,6 +345,7 @@ pub trait Stored: Serialize + for<'de> Deserialize<'de> + Sized {
 impl Stored for Profile {}
 impl Stored for QueryRecord {}
 impl Stored for PopularList {}
+impl Stored for CoViews {}
 
 /// The results of `event` that count, first occurrence of each book only, each with its rank
 /// in the whole result list (the event's offset plus its place on the page).
@@ -294,22 +382,66 @@ pub fn cut(text: &str, max: usize) -> String {
     text.trim_end().to_owned()
 }
 
+/// The reader whose profile a view adds to, as [`profile_user`].
+pub fn view_user(event: &BookViewedEvent) -> Option<&String> {
+    event
+        .user_id
+        .as_ref()
+        .filter(|u| u.chars().count() <= MAX_USER_CHARS)
+}
+
 fn query_of(event: &SearchEvent) -> String {
     cut(&event.query_normalized, MAX_QUERY_CHARS)
 }
 
-/// The profiles a batch reads: its readers.
+/// The profiles a batch reads: its readers (who searched or viewed).
 pub fn profile_needs(records: &[Record]) -> BTreeSet<String> {
-    records
+    let searchers = records
         .iter()
         .filter_map(|r| r.event.as_search())
-        .filter_map(profile_user)
-        .cloned()
-        .collect()
+        .filter_map(profile_user);
+    let viewers = records
+        .iter()
+        .filter_map(|r| r.event.as_view())
+        .filter_map(view_user);
+    searchers.chain(viewers).cloned().collect()
+}
+
+/// The co-view records a batch reads, `(partition, book)`, once its readers' profiles are
+/// loaded: the books known readers viewed, and each such reader's last `history_per_event`
+/// viewed books (those a book new to them is counted with). Books viewed earlier in the batch
+/// are among the first, so this covers every record [`apply`] may change.
+pub fn coview_needs(
+    settings: &RecommendSettings,
+    records: &[Record],
+    profiles: &HashMap<String, Profile>,
+) -> BTreeSet<(i32, i64)> {
+    let mut needs = BTreeSet::new();
+    for record in records {
+        let Some(event) = record.event.as_view() else {
+            continue;
+        };
+        let Some(user) = view_user(event) else {
+            continue;
+        };
+        needs.insert((record.partition, event.book.id));
+        if let Some(profile) = profiles.get(user) {
+            for book in last_viewed(profile, settings.history_per_event) {
+                needs.insert((record.partition, book));
+            }
+        }
+    }
+    needs
+}
+
+/// The `n` books `profile` viewed last, the latest first.
+fn last_viewed(profile: &Profile, n: usize) -> impl Iterator<Item = i64> + '_ {
+    profile.viewed.iter().rev().take(n).map(|v| v.id)
 }
 
 /// The query records a batch reads, `(partition, query)`, once its readers' profiles are loaded:
-/// its queries, and its readers' strongest queries (the ones a new query may be related to).
+/// its queries, its readers' strongest queries (the ones a new query may be related to), and the
+/// queries that showed the books its readers view (a view may make them strongest).
 pub fn query_needs(
     settings: &RecommendSettings,
     records: &[Record],
@@ -317,6 +449,18 @@ pub fn query_needs(
 ) -> BTreeSet<(i32, String)> {
     let mut needs = BTreeSet::new();
     for record in records {
+        // A view adds weight to the query that showed its book, which may lift that query among
+        // the reader's strongest (those a later search of the batch is related to).
+        if let Some(event) = record.event.as_view() {
+            let profile = view_user(event).and_then(|u| profiles.get(u));
+            if let Some((profile, book)) =
+                profile.and_then(|p| Some((p, p.books.iter().find(|b| b.id == event.book.id)?)))
+                && let Some(query) = profile.queries.iter().find(|q| q.id == book.query)
+            {
+                needs.insert((record.partition, query.name.clone()));
+            }
+            continue;
+        }
         let Some(event) = record.event.as_search() else {
             continue;
         };
@@ -330,11 +474,11 @@ pub fn query_needs(
     needs
 }
 
-/// The partitions whose popularity lists a batch reads.
+/// The partitions whose popularity lists a batch reads (searches and views add to them).
 pub fn popular_needs(records: &[Record]) -> BTreeSet<i32> {
     records
         .iter()
-        .filter(|r| r.event.as_search().is_some())
+        .filter(|r| r.event.as_search().is_some() || r.event.as_view().is_some())
         .map(|r| r.partition)
         .collect()
 }
@@ -345,6 +489,7 @@ pub struct Prior {
     pub profiles: HashMap<String, Profile>,
     pub queries: HashMap<(i32, String), QueryRecord>,
     pub popular: HashMap<i32, PopularList>,
+    pub coviews: HashMap<(i32, i64), CoViews>,
 }
 
 /// Everything a batch writes: the new value of every record it changed.
@@ -353,13 +498,15 @@ pub struct Changes {
     pub profiles: BTreeMap<String, Profile>,
     pub queries: BTreeMap<(i32, String), QueryRecord>,
     pub popular: BTreeMap<i32, PopularList>,
+    pub coviews: BTreeMap<(i32, i64), CoViews>,
     /// Catalog books created or replaced, the last event of a book winning.
     pub catalog: BTreeMap<i64, CatalogBook>,
     /// Catalog books deleted (and not created again later in the batch): stores remove them
     /// from their catalog copy, so they are never recommended again.
     pub deleted: BTreeSet<i64>,
     /// Readers forgotten (`reader.forgotten`): stores delete their profiles first, then write
-    /// [`Changes::profiles`], which holds a reader only if they searched again afterwards.
+    /// [`Changes::profiles`], which holds a reader only if they searched or viewed again
+    /// afterwards.
     pub forgotten: BTreeSet<String>,
 }
 
@@ -434,12 +581,23 @@ fn relate(record: &mut QueryRecord, other: &str, cap: usize) {
     });
 }
 
+/// Adds one reader to the co-view count of `other` in `record`, then drops the weakest over
+/// `cap` (ties: the greater book).
+fn count_coview(record: &mut CoViews, other: i64, cap: usize) {
+    match record.iter_mut().find(|(b, _)| *b == other) {
+        Some(entry) => entry.1 += 1,
+        None => record.push((other, 1)),
+    }
+    drop_weakest(record, cap, |a, b| a.1 < b.1 || (a.1 == b.1 && a.0 > b.0));
+}
+
 /// Applies `records` in order to `prior` and returns every record they changed.
 pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record]) -> Changes {
     let mut changes = Changes::default();
     let mut profiles = BTreeSet::new();
     let mut queries = BTreeSet::new();
     let mut popular = BTreeSet::new();
+    let mut coviews = BTreeSet::new();
     for record in records {
         match record.event.catalog_change() {
             Some(CatalogChange::Upsert(book)) => {
@@ -464,6 +622,13 @@ pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record])
                     if let Some(user) = profile_user(event) {
                         profiles.insert(user.clone());
                     }
+                } else if let Some(event) = record.event.as_view() {
+                    let partition = record.partition;
+                    apply_view(settings, &mut prior, partition, event, &mut coviews);
+                    popular.insert(partition);
+                    if let Some(user) = view_user(event) {
+                        profiles.insert(user.clone());
+                    }
                 }
             }
         }
@@ -483,7 +648,125 @@ pub fn apply(settings: &RecommendSettings, mut prior: Prior, records: &[Record])
             changes.popular.insert(partition, list);
         }
     }
+    for key in coviews {
+        if let Some(record) = prior.coviews.remove(&key) {
+            changes.coviews.insert(key, record);
+        }
+    }
     changes
+}
+
+/// The profile of `user` in `prior`, started afresh if it expired before `at` (Unix ms), its
+/// last activity moved to `at`.
+fn active_profile<'a>(
+    settings: &RecommendSettings,
+    profiles: &'a mut HashMap<String, Profile>,
+    user: &str,
+    at: i64,
+) -> &'a mut Profile {
+    let profile = profiles.entry(user.to_owned()).or_default();
+    // A reader back after `profile_ttl` starts afresh: their old profile has expired (stores also
+    // delete idle expired profiles in the background).
+    let ttl = i64::try_from(settings.profile_ttl.as_millis()).unwrap_or(i64::MAX);
+    if profile.last_at > 0 && at.saturating_sub(profile.last_at) > ttl {
+        *profile = Profile::default();
+    }
+    profile.last_at = profile.last_at.max(at);
+    profile
+}
+
+/// A view: [`VIEW_WEIGHT`] to the partition's popularity (anonymous views too: opening a book
+/// is interest in it, whoever did); for a known reader, the same weight to the book, its author
+/// and the query of the search that last showed it in their profile, and, the first time they
+/// view the book, a co-view count between it and each of their last `history_per_event` viewed
+/// books viewed within `coview_window` before, both ways.
+fn apply_view(
+    settings: &RecommendSettings,
+    prior: &mut Prior,
+    partition: i32,
+    event: &BookViewedEvent,
+    touched: &mut BTreeSet<(i32, i64)>,
+) {
+    let book = event.book.id;
+    let log = settings.log_weight(VIEW_WEIGHT, event.occurred_at);
+    add_weight(
+        prior.popular.entry(partition).or_default(),
+        &book,
+        log,
+        settings.popular_books,
+    );
+    let Some(user) = view_user(event) else {
+        return;
+    };
+    let at = event.occurred_at.timestamp_millis();
+    let profile = active_profile(settings, &mut prior.profiles, user, at);
+    match profile.books.iter_mut().find(|b| b.id == book) {
+        Some(entry) => entry.log_weight = log2_add(entry.log_weight, log),
+        None => profile.books.push(ProfileBook {
+            id: book,
+            log_weight: log,
+            query: NO_QUERY,
+        }),
+    }
+    drop_weakest(&mut profile.books, settings.profile_books, |a, b| {
+        a.log_weight < b.log_weight || (a.log_weight == b.log_weight && a.id > b.id)
+    });
+    let author = cut(&event.book.author, MAX_AUTHOR_CHARS);
+    add_name(
+        &mut profile.authors,
+        &author,
+        log,
+        0,
+        settings.profile_authors,
+    );
+    // The search that showed the book led to a view: its query was what the reader wanted.
+    let shown_by = profile.books.iter().find(|b| b.id == book).map(|b| b.query);
+    if let Some(query) = shown_by.and_then(|id| {
+        profile
+            .queries
+            .iter_mut()
+            .find(|q| q.id == id && id != NO_QUERY)
+    }) {
+        query.log_weight = log2_add(query.log_weight, log);
+    }
+
+    let first_time = !profile.viewed.iter().any(|v| v.id == book);
+    let window = i64::try_from(settings.coview_window.as_millis()).unwrap_or(i64::MAX);
+    let partners: Vec<i64> = if first_time {
+        profile
+            .viewed
+            .iter()
+            .rev()
+            .take(settings.history_per_event)
+            .filter(|v| at.saturating_sub(v.at) <= window)
+            .map(|v| v.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(i) = profile.viewed.iter().position(|v| v.id == book) {
+        profile.viewed.remove(i);
+    }
+    profile.viewed.push(ProfileView { id: book, at });
+    let over = profile.viewed.len().saturating_sub(settings.profile_viewed);
+    profile.viewed.drain(..over);
+
+    for partner in partners {
+        let theirs = (partition, partner);
+        count_coview(
+            prior.coviews.entry(theirs).or_default(),
+            book,
+            settings.similar_per_book,
+        );
+        touched.insert(theirs);
+        let own = (partition, book);
+        count_coview(
+            prior.coviews.entry(own).or_default(),
+            partner,
+            settings.similar_per_book,
+        );
+        touched.insert(own);
+    }
 }
 
 fn apply_search(
@@ -516,14 +799,7 @@ fn apply_search(
     let Some(user) = profile_user(event) else {
         return;
     };
-    let profile = prior.profiles.entry(user.clone()).or_default();
-    // A reader back after `profile_ttl` starts afresh: their old profile has expired (stores also
-    // delete idle expired profiles in the background).
-    let ttl = i64::try_from(settings.profile_ttl.as_millis()).unwrap_or(i64::MAX);
-    if profile.last_at > 0 && at.saturating_sub(profile.last_at) > ttl {
-        *profile = Profile::default();
-    }
-    profile.last_at = profile.last_at.max(at);
+    let profile = active_profile(settings, &mut prior.profiles, user, at);
 
     // A query new to the reader is related to their strongest queries so far, both ways.
     if !profile.queries.iter().any(|q| q.name == query) {
@@ -632,6 +908,36 @@ pub fn merge_popular(lists: impl IntoIterator<Item = PopularList>, n: usize) -> 
     merged
 }
 
+/// Co-view records of every partition merged into one per book: counts add up.
+pub fn merge_coviews(records: impl IntoIterator<Item = (i64, CoViews)>) -> HashMap<i64, CoViews> {
+    let mut merged: HashMap<i64, CoViews> = HashMap::new();
+    for (book, record) in records {
+        let into = merged.entry(book).or_default();
+        for (other, n) in record {
+            match into.iter_mut().find(|(b, _)| *b == other) {
+                Some(entry) => entry.1 += n,
+                None => into.push((other, n)),
+            }
+        }
+    }
+    merged
+}
+
+/// The viewed books of `profile` whose co-view records give candidates: the
+/// [`VIEWED_INTERESTS`] it viewed last, the latest first.
+pub fn viewed_interests(profile: &Profile) -> Vec<i64> {
+    last_viewed(profile, VIEWED_INTERESTS).collect()
+}
+
+/// The `n` books most co-viewed with `book` in its merged record (not itself), strongest first
+/// (ties: lower id first).
+pub fn most_coviewed(record: &CoViews, book: i64, n: usize) -> Vec<(i64, u64)> {
+    let mut sorted: Vec<(i64, u64)> = record.iter().copied().filter(|b| b.0 != book).collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sorted.truncate(n);
+    sorted
+}
+
 /// The interest queries of `profile`, strongest first, and the related queries to follow from
 /// them once their records are loaded: what a store loads to answer.
 pub fn interest_queries(profile: &Profile) -> Vec<String> {
@@ -684,6 +990,8 @@ pub struct Neighbourhood {
     pub author_books: Vec<i64>,
     /// Merged popularity, strongest first.
     pub popular: PopularList,
+    /// Merged co-view records of the reader's [`viewed_interests`].
+    pub coviews: HashMap<i64, CoViews>,
 }
 
 /// A candidate's score so far, before the catalog is consulted.
@@ -695,13 +1003,24 @@ pub struct Candidate {
     pub best: f64,
     pub query: String,
     pub popular: f64,
+    /// The co-view part of the score, and the viewed book contributing most to it.
+    pub viewed: f64,
+    pub viewed_best: f64,
+    pub viewed_from: i64,
 }
 
 impl Neighbourhood {
-    /// Candidates not shown to the reader, with their search and popularity parts, best first:
-    /// the store loads the catalog entries of the first few and lets [`blend`] finish.
+    /// Candidates neither shown to the reader nor viewed by them, with their search, co-view and
+    /// popularity parts, best first: the store loads the catalog entries of the first few and
+    /// lets [`blend`] finish.
     pub fn candidates(&self) -> Vec<Candidate> {
-        let shown: HashSet<i64> = self.profile.shown.iter().copied().collect();
+        let shown: HashSet<i64> = self
+            .profile
+            .shown
+            .iter()
+            .copied()
+            .chain(self.profile.viewed.iter().map(|v| v.id))
+            .collect();
         let interests = interest_queries(&self.profile);
         let top = self
             .profile
@@ -763,6 +1082,28 @@ impl Neighbourhood {
                 }
             }
         }
+        for (i, viewed) in viewed_interests(&self.profile).into_iter().enumerate() {
+            let Some(record) = self.coviews.get(&viewed) else {
+                continue;
+            };
+            let w = VIEWED_WEIGHT * rank_weight(i);
+            let most = record.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
+            for (book, n) in record {
+                if shown.contains(book) || *book == viewed {
+                    continue;
+                }
+                let part = w * (*n as f64) / most;
+                let c = found.entry(*book).or_insert_with(|| Candidate {
+                    id: *book,
+                    ..Candidate::default()
+                });
+                c.viewed += part;
+                if part > c.viewed_best {
+                    c.viewed_best = part;
+                    c.viewed_from = viewed;
+                }
+            }
+        }
         for book in &self.author_books {
             if !shown.contains(book) {
                 found.entry(*book).or_insert_with(|| Candidate {
@@ -791,8 +1132,8 @@ impl Neighbourhood {
         }
         let mut candidates: Vec<Candidate> = found.into_values().collect();
         candidates.sort_by(|a, b| {
-            (b.searched + b.popular)
-                .total_cmp(&(a.searched + a.popular))
+            (b.searched + b.viewed + b.popular)
+                .total_cmp(&(a.searched + a.viewed + a.popular))
                 .then(a.id.cmp(&b.id))
         });
         candidates
@@ -829,8 +1170,8 @@ pub fn shortlist(hood: &Neighbourhood, n: usize) -> Vec<Candidate> {
 }
 
 /// Ranks `shortlist` (see the module's documentation) with the catalog entries the store found
-/// (a candidate missing from `catalog` is not in the catalog copy and is left out) and returns
-/// the best `n`.
+/// (a candidate missing from `catalog` is not in the catalog copy and is left out; the viewed
+/// books a reason names are looked up there too) and returns the best `n`.
 pub fn blend(
     profile: &Profile,
     shortlist: Vec<Candidate>,
@@ -850,22 +1191,27 @@ pub fn blend(
         .filter_map(|c| {
             let entry = catalog.get(&c.id)?;
             let author = AUTHOR_WEIGHT * authors.get(entry.author.as_str()).copied().unwrap_or(0.0);
-            let (reason, kind) =
-                if c.searched > 0.0 && c.searched >= author && c.searched >= c.popular {
-                    (
-                        format!("because you searched for {}", c.query),
-                        KIND_SEARCHED,
-                    )
-                } else if author > 0.0 && author >= c.popular {
-                    (format!("more by {}", entry.author), KIND_AUTHOR)
-                } else {
-                    (POPULAR_REASON.to_owned(), KIND_POPULAR)
-                };
+            let largest = c.searched.max(c.viewed).max(author).max(c.popular);
+            let (reason, kind) = if c.viewed > 0.0 && c.viewed >= largest && c.viewed > c.searched {
+                let title = catalog
+                    .get(&c.viewed_from)
+                    .map_or("a book you opened", |v| v.title.as_str());
+                (format!("because you looked at {title}"), KIND_VIEWED)
+            } else if c.searched > 0.0 && c.searched >= author && c.searched >= c.popular {
+                (
+                    format!("because you searched for {}", c.query),
+                    KIND_SEARCHED,
+                )
+            } else if author > 0.0 && author >= c.popular {
+                (format!("more by {}", entry.author), KIND_AUTHOR)
+            } else {
+                (POPULAR_REASON.to_owned(), KIND_POPULAR)
+            };
             Some(Recommendation {
                 id: c.id,
                 title: entry.title.clone(),
                 author: entry.author.clone(),
-                score: c.searched + author + c.popular,
+                score: c.searched + c.viewed + author + c.popular,
                 reason,
                 kind: kind.to_owned(),
             })
@@ -901,13 +1247,16 @@ pub trait RecordReader: Send {
     async fn author_books(&mut self, author: &str, limit: usize) -> Result<Vec<i64>, Self::Error>;
     /// Every partition's popularity list.
     async fn popular_lists(&mut self) -> Result<Vec<PopularList>, Self::Error>;
+    /// The co-view records of `books`, every partition's merged ([`merge_coviews`]).
+    async fn coviews(&mut self, books: &[i64]) -> Result<HashMap<i64, CoViews>, Self::Error>;
     /// The catalog entries of `ids` the catalog copy has.
     async fn catalog(&mut self, ids: &[i64]) -> Result<HashMap<i64, CatalogEntry>, Self::Error>;
 }
 
 /// The best `n` books for `user` ([`blend`]), from what `reader` reads: their profile, the
-/// records of their strongest queries and of the queries related to those, their strongest
-/// authors' books, the popularity lists, and the catalog entries of the shortlist.
+/// records of their strongest queries and of the queries related to those, the co-view records
+/// of the books they viewed last, their strongest authors' books, the popularity lists, and the
+/// catalog entries of the shortlist and of those viewed books (for the reasons).
 pub async fn answer<R: RecordReader + ?Sized>(
     reader: &mut R,
     user: &str,
@@ -927,18 +1276,74 @@ pub async fn answer<R: RecordReader + ?Sized>(
     }
     let popular = merge_popular(
         reader.popular_lists().await?,
-        n.saturating_add(profile.shown.len()).saturating_add(10),
+        n.saturating_add(profile.shown.len())
+            .saturating_add(profile.viewed.len())
+            .saturating_add(10),
     );
+    let viewed = viewed_interests(&profile);
+    let coviews = if viewed.is_empty() {
+        HashMap::new()
+    } else {
+        reader.coviews(&viewed).await?
+    };
     let hood = Neighbourhood {
         profile,
         queries,
         author_books,
         popular,
+        coviews,
     };
     let shortlist = shortlist(&hood, n);
-    let ids: Vec<i64> = shortlist.iter().map(|c| c.id).collect();
+    let mut ids: Vec<i64> = shortlist.iter().map(|c| c.id).collect();
+    ids.extend(viewed);
     let catalog = reader.catalog(&ids).await?;
     Ok(blend(&hood.profile, shortlist, &catalog, n))
+}
+
+/// The `n` books most viewed by the readers who viewed `book` (`GET /books/{id}/similar`),
+/// strongest first, from every partition's co-view records merged, with their catalog entries
+/// (books the catalog copy no longer has are left out); the score is the number of readers who
+/// viewed both. Empty for a book nobody viewed, or unknown.
+pub async fn similar_books<R: RecordReader + ?Sized>(
+    reader: &mut R,
+    book: i64,
+    n: usize,
+) -> Result<Vec<Recommendation>, R::Error> {
+    let merged = reader.coviews(&[book]).await?;
+    let Some(record) = merged.get(&book) else {
+        return Ok(Vec::new());
+    };
+    // A few more than `n`, in case the catalog copy lost some.
+    let best = most_coviewed(record, book, n.saturating_add(10));
+    let ids: Vec<i64> = best.iter().map(|b| b.0).collect();
+    let catalog = reader.catalog(&ids).await?;
+    Ok(best
+        .into_iter()
+        .filter_map(|(id, count)| {
+            let entry = catalog.get(&id)?;
+            Some(Recommendation {
+                id,
+                title: entry.title.clone(),
+                author: entry.author.clone(),
+                score: count as f64,
+                reason: SIMILAR_REASON.to_owned(),
+                kind: KIND_SIMILAR.to_owned(),
+            })
+        })
+        .take(n)
+        .collect())
+}
+
+/// The "readers who looked at this also looked at" reads of a recommendation store (a trait of
+/// its own beside [`crate::RecommendStore`], which the other services' tests fake).
+#[async_trait::async_trait]
+pub trait SimilarBooks: Send + Sync + 'static {
+    /// [`similar_books`] of `book`.
+    async fn similar(
+        &self,
+        book: i64,
+        n: usize,
+    ) -> Result<Vec<Recommendation>, crate::RepositoryError>;
 }
 
 /// `user`'s profile as `GET /interests` shows it ([`interests`]), from what `reader` reads.
@@ -1044,6 +1449,7 @@ pub struct Snapshot {
     pub profiles: Vec<(String, Profile)>,
     pub queries: Vec<((i32, String), QueryRecord)>,
     pub popular: Vec<(i32, PopularList)>,
+    pub coviews: Vec<((i32, i64), CoViews)>,
 }
 
 impl Snapshot {
@@ -1053,6 +1459,7 @@ impl Snapshot {
         self.profiles.sort_by(|a, b| a.0.cmp(&b.0));
         self.queries.sort_by(|a, b| a.0.cmp(&b.0));
         self.popular.sort_by_key(|p| p.0);
+        self.coviews.sort_by_key(|c| c.0);
         self
     }
 
@@ -1100,7 +1507,23 @@ impl Snapshot {
         if !close_weights(&a.merged_popular(), &b.merged_popular()) {
             return Some("popularity differs".to_owned());
         }
+        let (ca, cb) = (a.merged_coviews(), b.merged_coviews());
+        if ca != cb {
+            return Some(format!("co-view records differ: {ca:?} vs {cb:?}"));
+        }
         None
+    }
+
+    /// Co-view records merged over the partitions, each sorted by book.
+    fn merged_coviews(&self) -> BTreeMap<i64, BTreeMap<i64, u64>> {
+        let mut merged: BTreeMap<i64, BTreeMap<i64, u64>> = BTreeMap::new();
+        for ((_, book), record) in &self.coviews {
+            let into = merged.entry(*book).or_default();
+            for (other, n) in record {
+                *into.entry(*other).or_default() += n;
+            }
+        }
+        merged
     }
 
     /// Query records merged over the partitions: per query, book weights and related counts.

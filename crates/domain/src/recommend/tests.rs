@@ -1,6 +1,6 @@
 use chrono::{DateTime, Duration, Utc};
 
-use super::conformance::{book, search, settings};
+use super::conformance::{book, search, settings, view};
 use super::*;
 use crate::events::Event;
 
@@ -34,6 +34,7 @@ fn apply_in(settings: &RecommendSettings, store: &mut Snapshot, records: &[Recor
         .collect();
     let wanted = query_needs(settings, records, &profiles);
     let partitions = popular_needs(records);
+    let books = coview_needs(settings, records, &profiles);
     let prior = Prior {
         profiles,
         queries: store
@@ -48,8 +49,18 @@ fn apply_in(settings: &RecommendSettings, store: &mut Snapshot, records: &[Recor
             .filter(|(p, _)| partitions.contains(p))
             .cloned()
             .collect(),
+        coviews: store
+            .coviews
+            .iter()
+            .filter(|(k, _)| books.contains(k))
+            .cloned()
+            .collect(),
     };
     let changes = apply(settings, prior, records);
+    // As stores do: the forgotten profiles go first, then the new values are written.
+    for user in changes.forgotten {
+        store.profiles.retain(|(u, _)| *u != user);
+    }
     for (user, profile) in changes.profiles {
         store.profiles.retain(|(u, _)| *u != user);
         store.profiles.push((user, profile));
@@ -61,6 +72,10 @@ fn apply_in(settings: &RecommendSettings, store: &mut Snapshot, records: &[Recor
     for (p, list) in changes.popular {
         store.popular.retain(|(q, _)| *q != p);
         store.popular.push((p, list));
+    }
+    for (key, record) in changes.coviews {
+        store.coviews.retain(|(k, _)| *k != key);
+        store.coviews.push((key, record));
     }
 }
 
@@ -203,6 +218,7 @@ fn the_blend_ranks_searches_then_authors_then_popularity() {
         queries: records,
         author_books: vec![1, 2, 3, 4],
         popular: merge_popular(changes.popular.values().cloned(), 100),
+        coviews: HashMap::new(),
     };
     let catalog: HashMap<i64, CatalogEntry> = (1..=16)
         .map(|i| {
@@ -247,4 +263,241 @@ fn statements_are_cut_by_rows_and_by_bytes() {
         vec![vec![10, 10, 10], vec![50, 10], vec![200], vec![10]]
     );
     assert!(byte_chunks(&[] as &[i32], 3, 60, |r| *r as usize).is_empty());
+}
+
+fn catalog() -> HashMap<i64, CatalogEntry> {
+    (1..=16)
+        .map(|i| {
+            let b = book(i);
+            (
+                i,
+                CatalogEntry {
+                    id: i,
+                    title: b.title,
+                    author: b.author,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_view_weighs_more_than_being_shown_first() {
+    let s = settings();
+    let changes = apply(
+        &s,
+        Prior::default(),
+        &records(vec![
+            search(Some("u"), 0, base(), 0),
+            view(Some("u"), 2, base(), 0),
+        ]),
+    );
+    let profile = &changes.profiles["u"];
+    let weight = |id: i64| {
+        let b = profile.books.iter().find(|b| b.id == id).unwrap();
+        s.weight_at(b.log_weight, base())
+    };
+    // Book 1 was shown first (weight 1); book 2 shown second (1 / log2 3) and opened (3).
+    assert!((weight(1) - 1.0).abs() < 1e-9);
+    assert!((weight(2) - (rank_weight(1) + VIEW_WEIGHT)).abs() < 1e-9);
+    let austen = &profile.authors[0];
+    assert!(
+        (s.weight_at(austen.log_weight, base())
+            - ((0..4).map(rank_weight).sum::<f64>() + VIEW_WEIGHT))
+            .abs()
+            < 1e-9
+    );
+    assert_eq!(profile.viewed_ids(), vec![2]);
+    // The search that showed book 2 led to the view: its query gains the view's weight.
+    assert!(
+        (s.weight_at(profile.queries[0].log_weight, base()) - (1.0 + VIEW_WEIGHT)).abs() < 1e-9
+    );
+    let popular = &changes.popular[&0];
+    let two = popular.iter().find(|b| b.0 == 2).unwrap().1;
+    assert!((s.weight_at(two, base()) - (rank_weight(1) + VIEW_WEIGHT)).abs() < 1e-9);
+}
+
+#[test]
+fn first_views_count_co_views_both_ways_and_anonymous_views_only_popularity() {
+    let s = settings();
+    let changes = apply(
+        &s,
+        Prior::default(),
+        &records(vec![
+            view(Some("u"), 1, base(), 0),
+            view(Some("u"), 2, base(), 1),
+            view(Some("u"), 1, base(), 2),
+            view(Some("u"), 3, base(), 3),
+            view(Some("u"), 4, base(), 4),
+            view(None, 5, base(), 5),
+            view(None, 4, base(), 6),
+        ]),
+    );
+    let record = |b: i64| {
+        let mut r = changes.coviews.get(&(0, b)).cloned().unwrap_or_default();
+        r.sort();
+        r
+    };
+    // 1 again counts nothing; 3 counts with the last two viewed (1, 2); 4 with 3 and 1.
+    assert_eq!(record(1), vec![(2, 1), (3, 1), (4, 1)]);
+    assert_eq!(record(2), vec![(1, 1), (3, 1)]);
+    assert_eq!(record(3), vec![(1, 1), (2, 1), (4, 1)]);
+    assert_eq!(record(4), vec![(1, 1), (3, 1)]);
+    assert!(record(5).is_empty(), "anonymous views relate nothing");
+    assert_eq!(changes.profiles["u"].viewed_ids(), vec![2, 1, 3, 4]);
+    assert!(changes.popular[&0].iter().any(|b| b.0 == 5));
+    let coviews = &changes.coviews[&(0, 1)];
+    assert_eq!(
+        CoViews::from_bytes(&coviews.to_bytes()),
+        Ok(coviews.clone())
+    );
+}
+
+#[test]
+fn co_view_records_merge_and_rank_by_readers() {
+    let merged = merge_coviews([
+        (1, vec![(2, 1), (3, 4)]),
+        (1, vec![(2, 5)]),
+        (7, vec![(1, 1)]),
+    ]);
+    assert_eq!(most_coviewed(&merged[&1], 1, 10), vec![(2, 6), (3, 4)]);
+    assert_eq!(most_coviewed(&merged[&1], 1, 1), vec![(2, 6)]);
+    assert_eq!(most_coviewed(&vec![(1, 9), (4, 2)], 1, 10), vec![(4, 2)]);
+}
+
+#[test]
+fn viewed_books_are_never_recommended_and_co_views_give_reasons() {
+    let s = settings();
+    // V looks at 9 and 10, W at 9, 10 and 11: 11 is co-viewed with both of V's books.
+    let changes = apply(
+        &s,
+        Prior::default(),
+        &records(vec![
+            view(Some("v"), 9, base(), 0),
+            view(Some("v"), 10, base(), 1),
+            view(Some("w"), 9, base(), 2),
+            view(Some("w"), 10, base(), 3),
+            view(Some("w"), 11, base(), 4),
+            search(None, 2, base(), 5),
+        ]),
+    );
+    let profile = changes.profiles["v"].clone();
+    let coviews = merge_coviews(changes.coviews.iter().map(|((_, b), r)| (*b, r.clone())));
+    let hood = Neighbourhood {
+        profile: profile.clone(),
+        author_books: vec![9, 10, 11, 12],
+        popular: merge_popular(changes.popular.values().cloned(), 100),
+        coviews,
+        ..Neighbourhood::default()
+    };
+    let ranked = blend(&profile, shortlist(&hood, 10), &catalog(), 10);
+    assert!(ranked.iter().all(|r| r.id != 9 && r.id != 10), "{ranked:?}");
+    assert_eq!(ranked[0].id, 11, "{ranked:?}");
+    assert_eq!(ranked[0].kind, KIND_VIEWED);
+    assert_eq!(
+        ranked[0].reason,
+        format!("because you looked at {}", book(10).title)
+    );
+    let twelve = ranked
+        .iter()
+        .find(|r| r.id == 12)
+        .expect("12, by the author");
+    assert_eq!(twelve.kind, KIND_AUTHOR);
+}
+
+#[test]
+fn views_in_batches_equal_views_in_one_go() {
+    let s = settings();
+    let events: Vec<Event> = (0..60)
+        .map(|i| {
+            let user = ["a", "b", "c"].get(i % 4).copied();
+            match i % 5 {
+                0 | 1 => search(user, (i * 7 + i / 3) % 4, base(), i as i64),
+                2 if i % 15 == 2 => {
+                    Event::ReaderForgotten(crate::events::ReaderForgottenEvent::new(
+                        uuid::Uuid::now_v7(),
+                        base() + Duration::minutes(i as i64),
+                        "b".to_owned(),
+                    ))
+                }
+                _ => view(user, ((i * 11) % 16 + 1) as i64, base(), i as i64),
+            }
+        })
+        .collect();
+    let all = records(events);
+    let expected = conformance::reference(&s, &all);
+    assert!(!expected.coviews.is_empty());
+    for size in [1, 2, 7, 60] {
+        let mut store = Snapshot::default();
+        for chunk in all.chunks(size) {
+            apply_in(&s, &mut store, chunk);
+        }
+        assert_eq!(store.difference(&expected), None, "batches of {size}");
+    }
+}
+
+#[test]
+fn an_older_store_is_rebuilt() {
+    assert!(needs_rebuild(None));
+    assert!(needs_rebuild(Some(1)));
+    assert!(!needs_rebuild(Some(STORED_VERSION)));
+    let old = [&[1u8][..], &Profile::default().to_bytes()[1..]].concat();
+    assert!(Profile::from_bytes(&old).unwrap_err().contains("version 1"));
+    assert_ne!(positions_group("g"), "g/profiles");
+}
+
+#[test]
+fn views_count_together_within_one_visit_only() {
+    let s = settings();
+    // 1 and 2 an hour apart at most: together; 3 two hours after 2: alone.
+    let changes = apply(
+        &s,
+        Prior::default(),
+        &records(vec![
+            view(Some("u"), 1, base(), 0),
+            view(Some("u"), 2, base(), 60),
+            view(Some("u"), 3, base(), 180),
+        ]),
+    );
+    assert_eq!(changes.coviews[&(0, 1)], vec![(2, 1)]);
+    assert_eq!(changes.coviews[&(0, 2)], vec![(1, 1)]);
+    assert!(!changes.coviews.contains_key(&(0, 3)));
+    assert_eq!(changes.profiles["u"].viewed_ids(), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_view_lifting_a_weak_query_loads_its_record() {
+    let s = settings();
+    // Austen is U's weakest query (the oldest); viewing an Austen book makes it the strongest, so
+    // the new query of the same batch is related to it: its stored record must be read.
+    let all = records(vec![
+        search(Some("u"), 0, base(), 0),
+        search(Some("u"), 1, base(), 1),
+        search(Some("u"), 2, base(), 2),
+        view(Some("u"), 1, base(), 3),
+        search(Some("u"), 3, base(), 4),
+    ]);
+    let expected = conformance::reference(&s, &all);
+    let mut store = Snapshot::default();
+    apply_in(&s, &mut store, &all[..3]);
+    apply_in(&s, &mut store, &all[3..]);
+    assert_eq!(store.difference(&expected), None);
+    let related = |query: &str| {
+        expected
+            .queries
+            .iter()
+            .find(|((_, q), _)| q == query)
+            .map(|(_, r)| r.related.clone())
+            .unwrap()
+    };
+    // Without the view, Tolkien would be related to the two latest queries, Herbert and Brontë.
+    let mut tolkien = related("tolkien");
+    tolkien.sort();
+    assert_eq!(tolkien, vec![("austen".into(), 1), ("herbert".into(), 1)]);
+    let austen = expected
+        .queries
+        .iter()
+        .find(|((_, q), _)| q == "austen")
+        .unwrap();
+    assert_eq!(austen.1.books.len(), 4, "Austen's record kept its books");
 }

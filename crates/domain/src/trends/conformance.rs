@@ -2,13 +2,16 @@
 //! the in-memory [`TrendBoard`] answers, and it refuses a batch whose start is not its stored
 //! position ([`check_store`]); a forgotten reader (`reader.forgotten`) is forgotten in log order
 //! with their searches, leaves nothing keyed by them, and the counts stay
-//! ([`check_forgetting`]). For the stores' tests, each on an empty store; they panic on the
+//! ([`check_forgetting`]); viewed books are decayed, capped, pruned and forgotten as the board
+//! does it ([`check_views`]). For the stores' tests, each on an empty store; they panic on the
 //! first difference.
 
 use chrono::{DateTime, Utc};
 
 use super::{Audience, TrendBoard, TrendRanking, TrendSettings};
-use crate::events::{Event, ReaderForgottenEvent, ResultBook, SearchEvent};
+use crate::events::{
+    BookViewedEvent, Event, ReaderForgottenEvent, ResultBook, SearchEvent, ViewSource,
+};
 use crate::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStore};
 
 /// The settings the check runs with: a cap that bites, fewer trends kept than searched, and two
@@ -407,4 +410,138 @@ async fn check_top<S: TrendStore>(
             assert_eq!(s.last_searched_at, e.last_searched_at, "{}", s.query);
         }
     }
+}
+
+/// A view of book `id` (titled by `title`) by `user` from `client` at `at`.
+fn viewed(
+    id: i64,
+    title: &str,
+    user: Option<&str>,
+    client: Option<&str>,
+    at: DateTime<Utc>,
+) -> Event {
+    let mut event = BookViewedEvent::now(
+        user.map(str::to_owned),
+        client.map(str::to_owned),
+        ResultBook {
+            id,
+            title: title.to_owned(),
+            author: format!("Author of {id}"),
+            published_at: None,
+        },
+        ViewSource::Search,
+        Some(0),
+        None,
+    );
+    event.occurred_at = at;
+    Event::BookViewed(event)
+}
+
+/// The store's viewed books equal the board's, for a few `n`.
+async fn compare_viewed<S: TrendStore>(store: &S, board: &TrendBoard, now: DateTime<Utc>) {
+    for n in [1, 3, 100] {
+        let stored = match store.viewed_books(n, now).await {
+            Ok(stored) => stored,
+            Err(error) => panic!("viewed_books {n}: {error}"),
+        };
+        let expected = board.viewed_books(n, now);
+        assert_eq!(stored.len(), expected.len(), "viewed_books {n}: {stored:?}");
+        for (s, e) in stored.iter().zip(&expected) {
+            assert_eq!(
+                (s.id, &s.title, &s.author, s.views, s.last_viewed_at),
+                (e.id, &e.title, &e.author, e.views, e.last_viewed_at)
+            );
+            assert!(
+                (s.score - e.score).abs() < 1e-9,
+                "book {}: {} vs {}",
+                s.id,
+                s.score,
+                e.score
+            );
+        }
+    }
+}
+
+/// Views of books, mixed with searches in the batches: a reader viewing one book again and
+/// again (the cap bites, per reader and per network), views hours old (decayed, some below
+/// `min_score`: pruned), more books than `max_trends` (the cut), a later view with another title
+/// (the latest wins; an older one arriving late does not), and a reader forgotten between their
+/// views (their counters go, the views stay, later views count afresh).
+///
+/// Runs on an empty `store` built with [`settings`].
+pub async fn check_views<S: EventHandler + TrendStore>(store: &S) {
+    let mut board = TrendBoard::new(settings());
+    let board = &mut board;
+    let now = Utc::now();
+    let ago = |secs: i64| now - chrono::Duration::seconds(secs);
+    let search = |user: &str, query: &str| {
+        Event::BookSearched(SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            now,
+            Some(user.to_owned()),
+            query,
+            0,
+            vec![],
+        ))
+    };
+    let mut first = Vec::new();
+    // Book 1: one reader, ten times (two score: user_cap), and three others once.
+    for i in 0..10 {
+        first.push(viewed(1, "One", Some(FORGOTTEN), None, ago(i)));
+    }
+    for reader in ["r1", "r2", "r3"] {
+        first.push(viewed(1, "One", Some(reader), None, ago(5)));
+    }
+    // Book 2: five readers of one network (three score: client_cap).
+    for reader in 0..5 {
+        let reader = format!("n{reader}");
+        first.push(viewed(2, "Two", Some(&reader), Some(SHARED_CLIENT), ago(3)));
+    }
+    // Book 3: anonymous views, not capped; then a later title, and an older one arriving late.
+    for _ in 0..4 {
+        first.push(viewed(3, "Three", None, None, ago(60)));
+    }
+    first.push(viewed(3, "Three, revised", None, None, ago(30)));
+    first.push(viewed(3, "Three, old", None, None, ago(7200)));
+    first.push(search("r1", "a search between views"));
+    // Book 4: viewed nine hours ago (2^-9 < min_score): pruned.
+    first.push(viewed(4, "Four", Some("r1"), None, ago(9 * 3600)));
+    let next = apply(store, board, &first, None, 0).await;
+    assert!(
+        !board.viewed.contains_key(&4),
+        "the check covers pruning by score"
+    );
+    holds(store, board, FORGOTTEN, true).await;
+    compare_viewed(store, board, Utc::now()).await;
+
+    // Books 5 to 10, one view each at different times: with max_trends 6 the oldest are cut.
+    // The forgotten reader: views of book 1, the forget, views again (they count from zero).
+    let mut second: Vec<Event> = (5..11)
+        .map(|id| viewed(id, &format!("B{id}"), Some("r2"), None, ago(id * 10)))
+        .collect();
+    second.push(viewed(1, "One", Some(FORGOTTEN), None, now));
+    second.push(Event::ReaderForgotten(ReaderForgottenEvent::now(FORGOTTEN)));
+    second.push(viewed(1, "One", Some(FORGOTTEN), None, now));
+    second.push(viewed(1, "One", Some(FORGOTTEN), None, now));
+    second.push(viewed(1, "One", Some(FORGOTTEN), None, now));
+    let before = board.viewed.len();
+    let next = apply(store, board, &second, Some(next), 1).await;
+    assert!(
+        board.viewed.len() == settings().max_trends && before + 6 > settings().max_trends,
+        "the check covers the cut at max_trends: {:?}",
+        board.viewed.keys()
+    );
+    assert_eq!(
+        board.viewed.get(&1).map(|b| b.views),
+        Some(17),
+        "every view counts"
+    );
+    compare_viewed(store, board, Utc::now()).await;
+
+    // Forgotten again: nothing keyed by them is left, the views stay.
+    let third = [Event::ReaderForgotten(ReaderForgottenEvent::now(FORGOTTEN))];
+    apply(store, board, &third, Some(next), 2).await;
+    holds(store, board, FORGOTTEN, false).await;
+    holds(store, board, "r1", true).await;
+    compare_viewed(store, board, Utc::now()).await;
 }

@@ -37,6 +37,20 @@
 //! scores, spellings and books stay: they are the anonymous contribution to the trends. A search
 //! of theirs after the event counts from zero again.
 //!
+//! **Viewed books.** Each `book.viewed` event adds weight 1 to its book's score, decayed like a
+//! search (the same `half_life`, the same log space), and 1 to its all-time `views`; the title
+//! and author shown are those of the latest view (event time, as a trend's books). The caps are
+//! those of searches, per book instead of per query: within each window of `user_window`, a view
+//! adds to the score only while its reader has viewed that book at most `user_cap` times and its
+//! origin at most `client_cap` times; every view adds to `views`. Their counters are the same
+//! [`CapKey`]s, the book standing for the query as [`VIEW_MARK`] and its id (which no normalized
+//! query holds), so they are kept, pruned and forgotten (`reader.forgotten`) with the searches'
+//! counters: a forgotten reader's views count from zero again, and the books' views and scores
+//! stay. Books are pruned as trends are, separately from them: below `min_score` after each
+//! batch, and all but the best `max_trends` (ties at the cut kept). Unlike queries, which are free
+//! text, a viewed book is a catalog book, so there is no `min_readers` rule: every book kept is
+//! shown. Ranked by score, then views, then id.
+//!
 //! Times count in milliseconds, as the stores keep them.
 
 #[doc(hidden)]
@@ -48,7 +62,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, SearchEvent};
+use crate::events::{BookViewedEvent, Event, SearchEvent};
 
 /// Books kept per trend (the results of its most recent search).
 pub const BOOKS_PER_TREND: usize = 10;
@@ -374,6 +388,52 @@ pub fn passes_cap(
     event: &SearchEvent,
 ) -> bool {
     let (reader, origin) = cap_keys(settings, event);
+    count_caps(settings, caps, reader, origin)
+}
+
+/// Starts the subject of a view's counters (where a search's has its query): a view of book 7
+/// is counted under `"\u{2}7"`, which no normalized query can be (normalization keeps no
+/// control characters), so views and searches never share a counter.
+pub const VIEW_MARK: char = '\u{2}';
+
+/// The subject of the cap counters of views of `book_id`.
+pub fn view_subject(book_id: i64) -> String {
+    format!("{VIEW_MARK}{book_id}")
+}
+
+/// The counters a view adds to: its reader's (`user_cap`), and its origin's (`client_cap`), for
+/// its book in its window.
+pub fn view_cap_keys(
+    settings: &TrendSettings,
+    event: &BookViewedEvent,
+) -> (Option<CapKey>, Option<CapKey>) {
+    let window = settings.window(event.occurred_at);
+    let subject = view_subject(event.book.id);
+    let key = |who: String| (window, who, subject.clone());
+    (
+        event.reader().map(|r| key(r.to_owned())),
+        event.origin().map(|o| key(format!("{ORIGIN_MARK}{o}"))),
+    )
+}
+
+/// Whether `event` adds to its book's score, given (and updating) the counters: the search rule
+/// ([`passes_cap`]) applied to the book.
+pub fn view_passes_cap(
+    settings: &TrendSettings,
+    caps: &mut BTreeMap<CapKey, u32>,
+    event: &BookViewedEvent,
+) -> bool {
+    let (reader, origin) = view_cap_keys(settings, event);
+    count_caps(settings, caps, reader, origin)
+}
+
+/// Counts one event on its reader's and origin's counters; whether both are within their caps.
+fn count_caps(
+    settings: &TrendSettings,
+    caps: &mut BTreeMap<CapKey, u32>,
+    reader: Option<CapKey>,
+    origin: Option<CapKey>,
+) -> bool {
     let mut count = |key: Option<CapKey>, cap: u32| match key {
         Some(key) => {
             let n = caps.entry(key).or_default();
@@ -398,12 +458,71 @@ pub fn rank(trends: &mut [Trend], by: TrendRanking) {
     });
 }
 
+/// The state of one viewed book, as the stores keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewedState {
+    pub log_score: f64,
+    pub views: u64,
+    pub title: String,
+    pub author: String,
+    pub last_viewed_at: DateTime<Utc>,
+}
+
+impl ViewedState {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self {
+            log_score: f64::NEG_INFINITY,
+            views: 0,
+            title: String::new(),
+            author: String::new(),
+            last_viewed_at: at,
+        }
+    }
+
+    /// One view of this book. `scores`: whether it adds to the score (the caps).
+    pub fn add(&mut self, settings: &TrendSettings, event: &BookViewedEvent, scores: bool) {
+        self.views += 1;
+        let at = to_millis(event.occurred_at);
+        if self.views == 1 || at >= self.last_viewed_at {
+            self.last_viewed_at = at;
+            self.title.clone_from(&event.book.title);
+            self.author.clone_from(&event.book.author);
+        }
+        if scores {
+            self.log_score = log2_add(self.log_score, settings.log_weight(event.occurred_at));
+        }
+    }
+
+    pub fn to_viewed(&self, id: i64, settings: &TrendSettings, now: DateTime<Utc>) -> ViewedBook {
+        ViewedBook {
+            id,
+            title: self.title.clone(),
+            author: self.author.clone(),
+            views: self.views,
+            score: finite_score(self.log_score, settings, now),
+            last_viewed_at: self.last_viewed_at,
+        }
+    }
+}
+
+/// Ranks viewed books: by score, then views, then id.
+pub fn rank_viewed(books: &mut [ViewedBook]) {
+    books.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.views.cmp(&a.views))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
 /// The whole rule set in memory: the reference the stores are tested against.
 #[derive(Debug, Default, Clone)]
 pub struct TrendBoard {
     pub settings: TrendSettings,
     pub trends: BTreeMap<String, TrendState>,
     pub caps: BTreeMap<CapKey, u32>,
+    /// Viewed books by id.
+    pub viewed: BTreeMap<i64, ViewedState>,
 }
 
 impl TrendBoard {
@@ -422,11 +541,22 @@ impl TrendBoard {
             .add(&self.settings, event, scores);
     }
 
-    /// Applies one event of the search topic in log order: a search, or a reader to forget; any
-    /// other event changes nothing.
+    /// One view of a book.
+    pub fn apply_view(&mut self, event: &BookViewedEvent) {
+        let scores = view_passes_cap(&self.settings, &mut self.caps, event);
+        self.viewed
+            .entry(event.book.id)
+            .or_insert_with(|| ViewedState::new(event.occurred_at))
+            .add(&self.settings, event, scores);
+    }
+
+    /// Applies one event of the search topic in log order: a search, a view, or a reader to
+    /// forget; any other event changes nothing.
     pub fn apply_event(&mut self, event: &Event) {
         if let Some(search) = event.as_search() {
             self.apply(search);
+        } else if let Some(view) = event.as_view() {
+            self.apply_view(view);
         } else if let Some(forgotten) = event.as_forgotten() {
             self.forget(&forgotten.user_id);
         }
@@ -460,10 +590,29 @@ impl TrendBoard {
             let keep_from = scores[self.settings.max_trends - 1];
             self.trends.retain(|_, t| t.log_score >= keep_from);
         }
+        self.viewed.retain(|_, b| b.log_score >= below);
+        if self.viewed.len() > self.settings.max_trends {
+            let mut scores: Vec<f64> = self.viewed.values().map(|b| b.log_score).collect();
+            scores.sort_by(|a, b| b.total_cmp(a));
+            let keep_from = scores[self.settings.max_trends - 1];
+            self.viewed.retain(|_, b| b.log_score >= keep_from);
+        }
         if let Some(newest) = self.caps.keys().map(|(window, _, _)| *window).max() {
             let oldest = TrendSettings::oldest_cap_window(newest);
             self.caps.retain(|(window, _, _), _| *window >= oldest);
         }
+    }
+
+    /// The best `n` viewed books at `now`.
+    pub fn viewed_books(&self, n: usize, now: DateTime<Utc>) -> Vec<ViewedBook> {
+        let mut all: Vec<ViewedBook> = self
+            .viewed
+            .iter()
+            .map(|(id, b)| b.to_viewed(*id, &self.settings, now))
+            .collect();
+        rank_viewed(&mut all);
+        all.truncate(n);
+        all
     }
 
     /// The trend of `query_normalized`, if kept.
@@ -881,6 +1030,111 @@ mod tests {
         assert_eq!(least_common_spelling(&spellings, "c").as_deref(), Some("b"));
         spellings.retain(|k, _| k == "a");
         assert_eq!(least_common_spelling(&spellings, "a"), None);
+    }
+
+    fn view(user: Option<&str>, client: Option<&str>, id: i64, t: DateTime<Utc>) -> Event {
+        let mut event = crate::events::BookViewedEvent::now(
+            user.map(str::to_owned),
+            client.map(str::to_owned),
+            ResultBook {
+                id,
+                title: format!("Book {id}"),
+                author: "A".into(),
+                published_at: None,
+            },
+            crate::events::ViewSource::Direct,
+            None,
+            None,
+        );
+        event.occurred_at = t;
+        Event::BookViewed(event)
+    }
+
+    #[test]
+    fn views_decay_like_searches_and_rank_books() {
+        let mut board = TrendBoard::new(settings());
+        for i in 0..10 {
+            board.apply_event(&view(None, None, 1, at(-7200 + i)));
+        }
+        board.apply_event(&view(None, None, 2, at(-60)));
+        board.apply_event(&view(None, None, 2, at(-60)));
+        board.apply_event(&view(None, None, 3, at(0)));
+        let top = board.viewed_books(10, at(0));
+        let ids: Vec<i64> = top.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2, 3], "2.5 (ten views two hours ago), 2, then 1");
+        assert!((top[0].score - 2.5).abs() < 0.01, "{}", top[0].score);
+        assert_eq!(top[0].views, 10);
+        assert_eq!(top[2].last_viewed_at, at(0));
+        assert_eq!(board.viewed_books(1, at(0)).len(), 1);
+        // Searches are not views, and views make no trend.
+        assert!(board.trends.is_empty());
+    }
+
+    #[test]
+    fn one_reader_or_network_cannot_flood_a_book() {
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 3,
+            client_cap: 5,
+            ..TrendSettings::default()
+        });
+        for i in 0..50 {
+            board.apply_event(&view(Some("flooder"), None, 1, at(i)));
+        }
+        for reader in 0..20 {
+            let reader = format!("id-{reader}");
+            board.apply_event(&view(Some(&reader), Some("c-one"), 2, at(0)));
+        }
+        let top = board.viewed_books(10, at(0));
+        let book = |id: i64| top.iter().find(|b| b.id == id).cloned();
+        assert!(book(1).is_some_and(|b| b.views == 50 && (b.score - 3.0).abs() < 0.05));
+        assert!(book(2).is_some_and(|b| b.views == 20 && (b.score - 5.0).abs() < 0.05));
+        // A search of the same reader has its own counter: views and searches never share one.
+        board.apply(&search(Some("flooder"), "1", at(60)));
+        assert!((board.trend("1", at(60)).map_or(0.0, |t| t.score) - 1.0).abs() < 0.01);
+        assert!(board.caps.contains_key(&(
+            board.settings.window(at(0)),
+            "flooder".into(),
+            view_subject(1)
+        )));
+    }
+
+    #[test]
+    fn viewed_books_are_pruned_and_a_forgotten_reader_views_afresh() {
+        let mut board = TrendBoard::new(TrendSettings {
+            user_cap: 2,
+            max_trends: 2,
+            ..TrendSettings::default()
+        });
+        board.apply_event(&view(None, None, 9, at(-8 * 3600)));
+        for id in 1..4 {
+            board.apply_event(&view(None, None, id, at(id)));
+        }
+        board.prune(at(10));
+        assert_eq!(board.viewed.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        // The latest view names the book; an older one arriving late does not.
+        let mut late = view(None, None, 3, at(-100));
+        if let Event::BookViewed(e) = &mut late {
+            e.book.title = "Old title".into();
+        }
+        board.apply_event(&late);
+        assert_eq!(board.viewed[&3].title, "Book 3");
+        // Forgetting deletes the reader's view counters; their views stay.
+        for _ in 0..3 {
+            board.apply_event(&view(Some("me"), None, 2, at(20)));
+        }
+        assert!(board.holds_reader("me"));
+        let before = board.viewed_books(10, at(30));
+        board.apply_event(&Event::ReaderForgotten(
+            crate::events::ReaderForgottenEvent::now("me"),
+        ));
+        assert!(!board.holds_reader("me"));
+        assert_eq!(before, board.viewed_books(10, at(30)));
+        board.apply_event(&view(Some("me"), None, 2, at(21)));
+        let after = board.viewed_books(10, at(30));
+        assert!(
+            (after[0].score - before[0].score - 1.0).abs() < 0.01,
+            "counts afresh"
+        );
     }
 
     #[test]
