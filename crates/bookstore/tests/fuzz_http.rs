@@ -426,7 +426,8 @@ impl Service {
     /// Whether errors on this path are JSON: every route of the trend and recommendation
     /// services, and every route of the web service but the page (which shows its errors as HTML).
     fn json_errors(self, path: &str) -> bool {
-        !(self == Service::Web && path == "/")
+        // The web service's pages (`/` and a book's `/books/{id}`) answer errors as pages.
+        !(self == Service::Web && (path == "/" || path.starts_with("/books/")))
     }
 }
 
@@ -1092,6 +1093,8 @@ fn arb_write() -> impl Strategy<Value = Req> {
 const WEB_ROUTES: &[&str] = &[
     "/",
     "/",
+    "/books/{}",
+    "/books/{}",
     "/api/books",
     "/api/books",
     "/api/books",
@@ -1107,12 +1110,14 @@ const WEB_ROUTES: &[&str] = &[
     "/api/books/{}/{}",
     "/{}",
 ];
-const WEB_KEYS: &[&str] = &["q", "o", "limit", "q", "uid"];
+const WEB_KEYS: &[&str] = &["q", "o", "limit", "q", "uid", "from", "rank", "reason"];
 const TREND_ROUTES: &[&str] = &[
     "/trends",
     "/trends",
     "/trends",
     "/trends",
+    "/trends/books",
+    "/trends/books",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -1131,6 +1136,8 @@ const RECOMMEND_ROUTES: &[&str] = &[
     "/books/{}",
     "/books/{}",
     "/books/{}",
+    "/books/{}/similar",
+    "/books/{}/similar",
     "/stats",
     "/healthz",
     "/readyz",
