@@ -73,7 +73,9 @@ pub struct ViewParams {
 
 impl ViewParams {
     /// A missing or unknown `from` is [`ViewSource::Direct`], with no rank and no reason; a rank
-    /// that is not a number, or a reason that is not a known kind, is left out.
+    /// that is not a number or is past what an event carries
+    /// ([`bookstore_domain::events::MAX_VIEW_RANK`]), or a reason that is not a known kind, is
+    /// left out.
     pub fn parse(params: &HashMap<String, String>) -> Self {
         let Some(source) = params
             .get("from")
@@ -90,7 +92,9 @@ impl ViewParams {
             .get("rank")
             .map(|rank| rank.trim())
             .filter(|rank| !rank.is_empty() && rank.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|rank| rank.parse().ok());
+            .and_then(|rank| rank.parse().ok())
+            // Past what an event may carry, a rank would make the event invalid (dead-lettered).
+            .filter(|rank| *rank <= bookstore_domain::events::MAX_VIEW_RANK);
         let reason = params
             .get("reason")
             .map(|reason| reason_label(Some(reason.trim())))
@@ -187,7 +191,11 @@ mod tests {
             (ViewSource::Trends, None, None),
             "a rank past u32 and an unknown reason are dropped"
         );
-        for rank in ["-1", "one", "1.5", "+1", ""] {
+        assert_eq!(
+            view(&[("from", "search"), ("rank", "10000")]).rank,
+            Some(10_000)
+        );
+        for rank in ["-1", "one", "1.5", "+1", "", "10001", "99999"] {
             assert_eq!(
                 view(&[("from", "similar"), ("rank", rank)]).rank,
                 None,

@@ -375,31 +375,64 @@ async fn a_search_on_the_page_is_under_trends_within_a_second() {
     use_store(&mut bus.config, TrendStoreKind::Embedded);
     bus.config.events.batch_wait_ms = 100;
     bus.config.trend.listen = "127.0.0.1:0".parse().unwrap();
-    // Ports chosen here, as serve_all binds the trend service before the web service.
-    let web_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let web_addr = web_listener.local_addr().unwrap();
-    drop(web_listener);
-    bus.config.web.listen = web_addr;
-    let (tx, rx) = oneshot::channel::<()>();
-    let config = std::mem::take(&mut bus.config);
-    let task = tokio::spawn(async move {
-        serve_all(&config, async move {
-            let _ = rx.await;
-        })
-        .await
-    });
     let http = reqwest::Client::new();
-    let url = format!("http://{web_addr}");
-    // Ready: the search index holds the sample catalog.
-    crate::support::wait_ready(&url).await;
+    // The web port is chosen here, as serve_all binds the trend service before the web
+    // service; another test may take it between the choice and the bind, so a start that fails
+    // is tried again on another port.
+    let mut attempts = 0;
+    let mut config = std::mem::take(&mut bus.config);
+    let (url, tx, task) = loop {
+        attempts += 1;
+        let web_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let web_addr = web_listener.local_addr().unwrap();
+        drop(web_listener);
+        config.web.listen = web_addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        // The task gives the configuration back, for another attempt.
+        let task = tokio::spawn(async move {
+            let served = serve_all(&config, async move {
+                let _ = rx.await;
+            })
+            .await;
+            (config, served)
+        });
+        let url = format!("http://{web_addr}");
+        // Ready: the search index holds the sample catalog.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            if task.is_finished() {
+                break false;
+            }
+            if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
+                if response.status() == 200 {
+                    break true;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url}/readyz not ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if ready {
+            break (url, tx, task);
+        }
+        let (returned, failed) = task.await.unwrap();
+        config = returned;
+        assert!(
+            attempts < 3,
+            "serve_all failed {attempts} times: {failed:?}"
+        );
+        eprintln!("serve_all failed to start ({failed:?}); trying another port");
+    };
 
     searches_show_under_trends_within_a_second(&http, &url).await;
     tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
+    let (_, served) = tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .unwrap()
-        .unwrap()
         .unwrap();
+    served.unwrap();
 }
 
 /// A trend service that never answers, or is not there: the page still answers within the
