@@ -206,6 +206,7 @@ impl WebApp {
             trend_min_readers: config.trend.min_readers,
             click_through: Arc::new(ClickThrough::default()),
             live: live.as_ref().map(|(_, live)| live.clone()),
+            search_details: config.events.format == bookstore_domain::events::WireFormat::Tutorial,
         };
         let listeners = Listeners::bind(
             "web",
@@ -224,6 +225,7 @@ impl WebApp {
         };
         let database = catalog.repository();
         let surface = bookstore_http::Surface {
+            continue_traces: config.telemetry.web_continues_traces,
             service: "web",
             title: "bookstore web service",
             description: "The bookstore page and its REST API. Every search publishes a book.searched event; every created, replaced or deleted book a book.created, book.updated or book.deleted event (through the outbox).",

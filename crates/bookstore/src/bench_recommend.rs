@@ -1112,6 +1112,7 @@ async fn latency(
         RecommendState { store },
         bookstore_http::Surface {
             service: "recommend",
+            continue_traces: true,
             title: "bench",
             description: "bench",
             readiness: bookstore_http::Readiness::new(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bookstore_domain::events::WireFormat;
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
 use secrecy::{ExposeSecret, SecretString};
@@ -25,6 +26,8 @@ pub struct Config {
     pub recommend: RecommendConfig,
     /// The bounds of every HTTP listener of every service.
     pub http: HttpConfig,
+    /// Distributed tracing (off unless an OTLP endpoint is set).
+    pub telemetry: TelemetryConfig,
     /// How long a service may take to stop after SIGINT or SIGTERM (finish requests, flush the
     /// producer and the outbox relay, finish the batch in flight, leave the group); past it the
     /// process exits with an error.
@@ -358,6 +361,15 @@ pub struct EventsConfig {
     /// The topic of catalog events (`book.created`, `book.updated`, `book.deleted`), fed by the web
     /// service's outbox relay.
     pub catalog_topic: String,
+    /// How the web service writes the search topic: `v1` (this project's events, see
+    /// `docs/events.md`), or `tutorial`: the tutorial's messages (key `<query>:<uid>`, or
+    /// `<query>:` without a user; value the JSON array of the result books; no type or version
+    /// header), for the
+    /// tutorial's trend and recommendation consumers while a migration replaces them. In
+    /// `tutorial`, searches lose their client pseudonym and offset, and views (`book.viewed`) and
+    /// requests to be forgotten (`reader.forgotten`: the form answers 503) are not published,
+    /// only counted (`bookstore_events_omitted_total`). The catalog topic is always `v1`.
+    pub format: WireFormat,
     /// Partitions and replication factor of topics the services create.
     pub partitions: u32,
     pub replication_factor: u32,
@@ -409,6 +421,7 @@ impl Default for EventsConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             topic: "lr-book-searches".to_owned(),
             catalog_topic: "lr-book-catalog".to_owned(),
+            format: WireFormat::V1,
             partitions: 3,
             replication_factor: 1,
             queue_capacity: 100_000,
@@ -519,6 +532,37 @@ impl EventsConfig {
     }
 }
 
+/// Distributed tracing (section `telemetry`): spans exported over OTLP/HTTP to a collector or a
+/// trace backend (Jaeger, Tempo, ...). The standard `OTEL_*` variables work too
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER[_ARG]`,
+/// `OTEL_SDK_DISABLED`); the keys here win over them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP base URL, such as `http://127.0.0.1:4318`; spans go to
+    /// `<otlp_endpoint>/v1/traces`. Unset (and no `OTEL_EXPORTER_OTLP_ENDPOINT`): tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces recorded, from 0 to 1 (a trace started by a caller keeps the
+    /// caller's decision). Unset: `OTEL_TRACES_SAMPLER`, else every trace.
+    pub sampling_ratio: Option<f64>,
+    /// Whether the web service's public port continues the trace a request's `traceparent` names
+    /// (set it behind a proxy or gateway that starts traces). Off: any client could otherwise
+    /// choose to be recorded, whatever the sampling ratio. The trend and recommendation services
+    /// always continue the web service's traces.
+    pub web_continues_traces: bool,
+}
+
+impl TelemetryConfig {
+    /// The settings of the tracer of one process, whose spans are named `service`.
+    pub fn settings(&self, service: &str) -> bookstore_telemetry::TracingSettings {
+        bookstore_telemetry::TracingSettings {
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            sampling_ratio: self.sampling_ratio,
+            service_name: service.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DbConfig {
@@ -539,6 +583,7 @@ impl Default for Config {
             trend: TrendConfig::default(),
             recommend: RecommendConfig::default(),
             http: HttpConfig::default(),
+            telemetry: TelemetryConfig::default(),
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -705,10 +750,14 @@ impl Config {
             figment = figment.merge(Yaml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed("BOOKSTORE_").split("__").filter(|key| {
-            // BOOKSTORE_CONFIG names the file itself; the test harness's variables and
-            // dev/services' (BOOKSTORE_SERVICES_*) are not config.
+            // BOOKSTORE_CONFIG names the file itself and BOOKSTORE_LOG_FORMAT is --log-format;
+            // the test harness's variables and dev/services' (BOOKSTORE_SERVICES_*) are not
+            // config.
             let key = key.as_str().to_ascii_lowercase();
-            key != "config" && !key.starts_with("test_") && !key.starts_with("services_")
+            key != "config"
+                && key != "log_format"
+                && !key.starts_with("test_")
+                && !key.starts_with("services_")
         }));
         // figment reads environment values as YAML-like data (`00123` is a number); text keys
         // are put back as they were written.
@@ -735,6 +784,21 @@ impl Config {
             bail!("invalid configuration: db.max_connections must be at least 1");
         }
         self.db_kind()?;
+        if let Some(ratio) = self.telemetry.sampling_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            bail!(
+                "invalid configuration: telemetry.sampling_ratio must be between 0 and 1, got {ratio}"
+            );
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !endpoint.is_empty()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            bail!(
+                "invalid configuration: telemetry.otlp_endpoint must be an http:// or https:// URL, got {endpoint:?}"
+            );
+        }
         let events = &self.events;
         if events.topic.trim().is_empty() || events.catalog_topic.trim().is_empty() {
             bail!("invalid configuration: events.topic and events.catalog_topic must not be empty");
@@ -1148,6 +1212,19 @@ mod tests {
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.to_ascii_lowercase().contains("events.backend"), "{err}");
             jail.set_env("BOOKSTORE_EVENTS__BACKEND", "embedded");
+
+            assert_eq!(Config::load(None).unwrap().events.format, WireFormat::V1);
+            jail.set_env("BOOKSTORE_EVENTS__FORMAT", "tutorial");
+            assert_eq!(
+                Config::load(None).unwrap().events.format,
+                WireFormat::Tutorial
+            );
+            jail.set_env("BOOKSTORE_EVENTS__FORMAT", "v0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.to_ascii_lowercase().contains("events.format"), "{err}");
+            assert!(err.contains("`v1` or `tutorial`"), "{err}");
+            jail.set_env("BOOKSTORE_EVENTS__FORMAT", "v1");
+            assert_eq!(Config::load(None).unwrap().events.format, WireFormat::V1);
 
             jail.set_env("BOOKSTORE_WEB__PAGE_SIZE", "many");
             let err = Config::load(None).unwrap_err().to_string();

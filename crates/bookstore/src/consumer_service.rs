@@ -68,6 +68,8 @@ impl ConsumerService<'_> {
         .await?;
         let (broker, broker_probe) = crate::ops::broker_probe(&bus, &config.events.topic)?;
         let surface = Surface {
+            // The trend and recommendation services' ports serve the web service (internal).
+            continue_traces: true,
             service: self.service,
             title: self.title,
             description: self.description,

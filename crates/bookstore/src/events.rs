@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bookstore_domain::events::WireFormat;
 use bookstore_domain::{EventHandler, EventPublisher};
 use bookstore_eventlog::{EmbeddedConsumer, EmbeddedPublisher, EventLog, PublisherLimits};
 use bookstore_events::{BatchSettings, Pipeline, PublisherStats};
@@ -106,8 +107,14 @@ impl EventBus {
         }
     }
 
-    /// Starts the publisher of search events.
+    /// Starts the publisher of `events.topic`, writing `events.format`. A publisher of the catalog
+    /// topic writes version 1 whatever the format: the tutorial's has no catalog events.
     pub async fn publisher(&self, events: &EventsConfig) -> anyhow::Result<Publisher> {
+        let format = if events.topic == events.catalog_topic {
+            WireFormat::V1
+        } else {
+            events.format
+        };
         match self {
             Self::Embedded { log, partitions } => {
                 let publisher = EmbeddedPublisher::start(
@@ -118,6 +125,7 @@ impl EventBus {
                         queue_capacity: events.queue_capacity,
                         queue_max_bytes: events.queue_max_bytes,
                         max_message_bytes: events.max_message_bytes,
+                        format,
                     },
                 )
                 .await
@@ -139,6 +147,7 @@ impl EventBus {
                         linger: Duration::from_millis(events.linger_ms),
                         compression: events.compression.clone(),
                         message_timeout: Duration::from_millis(events.message_timeout_ms),
+                        format,
                     },
                 )
                 .context("cannot create the Kafka producer (events.*)")?;

@@ -31,7 +31,13 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "BOOKSTORE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
@@ -238,7 +244,20 @@ impl From<FileFormat> for Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The configuration comes first: it says where traces go. Its errors are reported below,
+    // with logging on and tracing off.
+    let config = Config::load(cli.config.as_deref());
+    let settings = match &config {
+        Ok(config) => config
+            .telemetry
+            .settings(&service_name(cli.command.as_ref())),
+        Err(_) => Default::default(),
+    };
+    let (tracing, tracing_error) = telemetry::init(cli.log_format, &settings);
+    if let Some(error) = tracing_error {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -249,9 +268,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = match config {
+        Ok(config) => runtime.block_on(run(cli, config)),
+        Err(err) => Err(err),
+    };
     // A consumer thread stuck in a blocking call must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The spans still queued are exported, for at most 2 s more (outside the runtime: the
+    // exporter's client blocks).
+    if let Some(tracing) = tracing {
+        tracing.shutdown(std::time::Duration::from_secs(2));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -262,8 +289,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.config.as_deref())?;
+/// The `service.name` of a command's spans.
+fn service_name(command: Option<&Command>) -> String {
+    let name = match command {
+        None | Some(Command::Serve) => "bookstore",
+        Some(Command::Web) => "bookstore-web",
+        Some(Command::Trend) => "bookstore-trend",
+        Some(Command::Recommend) => "bookstore-recommend",
+        Some(_) => "bookstore-tools",
+    };
+    name.to_owned()
+}
+
+async fn run(cli: Cli, mut config: Config) -> anyhow::Result<()> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }

@@ -70,7 +70,7 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// `bookstore_events_{queued,delivered,failed,dropped}_total` and
+/// `bookstore_events_{queued,delivered,failed,dropped,omitted}_total` and
 /// `bookstore_producer_queue_depth` of one publisher (`searches` or `catalog`).
 pub fn publisher_collector(publisher: &'static str, stats: Arc<PublisherStats>) -> Collector {
     Arc::new(move || {
@@ -81,6 +81,7 @@ pub fn publisher_collector(publisher: &'static str, stats: Arc<PublisherStats>) 
             .absolute(load(&stats.delivered));
         metrics::counter!("bookstore_events_failed_total", &labels).absolute(load(&stats.failed));
         metrics::counter!("bookstore_events_dropped_total", &labels).absolute(load(&stats.dropped));
+        metrics::counter!("bookstore_events_omitted_total", &labels).absolute(load(&stats.omitted));
         metrics::gauge!("bookstore_producer_queue_depth", &labels).set(stats.in_flight() as f64);
     })
 }

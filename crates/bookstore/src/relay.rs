@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::events::{Event, decode};
+use bookstore_domain::events::{Event, WireFormat, decode};
 use bookstore_domain::{
     Delivery, EventPublisher, Outbox, OutboxRow, OutboxSink, Relayed, RowOutcome,
 };
@@ -47,6 +47,8 @@ impl PublisherSink {
     pub async fn start(bus: &EventBus, events: &EventsConfig) -> anyhow::Result<Self> {
         let mut catalog = events.clone();
         catalog.topic = events.catalog_topic.clone();
+        // Catalog events are ours alone, whatever `events.format` says of the search topic.
+        catalog.format = WireFormat::V1;
         // A round gives its rows back when the log has not confirmed them within the flush
         // timeout, and another web instance may then send them and the rows after them: an event
         // still queued here must not reach the log after those. So the producer gives up on an

@@ -351,6 +351,10 @@ async fn every_service_has_metrics_readiness_openapi_and_security_headers() {
             &[("publisher", "searches")],
         ),
         (
+            "bookstore_events_omitted_total",
+            &[("publisher", "searches")],
+        ),
+        (
             "bookstore_producer_queue_depth",
             &[("publisher", "searches")],
         ),

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 pub use crate::date::PublishedDate;
 pub use crate::search::{MAX_QUERY_CHARS, clean_query};
+pub use wire::{NotInFormat, WireFormat, WireMessage};
+
+mod wire;
 
 /// Longest user or client id an event may carry, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
@@ -92,6 +95,18 @@ pub struct SearchEvent {
     /// The offset of the result page.
     pub offset: u64,
     pub results: Vec<ResultBook>,
+    /// What the tutorial's format writes of each result beyond [`ResultBook`], in result order,
+    /// when the producer has it (the web service gives it; see [`WireFormat::Tutorial`]). Version
+    /// 1 does not carry it, so an event read from the log has none.
+    pub result_details: Vec<ResultDetails>,
+}
+
+/// The fields of a result book that only the tutorial's format carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultDetails {
+    pub description: String,
+    /// When the book entered the catalog.
+    pub created_at: DateTime<Utc>,
 }
 
 impl SearchEvent {
@@ -116,7 +131,14 @@ impl SearchEvent {
             query,
             offset,
             results,
+            result_details: Vec::new(),
         }
+    }
+
+    /// The same event, with the results' [`ResultDetails`] (one per result, in order).
+    pub fn with_details(mut self, details: Vec<ResultDetails>) -> Self {
+        self.result_details = details;
+        self
     }
 
     /// The same event, from the client `client_id` (see [`SearchEvent::client_id`]).
@@ -784,6 +806,7 @@ fn decode_object(value: &[u8]) -> Result<Event, DecodeError> {
                 query_normalized,
                 offset: wire.offset,
                 results: wire.results,
+                result_details: Vec::new(),
             }))
         }
         BOOK_CREATED | BOOK_UPDATED => {
@@ -903,6 +926,7 @@ fn decode_legacy(
         query_normalized,
         offset: 0,
         results,
+        result_details: Vec::new(),
     }))
 }
 

@@ -108,7 +108,8 @@ pub enum Imported {
 pub enum Published {
     /// Accepted into the publisher's bounded queue; delivery is reported later, in counters.
     Queued,
-    /// The queue was full (the log is down or too slow): the event was dropped and counted.
+    /// Not sent, and counted: the queue was full (the log is down or too slow), the event is
+    /// larger than the log takes, or the publisher's wire format has no message for it.
     Dropped,
 }
 
@@ -117,8 +118,9 @@ pub enum Published {
 pub enum Delivery {
     /// In the log.
     Delivered,
-    /// The log refused this event for a reason of its own (larger than it takes, malformed) and
-    /// would refuse it again: sending it again cannot help.
+    /// The log refused this event for a reason of its own (larger than it takes, malformed), or
+    /// the publisher's wire format has no message for it, and that would not change: sending it
+    /// again cannot help.
     Refused(String),
     /// Not in the log, for a reason that is not the event's: the log is unreachable or slow, or
     /// the publisher's queue is full. Sending it again later may succeed.

@@ -215,6 +215,7 @@ impl LegacySearch {
                     published_at: b.published_at.map(|(d, _)| d).map(Into::into),
                 })
                 .collect(),
+            result_details: Vec::new(),
         }
     }
 }

@@ -18,6 +18,6 @@ mod publisher;
 mod retention;
 
 pub use consumer::{EmbeddedConsumer, GroupSettings};
-pub use log::{EventLog, EventLogError, StoredDeadLetter};
+pub use log::{Appended, EventLog, EventLogError, StoredDeadLetter};
 pub use publisher::{EmbeddedPublisher, PublisherLimits};
 pub use retention::{Retention, RetentionStats, TrimReason, TrimReport, run_retention};

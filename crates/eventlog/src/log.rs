@@ -107,8 +107,17 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// The schema version in `PRAGMA user_version`: 1 added `partition_state`, filled from the
-/// messages already there.
-const SCHEMA_VERSION: i64 = 1;
+/// messages already there; 2 added `messages.trace_parent`.
+const SCHEMA_VERSION: i64 = 2;
+
+/// A message to append: its key (which picks the partition), its value, and the W3C trace
+/// context of the span that published it.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub trace_parent: Option<&'a str>,
+}
 
 /// An open event log file.
 pub struct EventLog {
@@ -221,27 +230,47 @@ impl EventLog {
         partitions: u32,
         messages: &[(Option<Vec<u8>>, Vec<u8>)],
     ) -> Result<(), EventLogError> {
+        let messages: Vec<Appended<'_>> = messages
+            .iter()
+            .map(|(key, value)| Appended {
+                key: key.as_deref(),
+                value,
+                trace_parent: None,
+            })
+            .collect();
+        self.append_all(topic, partitions, &messages).await
+    }
+
+    /// [`EventLog::append`], with each message's trace context.
+    pub async fn append_all(
+        &self,
+        topic: &str,
+        partitions: u32,
+        messages: &[Appended<'_>],
+    ) -> Result<(), EventLogError> {
         if messages.is_empty() {
             return Ok(());
         }
         let now = Utc::now().timestamp_millis();
         let mut sizes: BTreeMap<u32, i64> = BTreeMap::new();
         let mut tx = self.pool.begin().await?;
-        for (key, value) in messages {
-            let partition = partition_for(key.as_deref(), partitions);
-            *sizes.entry(partition).or_default() += message_size(key.as_deref(), value);
+        for message in messages {
+            let (key, value) = (message.key, message.value);
+            let partition = partition_for(key, partitions);
+            *sizes.entry(partition).or_default() += message_size(key, value);
             // A write is the transaction's first statement, so it takes the write lock before
             // reading the last offset: concurrent appenders (other processes) queue behind it.
             sqlx::query(concat!(
-                "INSERT INTO messages (topic, partition, offset, key, value, appended_at) ",
-                "SELECT ?1, ?2, COALESCE(MAX(offset) + 1, 0), ?3, ?4, ?5 ",
+                "INSERT INTO messages (topic, partition, offset, key, value, appended_at, trace_parent) ",
+                "SELECT ?1, ?2, COALESCE(MAX(offset) + 1, 0), ?3, ?4, ?5, ?6 ",
                 "FROM messages WHERE topic = ?1 AND partition = ?2"
             ))
             .bind(topic)
             .bind(i64::from(partition))
-            .bind(key.as_deref())
-            .bind(value.as_slice())
+            .bind(key)
+            .bind(value)
             .bind(now)
+            .bind(message.trace_parent)
             .execute(&mut *tx)
             .await?;
         }
@@ -274,7 +303,7 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<RawMessage>, EventLogError> {
         let rows = sqlx::query(concat!(
-            "SELECT offset, key, value, appended_at FROM messages ",
+            "SELECT offset, key, value, appended_at, trace_parent FROM messages ",
             "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?"
         ))
         .bind(&tp.topic)
@@ -292,6 +321,7 @@ impl EventLog {
                     key: row.try_get("key")?,
                     value: row.try_get("value")?,
                     timestamp: DateTime::from_timestamp_millis(row.try_get("appended_at")?),
+                    trace_parent: row.try_get("trace_parent")?,
                 })
             })
             .collect()
@@ -424,6 +454,7 @@ impl EventLog {
                             key: row.try_get("key")?,
                             value: row.try_get("value")?,
                             timestamp: None,
+                            trace_parent: None,
                         },
                         error: row.try_get("error")?,
                     },
@@ -481,9 +512,20 @@ async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     }
+    let has_trace_parent: bool = sqlx::query_scalar(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('messages') WHERE name = 'trace_parent'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !has_trace_parent {
+        // The trace context of each message (NULL for those written before).
+        sqlx::query("ALTER TABLE messages ADD COLUMN trace_parent TEXT")
+            .execute(&mut *tx)
+            .await?;
+    }
     if version < SCHEMA_VERSION {
         // SCHEMA_VERSION
-        sqlx::query("PRAGMA user_version = 1")
+        sqlx::query("PRAGMA user_version = 2")
             .execute(&mut *tx)
             .await?;
     }
@@ -595,6 +637,63 @@ mod tests {
             .execute(&mut other)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_keeps_its_trace_context_even_in_a_file_made_before_it_was_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        {
+            // A file as version 1 made it: no trace_parent column, one message already in it.
+            let url = format!("sqlite://{}", path.display());
+            let pool = bookstore_sqlite::connect(&url, 1).await.unwrap();
+            for statement in SCHEMA {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            sqlx::query("PRAGMA user_version = 1")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(concat!(
+                "INSERT INTO messages (topic, partition, offset, key, value, appended_at) ",
+                "VALUES ('t', 0, 0, x'6f', x'30', 0)"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let log = EventLog::open(&path).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        log.append_all(
+            "t",
+            1,
+            &[
+                Appended {
+                    key: Some(b"a"),
+                    value: b"1",
+                    trace_parent: Some(traceparent),
+                },
+                Appended {
+                    key: Some(b"b"),
+                    value: b"2",
+                    trace_parent: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let read = log.read(&tp, 0, 10).await.unwrap();
+        let traces: Vec<_> = read.iter().map(|m| m.trace_parent.as_deref()).collect();
+        assert_eq!(traces, [None, Some(traceparent), None]);
+        // Opening it again migrates nothing twice.
+        drop(log);
+        EventLog::open(&path).await.unwrap();
     }
 
     #[tokio::test]

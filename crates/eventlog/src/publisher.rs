@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bookstore_domain::events::Event;
+use bookstore_domain::events::{Event, NotInFormat, WireFormat};
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_events::{PublisherStats, RateLimited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::log::{EventLog, EventLogError};
+use crate::log::{Appended, EventLog, EventLogError};
 
-/// How much the publisher holds, and the largest event the log takes.
+/// How much the publisher holds, the largest event the log takes, and how events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublisherLimits {
     /// Events in the queue at most.
@@ -21,12 +21,17 @@ pub struct PublisherLimits {
     pub queue_max_bytes: usize,
     /// The largest event (key and value) the log takes; a larger one is refused.
     pub max_message_bytes: usize,
+    /// How events are written (`events.format`); an event the format has no message for is
+    /// left out and counted ([`PublisherStats::omitted`]).
+    pub format: WireFormat,
 }
 
 /// An event on its way to the log.
 struct Message {
     key: Vec<u8>,
     value: Vec<u8>,
+    /// The trace context of the span that published it, when tracing is on.
+    trace_parent: Option<String>,
     /// The queue's bytes this message holds, given back once it has been appended (or lost).
     _bytes: OwnedSemaphorePermit,
     /// Who waits for the log's verdict (the outbox relay); `None` for a search event.
@@ -39,6 +44,8 @@ enum NotQueued {
     Full,
     /// The event is larger than the log takes.
     TooLarge(usize),
+    /// The format has no message for the event.
+    NotInFormat(NotInFormat),
 }
 
 /// Hands events to a queue, bounded in events and in bytes, that a background task appends to
@@ -49,9 +56,11 @@ pub struct EmbeddedPublisher {
     bytes: Arc<Semaphore>,
     queue_max_bytes: usize,
     max_message_bytes: usize,
+    format: WireFormat,
     stats: Arc<PublisherStats>,
     drop_warning: RateLimited,
     refusal_warning: RateLimited,
+    omit_notice: RateLimited,
 }
 
 const APPEND_BATCH: usize = 1024;
@@ -86,9 +95,11 @@ impl EmbeddedPublisher {
             bytes: Arc::new(Semaphore::new(queue_max_bytes)),
             queue_max_bytes,
             max_message_bytes,
+            format: limits.format,
             stats,
             drop_warning: RateLimited::new(Duration::from_secs(10)),
             refusal_warning: RateLimited::new(Duration::from_secs(10)),
+            omit_notice: RateLimited::new(Duration::from_secs(60)),
         })
     }
 
@@ -108,8 +119,9 @@ impl EmbeddedPublisher {
         event: &Event,
         confirm: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), NotQueued> {
-        let key = event.key().as_bytes().to_vec();
-        let value = event.to_json();
+        let message = self.format.encode(event).map_err(NotQueued::NotInFormat)?;
+        let key = message.key.as_bytes().to_vec();
+        let value = message.value;
         let size = key.len() + value.len();
         if size > self.max_message_bytes {
             return Err(NotQueued::TooLarge(size));
@@ -125,6 +137,7 @@ impl EmbeddedPublisher {
             .try_send(Message {
                 key,
                 value,
+                trace_parent: bookstore_telemetry::current_traceparent(),
                 _bytes: bytes,
                 confirm,
             })
@@ -140,6 +153,15 @@ impl EmbeddedPublisher {
                 "event queue full (events.queue_capacity or events.queue_max_bytes): event dropped"
             );
         }
+    }
+
+    /// Counts an event the format has no message for, never queued.
+    fn count_omitted(&self, refused: &NotInFormat) -> String {
+        let omitted = self.stats.omitted.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(suppressed) = self.omit_notice.check() {
+            tracing::info!(reason = %refused, omitted_total = omitted, suppressed, "event not published (events.format)");
+        }
+        refused.to_string()
     }
 
     /// Counts an event the log refuses, as handed over and failed.
@@ -174,6 +196,10 @@ impl EventPublisher for EmbeddedPublisher {
                 self.count_refused(size);
                 Published::Dropped
             }
+            Err(NotQueued::NotInFormat(refused)) => {
+                self.count_omitted(&refused);
+                Published::Dropped
+            }
         }
     }
 
@@ -194,6 +220,9 @@ impl EventPublisher for EmbeddedPublisher {
                     ))
                 }
                 Err(NotQueued::TooLarge(size)) => Err(Delivery::Refused(self.count_refused(size))),
+                Err(NotQueued::NotInFormat(refused)) => {
+                    Err(Delivery::Refused(self.count_omitted(&refused)))
+                }
             });
         }
         let mut deliveries = Vec::with_capacity(events.len());
@@ -231,19 +260,20 @@ async fn append_loop(
     stats: Arc<PublisherStats>,
 ) {
     let mut batch: Vec<Message> = Vec::with_capacity(APPEND_BATCH);
-    let mut messages: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::with_capacity(APPEND_BATCH);
     while receiver.recv_many(&mut batch, APPEND_BATCH).await > 0 {
         let count = batch.len() as u64;
-        messages.extend(batch.iter_mut().map(|m| {
-            (
-                Some(std::mem::take(&mut m.key)),
-                std::mem::take(&mut m.value),
-            )
-        }));
+        let messages: Vec<Appended<'_>> = batch
+            .iter()
+            .map(|m| Appended {
+                key: Some(&m.key),
+                value: &m.value,
+                trace_parent: m.trace_parent.as_deref(),
+            })
+            .collect();
         let mut attempt = 0;
         let verdict = loop {
             attempt += 1;
-            match log.append(&topic, partitions, &messages).await {
+            match log.append_all(&topic, partitions, &messages).await {
                 Ok(()) => {
                     stats.delivered.fetch_add(count, Ordering::Relaxed);
                     break Ok(());
@@ -259,7 +289,7 @@ async fn append_loop(
                 }
             }
         };
-        messages.clear();
+        drop(messages);
         // Dropping the messages gives their bytes back to the queue.
         for message in batch.drain(..) {
             if let Some(confirm) = message.confirm {
@@ -326,6 +356,7 @@ mod tests {
             queue_capacity: 10_000,
             queue_max_bytes: 20_000,
             max_message_bytes: 5_000,
+            format: WireFormat::V1,
         };
         let (_dir, log, publisher) = publisher(limits).await;
         // Ids of three digits: every event the same size.
@@ -354,11 +385,97 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_tutorial_format_appends_searches_as_the_tutorial_wrote_them_and_nothing_else() {
+        use bookstore_domain::events::{
+            BookViewedEvent, ReaderForgottenEvent, ResultBook, ResultDetails, SearchEvent,
+            ViewSource, decode,
+        };
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+            format: WireFormat::Tutorial,
+        };
+        let (_dir, log, publisher) = publisher(limits).await;
+        let book = ResultBook {
+            id: 7,
+            title: "Emma".to_owned(),
+            author: "Jane Austen".to_owned(),
+            published_at: chrono::NaiveDate::from_ymd_opt(1815, 12, 23).map(Into::into),
+        };
+        let search = SearchEvent::new(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            None,
+            "std::io",
+            0,
+            vec![book.clone()],
+        )
+        .with_details(vec![ResultDetails {
+            description: String::new(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        }]);
+        let view = Event::BookViewed(BookViewedEvent::now(
+            None,
+            Some("client-1".to_owned()),
+            book,
+            ViewSource::Direct,
+            None,
+            None,
+        ));
+        assert_eq!(publisher.publish(&view), Published::Dropped);
+        let forgotten = Event::ReaderForgotten(ReaderForgottenEvent::now("reader-1"));
+        let verdict = publisher
+            .deliver(&[forgotten, event(1, 100)], Duration::from_secs(10))
+            .await;
+        assert!(
+            matches!(&verdict[0], Delivery::Refused(r) if r.contains("reader.forgotten")),
+            "{verdict:?}"
+        );
+        assert!(matches!(&verdict[1], Delivery::Refused(r) if r.contains("book.created")));
+        assert_eq!(
+            publisher.publish(&Event::BookSearched(search.clone())),
+            Published::Queued
+        );
+        assert_eq!(publisher.flush(Duration::from_secs(10)).await, 0);
+        let stats = publisher.stats();
+        assert_eq!(stats.omitted.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+
+        let tp = bookstore_domain::TopicPartition {
+            topic: "t".to_owned(),
+            partition: 0,
+        };
+        let stored = log.read(&tp, 0, 10).await.unwrap();
+        assert_eq!(stored.len(), 1, "the search alone");
+        assert_eq!(stored[0].key.as_deref(), Some(&b"std::io:"[..]));
+        assert_eq!(
+            String::from_utf8_lossy(&stored[0].value),
+            r#"[{"id":7,"title":"Emma","author":"Jane Austen","published_at":"1815-12-23","description":"","created_at":"1970-01-01 00:00:00"}]"#
+        );
+        let read = decode(
+            stored[0].key.as_deref(),
+            &stored[0].value,
+            stored[0].timestamp,
+        )
+        .unwrap();
+        let read = read.as_search().unwrap();
+        assert_eq!((read.version, read.query.as_str()), (0, "std::io"));
+        assert_eq!(
+            (read.user_id.as_deref(), &read.results),
+            (None, &search.results)
+        );
+    }
+
+    #[tokio::test]
     async fn an_event_larger_than_the_log_takes_is_refused_and_the_others_delivered() {
         let limits = PublisherLimits {
             queue_capacity: 100,
             queue_max_bytes: 1_000_000,
             max_message_bytes: 5_000,
+            format: WireFormat::V1,
         };
         let (_dir, log, publisher) = publisher(limits).await;
         let events = [event(1, 100), event(2, 6_000), event(3, 100)];
@@ -384,6 +501,7 @@ mod tests {
             queue_capacity: 100,
             queue_max_bytes: 1_000_000,
             max_message_bytes: 5_000,
+            format: WireFormat::V1,
         };
         let (dir, log, publisher) = publisher(limits).await;
         // Another process holds the log's write lock.

@@ -680,6 +680,7 @@ mod tests {
                 key: None,
                 value: b"x".to_vec(),
                 timestamp: None,
+                trace_parent: None,
             },
             error: "bad".into(),
         };

@@ -24,6 +24,8 @@ pub struct RawMessage {
     pub value: Vec<u8>,
     /// When the log stored it, if it says.
     pub timestamp: Option<DateTime<Utc>>,
+    /// The W3C trace context of the span that published it (its `traceparent` header), if any.
+    pub trace_parent: Option<String>,
 }
 
 impl RawMessage {
@@ -125,6 +127,8 @@ pub struct Pipeline {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
+/// The events of one batch that are linked to its span and get a span of their own, at most.
+const MAX_TRACED_EVENTS: usize = 128;
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Pipeline {
@@ -391,11 +395,14 @@ impl Pipeline {
         // Every log line of this batch names it: group, handler, and the offsets it covers.
         let span = tracing::info_span!(
             "batch",
+            otel.name = tracing::field::Empty,
             group = %self.group,
             handler = self.handler.name(),
             events = self.pending.len(),
             offsets = %self.batch_offsets(),
+            trace_id = tracing::field::Empty,
         );
+        let _traced = self.trace_batch(&span);
         let started = Instant::now();
         let flushed = tracing::Instrument::instrument(self.flush_batch(), span.clone()).await;
         span.in_scope(|| {
@@ -406,6 +413,49 @@ impl Pipeline {
             );
         });
         flushed
+    }
+
+    /// When tracing is on: names the batch's span, links it to the spans that published its
+    /// events, and opens a `process` span in each event's own trace (a child of its producer's
+    /// span, linked back to the batch), so that one search's trace reaches every consumer. The
+    /// event spans end when the returned guard is dropped, after the batch. At most
+    /// [`MAX_TRACED_EVENTS`] events of a batch are linked and get a span.
+    fn trace_batch(&self, batch: &tracing::Span) -> Vec<tracing::Span> {
+        if !bookstore_telemetry::enabled() {
+            return Vec::new();
+        }
+        let handler = self.handler.name();
+        batch.record("otel.name", format!("{handler} apply batch"));
+        let traced: Vec<&RawMessage> = self
+            .pending
+            .iter()
+            .map(|(_, raw)| raw)
+            .filter(|raw| raw.trace_parent.is_some())
+            .take(MAX_TRACED_EVENTS)
+            .collect();
+        for raw in &traced {
+            bookstore_telemetry::add_link(batch, raw.trace_parent.as_deref());
+        }
+        bookstore_telemetry::record_trace_id(batch);
+        traced
+            .into_iter()
+            .map(|raw| {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "process",
+                    otel.name = %format_args!("{} process", raw.topic),
+                    otel.kind = "consumer",
+                    messaging.destination.name = %raw.topic,
+                    messaging.destination.partition.id = raw.partition,
+                    messaging.kafka.offset = raw.offset,
+                    messaging.consumer.group.name = %self.group,
+                    handler,
+                );
+                bookstore_telemetry::set_parent(&span, raw.trace_parent.as_deref());
+                bookstore_telemetry::link_to(&span, batch);
+                span
+            })
+            .collect()
     }
 
     /// `topic/partition:from..to` for each partition of the batch being gathered.
@@ -546,7 +596,19 @@ impl Pipeline {
     async fn apply(&self, batch: &Batch) -> Result<(), ApplyError> {
         let mut delay = BACKOFF_START;
         loop {
-            match self.handler.apply(batch).await {
+            // The store write, as a span of its own when tracing is on.
+            let span = if bookstore_telemetry::enabled() {
+                tracing::info_span!(
+                    "store write",
+                    otel.name = %format_args!("{} store write", self.handler.name()),
+                    otel.kind = "client",
+                    events = batch.records.len(),
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let applied = tracing::Instrument::instrument(self.handler.apply(batch), span).await;
+            match applied {
                 Ok(()) => return Ok(()),
                 Err(HandlerError::Rejected(reason)) => return Err(ApplyError::Rejected(reason)),
                 Err(HandlerError::StalePosition(_)) => return Err(ApplyError::Stale),
@@ -740,6 +802,7 @@ mod tests {
             key: Some(query.as_bytes().to_vec()),
             value: event.to_json(),
             timestamp: None,
+            trace_parent: None,
         }
     }
 

@@ -16,6 +16,9 @@ pub struct PublisherStats {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
+    /// Events left out because the publisher's wire format has no message for them (`book.viewed`
+    /// and `reader.forgotten` in the tutorial's format, see `events.format`); never queued.
+    pub omitted: AtomicU64,
 }
 
 impl PublisherStats {

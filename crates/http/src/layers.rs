@@ -23,6 +23,7 @@ pub(crate) fn wrap(
     router: axum::Router,
     service: &'static str,
     request_timeout: Duration,
+    continue_traces: bool,
 ) -> axum::Router {
     // Router::layer: the last one added runs first. The metrics layer is outside the timeout and
     // the panic catcher, so that 408s and panics are counted with their latency.
@@ -47,13 +48,27 @@ pub(crate) fn wrap(
                     .extensions()
                     .get::<MatchedPath>()
                     .map_or("unmatched", MatchedPath::as_str);
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
+                    otel.name = tracing::field::Empty,
+                    otel.kind = tracing::field::Empty,
                     service,
                     request_id = %id,
                     method = %request.method(),
                     route,
-                )
+                    trace_id = tracing::field::Empty,
+                );
+                // A caller's trace goes on through this request (the web page's calls to the
+                // trend and recommendation services, or any client sending `traceparent`).
+                if bookstore_telemetry::enabled() {
+                    span.record("otel.name", format!("{} {route}", request.method()));
+                    span.record("otel.kind", "server");
+                    if continue_traces {
+                        bookstore_telemetry::set_parent_from_http(&span, request.headers());
+                    }
+                }
+                bookstore_telemetry::record_trace_id(&span);
+                span
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -206,6 +221,7 @@ mod tests {
             axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
             "test",
             Duration::from_secs(30),
+            true,
         );
         let get = |body: Vec<u8>| {
             Request::builder()
@@ -251,6 +267,7 @@ mod tests {
             ),
             "test",
             Duration::from_millis(100),
+            true,
         );
         let started = std::time::Instant::now();
         let response = app

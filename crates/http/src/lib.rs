@@ -78,6 +78,10 @@ pub struct Surface {
     pub request_timeout: std::time::Duration,
     /// Where `/metrics` and the internal routes go.
     pub ops: OpsRoutes,
+    /// Whether requests to the service's own port continue the trace their `traceparent` header
+    /// names (tracing on). The operations port always does. A port open to the internet should
+    /// not: any client could then choose to be recorded, under a trace id of its choosing.
+    pub continue_traces: bool,
 }
 
 /// A service's routes: those for the public, and those for the internal network only (on the
@@ -122,7 +126,7 @@ pub fn finish(api: impl Into<Api>, surface: Surface) -> Routers {
             .routes(utoipa_axum::routes!(metrics::metrics))
             .with_state(Arc::new(MetricsRender::new(surface.collectors))),
     );
-    let port = |routes: OpenApiRouter, title: String| {
+    let port = |routes: OpenApiRouter, title: String, continue_traces: bool| {
         let (router, mut spec) = routes
             .routes(utoipa_axum::routes!(openapi_json))
             .split_for_parts();
@@ -137,16 +141,29 @@ pub fn finish(api: impl Into<Api>, surface: Surface) -> Routers {
             router.layer(axum::Extension(spec)),
             surface.service,
             surface.request_timeout,
+            continue_traces,
         )
     };
     match surface.ops {
         OpsRoutes::OnPublicPort => Routers {
-            public: port(public.merge(ops), surface.title.to_owned()),
+            public: port(
+                public.merge(ops),
+                surface.title.to_owned(),
+                surface.continue_traces,
+            ),
             ops: None,
         },
         OpsRoutes::Separate => Routers {
-            public: port(public.merge(health()), surface.title.to_owned()),
-            ops: Some(port(ops, format!("{} (operations port)", surface.title))),
+            public: port(
+                public.merge(health()),
+                surface.title.to_owned(),
+                surface.continue_traces,
+            ),
+            ops: Some(port(
+                ops,
+                format!("{} (operations port)", surface.title),
+                true,
+            )),
         },
     }
 }

@@ -14,7 +14,7 @@ use bookstore_events::{Flushed, LogRange, Pipeline, RateLimited, RawMessage, Sto
 use chrono::DateTime;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -343,5 +343,20 @@ fn to_raw<M: Message>(message: &M) -> RawMessage {
             .timestamp()
             .to_millis()
             .and_then(DateTime::from_timestamp_millis),
+        trace_parent: trace_parent(message),
     }
+}
+
+/// The `traceparent` header of a message, when tracing is on and the header is text.
+fn trace_parent<M: Message>(message: &M) -> Option<String> {
+    if !bookstore_telemetry::enabled() {
+        return None;
+    }
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == bookstore_telemetry::TRACEPARENT)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::events::{Event, TYPE_HEADER, VERSION_HEADER};
+use bookstore_domain::events::{
+    Event, NotInFormat, TYPE_HEADER, VERSION_HEADER, WireFormat, WireMessage,
+};
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_events::{PublisherStats, RateLimited};
 use rdkafka::ClientContext;
@@ -34,6 +36,9 @@ pub struct PublisherSettings {
     pub compression: String,
     /// How long an event may wait for the brokers before it counts as failed (`message.timeout.ms`).
     pub message_timeout: Duration,
+    /// How events are written (`events.format`); an event the format has no message for is
+    /// left out and counted ([`PublisherStats::omitted`]).
+    pub format: WireFormat,
 }
 
 /// The verdict a delivery report brings to whoever waits for it.
@@ -130,8 +135,10 @@ fn delivery_of(error: &KafkaError) -> Delivery {
 pub struct KafkaPublisher {
     producer: Arc<ThreadedProducer<DeliveryCounter>>,
     topic: String,
+    format: WireFormat,
     stats: Arc<PublisherStats>,
     drop_warning: RateLimited,
+    omit_notice: RateLimited,
 }
 
 impl KafkaPublisher {
@@ -168,8 +175,10 @@ impl KafkaPublisher {
         Ok(Self {
             producer: Arc::new(producer),
             topic: publisher.topic.clone(),
+            format: publisher.format,
             stats,
             drop_warning: RateLimited::new(Duration::from_secs(10)),
+            omit_notice: RateLimited::new(Duration::from_secs(60)),
         })
     }
 
@@ -178,18 +187,31 @@ impl KafkaPublisher {
     }
 }
 
-/// The type and version headers of an event.
-pub(crate) fn event_headers(event: &Event) -> OwnedHeaders {
+/// The type and version headers of an event (when its format has them: `typed`), and the trace
+/// context of the span that publishes it (when tracing is on).
+pub(crate) fn event_headers(event: &Event, typed: bool) -> OwnedHeaders {
     let version = event.version().to_string();
-    OwnedHeaders::new_with_capacity(2)
-        .insert(Header {
-            key: TYPE_HEADER,
-            value: Some(event.kind()),
-        })
-        .insert(Header {
-            key: VERSION_HEADER,
-            value: Some(version.as_str()),
-        })
+    let headers = OwnedHeaders::new_with_capacity(3);
+    let headers = if typed {
+        headers
+            .insert(Header {
+                key: TYPE_HEADER,
+                value: Some(event.kind()),
+            })
+            .insert(Header {
+                key: VERSION_HEADER,
+                value: Some(version.as_str()),
+            })
+    } else {
+        headers
+    };
+    match bookstore_telemetry::current_traceparent() {
+        Some(traceparent) => headers.insert(Header {
+            key: bookstore_telemetry::TRACEPARENT,
+            value: Some(traceparent.as_str()),
+        }),
+        None => headers,
+    }
 }
 
 /// `queue.buffering.max.kbytes`: the byte bound in KiB, rounded up, never under the largest
@@ -204,14 +226,28 @@ fn queue_kbytes(publisher: &PublisherSettings) -> usize {
 }
 
 impl KafkaPublisher {
-    /// Hands `event` to librdkafka's queue, with `ticket` as its delivery opaque.
-    fn send(&self, event: &Event, ticket: usize) -> Result<(), KafkaError> {
-        let payload = event.to_json();
-        let key = event.key();
+    /// `event` in the publisher's format; an event the format has no message for is counted.
+    fn encode<'a>(&self, event: &'a Event) -> Result<WireMessage<'a>, NotInFormat> {
+        self.format.encode(event).inspect_err(|refused| {
+            let omitted = self.stats.omitted.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(suppressed) = self.omit_notice.check() {
+                tracing::info!(reason = %refused, omitted_total = omitted, suppressed, "event not published (events.format)");
+            }
+        })
+    }
+
+    /// Hands `message`, the encoding of `event`, to librdkafka's queue, with `ticket` as its
+    /// delivery opaque.
+    fn send(
+        &self,
+        event: &Event,
+        message: &WireMessage<'_>,
+        ticket: usize,
+    ) -> Result<(), KafkaError> {
         let record = BaseRecord::with_opaque_to(&self.topic, ticket)
-            .key(key.as_ref())
-            .payload(&payload)
-            .headers(event_headers(event));
+            .key(message.key.as_ref())
+            .payload(&message.value)
+            .headers(event_headers(event, message.typed));
         match self.producer.send(record) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +276,10 @@ impl KafkaPublisher {
 #[async_trait]
 impl EventPublisher for KafkaPublisher {
     fn publish(&self, event: &Event) -> Published {
-        match self.send(event, 0) {
+        let Ok(message) = self.encode(event) else {
+            return Published::Dropped;
+        };
+        match self.send(event, &message, 0) {
             Ok(()) => Published::Queued,
             Err(_) => Published::Dropped,
         }
@@ -252,11 +291,17 @@ impl EventPublisher for KafkaPublisher {
         let waiting: Vec<Result<_, Delivery>> = events
             .iter()
             .map(|event| {
+                // Refused for good: the format cannot carry it, whatever Kafka does.
+                let message = self
+                    .encode(event)
+                    .map_err(|refused| Delivery::Refused(refused.to_string()))?;
                 let (ticket, verdict) = context.wait_for();
-                self.send(event, ticket).map(|()| verdict).map_err(|error| {
-                    context.forget(ticket);
-                    delivery_of(&error)
-                })
+                self.send(event, &message, ticket)
+                    .map(|()| verdict)
+                    .map_err(|error| {
+                        context.forget(ticket);
+                        delivery_of(&error)
+                    })
             })
             .collect();
         let mut deliveries = Vec::with_capacity(events.len());

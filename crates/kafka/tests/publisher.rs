@@ -9,7 +9,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bookstore_domain::events::{BookEvent, CatalogBook, Event};
+use bookstore_domain::events::{
+    BookEvent, BookViewedEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook,
+    ResultDetails, SearchEvent, ViewSource, WireFormat, decode,
+};
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
 use common::TestTopic;
@@ -39,6 +42,7 @@ fn publisher_settings(topic: &str) -> PublisherSettings {
         linger: Duration::from_millis(5),
         compression: "lz4".to_owned(),
         message_timeout: Duration::from_secs(30),
+        format: WireFormat::V1,
     }
 }
 
@@ -168,4 +172,122 @@ async fn the_producer_queue_is_bounded_in_bytes() {
     let stats = publisher.stats();
     assert_eq!(stats.dropped.load(Ordering::Relaxed), (100 - queued) as u64);
     assert_eq!(stats.in_flight(), queued as u64);
+}
+
+#[tokio::test]
+async fn the_tutorial_format_writes_searches_bare_and_leaves_the_other_events_out() {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+
+    let settings = settings();
+    let made = TestTopic::new("test-tutorial-format", &settings);
+    let topic = made.name.clone();
+    ensure_topic(
+        &settings,
+        &TopicSpec {
+            name: topic.clone(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|err| {
+        panic!(
+            "Kafka is not reachable at {:?}: start it with `dev/services start`: {err}",
+            settings.brokers
+        )
+    });
+    let mut tutorial = publisher_settings(&topic);
+    tutorial.format = WireFormat::Tutorial;
+    let publisher = KafkaPublisher::new(&settings, &tutorial).unwrap();
+    let book = ResultBook {
+        id: 7,
+        title: "Emma".to_owned(),
+        author: "Jane Austen".to_owned(),
+        published_at: chrono::NaiveDate::from_ymd_opt(1815, 12, 23).map(Into::into),
+    };
+    let search = SearchEvent::new(
+        uuid::Uuid::now_v7(),
+        chrono::Utc::now(),
+        Some("reader-1".to_owned()),
+        "Emma",
+        0,
+        vec![book.clone()],
+    )
+    .with_details(vec![ResultDetails {
+        description: "Matchmaking.".to_owned(),
+        created_at: chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+    }]);
+    let view = Event::BookViewed(BookViewedEvent::now(
+        Some("reader-1".to_owned()),
+        None,
+        book,
+        ViewSource::Search,
+        Some(0),
+        None,
+    ));
+
+    // The view is left out and counted; the search goes.
+    assert_eq!(publisher.publish(&view), Published::Dropped);
+    assert_eq!(
+        publisher.publish(&Event::BookSearched(search.clone())),
+        Published::Queued
+    );
+    // A request to be forgotten is refused for good, never sent.
+    let forgotten = Event::ReaderForgotten(ReaderForgottenEvent::now("reader-1"));
+    let verdict = publisher
+        .deliver(&[forgotten], Duration::from_secs(30))
+        .await;
+    assert!(
+        matches!(&verdict[..], [Delivery::Refused(r)] if r.contains("reader.forgotten") && r.contains("tutorial")),
+        "{verdict:?}"
+    );
+    assert_eq!(publisher.flush(Duration::from_secs(30)).await, 0);
+    let stats = publisher.stats();
+    assert_eq!(stats.omitted.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.queued.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.delivered.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+
+    // On the topic: the search alone, keyed `<query>:<uid>`, its books as the tutorial writes
+    // them, without type or version headers.
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set(
+            "group.id",
+            format!("test-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a message within 30 s")
+        .unwrap();
+    assert_eq!(message.key(), Some(&b"Emma:reader-1"[..]));
+    assert_eq!(
+        message.payload_view::<str>().unwrap().unwrap(),
+        r#"[{"id":7,"title":"Emma","author":"Jane Austen","published_at":"1815-12-23","description":"Matchmaking.","created_at":"2026-01-01 00:00:00"}]"#
+    );
+    let names: Vec<&str> = message
+        .headers()
+        .map(|h| h.iter().map(|h| h.key).collect())
+        .unwrap_or_default();
+    assert!(
+        !names.contains(&"type") && !names.contains(&"version"),
+        "{names:?}"
+    );
+    let read = decode(message.key(), message.payload().unwrap(), None).unwrap();
+    let read = read.as_search().unwrap();
+    assert_eq!((read.version, read.query.as_str()), (0, "Emma"));
+    assert_eq!(read.user_id.as_deref(), Some("reader-1"));
+    assert_eq!(read.results, search.results);
+    // Nothing after it: the view and the request to be forgotten never reached the topic.
+    let next = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+    assert!(next.is_err(), "only the search is on the topic");
 }

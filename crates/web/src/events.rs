@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bookstore_domain::events::{
-    BookViewedEvent, Event, MAX_ID_BYTES, ReaderForgottenEvent, ResultBook, SearchEvent,
-    ViewSource, normalize_query,
+    BookViewedEvent, Event, MAX_ID_BYTES, ReaderForgottenEvent, ResultBook, ResultDetails,
+    SearchEvent, ViewSource, normalize_query,
 };
 use bookstore_domain::{Book, Delivery, EventPublisher, Published};
 use chrono::Utc;
@@ -54,6 +54,20 @@ pub fn publish_search(
             .collect(),
     )
     .with_client(client_id);
+    // Only the tutorial's format writes them (`events.format`).
+    let event = if state.search_details {
+        event.with_details(
+            results
+                .iter()
+                .map(|b| ResultDetails {
+                    description: b.description.clone(),
+                    created_at: b.created_at,
+                })
+                .collect(),
+        )
+    } else {
+        event
+    };
     if let Some(recommendations) = &state.recommendations {
         recommendations.searched();
     }
@@ -61,7 +75,7 @@ pub fn publish_search(
         trends.searched();
     }
     // In the request's span: the request id leads to the event id, which the consumers log.
-    match state.events.publish(&Event::BookSearched(event)) {
+    match publish(state, &Event::BookSearched(event)) {
         Published::Queued => tracing::debug!(%event_id, "search event queued"),
         Published::Dropped => tracing::debug!(%event_id, "search event dropped"),
     }
@@ -98,10 +112,28 @@ pub fn publish_view(
     if let Some(trends) = &state.trends {
         trends.searched();
     }
-    match state.events.publish(&Event::BookViewed(event)) {
+    match publish(state, &Event::BookViewed(event)) {
         Published::Queued => tracing::debug!(%event_id, "view event queued"),
         Published::Dropped => tracing::debug!(%event_id, "view event dropped"),
     }
+}
+
+/// Hands `event` to the publisher; when tracing is on, inside a producer span whose context the
+/// event carries to the consumers (in its `traceparent` header).
+fn publish(state: &WebState, event: &Event) -> Published {
+    if !bookstore_telemetry::enabled() {
+        return state.events.publish(event);
+    }
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", event.kind()),
+        otel.kind = "producer",
+        event.kind = event.kind(),
+        published = tracing::field::Empty,
+    );
+    let published = span.in_scope(|| state.events.publish(event));
+    span.record("published", published == Published::Queued);
+    published
 }
 
 /// Why `user_id` cannot name a reader to forget, if it cannot: the rules of the ids events carry

@@ -67,6 +67,9 @@ pub struct WebState {
     /// The live Trends panel's lists and visitor streams; `None` (no trend service): no live
     /// panel. [`follow_trends`] keeps it up to date.
     pub live: Option<Arc<LiveTrends>>,
+    /// Whether search events carry each result's description and creation time: only the
+    /// tutorial's format (`events.format: tutorial`) writes them, so `v1` does not copy them.
+    pub search_details: bool,
 }
 
 /// The web service's documented routes: for the public, the page, the book pages, the live

@@ -168,6 +168,13 @@ pub async fn follow(remote: Arc<RemoteTrends>, live: Arc<LiveTrends>) {
     }
 }
 
+/// A background call asks the trend service not to record it (when tracing is on).
+fn unrecorded() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    bookstore_telemetry::inject_unsampled(&mut headers);
+    headers
+}
+
 /// One subscription, until it ends or fails: whether it got at least one event or comment (the
 /// service was up), and the error that ended it, if one did.
 async fn subscribe_once(
@@ -192,6 +199,7 @@ async fn subscription(
         CONNECT_TIMEOUT,
         http.get(remote.stream_url())
             .header(reqwest::header::ACCEPT, "text/event-stream")
+            .headers(unrecorded())
             .send(),
     )
     .await;

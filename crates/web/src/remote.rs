@@ -113,11 +113,37 @@ impl<T: DeserializeOwned> RemoteJson<T> {
     async fn fetch(&self, url: reqwest::Url) -> Option<Arc<T>> {
         let key = url.to_string();
         let started = Instant::now();
-        let fetched = tokio::time::timeout(self.timeout, async {
-            let response = self.http.get(url).send().await?.error_for_status()?;
-            response.json::<T>().await
-        })
-        .await;
+        // A client span, whose context the call carries in `traceparent`, when tracing is on and
+        // the call is made for a request. A background call (the live panel's refresh) asks the
+        // service not to record it.
+        let traced = bookstore_telemetry::enabled();
+        let in_request = traced && !tracing::Span::current().is_disabled();
+        let span = if in_request {
+            tracing::info_span!(
+                "call",
+                otel.name = %format_args!("GET {}", url.path()),
+                otel.kind = "client",
+                server.address = url.host_str().unwrap_or(""),
+                url.path = url.path(),
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let call = async {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if in_request {
+                bookstore_telemetry::inject_http(&mut headers);
+            } else if traced {
+                bookstore_telemetry::inject_unsampled(&mut headers);
+            }
+            let response = self.http.get(url).headers(headers).send().await?;
+            tracing::Span::current()
+                .record("http.response.status_code", response.status().as_u16());
+            response.error_for_status()?.json::<T>().await
+        };
+        let fetched =
+            tokio::time::timeout(self.timeout, tracing::Instrument::instrument(call, span)).await;
         let value = match fetched {
             Ok(Ok(value)) => Some(Arc::new(value)),
             Ok(Err(error)) => {

@@ -313,13 +313,32 @@ pub fn consumer_env(config: &Config) -> Vec<(String, String)> {
 /// `bookstore <service>` as a child process with `env`, its stdout discarded and warnings on
 /// stderr; killed if the test ends while it runs.
 pub fn bookstore_child(service: &str, env: &[(String, String)]) -> KillOnDrop {
+    bookstore_child_with(service, env, &[], None)
+}
+
+/// [`bookstore_child`], with `extra` variables after the defaults (`RUST_LOG=warn` among them)
+/// and its stderr written to `log` when one is given.
+pub fn bookstore_child_with(
+    service: &str,
+    env: &[(String, String)],
+    extra: &[(String, String)],
+    log: Option<&std::path::Path>,
+) -> KillOnDrop {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
+    command
+        .arg(service)
+        .envs(env.iter().cloned())
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(log) = log {
+        let file = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        command.stderr(file);
+    }
     KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_bookstore"))
-            .arg(service)
-            .envs(env.iter().cloned())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start bookstore {service}: {e}")),
     )
@@ -346,6 +365,16 @@ impl Processes {
     /// Starts the three and returns once each answers `/readyz` and the sample catalog has
     /// reached the recommendation service.
     pub async fn start(bus: &TestBus) -> Self {
+        Self::start_with(bus, &[], None).await
+    }
+
+    /// [`Processes::start`], with `extra` variables for each process (after the bus's), and
+    /// each one's stderr in `<logs>/<service>.log` when `logs` is given.
+    pub async fn start_with(
+        bus: &TestBus,
+        extra: &[(String, String)],
+        logs: Option<&std::path::Path>,
+    ) -> Self {
         let config = &bus.config;
         let (web_port, trend_port, rec_port) = (free_port(), free_port(), free_port());
         let web = format!("http://127.0.0.1:{web_port}");
@@ -381,7 +410,10 @@ impl Processes {
             [web_ops, trend_ops, rec_ops].map(|a| format!("http://{a}"));
         let children = ["trend", "recommend", "web"]
             .into_iter()
-            .map(|service| bookstore_child(service, &env))
+            .map(|service| {
+                let log = logs.map(|dir| dir.join(format!("{service}.log")));
+                bookstore_child_with(service, &env, extra, log.as_deref())
+            })
             .collect();
         let http = reqwest::Client::new();
         for url in [&web, &rec, &trend] {

@@ -11,6 +11,7 @@ mod helpers;
 mod support;
 
 mod service;
+mod tutorial;
 mod views;
 
 use std::collections::BTreeMap;
