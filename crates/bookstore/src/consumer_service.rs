@@ -10,9 +10,9 @@ use bookstore_events::ConsumerStats;
 use bookstore_http::{Probe, Surface};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Listeners;
 use crate::config::{Config, OpsListen};
 use crate::events::{Consumer, EventBus};
+use crate::lifecycle::{Listeners, drained};
 
 /// How one consumer service is made: what it is called, its store, its group and topics, and
 /// where it listens.
@@ -139,7 +139,7 @@ impl ConsumerApp {
         let _stop_when_dropped = stop.clone().drop_guard();
         listeners.log(&format!("{name} service"));
         let mut consumer = tokio::spawn(consumer.run());
-        let served = crate::app::drained(listeners, routers, limits, {
+        let served = drained(listeners, routers, limits, {
             let stop = stop.clone();
             async move {
                 tokio::select! {

@@ -17,9 +17,11 @@ pub mod telemetry;
 pub mod tools;
 pub mod trend;
 
-mod app;
+mod all_in_one;
+pub mod lifecycle;
+mod web;
 
-pub use app::{
-    Catalog, Remotes, WebApp, open_catalog, run_until_signalled, serve_all, shutdown_signal,
-};
+pub use all_in_one::serve_all;
 pub use consumer_service::ConsumerApp;
+pub use lifecycle::{run_until_signalled, shutdown_signal};
+pub use web::{Catalog, Remotes, WebApp, open_catalog};
