@@ -92,12 +92,13 @@ where
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        let logs = <EnvFilter as Layer<S>>::max_level_hint(&self.logs);
-        if self.spans {
-            Some(logs.map_or(LevelFilter::INFO, |l| l.max(LevelFilter::INFO)))
+        // No hint from the log filter (span-field directives) stays no hint.
+        let logs = <EnvFilter as Layer<S>>::max_level_hint(&self.logs)?;
+        Some(if self.spans {
+            logs.max(LevelFilter::INFO)
         } else {
             logs
-        }
+        })
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: LayerContext<'_, S>) {
