@@ -266,18 +266,23 @@ pub fn set_parent_from_http(span: &Span, headers: &http::HeaderMap) {
     set_parent(span, traceparent);
 }
 
-/// Adds the current span's `traceparent` to an outgoing request's headers.
+/// Adds the current span's `traceparent` to an outgoing request's headers; outside any recorded
+/// span (a background call), one that asks the callee not to record the call, which would
+/// otherwise start a trace of its own there.
 pub fn inject_http(headers: &mut http::HeaderMap) {
     if !enabled() {
         return;
     }
     let cx = Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    if cx.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    } else {
+        inject_unsampled(headers);
+    }
 }
 
-/// Adds a `traceparent` that asks the callee not to record: for calls made outside any request
-/// (a background refresh), which would otherwise each start a trace of their own there.
-pub fn inject_unsampled(headers: &mut http::HeaderMap) {
+/// Adds a `traceparent` that asks the callee not to record the call.
+fn inject_unsampled(headers: &mut http::HeaderMap) {
     if !enabled() {
         return;
     }

@@ -171,7 +171,7 @@ pub async fn follow(remote: Arc<RemoteTrends>, live: Arc<LiveTrends>) {
 /// A background call asks the trend service not to record it (when tracing is on).
 fn unrecorded() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
-    bookstore_telemetry::inject_unsampled(&mut headers);
+    bookstore_telemetry::inject_http(&mut headers);
     headers
 }
 

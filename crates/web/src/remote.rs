@@ -116,8 +116,7 @@ impl<T: DeserializeOwned> RemoteJson<T> {
         // A client span, whose context the call carries in `traceparent`, when tracing is on and
         // the call is made for a request. A background call (the live panel's refresh) asks the
         // service not to record it.
-        let traced = bookstore_telemetry::enabled();
-        let in_request = traced && !tracing::Span::current().is_disabled();
+        let in_request = bookstore_telemetry::enabled() && !tracing::Span::current().is_disabled();
         let span = if in_request {
             tracing::info_span!(
                 "call",
@@ -132,11 +131,7 @@ impl<T: DeserializeOwned> RemoteJson<T> {
         };
         let call = async {
             let mut headers = reqwest::header::HeaderMap::new();
-            if in_request {
-                bookstore_telemetry::inject_http(&mut headers);
-            } else if traced {
-                bookstore_telemetry::inject_unsampled(&mut headers);
-            }
+            bookstore_telemetry::inject_http(&mut headers);
             let response = self.http.get(url).headers(headers).send().await?;
             tracing::Span::current()
                 .record("http.response.status_code", response.status().as_u16());
