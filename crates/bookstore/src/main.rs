@@ -4,21 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use std::sync::Arc;
-
-use bookstore::bench_recommend::RecommendStoreKind;
-use bookstore::config::{Config, EventsBackend, TrendStoreKind};
-use bookstore::events::EventBus;
-use bookstore::telemetry::{self, LogFormat};
-use bookstore::{
-    WebApp, bench, bench_events, bench_recommend, open_catalog, recommend, run_until_signalled,
-    serve_all, shutdown_signal, tools, trend,
-};
+use bookstore_app::config::Config;
+use bookstore_app::telemetry::{self, LogFormat};
+use bookstore_app::{WebApp, recommend, run_until_signalled, serve_all, tools, trend};
 use bookstore_catalog::Format;
-use bookstore_sqlite::SqliteQueryCounts;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(name = "bookstore", version, about = "An event-driven bookstore.")]
@@ -82,14 +72,14 @@ enum Command {
     },
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(bookstore_bench::BenchCommand),
     /// Event pipeline tools.
     #[command(subcommand)]
     Events(EventsCommand),
     /// Drive a running system over HTTP: search latency and throughput against a /healthz
     /// baseline, the delay from a search to /trends and to changed /recommendations, and each
     /// consumer group's lag (from the operations ports' /metrics).
-    Loadgen(bookstore::loadgen::LoadgenArgs),
+    Loadgen(bookstore_bench::loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,124 +97,6 @@ enum EventsCommand {
         #[arg(long)]
         print: bool,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Search latency per kind of query on a generated catalog: the search index against the
-    /// catalog database's own full-text search (FTS5 or FULLTEXT).
-    Search {
-        /// Books in the generated catalog.
-        #[arg(long, default_value_t = 100_000)]
-        books: u64,
-        /// Searches of the index, taking turns through the kinds of query.
-        #[arg(long, default_value_t = 7_000)]
-        queries: usize,
-        /// Searches of the database, per kind of query.
-        #[arg(long, default_value_t = 50)]
-        baseline_queries: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Database to fill and search (sqlite://FILE or mysql://...); by default a new SQLite
-        /// file in a temporary directory.
-        #[arg(long, value_name = "URL")]
-        db_url: Option<String>,
-    },
-    /// How long after a write's answer search shows it (create, update, delete), against a
-    /// running web service.
-    Freshness {
-        /// The web service.
-        #[arg(long, default_value = "http://127.0.0.1:8000")]
-        url: String,
-        /// Its `web.admin_token` [default: BOOKSTORE_WEB__ADMIN_TOKEN].
-        #[arg(long, env = "BOOKSTORE_WEB__ADMIN_TOKEN", hide_env_values = true)]
-        token: String,
-        /// Books created, replaced and deleted, one after the other.
-        #[arg(long, default_value_t = 100)]
-        rounds: usize,
-        /// How often search is asked while a write is awaited, in milliseconds.
-        #[arg(long, default_value_t = 5)]
-        poll_ms: u64,
-    },
-    /// Event pipeline throughput and end-to-end latency, per backend, against plain rdkafka.
-    Events {
-        /// Events for the throughput runs.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-        /// Events per second during the latency run.
-        #[arg(long, default_value_t = 1_000)]
-        rate: u64,
-        /// Seconds the latency run lasts.
-        #[arg(long, default_value_t = 10)]
-        latency_secs: u64,
-        /// Backends to measure, comma-separated: embedded, kafka.
-        #[arg(long, value_delimiter = ',', default_value = "embedded,kafka")]
-        backends: Vec<BenchBackend>,
-        /// Kafka bootstrap servers [default: events.brokers].
-        #[arg(long)]
-        brokers: Option<String>,
-        #[arg(long, default_value_t = 3)]
-        partitions: u32,
-        /// Consumer batch size.
-        #[arg(long, default_value_t = 1_000)]
-        batch_size: usize,
-        /// Trend stores to measure the trend handler on, comma-separated: embedded, redis; none
-        /// to skip.
-        #[arg(long, value_delimiter = ',', default_value = "embedded,redis")]
-        trend_stores: Vec<BenchTrendStore>,
-        /// Redis for the trend store [default: trend.redis_url].
-        #[arg(long)]
-        redis_url: Option<String>,
-        /// Recommendation stores to measure the recommendation handler and API on,
-        /// comma-separated: embedded, mysql; none to skip.
-        #[arg(long, value_delimiter = ',', default_value = "embedded,mysql")]
-        recommend_stores: Vec<BenchRecommendStore>,
-        /// MySQL server for the recommendation store, without a database: the benchmark creates
-        /// a database bookstore_bench_<uuid> and drops it at the end.
-        #[arg(
-            long,
-            env = "BOOKSTORE_TEST_MYSQL_URL",
-            hide_env_values = true,
-            default_value = "mysql://bookstore:bookstore@127.0.0.1:3306"
-        )]
-        mysql_url: String,
-        /// Users of the recommendation history.
-        #[arg(long, default_value_t = 10_000)]
-        rec_users: u64,
-        /// Books of the recommendation history (in topics of 50).
-        #[arg(long, default_value_t = 100_000)]
-        rec_books: u64,
-        /// Search events of the recommendation history (10 results each).
-        #[arg(long, default_value_t = 50_000)]
-        rec_searches: u64,
-        /// Members of one consumer group applying the searches together into one fresh MySQL
-        /// database, measured after the single member (1: not measured).
-        #[arg(long, default_value_t = 2)]
-        rec_members: usize,
-        /// Requests to GET /recommendations, and as many to GET /interests, per store.
-        #[arg(long, default_value_t = 2_000)]
-        rec_requests: u64,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BenchBackend {
-    Embedded,
-    Kafka,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BenchTrendStore {
-    Embedded,
-    Redis,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BenchRecommendStore {
-    Embedded,
-    Mysql,
-    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -343,171 +215,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<()> {
             output,
             format,
         } => tools::generate_file(&output, format.map(Into::into), count, seed),
-        Command::Bench(BenchCommand::Search {
-            books,
-            queries,
-            baseline_queries,
-            seed,
-            db_url,
-        }) => {
-            let temp = tempfile_dir()?;
-            config.db.url = Some(
-                db_url
-                    .unwrap_or_else(|| format!("sqlite://{}", temp.join("bench.db").display()))
-                    .into(),
-            );
-            config.data_dir = temp.clone();
-            let catalog = open_catalog(&config).await?;
-            if let Some(rate) = bench::load(&catalog, books, seed).await? {
-                eprintln!("loaded {books} books at {rate:.0} books/s");
-            }
-            let spec = bench::SearchBench {
-                books,
-                queries,
-                baseline_queries,
-                seed,
-                page_size: config.web.page_size,
-                index_dir: temp.join("search-index"),
-                batch: config.events.batch_size.max(bookstore::search::INDEX_BATCH),
-            };
-            let report = bench::run(&catalog, &spec).await?;
-            print!("{}", bench::table(&report));
-            let _ = std::fs::remove_dir_all(&temp);
-            Ok(())
-        }
-        Command::Bench(BenchCommand::Freshness {
-            url,
-            token,
-            rounds,
-            poll_ms,
-        }) => {
-            let spec = bookstore::bench_freshness::FreshnessBench {
-                url,
-                token,
-                rounds,
-                poll: std::time::Duration::from_millis(poll_ms.max(1)),
-                give_up: std::time::Duration::from_secs(30),
-            };
-            let delays = bookstore::bench_freshness::run(&spec).await?;
-            print!("{}", bookstore::bench_freshness::table(&delays));
-            Ok(())
-        }
-        Command::Bench(BenchCommand::Events {
-            events,
-            rate,
-            latency_secs,
-            backends,
-            brokers,
-            partitions,
-            batch_size,
-            trend_stores,
-            redis_url,
-            recommend_stores,
-            mysql_url,
-            rec_users,
-            rec_books,
-            rec_searches,
-            rec_requests,
-            rec_members,
-        }) => {
-            let temp = tempfile_dir()?;
-            let spec = bench_events::EventsBench {
-                events,
-                rate,
-                latency_secs,
-                backends: backends
-                    .into_iter()
-                    .map(|b| match b {
-                        BenchBackend::Embedded => EventsBackend::Embedded,
-                        BenchBackend::Kafka => EventsBackend::Kafka,
-                    })
-                    .collect(),
-                brokers: brokers.unwrap_or_else(|| config.events.brokers.clone()),
-                partitions,
-                batch_size,
-                trend_stores: trend_stores
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        BenchTrendStore::Embedded => Some(TrendStoreKind::Embedded),
-                        BenchTrendStore::Redis => Some(TrendStoreKind::Redis),
-                        BenchTrendStore::None => None,
-                    })
-                    .collect(),
-                redis_url: redis_url.unwrap_or_else(|| config.trend.redis_url.expose().to_owned()),
-                recommend: bench_recommend::RecommendBench {
-                    stores: recommend_stores
-                        .into_iter()
-                        .filter_map(|s| match s {
-                            BenchRecommendStore::Embedded => Some(RecommendStoreKind::Embedded),
-                            BenchRecommendStore::Mysql => Some(RecommendStoreKind::MySql),
-                            BenchRecommendStore::None => None,
-                        })
-                        .collect(),
-                    mysql_url,
-                    users: rec_users,
-                    books: rec_books,
-                    searches: rec_searches,
-                    requests: rec_requests,
-                    members: rec_members,
-                },
-            };
-            let report = bench_events::run(&spec, &temp).await;
-            let _ = std::fs::remove_dir_all(&temp);
-            print!("{}", bench_events::table(&report?));
-            Ok(())
-        }
+        Command::Bench(command) => bookstore_bench::run(command, config).await,
         Command::Events(EventsCommand::Count { group, db, print }) => {
-            count_queries(&config, group, db, print).await
+            tools::count_queries(&config, group, db, print).await
         }
-        Command::Loadgen(args) => bookstore::loadgen::run(args).await,
+        Command::Loadgen(args) => bookstore_bench::loadgen::run(args).await,
     }
-}
-
-/// `bookstore events count`: consume into per-query counts until SIGINT/SIGTERM, or print them.
-async fn count_queries(
-    config: &Config,
-    group: String,
-    db: Option<PathBuf>,
-    print: bool,
-) -> anyhow::Result<()> {
-    config.ensure_data_dir()?;
-    let db = db.unwrap_or_else(|| config.data_dir.join("query-counts.db"));
-    let pool = bookstore_sqlite::connect(&format!("sqlite://{}", db.display()), 4)
-        .await
-        .with_context(|| format!("cannot open {}", db.display()))?;
-    let counts = SqliteQueryCounts::new(pool)
-        .await
-        .context("cannot create the counts tables")?;
-    if print {
-        for (query, count) in counts.counts().await? {
-            println!("{count}\t{query}");
-        }
-        return Ok(());
-    }
-    let bus = EventBus::open(config).await?;
-    let stop = CancellationToken::new();
-    let consumer = bus
-        .consumer(
-            &config.events,
-            &group,
-            vec![config.events.topic.clone()],
-            Arc::new(counts),
-            stop.clone(),
-        )
-        .await?;
-    let mut task = tokio::spawn(consumer.run());
-    tokio::select! {
-        () = shutdown_signal() => {
-            stop.cancel();
-            task.await.context("the consumer task failed")?
-        }
-        result = &mut task => result.context("the consumer task failed")?,
-    }
-}
-
-/// A fresh directory for the benchmark's database under the system's temporary directory.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bookstore-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bookstore::config::Config;
-use bookstore::recommend::open_recommend_store;
-use bookstore::trend::open_trend_store;
+use bookstore_app::config::Config;
+use bookstore_app::recommend::open_recommend_store;
+use bookstore_app::trend::open_trend_store;
 use helpers::{counts_store, total, wait_until};
 use support::Infra;
 

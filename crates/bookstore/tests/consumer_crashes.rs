@@ -19,9 +19,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bookstore::config::Secret;
-use bookstore::recommend::open_recommend_store;
-use bookstore::trend::open_trend_store;
+use bookstore_app::config::Secret;
+use bookstore_app::recommend::open_recommend_store;
+use bookstore_app::trend::open_trend_store;
 use bookstore_domain::Record;
 use bookstore_domain::events::{BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bookstore::config::{Config, DbKind, EventsBackend, OpsListen, TrendStoreKind, db_kind};
+use bookstore_app::config::{Config, DbKind, EventsBackend, OpsListen, TrendStoreKind, db_kind};
 use secrecy::ExposeSecret;
 use serde_yaml::Value;
 

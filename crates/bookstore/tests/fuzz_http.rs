@@ -31,7 +31,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
-use bookstore::Remotes;
+use bookstore_app::Remotes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bookstore::config::Config;
-use bookstore::loadgen::Report;
-use bookstore::serve_all;
+use bookstore_app::config::Config;
+use bookstore_app::serve_all;
+use bookstore_bench::loadgen::Report;
 use tokio::sync::oneshot;
 
 /// A free port on the loopback, for a service `serve_all` binds itself.
@@ -40,7 +40,7 @@ async fn loadgen_measures_the_all_in_one() {
     config.web.listen = free_addr();
     config.trend.listen = free_addr();
     config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let free = bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let free = bookstore_app::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.web.ops_listen = free;
     config.trend.ops_listen = free;
     config.recommend.ops_listen = free;

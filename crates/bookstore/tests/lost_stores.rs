@@ -22,11 +22,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore::Remotes;
-use bookstore::config::{Config, Secret};
-use bookstore::events::EventBus;
-use bookstore::recommend::open_recommend_store;
-use bookstore::trend::open_trend_store;
+use bookstore_app::Remotes;
+use bookstore_app::config::{Config, Secret};
+use bookstore_app::events::EventBus;
+use bookstore_app::recommend::open_recommend_store;
+use bookstore_app::trend::open_trend_store;
 
 use helpers::cleanup::{Cleanup, delete_redis_keys, drop_mysql_database};
 use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bookstore::Remotes;
-use bookstore::config::Config;
+use bookstore_app::Remotes;
+use bookstore_app::config::Config;
 use bookstore_domain::BookQuery;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -38,7 +38,7 @@ const KILLS: usize = 4;
 
 /// Every book of the catalog database, id to title.
 async fn catalog(config: &Config) -> BTreeMap<i64, String> {
-    let catalog = bookstore::open_catalog(config).await.unwrap();
+    let catalog = bookstore_app::open_catalog(config).await.unwrap();
     let repo = catalog.repository();
     let count = repo.count().await.unwrap();
     let page = repo
@@ -51,7 +51,7 @@ async fn catalog(config: &Config) -> BTreeMap<i64, String> {
 /// Every book of the index in `<data_dir>/search/index` (its web service stopped), id to title,
 /// and how many documents it holds (a doubled book would be counted twice).
 fn indexed(config: &Config) -> (BTreeMap<i64, String>, usize) {
-    let dir = bookstore::search::search_dir(&config.data_dir).join("index");
+    let dir = bookstore_app::search::search_dir(&config.data_dir).join("index");
     let index = bookstore_search::BookIndex::open(Some(&dir)).unwrap();
     let docs = usize::try_from(index.len()).unwrap();
     let page = index.list(0, docs.max(1)).unwrap();
@@ -150,7 +150,7 @@ async fn deleted_index_is_rebuilt(infra: Infra) {
     .await;
     web.shutdown().await;
 
-    let dir = bookstore::search::search_dir(&config.data_dir).join("index");
+    let dir = bookstore_app::search::search_dir(&config.data_dir).join("index");
     assert!(
         dir.is_dir(),
         "the index is in the data dir: {}",

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bookstore::Remotes;
-use bookstore::config::Secret;
-use bookstore::recommend::open_recommend_store;
+use bookstore_app::Remotes;
+use bookstore_app::config::Secret;
+use bookstore_app::recommend::open_recommend_store;
 use bookstore_domain::Published;
 use bookstore_domain::events::{Event, ResultBook, SearchEvent};
 use bookstore_domain::recommend::conformance;

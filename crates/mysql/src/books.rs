@@ -161,31 +161,6 @@ impl MySqlBookRepository {
             written += books.len() as u64;
         }
     }
-
-    /// The tutorial's search, kept only as the benchmark's baseline: an unindexed
-    /// `LIKE '%q%'` scan over three columns, unranked, `LIMIT offset, size`.
-    pub async fn search_like_scan(
-        &self,
-        text: &str,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Vec<Book>, RepositoryError> {
-        let pattern = format!("%{}%", text.trim());
-        let rows: Vec<BookRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM books WHERE title LIKE ? OR author LIKE ? OR description LIKE ? LIMIT ?, ?"
-        ))
-        .bind(&pattern)
-        .bind(&pattern)
-        .bind(&pattern)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(repo_error)?;
-        Ok(rows.into_iter().map(Book::from).collect())
-    }
 }
 
 /// The boolean-mode query for `terms`: every term required, as a word prefix (`+franken*`) or a

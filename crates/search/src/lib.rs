@@ -7,7 +7,7 @@
 //! book, and an index without positions (new, or lost) is rebuilt from the topic's beginning.
 //!
 //! The web service opens it in `<data_dir>/search/index` and feeds it with a consumer of the
-//! catalog topic (`crates/bookstore/src/search.rs`); it searches it through the
+//! catalog topic (`crates/app/src/search.rs`); it searches it through the
 //! [`bookstore_domain::BookSearch`] port that [`SearchIndex`] implements.
 
 pub mod handler;

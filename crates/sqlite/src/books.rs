@@ -123,30 +123,6 @@ impl SqliteBookRepository {
             }
         }
     }
-
-    /// The tutorial's search, kept only as the benchmark's baseline: an unindexed
-    /// `LIKE '%q%'` scan over three columns, unranked, `LIMIT offset, size`.
-    pub async fn search_like_scan(
-        &self,
-        text: &str,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Vec<Book>, RepositoryError> {
-        let pattern = format!("%{}%", text.trim());
-        let rows: Vec<BookRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM books b WHERE b.title LIKE ?1 OR b.author LIKE ?1 OR b.description LIKE ?1 \
-             LIMIT ?2, ?3"
-        ))
-        .bind(pattern)
-        .bind(to_i64(offset))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(repo_error)?;
-        Ok(rows.into_iter().map(Book::from).collect())
-    }
 }
 
 /// The FTS5 query for `terms`: every term quoted, as a prefix (`"franken"*`) or a whole word

@@ -233,9 +233,9 @@ async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
         "{stderr}"
     );
 
-    let mut config = bookstore::config::Config::default();
+    let mut config = bookstore_app::config::Config::default();
     config.db.url = Some(db_url.clone().into());
-    let catalog = bookstore::open_catalog(&config).await.unwrap();
+    let catalog = bookstore_app::open_catalog(&config).await.unwrap();
     let books = catalog.repository();
     assert_eq!(books.count().await.unwrap(), 4);
     let page = books

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
-use bookstore::WebApp;
-use bookstore::config::Config;
+use bookstore_app::WebApp;
+use bookstore_app::config::Config;
 use reqwest::{Client, Response};
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -121,7 +121,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         ..Config::default()
     };
     config.web.listen = "127.0.0.1:0".parse().unwrap();
-    config.web.ops_listen = bookstore::config::OpsListen::Addr("127.0.0.1:0".parse().unwrap());
+    config.web.ops_listen = bookstore_app::config::OpsListen::Addr("127.0.0.1:0".parse().unwrap());
     config.web.page_size = options.page_size;
     config.web.admin_token = options.admin_token.map(Into::into);
     // No trend service here unless the test names one: the page leaves its Trends section out at
@@ -178,13 +178,16 @@ impl TestApp {
     pub async fn catalog(&self) -> std::sync::Arc<dyn bookstore_domain::BookRepository> {
         let config = Config {
             data_dir: self._dir.path().to_owned(),
-            db: bookstore::config::DbConfig {
+            db: bookstore_app::config::DbConfig {
                 url: Some(self.db_url.clone().into()),
-                ..bookstore::config::DbConfig::default()
+                ..bookstore_app::config::DbConfig::default()
             },
             ..Config::default()
         };
-        bookstore::open_catalog(&config).await.unwrap().repository()
+        bookstore_app::open_catalog(&config)
+            .await
+            .unwrap()
+            .repository()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookstore::Remotes;
-use bookstore::config::Config;
+use bookstore_app::Remotes;
+use bookstore_app::config::Config;
 use bookstore_domain::events::ViewSource;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -79,17 +79,17 @@ macro_rules! serve {
 }
 
 async fn trend_service(config: &Config) -> Service {
-    serve!(bookstore::trend::build(config).await.unwrap())
+    serve!(bookstore_app::trend::build(config).await.unwrap())
 }
 
 async fn recommend_service(config: &Config) -> Service {
-    serve!(bookstore::recommend::build(config).await.unwrap())
+    serve!(bookstore_app::recommend::build(config).await.unwrap())
 }
 
 /// The web service calling `remotes`, once its search index has the catalog.
 async fn web_service(config: &Config, remotes: Remotes) -> Service {
     let web = serve!(
-        bookstore::WebApp::build_with(config, remotes)
+        bookstore_app::WebApp::build_with(config, remotes)
             .await
             .unwrap()
     );

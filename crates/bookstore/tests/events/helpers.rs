@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bookstore::WebApp;
-use bookstore::config::{Config, EventsBackend};
-use bookstore::events::{EventBus, Publisher};
+use bookstore_app::WebApp;
+use bookstore_app::config::{Config, EventsBackend};
+use bookstore_app::events::{EventBus, Publisher};
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position, Record, TopicPartition};
 use bookstore_events::{ConsumerStats, PublisherStats};
 use bookstore_sqlite::SqliteQueryCounts;
@@ -24,9 +24,9 @@ pub mod cleanup;
 
 /// The stores of `config` that a test made on the shared servers: the Redis keys under a `test:`
 /// prefix, and the `bookstore_test_` MariaDB databases (catalog and recommendations).
-pub fn made_stores(config: &bookstore::config::Config) -> cleanup::Cleanup {
+pub fn made_stores(config: &bookstore_app::config::Config) -> cleanup::Cleanup {
     let mut made = cleanup::Cleanup::default();
-    if config.trend.store == bookstore::config::TrendStoreKind::Redis
+    if config.trend.store == bookstore_app::config::TrendStoreKind::Redis
         && config.trend.redis_prefix.starts_with("test:")
     {
         made.redis_prefixes.push(config.trend.redis_prefix.clone());
@@ -103,14 +103,16 @@ impl TestBus {
         // Services a test starts (the all-in-one starts them all) take free ports.
         config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let free = bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let free = bookstore_app::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.web.ops_listen = free;
         config.trend.ops_listen = free;
         config.recommend.ops_listen = free;
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.catalog_topic = format!("{}-catalog", config.events.topic);
-        config.web.admin_token = Some(bookstore::config::Secret("test-token".to_owned().into()));
-        config.web.cookie_secret = Some(bookstore::config::Secret(TEST_COOKIE_SECRET.into()));
+        config.web.admin_token = Some(bookstore_app::config::Secret(
+            "test-token".to_owned().into(),
+        ));
+        config.web.cookie_secret = Some(bookstore_app::config::Secret(TEST_COOKIE_SECRET.into()));
         // One reader makes a trend public, so that a test's own searches show on the page (the
         // tests of trend.min_readers set it back).
         config.trend.min_readers = 1;

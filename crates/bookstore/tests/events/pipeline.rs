@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore::events::EventBus;
+use bookstore_app::events::EventBus;
 use bookstore_domain::events::{Event, SearchEvent, normalize_query};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bookstore::events::EventBus;
+use bookstore_app::events::EventBus;
 use bookstore_domain::TopicPartition;
 
 use crate::helpers::{Backend, TestBus, counts_store, total, wait_until};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bookstore::events::EventBus;
+use bookstore_app::events::EventBus;
 use bookstore_domain::events::{BookDeletedEvent, BookEvent, CatalogBook, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -41,7 +41,7 @@ fn created(id: i64) -> Event {
 }
 
 /// Publishes `events` and waits until the log has every one.
-async fn deliver_all(publisher: &bookstore::events::Publisher, events: &[Event]) {
+async fn deliver_all(publisher: &bookstore_app::events::Publisher, events: &[Event]) {
     let delivered = publisher
         .publisher
         .deliver(events, Duration::from_secs(30))

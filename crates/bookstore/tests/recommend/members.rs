@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bookstore::recommend::open_recommend_store;
+use bookstore_app::recommend::open_recommend_store;
 use bookstore_domain::Record;
 use bookstore_domain::events::{
     BookEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook, SearchEvent,

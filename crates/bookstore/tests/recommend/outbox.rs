@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore::relay::PublisherSink;
-use bookstore::{Catalog, Remotes, open_catalog};
+use bookstore_app::relay::PublisherSink;
+use bookstore_app::{Catalog, Remotes, open_catalog};
 use bookstore_domain::events::Event;
 use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RowOutcome};
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,7 @@ async fn a_relay_killed_before_marking_publishes_again_and_one_copy_is_kept(infr
         "each book was published twice"
     );
 
-    let app = bookstore::recommend::build(config).await.unwrap();
+    let app = bookstore_app::recommend::build(config).await.unwrap();
     let rec_url = format!("http://{}", app.local_addr().unwrap());
     let rec_ops = format!("http://{}", app.ops_addr().unwrap().unwrap());
     let consumed = app.consumer_stats();
@@ -353,7 +353,7 @@ infra!(rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow);
 async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infra: Infra) {
     let bus = test_bus(infra).await;
     let config = &bus.config;
-    if let bookstore::events::EventBus::Kafka(settings) = &bus.bus {
+    if let bookstore_app::events::EventBus::Kafka(settings) = &bus.bus {
         // The catalog topic takes messages of 20 kB at most: the broker refuses larger ones,
         // although the producer (1 MB) lets them through.
         bookstore_kafka::ensure_topic(
@@ -500,14 +500,15 @@ async fn an_outage_of_the_log_dead_letters_nothing(infra: Infra) {
     events.outbox_max_attempts = 1;
     let mut locker = None;
     let sink = match &bus.bus {
-        bookstore::events::EventBus::Kafka(_) => {
+        bookstore_app::events::EventBus::Kafka(_) => {
             let port = crate::support::free_port();
-            let unreachable = bookstore::events::EventBus::Kafka(
-                bookstore_kafka::KafkaSettings::new([format!("127.0.0.1:{port}")]),
-            );
+            let unreachable =
+                bookstore_app::events::EventBus::Kafka(bookstore_kafka::KafkaSettings::new([
+                    format!("127.0.0.1:{port}"),
+                ]));
             PublisherSink::start(&unreachable, &events).await.unwrap()
         }
-        bookstore::events::EventBus::Embedded { log, .. } => {
+        bookstore_app::events::EventBus::Embedded { log, .. } => {
             let sink = PublisherSink::start(&bus.bus, &events).await.unwrap();
             use sqlx::Connection;
             let url = format!("sqlite://{}", log.path().display());

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bookstore::{Remotes, serve_all};
+use bookstore_app::{Remotes, serve_all};
 use serde_json::Value;
 
 use crate::helpers::wait_until;
@@ -407,7 +407,7 @@ async fn a_forgotten_reader_is_forgotten_by_every_service(infra: Infra) {
         recommend_url: Some(rec.url.clone()),
     };
     let (web, _) = start_web(&bus.config, remotes).await;
-    let trends = bookstore::trend::open_trend_store(&bus.config)
+    let trends = bookstore_app::trend::open_trend_store(&bus.config)
         .await
         .unwrap();
     let http = reqwest::Client::new();

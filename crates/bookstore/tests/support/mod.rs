@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookstore::config::{Config, Secret, TrendStoreKind};
-use bookstore::{Remotes, WebApp};
+use bookstore_app::config::{Config, Secret, TrendStoreKind};
+use bookstore_app::{Remotes, WebApp};
 use bookstore_events::{ConsumerStats, PublisherStats};
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -55,7 +55,7 @@ pub async fn use_redis_trends(config: &mut Config) {
     config.trend.store = TrendStoreKind::Redis;
     config.trend.redis_url = Secret(redis_url().into());
     config.trend.redis_prefix = format!("test:{run}:");
-    let reachable = match bookstore::trend::open_trend_store(config).await {
+    let reachable = match bookstore_app::trend::open_trend_store(config).await {
         Ok(store) => store.ping().await.map_err(|e| e.to_string()),
         Err(error) => Err(format!("{error:#}")),
     };
@@ -187,14 +187,14 @@ macro_rules! run_until_shutdown {
 
 /// The trend service of `config` in this process, and its consumer's counters.
 pub async fn start_trend(config: &Config) -> (Running, Arc<ConsumerStats>) {
-    let app = bookstore::trend::build(config).await.unwrap();
+    let app = bookstore_app::trend::build(config).await.unwrap();
     let stats = app.consumer_stats();
     (run_until_shutdown!(app), stats)
 }
 
 /// The recommendation service of `config` in this process, and its consumer's counters.
 pub async fn start_recommend(config: &Config) -> (Running, Arc<ConsumerStats>) {
-    let app = bookstore::recommend::build(config).await.unwrap();
+    let app = bookstore_app::recommend::build(config).await.unwrap();
     let stats = app.consumer_stats();
     (run_until_shutdown!(app), stats)
 }

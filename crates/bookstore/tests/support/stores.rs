@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore::config::{Config, Secret};
-use bookstore::recommend::RecommendBackend;
-use bookstore::trend::TrendBackend;
+use bookstore_app::config::{Config, Secret};
+use bookstore_app::recommend::RecommendBackend;
+use bookstore_app::trend::TrendBackend;
 use bookstore_domain::EventHandler;
 use bookstore_domain::recommend::Snapshot;
 use bookstore_domain::trends::{Trend, TrendBoard, TrendRanking};
@@ -238,8 +238,10 @@ impl Replay {
         fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
         fresh.recommend.db_url = Some(Secret(rec_url.into()));
         let made = crate::helpers::made_stores(&fresh);
-        let trends = bookstore::trend::open_trend_store(&fresh).await.unwrap();
-        let recommendations = bookstore::recommend::open_recommend_store(&fresh)
+        let trends = bookstore_app::trend::open_trend_store(&fresh)
+            .await
+            .unwrap();
+        let recommendations = bookstore_app::recommend::open_recommend_store(&fresh)
             .await
             .unwrap();
         let events = &bus.config.events;

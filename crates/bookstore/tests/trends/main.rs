@@ -17,8 +17,8 @@ mod views;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use bookstore::config::{Config, TrendStoreKind};
-use bookstore::trend::open_trend_store;
+use bookstore_app::config::{Config, TrendStoreKind};
+use bookstore_app::trend::open_trend_store;
 use bookstore_domain::trends::TrendRanking;
 
 pub use helpers::Backend;
@@ -30,7 +30,7 @@ use support::redis_url;
 macro_rules! stores {
     ($name:ident) => {
         mod $name {
-            use bookstore::config::TrendStoreKind;
+            use bookstore_app::config::TrendStoreKind;
             use $crate::helpers::Backend;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn embedded_log_sqlite() {
@@ -60,8 +60,8 @@ pub fn use_store(config: &mut Config, kind: TrendStoreKind) {
     config.trend.group_id = format!("trend-test-{run}");
     config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.trend.ops_listen =
-        bookstore::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.trend.redis_url = bookstore::config::Secret(redis_url().into());
+        bookstore_app::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.trend.redis_url = bookstore_app::config::Secret(redis_url().into());
     config.trend.redis_prefix = format!("test:{run}:");
 }
 

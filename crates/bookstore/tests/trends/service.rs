@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use bookstore::config::TrendStoreKind;
-use bookstore::{Remotes, serve_all};
+use bookstore_app::config::TrendStoreKind;
+use bookstore_app::{Remotes, serve_all};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -296,7 +296,7 @@ async fn a_forgotten_reader_is_deleted_and_the_counts_stay(
     let mut bus = TestBus::new(backend).await;
     use_store(&mut bus.config, store);
     let (trend, _) = start_trend(&bus.config).await;
-    let held = bookstore::trend::open_trend_store(&bus.config)
+    let held = bookstore_app::trend::open_trend_store(&bus.config)
         .await
         .unwrap();
     let searches = bus.publisher().await;

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bookstore::Remotes;
-use bookstore::config::TrendStoreKind;
-use bookstore::events::EventBus;
+use bookstore_app::Remotes;
+use bookstore_app::config::TrendStoreKind;
+use bookstore_app::events::EventBus;
 use bookstore_domain::events::WireFormat;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};

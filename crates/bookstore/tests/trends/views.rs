@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bookstore::config::TrendStoreKind;
+use bookstore_app::config::TrendStoreKind;
 use bookstore_domain::events::{BookViewedEvent, Event, ResultBook, SearchEvent, ViewSource};
 use serde_json::Value;
 

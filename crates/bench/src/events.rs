@@ -14,7 +14,7 @@ use bookstore_domain::events::{
     BOOK_SEARCHED, Event, ResultBook, SearchEvent, TYPE_HEADER, VERSION_HEADER,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position};
-use bookstore_events::{ConsumerStats, PublisherStats};
+use bookstore_events::ConsumerStats;
 use bookstore_sqlite::SqliteQueryCounts;
 use chrono::{NaiveDate, Utc};
 use hdrhistogram::Histogram;
@@ -24,12 +24,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{Config, EventsBackend, TrendStoreKind};
-use crate::events::EventBus;
+use bookstore_app::config::{Config, EventsBackend, TrendStoreKind};
+use bookstore_app::events::EventBus;
 
-/// `events.queue_max_bytes` of the benchmarks' publishers: they are handed a whole history at
-/// once, faster than any log takes it, so their queues must hold it all (4 GiB).
-pub(crate) const BENCH_QUEUE_BYTES: usize = 4 << 30;
+use crate::measure::{BENCH_QUEUE_BYTES, Throughput, publish_all, wait_applied};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -48,22 +46,7 @@ pub struct EventsBench {
     pub trend_stores: Vec<TrendStoreKind>,
     pub redis_url: String,
     /// The recommendation handler and API, per store (none when its list of stores is empty).
-    pub recommend: crate::bench_recommend::RecommendBench,
-}
-
-/// One throughput figure.
-#[derive(Debug, Clone)]
-pub struct Throughput {
-    pub backend: &'static str,
-    pub path: &'static str,
-    pub events: u64,
-    pub seconds: f64,
-}
-
-impl Throughput {
-    pub fn per_second(&self) -> f64 {
-        self.events as f64 / self.seconds.max(1e-9)
-    }
+    pub recommend: crate::recommend::RecommendBench,
 }
 
 /// End-to-end latency at a fixed rate.
@@ -88,7 +71,7 @@ pub struct Report {
     /// The trend handler per store, and its baseline.
     pub trends: Vec<Throughput>,
     /// The recommendation handler and API per store, and their baselines.
-    pub recommend: Option<crate::bench_recommend::Report>,
+    pub recommend: Option<crate::recommend::Report>,
 }
 
 /// Runs every measurement on every requested backend, with its files in `scratch`.
@@ -247,7 +230,7 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
         report.trends = trend_bench(spec, &events, scratch).await?;
     }
     if !spec.recommend.stores.is_empty() {
-        report.recommend = Some(crate::bench_recommend::run(&spec.recommend, scratch).await?);
+        report.recommend = Some(crate::recommend::run(&spec.recommend, scratch).await?);
     }
     Ok(report)
 }
@@ -273,7 +256,7 @@ async fn trend_bench(
     config.events.batch_size = spec.batch_size;
     config.events.queue_capacity = events.len().saturating_add(1);
     config.events.queue_max_bytes = BENCH_QUEUE_BYTES;
-    config.trend.redis_url = crate::config::Secret(spec.redis_url.clone().into());
+    config.trend.redis_url = bookstore_app::config::Secret(spec.redis_url.clone().into());
     config.trend.redis_prefix = format!("bench:{run_id}:");
     let bus = EventBus::open(&config).await?;
     bus.ensure_topics(&config.events, &[config.events.topic.clone()])
@@ -290,7 +273,7 @@ async fn trend_bench(
             TrendStoreKind::Redis => "redis",
         };
         eprintln!("trends: applying through the framework to {name}");
-        let handler = crate::trend::open_trend_store(&config).await?;
+        let handler = bookstore_app::trend::open_trend_store(&config).await?;
         let stop = CancellationToken::new();
         let consumer = bus
             .consumer(
@@ -363,39 +346,6 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Publishes `events` through the port (after one warm-up event, since the first delivery of an
-/// idempotent producer waits for its producer id) and waits until all are delivered: seconds.
-pub(crate) async fn publish_all(
-    publisher: &crate::events::Publisher,
-    events: &[Event],
-) -> anyhow::Result<f64> {
-    let before = publisher.stats.delivered.load(Ordering::Relaxed);
-    if let Some(first) = events.first() {
-        publisher.publisher.publish(first);
-        publisher.publisher.flush(Duration::from_secs(60)).await;
-    }
-    let started = Instant::now();
-    for event in events {
-        publisher.publisher.publish(event);
-    }
-    let left = publisher.publisher.flush(Duration::from_secs(120)).await;
-    let seconds = started.elapsed().as_secs_f64();
-    check_delivered(&publisher.stats, before + events.len() as u64 + 1, left)?;
-    Ok(seconds)
-}
-
-fn check_delivered(stats: &PublisherStats, expected: u64, left: u64) -> anyhow::Result<()> {
-    let delivered = stats.delivered.load(Ordering::Relaxed);
-    if left > 0 || delivered != expected {
-        bail!(
-            "the publisher delivered {delivered} of {expected} events ({left} undelivered, {} dropped, {} failed)",
-            stats.dropped.load(Ordering::Relaxed),
-            stats.failed.load(Ordering::Relaxed)
-        );
-    }
-    Ok(())
-}
-
 async fn query_counts(path: &Path) -> anyhow::Result<SqliteQueryCounts> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -404,33 +354,8 @@ async fn query_counts(path: &Path) -> anyhow::Result<SqliteQueryCounts> {
     Ok(SqliteQueryCounts::new(pool).await?)
 }
 
-fn consumer_stats(consumer: &crate::events::Consumer) -> Arc<ConsumerStats> {
+fn consumer_stats(consumer: &bookstore_app::events::Consumer) -> Arc<ConsumerStats> {
     consumer.stats()
-}
-
-/// Seconds from the first event consumed to the last one applied.
-pub(crate) async fn wait_applied(
-    stats: &ConsumerStats,
-    expected: u64,
-    limit: Duration,
-) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + limit;
-    let mut first = None;
-    loop {
-        if first.is_none() && stats.consumed.load(Ordering::Relaxed) > 0 {
-            first = Some(Instant::now());
-        }
-        if stats.applied.load(Ordering::Relaxed) >= expected {
-            return Ok(first.map_or(0.0, |f| f.elapsed().as_secs_f64()));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {expected} events applied within {limit:?}",
-                stats.applied.load(Ordering::Relaxed)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 async fn raw_produce(
@@ -765,7 +690,7 @@ pub fn table(report: &Report) -> String {
         }
     }
     if let Some(recommend) = &report.recommend {
-        out.push_str(&crate::bench_recommend::table(recommend));
+        out.push_str(&crate::recommend::table(recommend));
     }
     out
 }

@@ -18,8 +18,7 @@ use crate::config::{Config, DbKind, EventsConfig};
 use crate::events::{EventBus, Publisher, flush_publisher};
 use crate::lifecycle::{Listeners, drained};
 
-/// The catalog database, by technology. Most code uses it as a `dyn BookRepository`; the
-/// benchmark also uses each adapter's baseline scan.
+/// The catalog database, by technology: a `dyn BookRepository` and its outbox.
 #[derive(Debug, Clone)]
 pub enum Catalog {
     Sqlite(SqliteBookRepository),

@@ -653,6 +653,20 @@ const TEXT_KEYS: &[&str] = &[
     "recommend.db_url",
 ];
 
+/// Whether `BOOKSTORE_<key>` is configuration: a key of a section (`WEB__LISTEN`), or one of
+/// the top-level keys [`TOP_LEVEL_KEYS`]. Other variables with the prefix (`BOOKSTORE_CONFIG`,
+/// which names the file, `BOOKSTORE_LOG_FORMAT`, which is `--log-format`, and any tool's own)
+/// are not; a misspelt section (`WEBB__LISTEN`) still is, and is refused as unknown.
+fn is_config_variable(key: &str) -> bool {
+    key.contains("__")
+        || TOP_LEVEL_KEYS
+            .iter()
+            .any(|top| key.eq_ignore_ascii_case(top))
+}
+
+/// The keys of [`Config`] that are not sections.
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "shutdown_timeout_ms"];
+
 /// The `BOOKSTORE_*` variables of [`TEXT_KEYS`] and `events.properties`, as they are.
 fn verbatim_text_from_env() -> Vec<(String, String)> {
     std::env::vars_os()
@@ -749,16 +763,11 @@ impl Config {
             }
             figment = figment.merge(Yaml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed("BOOKSTORE_").split("__").filter(|key| {
-            // BOOKSTORE_CONFIG names the file itself and BOOKSTORE_LOG_FORMAT is --log-format;
-            // the test harness's variables and dev/services' (BOOKSTORE_SERVICES_*) are not
-            // config.
-            let key = key.as_str().to_ascii_lowercase();
-            key != "config"
-                && key != "log_format"
-                && !key.starts_with("test_")
-                && !key.starts_with("services_")
-        }));
+        figment = figment.merge(
+            Env::prefixed("BOOKSTORE_")
+                .filter(|key| is_config_variable(key.as_str()))
+                .split("__"),
+        );
         // figment reads environment values as YAML-like data (`00123` is a number); text keys
         // are put back as they were written.
         for (key, value) in verbatim_text_from_env() {
@@ -1168,11 +1177,14 @@ mod tests {
             )?;
             jail.set_env("BOOKSTORE_WEB__LISTEN", "127.0.0.1:18000");
             jail.set_env("BOOKSTORE_WEB__ADMIN_TOKEN", "12345");
+            // A tool's own variables share the prefix but are not config.
             jail.set_env("BOOKSTORE_TEST_KAFKA_BROKERS", "not config");
             jail.set_env("BOOKSTORE_SERVICES_DIR", "not config either");
+            jail.set_env("BOOKSTORE_SHUTDOWN_TIMEOUT_MS", "1234");
             jail.set_env("BOOKSTORE_CONFIG", "bookstore.yaml");
             let config = Config::load(Some(Path::new("bookstore.yaml"))).unwrap();
             assert_eq!(config.web.page_size, 7);
+            assert_eq!(config.shutdown_timeout_ms, 1234);
             assert_eq!(config.web.listen.port(), 18000);
             assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
@@ -1418,6 +1430,11 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("lisen"), "{err}");
+            // A misspelt section in the environment is refused too.
+            jail.set_env("BOOKSTORE_WEBB__LISTEN", "127.0.0.1:1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("webb"), "{err}");
+            jail.clear_env();
             jail.create_file("bad.yaml", "db:\n  url: postgres://x\n")?;
             let err = Config::load(Some(Path::new("bad.yaml")))
                 .unwrap_err()

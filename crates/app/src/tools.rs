@@ -1,17 +1,21 @@
-//! `bookstore import` and `bookstore generate`.
+//! `bookstore import`, `bookstore generate` and `bookstore events count`.
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bookstore_catalog::{Format, LineOutcome, generate, import, read};
 use bookstore_domain::Imported;
+use bookstore_sqlite::SqliteQueryCounts;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::open_catalog;
+use crate::events::EventBus;
+use crate::{open_catalog, shutdown_signal};
 
 /// Imports a catalog file, matching books by ISBN (a book whose ISBN the catalog has is updated,
 /// never added twice; a book without one is always added), reporting rejected rows by line number, and every line's outcome to
@@ -162,4 +166,46 @@ pub fn generate_file(
         eprintln!("wrote {count} books to {}", output.display());
     }
     Ok(())
+}
+
+/// `bookstore events count`: consume into per-query counts until SIGINT/SIGTERM, or print them.
+pub async fn count_queries(
+    config: &Config,
+    group: String,
+    db: Option<PathBuf>,
+    print: bool,
+) -> anyhow::Result<()> {
+    config.ensure_data_dir()?;
+    let db = db.unwrap_or_else(|| config.data_dir.join("query-counts.db"));
+    let pool = bookstore_sqlite::connect(&format!("sqlite://{}", db.display()), 4)
+        .await
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let counts = SqliteQueryCounts::new(pool)
+        .await
+        .context("cannot create the counts tables")?;
+    if print {
+        for (query, count) in counts.counts().await? {
+            println!("{count}\t{query}");
+        }
+        return Ok(());
+    }
+    let bus = EventBus::open(config).await?;
+    let stop = CancellationToken::new();
+    let consumer = bus
+        .consumer(
+            &config.events,
+            &group,
+            vec![config.events.topic.clone()],
+            Arc::new(counts),
+            stop.clone(),
+        )
+        .await?;
+    let mut task = tokio::spawn(consumer.run());
+    tokio::select! {
+        () = shutdown_signal() => {
+            stop.cancel();
+            task.await.context("the consumer task failed")?
+        }
+        result = &mut task => result.context("the consumer task failed")?,
+    }
 }

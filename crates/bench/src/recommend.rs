@@ -49,10 +49,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bench_events::{Throughput, publish_all, wait_applied};
-use crate::config::{Config, EventsBackend, Secret};
-use crate::events::EventBus;
-use crate::recommend::{RecommendBackend, open_recommend_store};
+use crate::measure::{Throughput, publish_all, wait_applied};
+use bookstore_app::config::{Config, EventsBackend, Secret};
+use bookstore_app::events::EventBus;
+use bookstore_app::recommend::{RecommendBackend, open_recommend_store};
 
 /// Seed of the synthetic history and of the users the requests ask for.
 pub const SEED: u64 = 1;
@@ -539,7 +539,7 @@ pub async fn run(spec: &RecommendBench, scratch: &std::path::Path) -> anyhow::Re
         .len()
         .max(history.events.len())
         .saturating_add(1);
-    config.events.queue_max_bytes = crate::bench_events::BENCH_QUEUE_BYTES;
+    config.events.queue_max_bytes = crate::measure::BENCH_QUEUE_BYTES;
     let result = run_stores(spec, &history, &mut config, &run_id).await;
     let _ = std::fs::remove_dir_all(&config.data_dir);
     let mut report = result?;

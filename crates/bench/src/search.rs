@@ -13,7 +13,7 @@ use bookstore_domain::{BookQuery, NewBook, NewBookInput, Position};
 use bookstore_search::{BookIndex, Change};
 use hdrhistogram::Histogram;
 
-use crate::Catalog;
+use bookstore_app::Catalog;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct SearchBench {
     /// Where the index is built (emptied first).
     pub index_dir: PathBuf,
     /// Books per index commit, as the web service's consumer commits them while it catches up
-    /// (`events.batch_size`, at least `bookstore::search::INDEX_BATCH`).
+    /// (`events.batch_size`, at least `bookstore_app::search::INDEX_BATCH`).
     pub batch: usize,
 }
 

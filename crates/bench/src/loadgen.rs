@@ -65,7 +65,7 @@ const PROBE_WORDS: usize = 20;
 /// probes fetch their visitor before they start).
 const PROBE_VISITORS: usize = 120;
 /// The per-partition lag gauge, and the gauge of the age of the oldest unapplied event
-/// (`crate::ops::consumer_collector`).
+/// (`bookstore_app::ops::consumer_collector`).
 const LAG_METRIC: &str = "bookstore_consumer_lag";
 const UNAPPLIED_AGE_METRIC: &str = "bookstore_consumer_oldest_unapplied_age_seconds";
 

@@ -1,14 +1,11 @@
-//! The composition root: configuration, wiring of adapters into services, and the command-line
-//! tools. `main.rs` only parses the command line and calls into here.
+//! The composition root: configuration, the wiring of adapters into the web, trend and
+//! recommendation services, a process's lifecycle, and the catalog tools. The `bookstore` binary
+//! (`crates/bookstore/src/main.rs`) only parses the command line and calls into here, or into
+//! `bookstore-bench` for the benchmarks.
 
-pub mod bench;
-pub mod bench_events;
-pub mod bench_freshness;
-pub mod bench_recommend;
 pub mod config;
 pub mod consumer_service;
 pub mod events;
-pub mod loadgen;
 pub mod ops;
 pub mod recommend;
 pub mod relay;
