@@ -350,6 +350,15 @@ pub enum EventsBackend {
     Kafka,
 }
 
+/// What a publisher writes to: its topic, the wire format, and how long an event may wait for
+/// the log before it counts as failed (Kafka's `message.timeout.ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub topic: String,
+    pub format: WireFormat,
+    pub message_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
@@ -466,6 +475,32 @@ impl EventsConfig {
     /// Where the embedded log lives.
     pub fn log_path(&self, data_dir: &Path) -> PathBuf {
         data_dir.join("events.db")
+    }
+
+    /// Where the web service's search events go: `events.topic`, in `events.format`.
+    pub fn searches(&self) -> Destination {
+        self.destination(&self.topic)
+    }
+
+    /// Where catalog events go: `events.catalog_topic`, always in version 1 (the tutorial's
+    /// services have no catalog events).
+    pub fn catalog(&self) -> Destination {
+        self.destination(&self.catalog_topic)
+    }
+
+    /// A publisher's destination on `topic`: version 1 on the catalog topic, `events.format`
+    /// anywhere else.
+    pub fn destination(&self, topic: &str) -> Destination {
+        let format = if topic == self.catalog_topic {
+            WireFormat::V1
+        } else {
+            self.format
+        };
+        Destination {
+            topic: topic.to_owned(),
+            format,
+            message_timeout: Duration::from_millis(self.message_timeout_ms),
+        }
     }
 
     pub fn flush_timeout(&self) -> Duration {
@@ -746,11 +781,39 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Which catalog database a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
     Sqlite,
     MySql,
+}
+
+impl DbKind {
+    /// `sqlite` or `mysql`, as logs, metrics and benchmark tables name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::MySql => "mysql",
+        }
+    }
+}
+
+/// A database the configuration names: its kind, read from the URL's scheme once, here, and
+/// the URL.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub kind: DbKind,
+    pub url: SecretString,
+}
+
+impl Database {
+    /// `url`, the value of the configuration key `key`.
+    fn resolve(key: &str, url: SecretString) -> anyhow::Result<Self> {
+        let kind = db_kind(url.expose_secret()).map_err(|_| {
+            anyhow::anyhow!("invalid configuration: {key} must start with sqlite:// or mysql://")
+        })?;
+        Ok(Self { kind, url })
+    }
 }
 
 impl Config {
@@ -792,7 +855,8 @@ impl Config {
         if self.db.max_connections == 0 {
             bail!("invalid configuration: db.max_connections must be at least 1");
         }
-        self.db_kind()?;
+        self.catalog_db()?;
+        self.recommend_db()?;
         if let Some(ratio) = self.telemetry.sampling_ratio
             && !(0.0..=1.0).contains(&ratio)
         {
@@ -890,13 +954,6 @@ impl Config {
         }
         if recommend.group_id.trim().is_empty() {
             bail!("invalid configuration: recommend.group_id must not be empty");
-        }
-        if let Some(url) = &recommend.db_url {
-            db_kind(url.expose()).map_err(|_| {
-                anyhow::anyhow!(
-                    "invalid configuration: recommend.db_url must start with sqlite:// or mysql://"
-                )
-            })?;
         }
         if self.web.remote_timeout_ms == 0 {
             bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
@@ -1071,8 +1128,19 @@ impl Config {
         }
     }
 
+    /// The catalog database (`db.url`).
+    pub fn catalog_db(&self) -> anyhow::Result<Database> {
+        Database::resolve("db.url", self.db_url())
+    }
+
+    /// The recommendation store's database (`recommend.db_url`).
+    pub fn recommend_db(&self) -> anyhow::Result<Database> {
+        Database::resolve("recommend.db_url", self.recommend_db_url())
+    }
+
+    /// The catalog database's kind.
     pub fn db_kind(&self) -> anyhow::Result<DbKind> {
-        db_kind(self.db_url().expose_secret())
+        Ok(self.catalog_db()?.kind)
     }
 
     /// Creates the data dir if the configuration uses it.
@@ -1128,7 +1196,8 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The kind of database a URL names, from its scheme.
+/// The kind of database a URL names, from its scheme: the one place a URL is read for it
+/// ([`Config::catalog_db`], [`Config::recommend_db`]).
 pub fn db_kind(url: &str) -> anyhow::Result<DbKind> {
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
     match scheme {

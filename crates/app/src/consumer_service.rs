@@ -5,18 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use bookstore_consumer::ConsumerStats;
 use bookstore_domain::EventHandler;
-use bookstore_events::ConsumerStats;
 use bookstore_http::{Probe, Surface};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{Consumer, EventBus};
 use crate::config::{Config, OpsListen};
-use crate::events::{Consumer, EventBus};
 use crate::lifecycle::{Listeners, drained};
 
 /// How one consumer service is made: what it is called, its store, its group and topics, and
 /// where it listens.
-pub(crate) struct ConsumerService<'a> {
+pub(crate) struct ConsumerSpec<'a> {
     /// `trend` or `recommend`: the `service` label of its metrics and log spans.
     pub service: &'static str,
     /// The service for a person (`trend`, `recommendation`), in its log and error messages.
@@ -42,7 +42,7 @@ pub(crate) struct ConsumerService<'a> {
     pub ops_listen_key: &'static str,
 }
 
-impl ConsumerService<'_> {
+impl ConsumerSpec<'_> {
     /// Joins the consumer group, binds the listener, and builds the router `api` makes of the
     /// shared surface: the store and the event log in `/readyz`, the group's counters in
     /// `/metrics`.

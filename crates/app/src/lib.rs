@@ -3,9 +3,9 @@
 //! (`crates/bookstore/src/main.rs`) only parses the command line and calls into here, or into
 //! `bookstore-bench` for the benchmarks.
 
+pub mod bus;
 pub mod config;
 pub mod consumer_service;
-pub mod events;
 pub mod ops;
 pub mod recommend;
 pub mod relay;

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bookstore_consumer::{ConsumerStats, PublisherStats};
 use bookstore_domain::TopicPartition;
-use bookstore_events::{ConsumerStats, PublisherStats};
 use bookstore_http::{Collector, Probe, ProbeError};
 
-use crate::events::EventBus;
+use crate::bus::EventBus;
 
 /// A probe from an async check.
 struct FnProbe<F>(F);

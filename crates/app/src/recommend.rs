@@ -12,8 +12,8 @@ use bookstore_recommend::{RecommendReads, RecommendState};
 use bookstore_sqlite::SqliteRecommendations;
 use secrecy::ExposeSecret;
 
-use crate::config::{Config, DbKind, db_kind};
-use crate::consumer_service::{ConsumerApp, ConsumerService};
+use crate::config::{Config, DbKind};
+use crate::consumer_service::{ConsumerApp, ConsumerSpec};
 
 /// A recommendation store (with its co-view reads) that is also the handler filling it.
 pub trait RecommendBackend: RecommendReads + EventHandler {}
@@ -23,11 +23,11 @@ impl<T: RecommendReads + EventHandler> RecommendBackend for T {}
 /// MySQL database (created if missing; its tables are all named `rec_*`, plus
 /// `consumer_positions`).
 pub async fn open_recommend_store(config: &Config) -> anyhow::Result<Arc<dyn RecommendBackend>> {
-    let url = config.recommend_db_url();
-    let url = url.expose_secret();
+    let db = config.recommend_db()?;
+    let url = db.url.expose_secret();
     let settings = config.recommend.settings();
     let max = config.recommend.max_connections;
-    match db_kind(url).context("recommend.db_url")? {
+    match db.kind {
         DbKind::Sqlite => {
             config.ensure_data_dir()?;
             let pool = bookstore_sqlite::connect(url, max)
@@ -100,15 +100,12 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     expire_profiles(Arc::downgrade(&store), config.recommend.settings());
     let ping = store.clone();
     let answers: Arc<dyn RecommendReads> = store.clone();
-    ConsumerService {
+    ConsumerSpec {
         service: "recommend",
         name: "recommendation",
         title: "bookstore recommendation service",
         description: "Recommendations per user, from the book.searched events and the catalog events (book.created, book.updated, book.deleted) its consumer group applies.",
-        store: match db_kind(config.recommend_db_url().expose_secret()) {
-            Ok(DbKind::MySql) => "mysql",
-            _ => "sqlite",
-        },
+        store: config.recommend_db()?.kind.name(),
         store_probe: crate::ops::probe(move || {
             let ping = ping.clone();
             async move { ping.ping().await.map_err(|e| e.to_string()) }

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_domain::events::{Event, WireFormat, decode};
+use bookstore_domain::events::decode;
 use bookstore_domain::{
-    Delivery, EventPublisher, Outbox, OutboxRow, OutboxSink, Relayed, RowOutcome,
+    Delivery, EventPublisher, Outbox, OutboxRow, OutboxSink, Relayed, RowOutcome, StoredEvent,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{EventBus, Publisher};
 use crate::config::EventsConfig;
-use crate::events::{EventBus, Publisher};
 
 /// Rows per relay round.
 const ROUND: usize = 500;
@@ -40,25 +40,24 @@ pub struct PublisherSink {
 
 impl PublisherSink {
     /// The catalog publisher's counters.
-    pub fn stats(&self) -> Arc<bookstore_events::PublisherStats> {
+    pub fn stats(&self) -> Arc<bookstore_consumer::PublisherStats> {
         self.publisher.stats.clone()
     }
 
     pub async fn start(bus: &EventBus, events: &EventsConfig) -> anyhow::Result<Self> {
-        let mut catalog = events.clone();
-        catalog.topic = events.catalog_topic.clone();
-        // Catalog events are ours alone, whatever `events.format` says of the search topic.
-        catalog.format = WireFormat::V1;
+        let mut catalog = events.catalog();
         // A round gives its rows back when the log has not confirmed them within the flush
         // timeout, and another web instance may then send them and the rows after them: an event
         // still queued here must not reach the log after those. So the producer gives up on an
         // event (Kafka's `message.timeout.ms`) when the round does
         // (librdkafka wants it above `linger.ms`.) Not airtight: librdkafka looks for expired
         // events about once a second and cannot take back one already on the wire.
-        catalog.message_timeout_ms = events
-            .flush_timeout_ms
-            .max(events.linger_ms.saturating_add(1));
-        let publisher = bus.publisher(&catalog).await?;
+        catalog.message_timeout = Duration::from_millis(
+            events
+                .flush_timeout_ms
+                .max(events.linger_ms.saturating_add(1)),
+        );
+        let publisher = bus.publisher(events, catalog).await?;
         Ok(Self::new(
             publisher,
             Duration::from_millis(events.flush_timeout_ms.max(1)),
@@ -83,7 +82,7 @@ impl OutboxSink for PublisherSink {
         // A round that timed out left its events queued in the producer (they are still being
         // retried): wait for them rather than queueing the same rows again on every round of an
         // outage.
-        let left = self.publisher.publisher.flush(self.timeout).await;
+        let left = self.publisher.port.flush(self.timeout).await;
         if left > 0 {
             return Err(format!(
                 "{left} events of an earlier round are still undelivered"
@@ -92,7 +91,7 @@ impl OutboxSink for PublisherSink {
         Ok(judge(
             rows,
             self.max_attempts,
-            self.publisher.publisher.as_ref(),
+            self.publisher.port.as_ref(),
             self.timeout,
         )
         .await)
@@ -122,21 +121,26 @@ async fn judge(
     };
     let round = &rows[..take];
     let alone = round.len() == 1;
-    let decoded: Vec<Result<Event, String>> = round
+    // A row is read only to refuse what is not an event (it would be dead-lettered by every
+    // consumer) and for the type and version headers; its stored bytes are what is published.
+    let decoded: Vec<Result<StoredEvent<'_>, String>> = round
         .iter()
         .map(|row| {
-            decode(Some(row.key.as_bytes()), &row.payload, None)
-                .map_err(|e| format!("not an event: {e}"))
+            let event = decode(Some(row.key.as_bytes()), &row.payload, None)
+                .map_err(|e| format!("not an event: {e}"))?;
+            Ok(StoredEvent {
+                key: &row.key,
+                kind: event.kind(),
+                version: event.version(),
+                payload: &row.payload,
+            })
         })
         .collect();
-    let events: Vec<Event> = decoded
-        .iter()
-        .filter_map(|d| d.as_ref().ok().cloned())
-        .collect();
+    let events: Vec<StoredEvent<'_>> = decoded.iter().filter_map(|d| d.clone().ok()).collect();
     let mut deliveries = if events.is_empty() {
         Vec::new()
     } else {
-        publisher.deliver(&events, timeout).await
+        publisher.deliver_stored(&events, timeout).await
     }
     .into_iter();
     let verdicts: Vec<Delivery> = decoded
@@ -316,7 +320,7 @@ mod tests {
     use std::sync::Mutex;
 
     use bookstore_domain::Published;
-    use bookstore_domain::events::{BookEvent, CatalogBook};
+    use bookstore_domain::events::{BookEvent, CatalogBook, Event};
 
     use super::*;
 

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bookstore_events::ConsumerStats;
+use bookstore_consumer::ConsumerStats;
 use bookstore_http::{Collector, Probe};
 use bookstore_search::{BookIndex, SearchIndex};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::EventBus;
 use crate::config::{Config, EventsConfig};
-use crate::events::EventBus;
 use crate::ops::probe;
 
 /// Where the index and its group id live.

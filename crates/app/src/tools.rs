@@ -13,8 +13,8 @@ use bookstore_sqlite::SqliteQueryCounts;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::EventBus;
 use crate::config::Config;
-use crate::events::EventBus;
 use crate::{open_catalog, shutdown_signal};
 
 /// Imports a catalog file, matching books by ISBN (a book whose ISBN the catalog has is updated,

@@ -8,10 +8,10 @@ use anyhow::Context;
 use bookstore_domain::{EventHandler, TrendStore};
 use bookstore_redis::RedisTrends;
 use bookstore_sqlite::SqliteTrends;
-use bookstore_trend::{Changes, Notifying, TrendState};
+use bookstore_trend::{Changes, Notifying, TrendApi};
 
 use crate::config::{Config, TrendStoreKind};
-use crate::consumer_service::{ConsumerApp, ConsumerService};
+use crate::consumer_service::{ConsumerApp, ConsumerSpec};
 
 /// How long a Redis command may take before the store counts as unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +59,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
         config.http.limits().request_timeout,
     );
     let handler = Arc::new(Notifying::new(store, changes.clone()));
-    ConsumerService {
+    ConsumerSpec {
         service: "trend",
         name: "trend",
         title: "bookstore trend service",
@@ -83,7 +83,7 @@ pub async fn build(config: &Config) -> anyhow::Result<ConsumerApp> {
     }
     .build(config, |surface| {
         bookstore_trend::router(
-            TrendState {
+            TrendApi {
                 store: trends,
                 changes,
             },

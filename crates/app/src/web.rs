@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bookstore_consumer::PublisherStats;
 use bookstore_domain::BookRepository;
-use bookstore_events::PublisherStats;
 use bookstore_mysql::MySqlBookRepository;
 use bookstore_sqlite::SqliteBookRepository;
 use bookstore_web::{
@@ -14,8 +14,8 @@ use bookstore_web::{
 };
 use secrecy::ExposeSecret;
 
+use crate::bus::{EventBus, Publisher, flush_publisher};
 use crate::config::{Config, DbKind, EventsConfig};
-use crate::events::{EventBus, Publisher, flush_publisher};
 use crate::lifecycle::{Listeners, drained};
 
 /// The catalog database, by technology: a `dyn BookRepository` and its outbox.
@@ -50,20 +50,20 @@ impl Catalog {
         }
     }
 
-    pub fn backend_name(&self) -> &'static str {
+    pub fn kind(&self) -> DbKind {
         match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::MySql(_) => "mysql",
+            Self::Sqlite(_) => DbKind::Sqlite,
+            Self::MySql(_) => DbKind::MySql,
         }
     }
 }
 
 /// Connects to the catalog database named by the configuration and runs its migrations.
 pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
-    let url = config.db_url();
-    let url = url.expose_secret();
+    let db = config.catalog_db()?;
+    let url = db.url.expose_secret();
     let max = config.db.max_connections;
-    match config.db_kind()? {
+    match db.kind {
         DbKind::Sqlite => {
             config.ensure_data_dir()?;
             let pool = bookstore_sqlite::connect(url, max)
@@ -153,7 +153,9 @@ impl WebApp {
             .await
             .context("cannot load the sample catalog")?;
         let bus = EventBus::open(config).await?;
-        let publisher = bus.publisher(&config.events).await?;
+        let publisher = bus
+            .publisher(&config.events, config.events.searches())
+            .await?;
         let sink = crate::relay::PublisherSink::start(&bus, &config.events).await?;
         let indexer = crate::search::Indexer::open(config, &bus).await?;
         let visitors = VisitorKeys::new(
@@ -190,7 +192,7 @@ impl WebApp {
         let state = WebState {
             books,
             search: Arc::new(indexer.index.clone()),
-            events: publisher.publisher.clone(),
+            events: publisher.port.clone(),
             page_size: config.web.page_size,
             admin_token: config.web.admin_token.as_ref().map(|t| t.0.clone()),
             trends,
@@ -231,7 +233,7 @@ impl WebApp {
             readiness: bookstore_http::Readiness::new()
                 .with(
                     "database",
-                    catalog.backend_name(),
+                    catalog.kind().name(),
                     crate::ops::probe(move || {
                         let database = database.clone();
                         async move { database.ping().await.map_err(|e| e.to_string()) }

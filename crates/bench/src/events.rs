@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use bookstore_consumer::ConsumerStats;
 use bookstore_domain::events::{
     BOOK_SEARCHED, Event, ResultBook, SearchEvent, TYPE_HEADER, VERSION_HEADER,
 };
 use bookstore_domain::{Batch, EventHandler, HandlerError, Position};
-use bookstore_events::ConsumerStats;
 use bookstore_sqlite::SqliteQueryCounts;
 use chrono::{NaiveDate, Utc};
 use hdrhistogram::Histogram;
@@ -24,10 +24,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use bookstore_app::bus::EventBus;
 use bookstore_app::config::{Config, EventsBackend, TrendStoreKind};
-use bookstore_app::events::EventBus;
 
-use crate::measure::{BENCH_QUEUE_BYTES, Throughput, publish_all, wait_applied};
+use crate::measure::{BENCH_QUEUE_BYTES, Throughput, publish_all, throughput_table, wait_applied};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -118,7 +118,9 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
 
         // Producer through the publisher port; on Kafka this also fills the topic the consumers
         // read below.
-        let publisher = bus.publisher(&config.events).await?;
+        let publisher = bus
+            .publisher(&config.events, config.events.searches())
+            .await?;
         let seconds = publish_all(&publisher, &events).await?;
         if let EventBus::Kafka(settings) = &bus {
             // Against plain rdkafka, in interleaved rounds on fresh topics, so that a noisy
@@ -127,9 +129,9 @@ pub async fn run(spec: &EventsBench, scratch: &Path) -> anyhow::Result<Report> {
             let raw_topic = format!("{}-raw", config.events.topic);
             bus.ensure_topics(&config.events, &[ours_topic.clone(), raw_topic.clone()])
                 .await?;
-            let mut ours_config = config.events.clone();
-            ours_config.topic = ours_topic;
-            let ours = bus.publisher(&ours_config).await?;
+            let ours = bus
+                .publisher(&config.events, config.events.destination(&ours_topic))
+                .await?;
             // [ours, plain, plain with our headers], each run in turn first.
             let mut seconds: [Vec<f64>; 3] = Default::default();
             for round in 0..PRODUCER_ROUNDS {
@@ -262,7 +264,9 @@ async fn trend_bench(
     bus.ensure_topics(&config.events, &[config.events.topic.clone()])
         .await?;
     eprintln!("trends: writing {} events to an embedded log", events.len());
-    let publisher = bus.publisher(&config.events).await?;
+    let publisher = bus
+        .publisher(&config.events, config.events.searches())
+        .await?;
     publish_all(&publisher, events).await?;
 
     let mut out = Vec::new();
@@ -354,7 +358,7 @@ async fn query_counts(path: &Path) -> anyhow::Result<SqliteQueryCounts> {
     Ok(SqliteQueryCounts::new(pool).await?)
 }
 
-fn consumer_stats(consumer: &bookstore_app::events::Consumer) -> Arc<ConsumerStats> {
+fn consumer_stats(consumer: &bookstore_app::bus::Consumer) -> Arc<ConsumerStats> {
     consumer.stats()
 }
 
@@ -510,14 +514,16 @@ async fn latency(
         .await?;
     let stats = consumer.stats();
     let task = tokio::spawn(consumer.run());
-    let publisher = bus.publisher(&config_latency).await?;
+    let publisher = bus
+        .publisher(&config_latency, config_latency.searches())
+        .await?;
     // Warm up until the consumer has joined its group and applies events.
     let deadline = Instant::now() + Duration::from_secs(60);
     while stats.applied.load(Ordering::Relaxed) == 0 {
         if Instant::now() > deadline {
             bail!("the latency consumer applied nothing within a minute");
         }
-        publisher.publisher.publish(&sample_events(1)[0]);
+        publisher.port.publish(&sample_events(1)[0]);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let warm = stats.applied.load(Ordering::Relaxed);
@@ -538,7 +544,7 @@ async fn latency(
         if let Event::BookSearched(e) = &mut event {
             e.occurred_at = Utc::now();
         }
-        publisher.publisher.publish(&event);
+        publisher.port.publish(&event);
     }
     let expected = warm + total;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -547,7 +553,7 @@ async fn latency(
     }
     stop.cancel();
     task.await.context("latency consumer task")??;
-    publisher.publisher.flush(Duration::from_secs(5)).await;
+    publisher.port.flush(Duration::from_secs(5)).await;
     let h = timed.histogram.lock().unwrap_or_else(|e| e.into_inner());
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(Latency {
@@ -610,18 +616,7 @@ pub fn sample_events(count: u64) -> Vec<Event> {
 
 /// The report as Markdown tables.
 pub fn table(report: &Report) -> String {
-    let mut out =
-        "| backend | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n".to_owned();
-    for t in &report.throughput {
-        out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.0} |\n",
-            t.backend,
-            t.path,
-            t.events,
-            t.seconds,
-            t.per_second()
-        ));
-    }
+    let mut out = throughput_table("backend", &report.throughput);
     let find = |backend: &str, prefix: &str| {
         report
             .throughput
@@ -661,19 +656,8 @@ pub fn table(report: &Report) -> String {
         ));
     }
     if !report.trends.is_empty() {
-        out.push_str(
-            "\n| trend store | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n",
-        );
-        for t in &report.trends {
-            out.push_str(&format!(
-                "| {} | {} | {} | {:.2} | {:.0} |\n",
-                t.backend,
-                t.path,
-                t.events,
-                t.seconds,
-                t.per_second()
-            ));
-        }
+        out.push('\n');
+        out.push_str(&throughput_table("trend store", &report.trends));
         let ours = report
             .trends
             .iter()

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use bookstore_consumer::{ConsumerStats, PublisherStats};
 use bookstore_domain::events::Event;
-use bookstore_events::{ConsumerStats, PublisherStats};
 
 /// `events.queue_max_bytes` of the benchmarks' publishers: they are handed a whole history at
 /// once, faster than any log takes it, so their queues must hold it all (4 GiB).
@@ -27,22 +27,39 @@ impl Throughput {
     }
 }
 
+/// `rows` as a Markdown table whose first column is headed `what` (the backend or store).
+pub(crate) fn throughput_table(what: &str, rows: &[Throughput]) -> String {
+    let mut out =
+        format!("| {what} | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n");
+    for t in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.0} |\n",
+            t.backend,
+            t.path,
+            t.events,
+            t.seconds,
+            t.per_second()
+        ));
+    }
+    out
+}
+
 /// Publishes `events` through the port (after one warm-up event, since the first delivery of an
 /// idempotent producer waits for its producer id) and waits until all are delivered: seconds.
 pub(crate) async fn publish_all(
-    publisher: &bookstore_app::events::Publisher,
+    publisher: &bookstore_app::bus::Publisher,
     events: &[Event],
 ) -> anyhow::Result<f64> {
     let before = publisher.stats.delivered.load(Ordering::Relaxed);
     if let Some(first) = events.first() {
-        publisher.publisher.publish(first);
-        publisher.publisher.flush(Duration::from_secs(60)).await;
+        publisher.port.publish(first);
+        publisher.port.flush(Duration::from_secs(60)).await;
     }
     let started = Instant::now();
     for event in events {
-        publisher.publisher.publish(event);
+        publisher.port.publish(event);
     }
-    let left = publisher.publisher.flush(Duration::from_secs(120)).await;
+    let left = publisher.port.flush(Duration::from_secs(120)).await;
     let seconds = started.elapsed().as_secs_f64();
     check_delivered(&publisher.stats, before + events.len() as u64 + 1, left)?;
     Ok(seconds)

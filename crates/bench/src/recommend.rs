@@ -32,12 +32,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bookstore_consumer::ConsumerStats;
 use bookstore_domain::EventHandler;
 use bookstore_domain::events::{
     BookEvent, BookViewedEvent, CatalogBook, Event, ResultBook, SearchEvent, ViewSource,
 };
 use bookstore_domain::recommend::{KIND_AUTHOR, KIND_SEARCHED, KIND_VIEWED, RecommendStats};
-use bookstore_events::ConsumerStats;
 use bookstore_recommend::{RecommendReads, RecommendState};
 use chrono::{DateTime, NaiveDate, Utc};
 use hdrhistogram::Histogram;
@@ -49,9 +49,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::measure::{Throughput, publish_all, wait_applied};
+use crate::measure::{Throughput, publish_all, throughput_table, wait_applied};
+use bookstore_app::bus::EventBus;
 use bookstore_app::config::{Config, EventsBackend, Secret};
-use bookstore_app::events::EventBus;
 use bookstore_app::recommend::{RecommendBackend, open_recommend_store};
 
 /// Seed of the synthetic history and of the users the requests ask for.
@@ -570,13 +570,23 @@ async fn run_stores(
         history.searches.len(),
         history.events.len() - history.searches.len()
     );
-    let mut catalog_events = config.events.clone();
-    catalog_events.topic = config.events.catalog_topic.clone();
-    publish_all(&bus.publisher(&catalog_events).await?, &history.catalog).await?;
-    publish_all(&bus.publisher(&config.events).await?, &history.events).await?;
-    let mut searches_only = config.events.clone();
-    searches_only.topic = no_views_topic(config);
-    publish_all(&bus.publisher(&searches_only).await?, &history.searches).await?;
+    let events = &config.events;
+    publish_all(
+        &bus.publisher(events, events.catalog()).await?,
+        &history.catalog,
+    )
+    .await?;
+    publish_all(
+        &bus.publisher(events, events.searches()).await?,
+        &history.events,
+    )
+    .await?;
+    let searches_only = events.destination(&no_views_topic(config));
+    publish_all(
+        &bus.publisher(events, searches_only).await?,
+        &history.searches,
+    )
+    .await?;
 
     let mut report = Report::default();
     for (i, kind) in spec.stores.iter().enumerate() {
@@ -1251,19 +1261,11 @@ pub fn table(report: &Report) -> String {
         s.views,
         s.off_topic_views
     );
-    out.push_str(
-        "\n| recommendation store | path | events | seconds | events/s |\n|---|---|---:|---:|---:|\n",
-    );
-    for t in &report.throughput {
-        out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.0} |\n",
-            t.backend,
-            t.path,
-            t.events,
-            t.seconds,
-            t.per_second()
-        ));
-    }
+    out.push('\n');
+    out.push_str(&throughput_table(
+        "recommendation store",
+        &report.throughput,
+    ));
     out.push('\n');
     for (store, statements) in &report.baseline_statements {
         let find = |prefix: &str| {

@@ -294,7 +294,7 @@ pub async fn run(catalog: &Catalog, bench: &SearchBench) -> anyhow::Result<Searc
         .map(|k| result(Some(k)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(SearchReport {
-        backend: catalog.backend_name(),
+        backend: catalog.kind().name(),
         books: bench.books,
         build_books_per_s: build_rate,
         index_bytes,

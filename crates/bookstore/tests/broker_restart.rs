@@ -7,13 +7,6 @@
 //! test binaries one after the other).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,8 +14,8 @@ use std::time::{Duration, Instant};
 use bookstore_app::config::Config;
 use bookstore_app::recommend::open_recommend_store;
 use bookstore_app::trend::open_trend_store;
-use helpers::{counts_store, total, wait_until};
-use support::Infra;
+use bookstore_testkit::wait_until;
+use bookstore_testkit_app::{Infra, counts_store, total};
 
 /// The readers searching (their `uid` cookies): the recommendation service keeps their profiles.
 const READERS: [&str; 4] = [
@@ -34,12 +27,12 @@ const READERS: [&str; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after() {
-    let bus = support::bus_with_fresh_groups(Infra::Real, "broker-restart").await;
+    let bus = bookstore_testkit_app::bus_with_fresh_groups(Infra::Real, "broker-restart").await;
     let web = bus.web().await;
     let counts = Arc::new(counts_store(&bus.path("counts.db")).await);
     let consumer = bus.consumer("broker-restart", counts.clone()).await;
-    let (trend, _) = support::start_trend(&bus.config).await;
-    let (recommend, _) = support::start_recommend(&bus.config).await;
+    let (trend, _) = bookstore_testkit_app::start_trend(&bus.config).await;
+    let (recommend, _) = bookstore_testkit_app::start_recommend(&bus.config).await;
     let stats = web.stats.clone();
 
     // A reader searching 20 times a second until told to stop; each search's status and time.
@@ -61,7 +54,7 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
                     .get(format!("{url}{}", queries[i % queries.len()]))
                     .header(
                         "cookie",
-                        crate::helpers::uid_cookie(READERS[i % READERS.len()]),
+                        bookstore_testkit_app::uid_cookie(READERS[i % READERS.len()]),
                     )
                     .send()
                     .await;
@@ -75,14 +68,14 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
     });
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut guard = support::RestartOnDrop::new("kafka");
-    support::services("stop", "kafka").await;
+    let mut guard = bookstore_testkit::process::RestartOnDrop::new("kafka");
+    bookstore_testkit::process::services("stop", "kafka").await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the last acknowledgements in flight
     let down_from = stats.delivered.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(2800)).await;
     let delivered_while_down = stats.delivered.load(Ordering::Relaxed) - down_from;
     let queued_while_down = stats.in_flight();
-    support::services("start", "kafka").await;
+    bookstore_testkit::process::services("start", "kafka").await;
     guard.armed = false;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -126,7 +119,7 @@ async fn searches_go_on_while_the_broker_is_down_and_their_events_arrive_after()
 
     // The trend service counted each search once.
     let trends = open_trend_store(&bus.config).await.unwrap();
-    let trend_total = || support::stores::trend_total(trends.as_ref());
+    let trend_total = || bookstore_testkit_app::stores::trend_total(trends.as_ref());
     wait_until(
         Duration::from_secs(60),
         "every search in the trends",

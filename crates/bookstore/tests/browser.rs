@@ -21,25 +21,16 @@
 //! them), and the servers of `dev/services`; fails, naming the fix, without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::{free_port, http::get_json, wait_until};
+use bookstore_testkit_app::{Infra, Processes, TestBus, test_bus};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-
-use helpers::{TestBus, wait_until};
-use support::{Infra, Processes, free_port, get_json, test_bus};
 
 /// The whole test, services and browsers included, ends within this.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
@@ -122,7 +113,7 @@ impl System {
     async fn start() -> Self {
         let bus = test_bus(Infra::Real).await;
         Self {
-            processes: Processes::start(&bus).await,
+            processes: Processes::start(env!("CARGO_BIN_EXE_bookstore"), &bus).await,
             _bus: bus,
         }
     }

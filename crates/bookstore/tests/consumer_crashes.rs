@@ -9,14 +9,6 @@
 //! `dev/services` (Kafka, Redis for trends, MariaDB for recommendations).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bookstore_app::config::Secret;
@@ -24,21 +16,19 @@ use bookstore_app::recommend::open_recommend_store;
 use bookstore_app::trend::open_trend_store;
 use bookstore_domain::Record;
 use bookstore_domain::events::{BookEvent, CatalogBook, Event, ResultBook, SearchEvent};
-use bookstore_domain::recommend::conformance;
 use bookstore_domain::trends::TrendBoard;
-use chrono::Utc;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-
-use helpers::TestBus;
-use support::stores::{
+use bookstore_testkit::conformance::recommend as conformance;
+use bookstore_testkit::process::bookstore_child;
+use bookstore_testkit_app::stores::{
     ExpectedRecommendations, ExpectedTrends, Replay, all_trends, wait_for_recommendations,
     wait_for_trends,
 };
-use support::{
-    Infra, bookstore_child, bus_with_fresh_groups, consumer_env, fresh_mysql_url,
-    unbounded_query_records, use_redis_trends,
+use bookstore_testkit_app::{
+    Infra, TestBus, bus_with_fresh_groups, consumer_env, unbounded_query_records, use_redis_trends,
 };
+use chrono::Utc;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 const BOOKS: i64 = 60;
 const SEARCHES: usize = 2_000;
@@ -102,7 +92,8 @@ async fn bus_on(infra: Infra) -> TestBus {
     unbounded_query_records(config);
     if infra == Infra::Real {
         use_redis_trends(config).await;
-        config.recommend.db_url = Some(Secret(fresh_mysql_url("crash_rec").await.into()));
+        let rec = bus.fresh_mysql_url("crash_rec").await;
+        bus.config.recommend.db_url = Some(Secret(rec.into()));
     }
     bus
 }
@@ -175,7 +166,7 @@ async fn kill_again_and_again(
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for round in 0..KILLS {
-        let mut child = bookstore_child(service, &env);
+        let mut child = bookstore_child(env!("CARGO_BIN_EXE_bookstore"), service, &env);
         let lifetime = Duration::from_millis(rng.random_range(500..2_000));
         tokio::time::sleep(lifetime).await;
         child.kill().unwrap(); // SIGKILL
@@ -210,12 +201,15 @@ async fn run(infra: Infra, seed: u64) {
     assert!(expected.queries.iter().any(|(_, r)| !r.related.is_empty()));
 
     let searches = bus.publisher().await;
-    let mut catalog_events = config.events.clone();
-    catalog_events.topic = config.events.catalog_topic.clone();
-    let catalog = bus.bus.publisher(&catalog_events).await.unwrap();
+    let catalog_events = &config.events;
+    let catalog = bus
+        .bus
+        .publisher(catalog_events, catalog_events.catalog())
+        .await
+        .unwrap();
     let producer = {
-        let searches = searches.publisher.clone();
-        let catalog = catalog.publisher.clone();
+        let searches = searches.port.clone();
+        let catalog = catalog.port.clone();
         tokio::spawn(async move {
             for (i, event) in all.iter().enumerate() {
                 if event.as_search().is_some() {
@@ -263,8 +257,8 @@ async fn run(infra: Infra, seed: u64) {
         killer.await.unwrap();
     }
     producer.await.unwrap();
-    assert_eq!(searches.publisher.flush(Duration::from_secs(30)).await, 0);
-    assert_eq!(catalog.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(searches.port.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(catalog.port.flush(Duration::from_secs(30)).await, 0);
 
     // The services after their crashes, run to the end of the topics.
     let trends = open_trend_store(config).await.unwrap();
@@ -287,8 +281,8 @@ async fn run(infra: Infra, seed: u64) {
         rec_stats.users > 0,
         "{infra:?}: the killed recommendation services applied nothing (seed {seed})"
     );
-    let mut trend_child = bookstore_child("trend", &trend_env);
-    let mut rec_child = bookstore_child("recommend", &rec_env);
+    let mut trend_child = bookstore_child(env!("CARGO_BIN_EXE_bookstore"), "trend", &trend_env);
+    let mut rec_child = bookstore_child(env!("CARGO_BIN_EXE_bookstore"), "recommend", &rec_env);
     wait_for_trends(
         trends.as_ref(),
         ExpectedTrends::Board(&board),

@@ -17,14 +17,6 @@
 //! service's `/healthz` still answers 200 at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -32,12 +24,13 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use bookstore_app::Remotes;
+use bookstore_testkit_app::{
+    Infra, bus_with_fresh_groups, start_recommend, start_trend, start_web,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use support::{Infra, bus_with_fresh_groups, start_recommend, start_trend, start_web};
 
 const ADMIN_TOKEN: &str = "test-token";
 /// Longest a service may take to answer one request.
@@ -1254,7 +1247,7 @@ fn fuzz_every_route() {
         (bus, trend, recommend, web)
     });
     // The shared routes answer on every port (so the fuzzing reaches them, not the 404).
-    let ops = |running: &support::Running| -> SocketAddr {
+    let ops = |running: &bookstore_testkit_app::Running| -> SocketAddr {
         running.ops_url.as_ref().unwrap()["http://".len()..]
             .parse()
             .unwrap()

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -28,14 +29,6 @@ const FAST: Duration = Duration::from_millis(1_000);
 
 /// A partial request head: its last header line is never finished.
 const PARTIAL_HEAD: &[u8] = b"GET /api/books?q=pride HTTP/1.1\r\nHost: bookstore\r\nX-Slow: ";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `bookstore web` on the embedded defaults in a temporary data dir, killed on drop.
 struct Web {

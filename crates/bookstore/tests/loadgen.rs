@@ -11,22 +11,12 @@ use std::time::{Duration, Instant};
 use bookstore_app::config::Config;
 use bookstore_app::serve_all;
 use bookstore_bench::loadgen::Report;
+use bookstore_testkit::{KillOnDrop, free_port};
 use tokio::sync::oneshot;
 
 /// A free port on the loopback, for a service `serve_all` binds itself.
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// Kills the child process if the test ends before it does.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

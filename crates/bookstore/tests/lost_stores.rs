@@ -10,31 +10,26 @@
 //! MariaDB for recommendations).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bookstore_app::Remotes;
+use bookstore_app::bus::EventBus;
 use bookstore_app::config::{Config, Secret};
-use bookstore_app::events::EventBus;
 use bookstore_app::recommend::open_recommend_store;
 use bookstore_app::trend::open_trend_store;
-
-use helpers::cleanup::{Cleanup, delete_redis_keys, drop_mysql_database};
-use helpers::{Backend, RunningConsumer, TestBus, counts_store, total, wait_until};
-use support::stores::{
+use bookstore_testkit::{
+    Backend, Cleanup, http::get_json, mysql::drop_mysql_database, redis::delete_redis_keys,
+    wait_until,
+};
+use bookstore_testkit_app::stores::{
     ExpectedRecommendations, ExpectedTrends, Replay, trend_total, wait_for_recommendations,
     wait_for_trends,
 };
-use support::{Running, fresh_mysql_url, get_json, start_recommend, start_trend, start_web};
+use bookstore_testkit_app::{
+    Running, RunningConsumer, TestBus, counts_store, start_recommend, start_trend, start_web, total,
+};
 
 /// Searches made through the web service.
 const SEARCHES: usize = 150;
@@ -184,14 +179,15 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
         config.trend.group_id = format!("trend-lost-{run}");
         config.recommend.group_id = format!("rec-lost-{run}");
         if stores == Stores::RedisMariadb {
-            support::use_redis_trends(config).await;
+            bookstore_testkit_app::use_redis_trends(config).await;
             cleanup
                 .redis_prefixes
                 .push(config.trend.redis_prefix.clone());
-            let url = fresh_mysql_url("lost_rec").await;
-            cleanup.mysql_urls.push(url.clone());
-            config.recommend.db_url = Some(Secret(url.into()));
         }
+    }
+    if stores == Stores::RedisMariadb {
+        let url = bus.fresh_mysql_url("lost_rec").await;
+        bus.config.recommend.db_url = Some(Secret(url.into()));
     }
     let config = &bus.config;
     // The catalog topic is created by the first consumer or relay that needs it.
@@ -228,7 +224,10 @@ async fn lost_stores_are_rebuilt_from_the_beginning_of_the_log(backend: Backend,
             .query(&[("q", query), ("o", &offset.to_string())]);
         // Every fifth search is anonymous.
         if i % 5 != 0 {
-            request = request.header("cookie", crate::helpers::uid_cookie(&readers[i % READERS]));
+            request = request.header(
+                "cookie",
+                bookstore_testkit_app::uid_cookie(&readers[i % READERS]),
+            );
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);

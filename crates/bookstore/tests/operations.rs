@@ -9,18 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::{Cleanup, free_port, servers::kafka_brokers};
 use serde_json::Value;
 
-#[path = "support/cleanup.rs"]
-#[allow(dead_code)]
-mod cleanup;
-
 const TOKEN: &str = "ops-test-token";
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A `bookstore` child process, killed if the test ends before it exits.
 struct Proc {
@@ -637,15 +629,14 @@ async fn wait_for_zero_lag(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_the_lag_comes_from_the_brokers_and_readyz_names_kafka() {
-    let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let brokers = kafka_brokers();
     let dir = tempfile::tempdir().unwrap();
     let system = System::new(dir.path());
     let run = uuid::Uuid::new_v4().simple().to_string();
     let searches = format!("ops-searches-{run}");
     let catalog = format!("ops-catalog-{run}");
     // The topics (and their dead-letter topics) go at the end, whether the test passed or not.
-    let mut made = cleanup::Cleanup::default();
+    let mut made = Cleanup::default();
     made.kafka_brokers = brokers.clone();
     made.kafka_topics = [&searches, &catalog]
         .into_iter()
@@ -746,7 +737,7 @@ async fn json_logs_carry_request_ids_and_batches() {
             system.env.clone(),
             vec![(
                 "RUST_LOG".into(),
-                "info,tower_http=debug,bookstore_events=debug".into(),
+                "info,tower_http=debug,bookstore_consumer=debug".into(),
             )],
         ]
         .concat(),

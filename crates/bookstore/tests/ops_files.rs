@@ -20,24 +20,15 @@
 //! binary). Without it the tests fail; they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::{KillOnDrop, free_port};
+use bookstore_testkit_app::{Infra, Processes, test_bus};
 use serde_json::{Value, json};
-
-use helpers::KillOnDrop;
-use support::{Infra, Processes, free_port, test_bus};
 
 const ALERTS: &str = "ops/prometheus/alerts.yml";
 const ALERTS_TEST: &str = "ops/prometheus/alerts_test.yml";
@@ -1198,7 +1189,7 @@ async fn all_in_one(wanted: &BTreeSet<String>) -> Vec<Scrape> {
 /// databases and keys, removed at the end), given traffic; their three `/metrics`.
 async fn split(wanted: &BTreeSet<String>) -> Vec<Scrape> {
     let bus = test_bus(Infra::Real).await;
-    let processes = Processes::start(&bus).await;
+    let processes = Processes::start(env!("CARGO_BIN_EXE_bookstore"), &bus).await;
     let http = http_client();
     traffic(&http, &processes.web, &processes.trend, &processes.rec).await;
     let endpoints = [

@@ -10,14 +10,6 @@
 //! On both deployments: the embedded log with SQLite, and Kafka with MariaDB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,11 +17,10 @@ use std::time::{Duration, Instant};
 use bookstore_app::Remotes;
 use bookstore_app::config::Config;
 use bookstore_domain::BookQuery;
+use bookstore_testkit::{KillOnDrop, free_port, wait_until};
+use bookstore_testkit_app::{Infra, TestBus, start_web, test_bus};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-
-use helpers::{KillOnDrop, TestBus, wait_until};
-use support::{Infra, free_port, start_web, test_bus};
 
 /// Books `bookstore import` loads while the web service is killed.
 const IMPORTED: u64 = 100_000;

@@ -64,35 +64,60 @@ fn is_literal(argument: &str) -> bool {
 }
 
 /// A literal, or a name the compiler holds to a `'static` string: a `const` string (or a loop
-/// over a `const` array of them), or a binding declared `&'static str`. A `String` built at run
-/// time can be none of these.
+/// over a `const` array of them), an associated `const` named through a path (`D::UPSERT`,
+/// `Self::SCHEMA`: a trait's or an impl's `const UPSERT: &'static str`), or a binding declared
+/// `&'static str`. A `String` built at run time can be none of these.
 fn is_static_sql(argument: &str, code: &str) -> bool {
     if is_literal(argument) {
         return true;
     }
-    let name: String = argument
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    if name.is_empty() || !argument[name.len()..].trim_start().starts_with([')', ',']) {
+    let Some((name, qualified)) = name_or_path(argument) else {
+        return false;
+    };
+    if !argument
+        .trim_start_matches(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+        .trim_start()
+        .starts_with([')', ','])
+    {
         return false;
     }
     let const_str = |n: &str| {
         code.contains(&format!("const {n}: &str"))
+            || code.contains(&format!("const {n}: &'static str"))
             || code.contains(&format!("const {n}: [&str"))
             || code.contains(&format!("const {n}: &[&str]"))
+            || code.contains(&format!("const {n}: &'static [&'static str]"))
     };
-    if const_str(&name) || code.contains(&format!("{name}: &'static str")) {
+    if const_str(name) {
         return true;
     }
-    // `for name in CONST`
-    code.split(&format!("for {name} in ")).skip(1).any(|rest| {
-        let array: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        !array.is_empty() && const_str(&array)
-    })
+    if qualified {
+        return false;
+    }
+    if code.contains(&format!("{name}: &'static str")) {
+        return true;
+    }
+    // `for name in CONST`, `for name in D::CONST`
+    code.split(&format!("for {name} in "))
+        .skip(1)
+        .any(|rest| name_or_path(rest).is_some_and(|(array, _)| const_str(array)))
+}
+
+/// The name `text` starts with, or the last name of the path it starts with (`D::NAME`,
+/// `Self::NAME`), and whether it was a path.
+fn name_or_path(text: &str) -> Option<(&str, bool)> {
+    let end = text
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(text.len());
+    let path = &text[..end];
+    let segments: Vec<&str> = path.split("::").collect();
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || s.contains(':') || s.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    segments.last().map(|name| (*name, segments.len() > 1))
 }
 
 /// Every SQL call in `code` whose text is not a literal, as `line: excerpt`.
@@ -147,15 +172,15 @@ fn dynamic_sql(code: &str) -> Vec<String> {
             }
         }
     }
-    // QueryBuilder appends SQL text with push(): only literals. (`push((..))` is a Vec of
-    // tuples, `push_bind` binds a value.)
+    // QueryBuilder appends SQL text with push(): only static text, as for the calls above.
+    // (`push((..))` is a Vec of tuples, `push_bind` binds a value.)
     if code.contains("QueryBuilder") {
         let mut from = 0;
         while let Some(at) = code[from..].find(".push(") {
             let start = from + at;
             from = start + ".push(".len();
             let argument = argument_after(code, from);
-            if !is_literal(argument) && !argument.starts_with('(') {
+            if !is_static_sql(argument, code) && !argument.starts_with('(') {
                 let line = code[..start].lines().count();
                 let excerpt: String = code[start..].chars().take(80).collect();
                 found.push(format!("line {line}: {excerpt}"));
@@ -208,6 +233,10 @@ fn the_scan_catches_built_sql() {
         r#"sqlx::raw_sql(&format!("DROP TABLE {t}"))"#,
         r#"query(sql.as_str())"#,
         r#"let sql = format!("SELECT {c}"); sqlx::query(sql)"#,
+        // An associated name that is not a declared `const` string, or a call.
+        r#"impl Dialect for Sqlite { type Sql = String; } sqlx::query(D::SQL).bind(1)"#,
+        r#"trait Dialect { fn upsert() -> String; } sqlx::query(D::upsert()).bind(1)"#,
+        r#"let mut q = QueryBuilder::<D::Db>::new("INSERT INTO t (a) "); q.push(D::TAIL);"#,
     ];
     for code in bad {
         assert_eq!(dynamic_sql(code).len(), 1, "not caught: {code}");
@@ -222,6 +251,11 @@ fn the_scan_catches_built_sql() {
         r#"const SCHEMA: &[&str] = &["CREATE TABLE t (a)"]; for statement in SCHEMA { sqlx::query(statement) }"#,
         r#"const UPSERT: &str = "INSERT INTO t VALUES (?)"; sqlx::query(UPSERT).bind(1)"#,
         r#"let rows = |sql: &'static str| sqlx::query(sql);"#,
+        // Associated consts, named through a path.
+        r#"trait Dialect { const UPSERT: &'static str; } fn f<D: Dialect>() { sqlx::query(D::UPSERT).bind(1) }"#,
+        r#"impl Dialect for Sqlite { const TAIL: &str = " ON CONFLICT DO NOTHING"; } let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO t (a) "); q.push(Self::TAIL);"#,
+        r#"trait Dialect { const SCHEMA: &'static [&'static str]; } for statement in D::SCHEMA { sqlx::query(statement) }"#,
+        r#"enum Locking { Rows { lock: &'static str } } let mut q = QueryBuilder::<D::Db>::new("SELECT "); if let Locking::Rows { lock } = D::LOCKING { q.push(lock); }"#,
     ];
     for code in good {
         assert!(dynamic_sql(code).is_empty(), "false alarm: {code}");

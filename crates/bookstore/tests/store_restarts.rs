@@ -8,14 +8,6 @@
 //! sparingly while others use the same servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,17 +18,15 @@ use bookstore_app::config::Secret;
 use bookstore_app::recommend::open_recommend_store;
 use bookstore_domain::Published;
 use bookstore_domain::events::{Event, ResultBook, SearchEvent};
-use bookstore_domain::recommend::conformance;
+use bookstore_testkit::conformance::recommend as conformance;
+use bookstore_testkit::{Backend, Recorder, process::RestartOnDrop, process::services, wait_until};
+use bookstore_testkit_app::{
+    RunningConsumer, TestBus, start_recommend, start_trend, start_web, use_redis_trends,
+};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-
-use helpers::{Backend, Recorder, RunningConsumer, TestBus, wait_until};
-use support::{
-    RestartOnDrop, fresh_mysql_url, services, start_recommend, start_trend, start_web,
-    use_redis_trends,
-};
 
 /// Three readers (`uid` cookies) take turns.
 const READERS: [&str; 3] = [
@@ -150,7 +140,7 @@ fn searches(web: &str, stop: CancellationToken) -> JoinHandle<Vec<Call>> {
         let q = QUERIES[i % QUERIES.len()];
         let request = http.get(format!("{web}/api/books?q={q}")).header(
             "cookie",
-            crate::helpers::uid_cookie(READERS[i % READERS.len()]),
+            bookstore_testkit_app::uid_cookie(READERS[i % READERS.len()]),
         );
         (Kind::Search, q.to_owned(), request)
     })
@@ -337,16 +327,17 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
         .try_init();
     let began = Instant::now();
     let mut bus = TestBus::new(Backend::Kafka).await;
-    let catalog_url = fresh_mysql_url("restart_catalog").await;
+    let catalog_url = bus.fresh_mysql_url("restart_catalog").await;
     bookstore_mysql::create_database_if_missing(&catalog_url)
         .await
         .unwrap();
     let run = uuid::Uuid::new_v4().simple().to_string();
+    let rec_url = bus.fresh_mysql_url("restart_rec").await;
     let config = &mut bus.config;
     config.db.url = Some(Secret(catalog_url.clone().into()));
-    config.recommend.db_url = Some(Secret(fresh_mysql_url("restart_rec").await.into()));
+    config.recommend.db_url = Some(Secret(rec_url.into()));
     config.recommend.group_id = format!("rec-restart-{run}");
-    support::unbounded_query_records(config);
+    bookstore_testkit_app::unbounded_query_records(config);
     let config = &bus.config;
     let (web, publisher) = start_web(config, Remotes::default()).await;
     let (rec, consumer) = start_recommend(config).await;
@@ -369,7 +360,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
     let direct = bus.publisher().await;
     let producer = tokio::spawn({
         let stop = stop.clone();
-        let publisher = direct.publisher.clone();
+        let publisher = direct.port.clone();
         async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(20));
             let mut published = 0;
@@ -529,7 +520,7 @@ async fn web_and_recommendations_ride_out_a_mariadb_restart() {
         .filter(|c| c.kind == Kind::Search && c.status == 200)
         .count();
     assert_eq!(
-        direct.publisher.flush(Duration::from_secs(30)).await,
+        direct.port.flush(Duration::from_secs(30)).await,
         0,
         "direct events undelivered"
     );

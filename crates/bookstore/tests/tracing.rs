@@ -8,29 +8,12 @@
 //! it; the web's JSON log lines carry the trace id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::servers::{jaeger_url, otlp_endpoint};
+use bookstore_testkit_app::{Infra, Processes, test_bus};
 use serde_json::Value;
-
-use support::{Infra, Processes, test_bus};
-
-fn otlp_endpoint() -> String {
-    std::env::var("BOOKSTORE_TEST_OTLP_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:4318".to_owned())
-}
-
-fn jaeger_url() -> String {
-    std::env::var("BOOKSTORE_TEST_JAEGER_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned())
-}
 
 /// Fails loudly when Jaeger cannot be reached: this test never passes without it.
 async fn require_jaeger(http: &reqwest::Client) {
@@ -149,7 +132,13 @@ async fn one_search_is_one_trace(infra: Infra, continue_traces: bool) {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let processes = Processes::start_with(&bus, &extra, Some(logs.path())).await;
+    let processes = Processes::start_with(
+        env!("CARGO_BIN_EXE_bookstore"),
+        &bus,
+        &extra,
+        Some(logs.path()),
+    )
+    .await;
 
     let caller_trace = random_hex(16);
     let caller = random_hex(8);
@@ -160,7 +149,7 @@ async fn one_search_is_one_trace(infra: Infra, continue_traces: bool) {
         .header("x-request-id", &request_id)
         .header(
             "cookie",
-            helpers::uid_cookie(&uuid::Uuid::new_v4().to_string()),
+            bookstore_testkit_app::uid_cookie(&uuid::Uuid::new_v4().to_string()),
         )
         .send()
         .await

@@ -7,8 +7,6 @@ pub mod date;
 pub mod events;
 pub mod import;
 pub mod isbn;
-#[doc(hidden)]
-pub mod outbox_conformance;
 pub mod ports;
 pub mod recommend;
 pub mod search;
@@ -21,7 +19,7 @@ pub use isbn::Isbn;
 pub use ports::{
     Batch, BookRepository, BookSearch, DeadLetteredRow, Delivery, EventHandler, EventPublisher,
     HandlerError, Imported, Outbox, OutboxRow, OutboxSink, Position, PositionUpdate, Published,
-    RecommendStore, Record, Refusal, Relayed, RepositoryError, RowOutcome, Settlement,
+    RecommendStore, Record, Refusal, Relayed, RepositoryError, RowOutcome, Settlement, StoredEvent,
     TopicPartition, TrendStore,
 };
 pub use search::{

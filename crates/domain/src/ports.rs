@@ -127,6 +127,19 @@ pub enum Delivery {
     Undelivered(String),
 }
 
+/// An event in its version 1 wire form, as stored (the outbox's rows), with what the log's
+/// headers say of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEvent<'a> {
+    /// The message key (the book id of a catalog event).
+    pub key: &'a str,
+    /// The event's type and version ([`Event::kind`], [`Event::version`]).
+    pub kind: &'static str,
+    pub version: u32,
+    /// The JSON of the event.
+    pub payload: &'a [u8],
+}
+
 /// Sends events to the event log without making the caller wait for it.
 ///
 /// Contract: `publish` never blocks and never fails. When the log cannot keep up, events are
@@ -142,6 +155,30 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// [`Delivery::Undelivered`] (it may still reach the log later). The outbox relay's way of
     /// publishing: it marks a row sent only once its event is in the log.
     async fn deliver(&self, events: &[Event], timeout: std::time::Duration) -> Vec<Delivery>;
+
+    /// [`deliver`](Self::deliver) for events already in their version 1 wire form, such as the
+    /// outbox keeps them: each is published as it is, its bytes not encoded again. A publisher
+    /// whose wire format is not version 1 refuses them. The default decodes each one and
+    /// delivers the events, for publishers with no faster way.
+    async fn deliver_stored(
+        &self,
+        events: &[StoredEvent<'_>],
+        timeout: std::time::Duration,
+    ) -> Vec<Delivery> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for stored in events {
+            match crate::events::decode(Some(stored.key.as_bytes()), stored.payload, None) {
+                Ok(event) => decoded.push(event),
+                Err(error) => {
+                    // Never the case for what a caller decoded first; refuse them all rather
+                    // than shift the verdicts.
+                    let reason = format!("not an event: {error}");
+                    return vec![Delivery::Refused(reason); events.len()];
+                }
+            }
+        }
+        self.deliver(&decoded, timeout).await
+    }
 
     /// Delivers what is queued, waiting at most `timeout`, and returns how many events were
     /// still undelivered when it gave up.

@@ -105,6 +105,18 @@ pub struct SearchPage {
     pub total_is_lower_bound: bool,
 }
 
+impl SearchPage {
+    /// The page of a query that is the ISBN of `book`: the book alone on the first page (at
+    /// `offset` 0), nothing on a later one, one match in all.
+    pub fn isbn_match(book: Book, offset: u64) -> Self {
+        Self {
+            books: if offset == 0 { vec![book] } else { Vec::new() },
+            total: 1,
+            total_is_lower_bound: false,
+        }
+    }
+}
+
 /// A text shown to a reader with the parts that matched their query: byte ranges of `text`, in
 /// order, not overlapping, on character boundaries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

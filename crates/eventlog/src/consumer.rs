@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bookstore_consumer::{Flushed, Pipeline, Stopped};
 use bookstore_domain::{Position, TopicPartition};
-use bookstore_events::{Flushed, Pipeline, Stopped};
 use chrono::Utc;
 use sqlx::Row;
 use tokio::time::Instant;
@@ -63,7 +63,7 @@ impl EmbeddedConsumer {
         }
     }
 
-    pub fn stats(&self) -> Arc<bookstore_events::ConsumerStats> {
+    pub fn stats(&self) -> Arc<bookstore_consumer::ConsumerStats> {
         self.pipeline.stats()
     }
 
@@ -377,9 +377,9 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
+    use bookstore_consumer::BatchSettings;
     use bookstore_domain::events::SearchEvent;
     use bookstore_domain::{Batch, EventHandler, HandlerError};
-    use bookstore_events::BatchSettings;
     use tokio_util::sync::CancellationToken;
 
     use super::*;

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bookstore_consumer::{DeadLetter, DeadLetters, LogRange, RawMessage, SinkError};
 use bookstore_domain::{Position, TopicPartition};
-use bookstore_events::{DeadLetter, DeadLetters, LogRange, RawMessage, SinkError};
 use chrono::{DateTime, Utc};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sqlx::sqlite::SqlitePool;

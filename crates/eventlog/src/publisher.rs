@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bookstore_consumer::{PublisherStats, RateLimited, Waiting, verdicts};
 use bookstore_domain::events::{Event, NotInFormat, WireFormat};
-use bookstore_domain::{Delivery, EventPublisher, Published};
-use bookstore_events::{PublisherStats, RateLimited};
+use bookstore_domain::{Delivery, EventPublisher, Published, StoredEvent};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::log::{Appended, EventLog, EventLogError};
@@ -120,8 +120,16 @@ impl EmbeddedPublisher {
         confirm: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), NotQueued> {
         let message = self.format.encode(event).map_err(NotQueued::NotInFormat)?;
-        let key = message.key.as_bytes().to_vec();
-        let value = message.value;
+        self.enqueue_bytes(message.key.as_bytes().to_vec(), message.value, confirm)
+    }
+
+    /// Queues a message already in the publisher's format, with `confirm` to tell of its fate.
+    fn enqueue_bytes(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        confirm: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), NotQueued> {
         let size = key.len() + value.len();
         if size > self.max_message_bytes {
             return Err(NotQueued::TooLarge(size));
@@ -142,6 +150,31 @@ impl EmbeddedPublisher {
                 confirm,
             })
             .map_err(|_| NotQueued::Full)
+    }
+
+    /// Queues one message through `enqueue`, counted, with a channel for the log's verdict; or
+    /// the verdict at once when it was not queued.
+    fn queue_for_verdict(
+        &self,
+        enqueue: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Result<(), NotQueued>,
+    ) -> Waiting<String> {
+        let (confirm, verdict) = oneshot::channel();
+        match enqueue(confirm) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(verdict)
+            }
+            Err(NotQueued::Full) => {
+                self.count_dropped();
+                Err(Delivery::Undelivered(
+                    "the publisher's queue is full".to_owned(),
+                ))
+            }
+            Err(NotQueued::TooLarge(size)) => Err(Delivery::Refused(self.count_refused(size))),
+            Err(NotQueued::NotInFormat(refused)) => {
+                Err(Delivery::Refused(self.count_omitted(&refused)))
+            }
+        }
     }
 
     fn count_dropped(&self) {
@@ -205,42 +238,50 @@ impl EventPublisher for EmbeddedPublisher {
 
     async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut waiting = Vec::with_capacity(events.len());
-        for event in events {
-            let (confirm, verdict) = oneshot::channel();
-            waiting.push(match self.enqueue(event, Some(confirm)) {
-                Ok(()) => {
-                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                    Ok(verdict)
+        let waiting: Vec<_> = events
+            .iter()
+            .map(|event| self.queue_for_verdict(|confirm| self.enqueue(event, Some(confirm))))
+            .collect();
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            Delivery::Undelivered,
+            "the appender has stopped",
+            "not appended",
+        )
+        .await
+    }
+
+    async fn deliver_stored(&self, events: &[StoredEvent<'_>], timeout: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting: Vec<_> = events
+            .iter()
+            .map(|stored| {
+                if self.format != WireFormat::V1 {
+                    return Err(Delivery::Refused(format!(
+                        "a {} publisher does not take version 1 messages",
+                        self.format
+                    )));
                 }
-                Err(NotQueued::Full) => {
-                    self.count_dropped();
-                    Err(Delivery::Undelivered(
-                        "the publisher's queue is full".to_owned(),
-                    ))
-                }
-                Err(NotQueued::TooLarge(size)) => Err(Delivery::Refused(self.count_refused(size))),
-                Err(NotQueued::NotInFormat(refused)) => {
-                    Err(Delivery::Refused(self.count_omitted(&refused)))
-                }
-            });
-        }
-        let mut deliveries = Vec::with_capacity(events.len());
-        for waiting in waiting {
-            deliveries.push(match waiting {
-                Err(delivery) => delivery,
-                Ok(verdict) => match tokio::time::timeout_at(deadline, verdict).await {
-                    Ok(Ok(Ok(()))) => Delivery::Delivered,
-                    Ok(Ok(Err(error))) => Delivery::Undelivered(error),
-                    Ok(Err(_)) => Delivery::Undelivered("the appender has stopped".to_owned()),
-                    Err(_) => Delivery::Undelivered(format!(
-                        "not appended within {} ms",
-                        timeout.as_millis()
-                    )),
-                },
-            });
-        }
-        deliveries
+                self.queue_for_verdict(|confirm| {
+                    self.enqueue_bytes(
+                        stored.key.as_bytes().to_vec(),
+                        stored.payload.to_vec(),
+                        Some(confirm),
+                    )
+                })
+            })
+            .collect();
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            Delivery::Undelivered,
+            "the appender has stopped",
+            "not appended",
+        )
+        .await
     }
 
     async fn flush(&self, timeout: Duration) -> u64 {
@@ -493,6 +534,53 @@ mod tests {
         assert_eq!(stats.failed.load(Ordering::Relaxed), 2);
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
         assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn stored_events_are_appended_byte_for_byte_and_only_in_version_1() {
+        let limits = PublisherLimits {
+            queue_capacity: 100,
+            queue_max_bytes: 1_000_000,
+            max_message_bytes: 5_000,
+            format: WireFormat::V1,
+        };
+        let (_dir, log, v1) = publisher(limits).await;
+        let created = event(1, 10);
+        // As an outbox may hold it: the same event, laid out otherwise than `to_json` writes it.
+        let mut payload = created.to_json();
+        payload.push(b'\n');
+        let stored = StoredEvent {
+            key: "1",
+            kind: created.kind(),
+            version: created.version(),
+            payload: &payload,
+        };
+        let verdict = v1.deliver_stored(&[stored], Duration::from_secs(10)).await;
+        assert_eq!(verdict, [Delivery::Delivered]);
+        let tp = bookstore_domain::TopicPartition {
+            topic: "t".to_owned(),
+            partition: 0,
+        };
+        let read = log.read(&tp, 0, 10).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].key.as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            read[0].value, payload,
+            "the stored bytes, not encoded again"
+        );
+
+        let limits = PublisherLimits {
+            format: WireFormat::Tutorial,
+            ..limits
+        };
+        let (_dir, _log, tutorial) = publisher(limits).await;
+        let verdict = tutorial
+            .deliver_stored(&[stored], Duration::from_secs(10))
+            .await;
+        assert!(
+            matches!(&verdict[..], [Delivery::Refused(r)] if r.contains("version 1")),
+            "{verdict:?}"
+        );
     }
 
     #[tokio::test]

@@ -669,7 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn old_dead_letters_go_too() {
-        use bookstore_events::{DeadLetter, DeadLetters, RawMessage};
+        use bookstore_consumer::{DeadLetter, DeadLetters, RawMessage};
         let (_dir, log) = log().await;
         let letter = DeadLetter {
             group: "g".into(),

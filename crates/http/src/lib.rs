@@ -43,15 +43,22 @@ pub use crate::server::{Limits, REJECT_LINGER, REJECTING, serve};
 
 /// A JSON error body, `{"error": message}`, with `status`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+    let body = ErrorBody {
+        error: message.into(),
+        fields: None,
+    };
+    (status, Json(body)).into_response()
 }
 
-/// The body of every error answer, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+/// The body of every error answer of every service.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What was wrong, for a person.
-    error: String,
+    pub error: String,
+    /// For a request whose fields break the rules (422): each such field and what is wrong
+    /// with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Where a service's operational routes are served.

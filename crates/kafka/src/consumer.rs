@@ -9,8 +9,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use bookstore_consumer::{Flushed, LogRange, Pipeline, RateLimited, RawMessage, Stopped};
 use bookstore_domain::TopicPartition;
-use bookstore_events::{Flushed, LogRange, Pipeline, RateLimited, RawMessage, Stopped};
 use chrono::DateTime;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
@@ -176,7 +176,7 @@ impl KafkaConsumer {
         }
     }
 
-    pub fn stats(&self) -> std::sync::Arc<bookstore_events::ConsumerStats> {
+    pub fn stats(&self) -> std::sync::Arc<bookstore_consumer::ConsumerStats> {
         self.pipeline.stats()
     }
 

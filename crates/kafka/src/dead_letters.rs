@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bookstore_events::{DeadLetter, DeadLetters, SinkError};
+use bookstore_consumer::{DeadLetter, DeadLetters, SinkError};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

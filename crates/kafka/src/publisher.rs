@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bookstore_consumer::{PublisherStats, RateLimited, Waiting, verdicts};
 use bookstore_domain::events::{
     Event, NotInFormat, TYPE_HEADER, VERSION_HEADER, WireFormat, WireMessage,
 };
-use bookstore_domain::{Delivery, EventPublisher, Published};
-use bookstore_events::{PublisherStats, RateLimited};
+use bookstore_domain::{Delivery, EventPublisher, Published, StoredEvent};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -187,16 +187,16 @@ impl KafkaPublisher {
     }
 }
 
-/// The type and version headers of an event (when its format has them: `typed`), and the trace
+/// The type and version headers of an event (`typed`: when its format has them), and the trace
 /// context of the span that publishes it (when tracing is on).
-pub(crate) fn event_headers(event: &Event, typed: bool) -> OwnedHeaders {
-    let version = event.version().to_string();
+fn event_headers(typed: Option<(&str, u32)>) -> OwnedHeaders {
     let headers = OwnedHeaders::new_with_capacity(3);
-    let headers = if typed {
+    let headers = if let Some((kind, version)) = typed {
+        let version = version.to_string();
         headers
             .insert(Header {
                 key: TYPE_HEADER,
-                value: Some(event.kind()),
+                value: Some(kind),
             })
             .insert(Header {
                 key: VERSION_HEADER,
@@ -236,6 +236,20 @@ impl KafkaPublisher {
         })
     }
 
+    /// Sends one message through `send`, given a ticket, and the channel of Kafka's verdict on
+    /// it; or the verdict at once when librdkafka did not take it.
+    fn send_for_verdict(
+        &self,
+        send: impl FnOnce(usize) -> Result<(), KafkaError>,
+    ) -> Waiting<KafkaError> {
+        let context = self.producer.context();
+        let (ticket, verdict) = context.wait_for();
+        send(ticket).map(|()| verdict).map_err(|error| {
+            context.forget(ticket);
+            delivery_of(&error)
+        })
+    }
+
     /// Hands `message`, the encoding of `event`, to librdkafka's queue, with `ticket` as its
     /// delivery opaque.
     fn send(
@@ -244,10 +258,23 @@ impl KafkaPublisher {
         message: &WireMessage<'_>,
         ticket: usize,
     ) -> Result<(), KafkaError> {
+        let typed = message.typed.then(|| (event.kind(), event.version()));
+        self.send_bytes(message.key.as_ref(), &message.value, typed, ticket)
+    }
+
+    /// Hands a message to librdkafka's queue, with the type and version headers `typed` and
+    /// `ticket` as its delivery opaque.
+    fn send_bytes(
+        &self,
+        key: &str,
+        value: &[u8],
+        typed: Option<(&str, u32)>,
+        ticket: usize,
+    ) -> Result<(), KafkaError> {
         let record = BaseRecord::with_opaque_to(&self.topic, ticket)
-            .key(message.key.as_ref())
-            .payload(&message.value)
-            .headers(event_headers(event, message.typed));
+            .key(key)
+            .payload(value)
+            .headers(event_headers(typed));
         match self.producer.send(record) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -287,39 +314,53 @@ impl EventPublisher for KafkaPublisher {
 
     async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let context = self.producer.context();
-        let waiting: Vec<Result<_, Delivery>> = events
+        let waiting: Vec<_> = events
             .iter()
             .map(|event| {
                 // Refused for good: the format cannot carry it, whatever Kafka does.
                 let message = self
                     .encode(event)
                     .map_err(|refused| Delivery::Refused(refused.to_string()))?;
-                let (ticket, verdict) = context.wait_for();
-                self.send(event, &message, ticket)
-                    .map(|()| verdict)
-                    .map_err(|error| {
-                        context.forget(ticket);
-                        delivery_of(&error)
-                    })
+                self.send_for_verdict(|ticket| self.send(event, &message, ticket))
             })
             .collect();
-        let mut deliveries = Vec::with_capacity(events.len());
-        for waiting in waiting {
-            deliveries.push(match waiting {
-                Err(delivery) => delivery,
-                Ok(verdict) => match tokio::time::timeout_at(deadline, verdict).await {
-                    Ok(Ok(Ok(()))) => Delivery::Delivered,
-                    Ok(Ok(Err(error))) => delivery_of(&error),
-                    Ok(Err(_)) => Delivery::Undelivered("no delivery report".to_owned()),
-                    Err(_) => Delivery::Undelivered(format!(
-                        "not confirmed by Kafka within {} ms",
-                        timeout.as_millis()
-                    )),
-                },
-            });
-        }
-        deliveries
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            |error| delivery_of(&error),
+            "no delivery report",
+            "not confirmed by Kafka",
+        )
+        .await
+    }
+
+    async fn deliver_stored(&self, events: &[StoredEvent<'_>], timeout: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting: Vec<_> = events
+            .iter()
+            .map(|stored| {
+                if self.format != WireFormat::V1 {
+                    return Err(Delivery::Refused(format!(
+                        "a {} publisher does not take version 1 messages",
+                        self.format
+                    )));
+                }
+                let typed = Some((stored.kind, stored.version));
+                self.send_for_verdict(|ticket| {
+                    self.send_bytes(stored.key, stored.payload, typed, ticket)
+                })
+            })
+            .collect();
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            |error| delivery_of(&error),
+            "no delivery report",
+            "not confirmed by Kafka",
+        )
+        .await
     }
 
     async fn flush(&self, timeout: Duration) -> u64 {

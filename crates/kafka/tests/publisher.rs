@@ -4,8 +4,6 @@
 //! nobody listens on, so that the shared broker is never stopped); its queue is bounded in bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,22 +13,16 @@ use bookstore_domain::events::{
 };
 use bookstore_domain::{Delivery, EventPublisher, Published};
 use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
-use common::TestTopic;
+use bookstore_testkit::kafka::KafkaTopic;
+use bookstore_testkit::servers::kafka_brokers;
 
 fn settings() -> KafkaSettings {
-    let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    KafkaSettings::new(brokers.split(',').map(str::to_owned))
+    KafkaSettings::new(kafka_brokers().split(',').map(str::to_owned))
 }
 
 /// Settings naming a loopback port nobody listens on.
 fn unreachable() -> KafkaSettings {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    KafkaSettings::new([format!("127.0.0.1:{port}")])
+    KafkaSettings::new([format!("127.0.0.1:{}", bookstore_testkit::free_port())])
 }
 
 fn publisher_settings(topic: &str) -> PublisherSettings {
@@ -78,7 +70,7 @@ fn refused(delivery: &Delivery) -> bool {
 #[tokio::test]
 async fn kafka_refuses_what_is_too_large_and_takes_the_rest() {
     let settings = settings();
-    let made = TestTopic::new("test-refusals", &settings);
+    let made = KafkaTopic::new("test-refusals", &kafka_brokers());
     let topic = made.name.clone();
     // The topic takes 20 kB at most; the producer 1 MB.
     ensure_topic(
@@ -181,7 +173,7 @@ async fn the_tutorial_format_writes_searches_bare_and_leaves_the_other_events_ou
     use rdkafka::message::Headers;
 
     let settings = settings();
-    let made = TestTopic::new("test-tutorial-format", &settings);
+    let made = KafkaTopic::new("test-tutorial-format", &kafka_brokers());
     let topic = made.name.clone();
     ensure_topic(
         &settings,

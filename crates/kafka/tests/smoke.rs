@@ -3,12 +3,11 @@
 //! `BOOKSTORE_TEST_KAFKA_BROKERS`); an unreachable broker fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use bookstore_kafka::{KafkaSettings, TopicSpec, ensure_topic};
-use common::TestTopic;
+use bookstore_testkit::kafka::KafkaTopic;
+use bookstore_testkit::servers::kafka_brokers;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -17,15 +16,13 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn settings() -> KafkaSettings {
-    let brokers = std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    KafkaSettings::new(brokers.split(',').map(str::to_owned))
+    KafkaSettings::new(kafka_brokers().split(',').map(str::to_owned))
 }
 
 #[tokio::test]
 async fn a_message_goes_through_a_real_broker_and_back_in_a_consumer_group() {
     let settings = settings();
-    let made = TestTopic::new("smoke", &settings);
+    let made = KafkaTopic::new("smoke", &kafka_brokers());
     let topic = made.name.clone();
     let spec = TopicSpec {
         name: topic.clone(),

@@ -188,16 +188,7 @@ impl BookRepository for MySqlBookRepository {
                     .await
                     .map_err(repo_error)?;
             if let Some(row) = row {
-                let books = if query.offset == 0 {
-                    vec![Book::from(row)]
-                } else {
-                    Vec::new()
-                };
-                return Ok(SearchPage {
-                    books,
-                    total: 1,
-                    total_is_lower_bound: false,
-                });
+                return Ok(SearchPage::isbn_match(Book::from(row), query.offset));
             }
         }
         let terms = query.terms();

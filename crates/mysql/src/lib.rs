@@ -9,7 +9,7 @@ mod recommend;
 
 pub use books::MySqlBookRepository;
 pub use outbox::MySqlOutbox;
-pub use recommend::MySqlRecommendations;
+pub use recommend::{MySqlDialect, MySqlRecommendations};
 
 use std::str::FromStr;
 use std::time::Duration;

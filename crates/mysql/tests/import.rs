@@ -2,13 +2,11 @@
 //! an ISBN another book has is a conflict.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
 use bookstore_domain::{BookRepository, Imported, NewBook, NewBookInput, RepositoryError};
 use bookstore_mysql::MySqlBookRepository;
-use common::TestDb;
+use bookstore_testkit::FreshDatabase;
 
 fn book(title: &str, isbn: &str) -> NewBook {
     NewBook::parse(NewBookInput {
@@ -23,8 +21,8 @@ fn book(title: &str, isbn: &str) -> NewBook {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imports_side_by_side_add_each_isbn_once() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 16).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 16).await.unwrap();
     let repo = Arc::new(MySqlBookRepository::new(pool).await.unwrap());
     // Eight imports of the same file at once, each with the same ten new ISBNs (and one that
     // only it has): every ISBN is added once; the others find it and keep it.

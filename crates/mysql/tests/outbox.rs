@@ -7,16 +7,14 @@
 
 use std::sync::{Arc, Mutex};
 
-mod common;
-
 use async_trait::async_trait;
-use bookstore_domain::outbox_conformance;
 use bookstore_domain::{
     BookRepository, NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError,
     RowOutcome,
 };
 use bookstore_mysql::{MySqlBookRepository, MySqlOutbox};
-use common::TestDb;
+use bookstore_testkit::FreshDatabase;
+use bookstore_testkit::conformance::outbox as outbox_conformance;
 
 fn all_sent(rows: &[OutboxRow]) -> Vec<RowOutcome> {
     vec![RowOutcome::Sent; rows.len()]
@@ -90,8 +88,8 @@ fn new_books(n: usize) -> Vec<NewBook> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relays_side_by_side_deliver_every_row_once() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(1_200)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool));
@@ -145,8 +143,8 @@ impl OutboxSink for Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_a_relay_holds_the_oldest_rows_another_takes_none() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 4).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 4).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(4)).await.unwrap();
     let first = Arc::new(MySqlOutbox::new(pool.clone()));
@@ -169,8 +167,8 @@ async fn while_a_relay_holds_the_oldest_rows_another_takes_none() {
 
 #[tokio::test]
 async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() {
-    let db = TestDb::new().await;
-    let url = db.url.clone();
+    let db = FreshDatabase::create().await;
+    let url = db.url();
     let repo = MySqlBookRepository::new(bookstore_mysql::connect(&url, 2).await.unwrap())
         .await
         .unwrap();
@@ -218,8 +216,8 @@ async fn a_relay_that_dies_between_delivering_and_marking_sent_delivers_again() 
 
 #[tokio::test]
 async fn a_failed_transaction_publishes_nothing() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
     // The books' AUTO_INCREMENT counter leaves ids for 600 more books: 2^63 - 600 up to 2^63 - 1,
@@ -258,8 +256,8 @@ async fn a_failed_transaction_publishes_nothing() {
 
 #[tokio::test]
 async fn pruning_deletes_only_rows_sent_longer_ago_than_the_age_oldest_first() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
     repo.create_many(&new_books(6)).await.unwrap();
@@ -316,8 +314,8 @@ impl OutboxSink for Slow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_delivery_never_holds_up_new_books() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(3)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool));
@@ -350,8 +348,8 @@ async fn a_slow_delivery_never_holds_up_new_books() {
 #[tokio::test]
 async fn books_with_spaced_ids_each_get_their_own_event() {
     // One connection, so that the session's id spacing (as on a multi-primary cluster) holds.
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 1).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 1).await.unwrap();
     sqlx::query("SET SESSION auto_increment_increment = 3")
         .execute(&pool)
         .await
@@ -374,8 +372,8 @@ async fn books_with_spaced_ids_each_get_their_own_event() {
 #[tokio::test]
 async fn books_stored_before_the_outbox_get_their_events_once() {
     // A catalog from before the outbox: only the first migration, and books in it.
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 4).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 4).await.unwrap();
     let mut first = sqlx::migrate!("./migrations");
     first.migrations = first
         .migrations
@@ -426,8 +424,8 @@ async fn states(pool: &sqlx::MySqlPool) -> Vec<outbox_conformance::RowState> {
 
 #[tokio::test]
 async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 2).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 2).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(4)).await.unwrap();
     let outbox = MySqlOutbox::new(pool.clone());
@@ -450,8 +448,8 @@ async fn refused_rows_count_attempts_and_dead_letters_are_never_taken_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relays_side_by_side_count_each_refusal_once() {
-    let db = TestDb::new().await;
-    let pool = bookstore_mysql::connect(&db.url, 8).await.unwrap();
+    let db = FreshDatabase::create().await;
+    let pool = bookstore_mysql::connect(&db.url(), 8).await.unwrap();
     let repo = MySqlBookRepository::new(pool.clone()).await.unwrap();
     repo.create_many(&new_books(1_000)).await.unwrap();
     let outbox = Arc::new(MySqlOutbox::new(pool.clone()));

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bookstore_domain::recommend::conformance::{self, reference, search, view};
 use bookstore_domain::recommend::{RecommendSettings, Snapshot};
 use bookstore_domain::{
     Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record,
     events::{BookEvent, Event},
 };
 use bookstore_mysql::MySqlRecommendations;
+use bookstore_testkit::conformance::recommend::{self as conformance, reference, search, view};
 use chrono::{DateTime, Utc};
 use common::TestDb;
 

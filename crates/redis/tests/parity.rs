@@ -1,41 +1,32 @@
 //! The Redis trend store against the real Redis from `dev/services`: it passes the checks every
-//! trend store passes (`bookstore_domain::trends::conformance`), and upgrades the layout of
+//! trend store passes (`bookstore_testkit::conformance::trends`), and upgrades the layout of
 //! earlier versions. Fails, naming the fix, when Redis cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use bookstore_domain::events::{Event, ReaderForgottenEvent, SearchEvent};
-use bookstore_domain::trends::{Audience, TrendRanking, conformance};
+use bookstore_domain::trends::{Audience, TrendRanking};
 use bookstore_domain::{Batch, EventHandler, PositionUpdate, Record, TrendStore};
 use bookstore_redis::RedisTrends;
+use bookstore_testkit::conformance::trends as conformance;
+use bookstore_testkit::redis::RedisKeys;
+use bookstore_testkit::servers::{self, redis_url};
 use chrono::Utc;
 use redis::aio::ConnectionManager;
-
-fn redis_url() -> String {
-    std::env::var("BOOKSTORE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 async fn connected() -> ConnectionManager {
     bookstore_redis::connect(&redis_url(), Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| {
-            panic!(
-                "Redis at {} is unreachable ({e}); start it with `dev/services start`",
-                redis_url()
-            )
+            servers::unreachable("Redis", &redis_url(), "BOOKSTORE_TEST_REDIS_URL", e)
         })
 }
 
 /// A fresh key prefix, and what deletes its keys when the test ends, whether it passes or not.
-fn fresh_prefix() -> (String, Cleanup) {
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let cleanup = Cleanup {
-        url: redis_url(),
-        prefix: prefix.clone(),
-    };
-    (prefix, cleanup)
+fn fresh_prefix() -> (String, RedisKeys) {
+    let keys = RedisKeys::fresh();
+    (keys.prefix().to_owned(), keys)
 }
 
 #[tokio::test]
@@ -282,28 +273,4 @@ async fn a_store_of_the_layout_before_forgetting_is_upgraded() {
         .await
         .unwrap();
     assert_eq!((all.len(), all[0].count), (1, 3));
-}
-
-/// Deletes the test's keys when dropped, also after a failed assertion.
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut connection) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query(&mut connection)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
-        }
-    }
 }

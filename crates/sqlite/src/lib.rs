@@ -11,7 +11,7 @@ mod trends;
 pub use books::SqliteBookRepository;
 pub use outbox::{LEASE as OUTBOX_LEASE, SqliteOutbox};
 pub use query_counts::SqliteQueryCounts;
-pub use recommend::SqliteRecommendations;
+pub use recommend::{SqliteDialect, SqliteRecommendations};
 pub use trends::SqliteTrends;
 
 use std::str::FromStr;

@@ -193,8 +193,8 @@ impl Outbox for SqliteOutbox {
 mod tests {
     use std::sync::Mutex;
 
-    use bookstore_domain::outbox_conformance::{self, Scripted};
     use bookstore_domain::{BookRepository, NewBook, NewBookInput, RowOutcome};
+    use bookstore_testkit::conformance::outbox::{self as outbox_conformance, Scripted};
 
     use super::*;
     use crate::SqliteBookRepository;

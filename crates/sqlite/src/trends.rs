@@ -680,7 +680,7 @@ impl TrendStore for SqliteTrends {
 
 #[cfg(test)]
 mod tests {
-    use bookstore_domain::trends::conformance;
+    use bookstore_testkit::conformance::trends as conformance;
 
     use super::*;
 

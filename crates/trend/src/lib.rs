@@ -37,15 +37,17 @@ pub use live::{Changes, Notifying};
 pub const DEFAULT_TRENDS: usize = 10;
 pub const MAX_TRENDS: usize = 100;
 
+/// What the trend service's handlers answer from (axum's state): the store, and the changes
+/// the consumer applied. Not the domain's `TrendState`, which is a store's trends.
 #[derive(Clone)]
-pub struct TrendState {
+pub struct TrendApi {
     pub store: Arc<dyn TrendStore>,
     /// What the consumer of this process applied, for `GET /trends/stream`.
     pub changes: Changes,
 }
 
 /// The trend service's documented API routes.
-pub fn api(state: TrendState) -> OpenApiRouter {
+pub fn api(state: TrendApi) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(trends))
         .routes(routes!(viewed_books))
@@ -55,7 +57,7 @@ pub fn api(state: TrendState) -> OpenApiRouter {
 
 /// The whole HTTP surface: [`api`] and the shared routes and layers of
 /// [`bookstore_http::finish`] (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
-pub fn router(state: TrendState, surface: bookstore_http::Surface) -> bookstore_http::Routers {
+pub fn router(state: TrendApi, surface: bookstore_http::Surface) -> bookstore_http::Routers {
     bookstore_http::finish(api(state), surface)
 }
 
@@ -97,7 +99,7 @@ fn parse(params: &HashMap<String, String>) -> Result<(usize, TrendRanking, Audie
         (status = 503, description = "The trend store is unavailable", body = bookstore_http::ErrorBody),
     ))]
 async fn trends(
-    State(state): State<TrendState>,
+    State(state): State<TrendApi>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let params = match query_params(params) {
@@ -147,7 +149,7 @@ async fn trends(
         (status = 503, description = "The trend store is unavailable", body = bookstore_http::ErrorBody),
     ))]
 async fn viewed_books(
-    State(state): State<TrendState>,
+    State(state): State<TrendApi>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let params = match query_params(params) {

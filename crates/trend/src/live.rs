@@ -119,7 +119,7 @@ impl EventHandler for Notifying {
         (status = 200, description = "Server-Sent Events (`text/event-stream`): `event: changed` with `data: {\"at\": \"<rfc3339>\"}` after a consumer batch of this instance changed the trends or the viewed books, at most one per 200 ms; a comment `: keep-alive` every 15 s. Read `GET /trends` and `GET /trends/books` again on each."),
         (status = 503, description = "Too many open streams (trend.max_streams)", body = bookstore_http::ErrorBody),
     ))]
-pub(crate) async fn stream(State(state): State<crate::TrendState>) -> Response {
+pub(crate) async fn stream(State(state): State<crate::TrendApi>) -> Response {
     let changes = state.changes;
     let Ok(permit) = changes.streams.clone().try_acquire_owned() else {
         return bookstore_http::error(

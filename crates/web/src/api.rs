@@ -20,8 +20,8 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::events::{invalid_reader_id, publish_forgotten, publish_search};
 use crate::params::ListParams;
+use crate::publish::{invalid_reader_id, publish_forgotten, publish_search};
 use crate::visitor::Visitor;
 use crate::{MAX_BODY_BYTES, WebState};
 
@@ -55,6 +55,7 @@ pub async fn list_books(
     let page = state.search.search(&query).await?;
     // An API call names its user only through a signed `uid` cookie it sent.
     publish_search(&state, &visitor, query.text(), params.offset, &page.books);
+    state.expect_new_answers();
     let mut response = if params.highlight {
         Json(highlighted(&state, query.text(), page.books)).into_response()
     } else {
@@ -323,6 +324,7 @@ pub async fn forget_reader(
         return Err(ApiError::BadRequest(problem));
     }
     publish_forgotten(&state, &uid).await?;
+    state.expect_new_answers();
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"uid": uid, "status": "forgetting"})),

@@ -13,10 +13,10 @@ use bookstore_domain::{Book, BookId, BookQuery};
 
 use crate::WebState;
 use crate::error::error_chain;
-use crate::events::publish_view;
 use crate::forget;
 use crate::page::render;
 use crate::params::ViewParams;
+use crate::publish::publish_view;
 use crate::remote::PAGE_SIMILAR;
 use crate::visitor::Visitor;
 
@@ -107,6 +107,8 @@ pub async fn book(
         link.rank,
         link.reason.clone(),
     );
+    // The next pages should soon show it: "similar" books and the most viewed ones.
+    state.expect_new_answers();
     state
         .click_through
         .opened(link.source, link.reason.as_deref());

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bookstore_domain::{FieldErrors, RepositoryError};
-use serde::Serialize;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -34,13 +33,6 @@ pub enum ApiError {
     EventLogUnavailable,
     /// A bug; details are in the log (500).
     Internal,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fields: Option<&'a FieldErrors>,
 }
 
 impl ApiError {
@@ -110,13 +102,17 @@ impl From<RepositoryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = self.message();
         let fields = match &self {
-            Self::Invalid(fields) => Some(fields),
+            Self::Invalid(fields) => Some(
+                fields
+                    .iter()
+                    .map(|(field, problem)| (field.to_owned(), problem.to_owned()))
+                    .collect(),
+            ),
             _ => None,
         };
-        let body = ErrorBody {
-            error: &message,
+        let body = bookstore_http::ErrorBody {
+            error: self.message(),
             fields,
         };
         let mut response = (self.status(), Json(body)).into_response();

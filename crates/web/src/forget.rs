@@ -21,7 +21,7 @@ use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::error::ApiError;
-use crate::events::publish_forgotten;
+use crate::publish::publish_forgotten;
 use crate::visitor::{Visitor, peer};
 use crate::{MAX_BODY_BYTES, WebState};
 
@@ -80,6 +80,7 @@ pub async fn forget(
         }
     }
     publish_forgotten(&state, &uid.to_string()).await?;
+    state.expect_new_answers();
     Ok(Redirect::to(DONE).into_response())
 }
 

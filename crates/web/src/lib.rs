@@ -12,12 +12,12 @@ mod assets;
 mod book_page;
 mod ctr;
 mod error;
-mod events;
 mod forget;
 mod highlight;
 mod live;
 mod page;
 mod params;
+mod publish;
 mod remote;
 mod visitor;
 
@@ -70,6 +70,20 @@ pub struct WebState {
     /// Whether search events carry each result's description and creation time: only the
     /// tutorial's format (`events.format: tutorial`) writes them, so `v1` does not copy them.
     pub search_details: bool,
+}
+
+impl WebState {
+    /// This instance just published an event that changes what the trend and recommendation
+    /// services answer (a search, a view, a forgotten reader): the page keeps their cached
+    /// answers only briefly for a moment, so the next pages show its effect soon.
+    pub(crate) fn expect_new_answers(&self) {
+        if let Some(recommendations) = &self.recommendations {
+            recommendations.expect_new_answers();
+        }
+        if let Some(trends) = &self.trends {
+            trends.expect_new_answers();
+        }
+    }
 }
 
 /// The web service's documented routes: for the public, the page, the book pages, the live

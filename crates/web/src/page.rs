@@ -14,10 +14,10 @@ use bookstore_domain::{Book, BookQuery, Marked, RepositoryError};
 use crate::WebState;
 use crate::api::SNIPPET_CHARS;
 use crate::error::error_chain;
-use crate::events::publish_search;
 use crate::forget;
 use crate::highlight::html;
 use crate::params::ListParams;
+use crate::publish::publish_search;
 use crate::visitor::Visitor;
 
 #[derive(Template)]
@@ -210,6 +210,7 @@ pub async fn index(
     match searched {
         Ok(page) => {
             publish_search(&state, &visitor, query.text(), params.offset, &page.books);
+            state.expect_new_answers();
             let shown = page.books.len() as u64;
             state
                 .click_through

@@ -68,7 +68,7 @@ impl<T: DeserializeOwned> RemoteJson<T> {
         })
     }
 
-    fn searched(&self) {
+    fn expect_new_answers(&self) {
         if let Ok(mut last) = self.last_search.lock() {
             *last = Some(Instant::now());
         }
@@ -199,10 +199,11 @@ impl RemoteTrends {
         })
     }
 
-    /// This instance published a search: the next pages should see it soon.
-    pub fn searched(&self) {
-        self.trends.searched();
-        self.books.searched();
+    /// This instance published an event that changes the answers: the next pages should see it
+    /// soon.
+    pub fn expect_new_answers(&self) {
+        self.trends.expect_new_answers();
+        self.books.expect_new_answers();
     }
 
     /// The top trends, or `None` when the service did not answer well within the timeout.
@@ -252,9 +253,10 @@ impl RemoteRecommendations {
         RemoteJson::new(base_url, timeout, cache_ttl).map(Self)
     }
 
-    /// This instance published a search: the next pages should see it soon.
-    pub fn searched(&self) {
-        self.0.searched();
+    /// This instance published an event that changes the answers: the next pages should see it
+    /// soon.
+    pub fn expect_new_answers(&self) {
+        self.0.expect_new_answers();
     }
 
     /// Books for the visitor `uid`, or `None` when the service did not answer well within the

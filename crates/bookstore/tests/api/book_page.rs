@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, Options, TOKEN, TestApp, error_body, spawn_app, spawn_app_with};
+use crate::helpers::{Database, Options, TOKEN, TestApp, error_body, spawn_app, spawn_app_with};
 
 backend_tests!(
     a_book_page_shows_the_book_and_links_to_its_author,
@@ -50,7 +50,7 @@ async fn page(app: &TestApp, path: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-async fn a_book_page_shows_the_book_and_links_to_its_author(backend: Backend) {
+async fn a_book_page_shows_the_book_and_links_to_its_author(backend: Database) {
     let app = spawn_app(backend).await;
     let id = new_book(&app).await;
     let (status, html) = page(&app, &format!("/books/{id}")).await;
@@ -114,7 +114,7 @@ async fn pride_id(app: &TestApp) -> i64 {
     books[0]["id"].as_i64().unwrap()
 }
 
-async fn unknown_and_invalid_ids_get_a_404_page(backend: Backend) {
+async fn unknown_and_invalid_ids_get_a_404_page(backend: Database) {
     let app = spawn_app(backend).await;
     for path in [
         "/books/999999",
@@ -133,7 +133,7 @@ async fn unknown_and_invalid_ids_get_a_404_page(backend: Backend) {
     assert!(app.events_of_type("book.viewed").await.is_empty());
 }
 
-async fn search_results_link_to_book_pages_with_their_rank(backend: Backend) {
+async fn search_results_link_to_book_pages_with_their_rank(backend: Database) {
     let app = spawn_app(backend).await;
     let html = app.get("/?q=austen&o=5").await.text().await.unwrap();
     let (books, _) = app
@@ -154,7 +154,7 @@ async fn search_results_link_to_book_pages_with_their_rank(backend: Backend) {
     );
 }
 
-async fn opening_a_book_publishes_a_view_with_its_source_and_rank(backend: Backend) {
+async fn opening_a_book_publishes_a_view_with_its_source_and_rank(backend: Database) {
     let app = spawn_app(backend).await;
     let id = pride_id(&app).await;
     for path in [
@@ -242,7 +242,7 @@ pub fn check_totals(stats: &Value) {
     }
 }
 
-async fn stats_count_books_shown_and_opened(backend: Backend) {
+async fn stats_count_books_shown_and_opened(backend: Database) {
     let app = spawn_app(backend).await;
     // Not on the public port.
     error_body(app.get("/stats").await, 404).await;
@@ -302,7 +302,7 @@ async fn stats_count_books_shown_and_opened(backend: Backend) {
     }
 }
 
-async fn live_streams_are_bounded(backend: Backend) {
+async fn live_streams_are_bounded(backend: Database) {
     // Nothing answers on this trend service: the streams only ever send their retry hint.
     let app = spawn_app_with(
         backend,

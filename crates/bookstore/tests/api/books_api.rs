@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, Options, TOKEN, error_body, spawn_app, spawn_app_with};
+use crate::helpers::{Database, Options, TOKEN, error_body, spawn_app, spawn_app_with};
 
 backend_tests!(
     created_books_write_their_event_to_the_outbox,
@@ -27,7 +27,7 @@ backend_tests!(
     unknown_routes_and_methods_are_json_errors,
 );
 
-async fn listing_pages_through_the_catalog_with_a_total(backend: Backend) {
+async fn listing_pages_through_the_catalog_with_a_total(backend: Database) {
     let app = spawn_app(backend).await;
     let (first, total) = app.list(&[]).await;
     assert!(total >= 200, "the sample catalog is loaded: {total}");
@@ -50,7 +50,7 @@ async fn listing_pages_through_the_catalog_with_a_total(backend: Backend) {
     }
 }
 
-async fn limit_defaults_to_the_page_size_and_is_capped(backend: Backend) {
+async fn limit_defaults_to_the_page_size_and_is_capped(backend: Database) {
     let app = spawn_app_with(
         backend,
         Options {
@@ -64,7 +64,7 @@ async fn limit_defaults_to_the_page_size_and_is_capped(backend: Backend) {
     assert_eq!(app.list(&[("limit", "1000")]).await.0.len(), 100);
 }
 
-async fn pride_finds_pride_and_prejudice_first(backend: Backend) {
+async fn pride_finds_pride_and_prejudice_first(backend: Database) {
     let app = spawn_app(backend).await;
     let (books, total) = app.list(&[("q", "pride")]).await;
     assert!(total >= 1);
@@ -73,7 +73,7 @@ async fn pride_finds_pride_and_prejudice_first(backend: Backend) {
     assert_eq!(books[0]["published_at"], "1813-01-28");
 }
 
-async fn prefixes_case_and_accents_do_not_matter(backend: Backend) {
+async fn prefixes_case_and_accents_do_not_matter(backend: Database) {
     let app = spawn_app(backend).await;
     assert_eq!(
         app.titles("franken").await.first().map(String::as_str),
@@ -98,7 +98,7 @@ async fn prefixes_case_and_accents_do_not_matter(backend: Backend) {
     }
 }
 
-async fn title_matches_rank_above_other_matches(backend: Backend) {
+async fn title_matches_rank_above_other_matches(backend: Database) {
     let app = spawn_app(backend).await;
     assert_eq!(
         app.titles("jane eyre").await.first().map(String::as_str),
@@ -110,7 +110,7 @@ async fn title_matches_rank_above_other_matches(backend: Backend) {
     );
 }
 
-async fn punctuation_and_operators_never_cause_an_error(backend: Backend) {
+async fn punctuation_and_operators_never_cause_an_error(backend: Database) {
     let app = spawn_app(backend).await;
     for q in [
         "\"",
@@ -165,7 +165,7 @@ async fn punctuation_and_operators_never_cause_an_error(backend: Backend) {
     );
 }
 
-async fn one_book_by_id(backend: Backend) {
+async fn one_book_by_id(backend: Database) {
     let app = spawn_app(backend).await;
     let (books, _) = app.list(&[("q", "dracula")]).await;
     let id = books[0]["id"].as_i64().unwrap();
@@ -190,7 +190,7 @@ fn emma() -> serde_json::Value {
     })
 }
 
-async fn creating_a_book_needs_the_token(backend: Backend) {
+async fn creating_a_book_needs_the_token(backend: Database) {
     let app = spawn_app(backend).await;
     let response = app.post_book(None, &emma()).await;
     assert_eq!(
@@ -242,7 +242,7 @@ async fn creating_a_book_needs_the_token(backend: Backend) {
     );
 }
 
-async fn created_books_are_searchable(backend: Backend) {
+async fn created_books_are_searchable(backend: Database) {
     let app = spawn_app(backend).await;
     let book = json!({
         "title": "Zxqvian Nights",
@@ -266,7 +266,7 @@ async fn created_books_are_searchable(backend: Backend) {
     assert_eq!(app.titles("odon quix").await, vec!["Zxqvian Nights"]);
 }
 
-async fn writes_are_forbidden_without_a_configured_token(backend: Backend) {
+async fn writes_are_forbidden_without_a_configured_token(backend: Database) {
     let app = spawn_app_with(
         backend,
         Options {
@@ -290,7 +290,7 @@ async fn writes_are_forbidden_without_a_configured_token(backend: Backend) {
     );
 }
 
-async fn isbns_are_checked_unique_and_found_by_search(backend: Backend) {
+async fn isbns_are_checked_unique_and_found_by_search(backend: Database) {
     let app = spawn_app(backend).await;
     let with_isbn = |title: &str, isbn: &str| json!({"title": title, "author": "Jane Austen", "published_at": "1813-01-28", "isbn": isbn});
     // An ISBN-10 is kept as the ISBN-13 of the same book.
@@ -361,7 +361,7 @@ async fn isbns_are_checked_unique_and_found_by_search(backend: Backend) {
     assert!(plain.get("isbn").is_none(), "{plain}");
 }
 
-async fn dates_are_kept_as_precise_as_they_are_known(backend: Backend) {
+async fn dates_are_kept_as_precise_as_they_are_known(backend: Database) {
     let app = spawn_app(backend).await;
     let dated = |title: &str, date: &str| json!({"title": title, "author": "Zora Qimbly", "published_at": date});
     let mut ids = Vec::new();
@@ -418,7 +418,7 @@ async fn dates_are_kept_as_precise_as_they_are_known(backend: Backend) {
 
 /// `PUT` and `DELETE /api/books/{id}`: the token, the id, the body's rules, 404s; the change is
 /// what the API and search show, and its event is in the outbox.
-async fn books_are_replaced_and_deleted_with_their_events(backend: Backend) {
+async fn books_are_replaced_and_deleted_with_their_events(backend: Database) {
     let app = spawn_app(backend).await;
     let created: serde_json::Value = app
         .post_book(Some(TOKEN), &emma())
@@ -523,7 +523,7 @@ async fn books_are_replaced_and_deleted_with_their_events(backend: Backend) {
     );
 }
 
-async fn bad_books_get_422_with_every_field_named(backend: Backend) {
+async fn bad_books_get_422_with_every_field_named(backend: Database) {
     let app = spawn_app(backend).await;
     let cases: Vec<(serde_json::Value, &[&str])> = vec![
         (
@@ -618,7 +618,7 @@ async fn bad_books_get_422_with_every_field_named(backend: Backend) {
     assert_eq!(app.post_book(Some(TOKEN), &edge).await.status(), 201);
 }
 
-async fn malformed_bodies_get_clear_4xx(backend: Backend) {
+async fn malformed_bodies_get_clear_4xx(backend: Database) {
     let app = spawn_app(backend).await;
     let post = |body: Vec<u8>, content_type: &'static str| {
         app.client
@@ -653,7 +653,7 @@ async fn malformed_bodies_get_clear_4xx(backend: Backend) {
     error_body(response, 413).await;
 }
 
-async fn bad_query_parameters_get_400(backend: Backend) {
+async fn bad_query_parameters_get_400(backend: Database) {
     let app = spawn_app(backend).await;
     for query in [
         "o=-1",
@@ -674,7 +674,7 @@ async fn bad_query_parameters_get_400(backend: Backend) {
     assert_eq!(app.get("/api/books?q=%ZZ%").await.status(), 200);
 }
 
-async fn health_and_readiness(backend: Backend) {
+async fn health_and_readiness(backend: Database) {
     let app = spawn_app(backend).await;
     let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
@@ -684,7 +684,7 @@ async fn health_and_readiness(backend: Backend) {
     assert_eq!(body["checks"]["database"], "ok");
 }
 
-async fn unknown_routes_and_methods_are_json_errors(backend: Backend) {
+async fn unknown_routes_and_methods_are_json_errors(backend: Database) {
     let app = spawn_app(backend).await;
     error_body(app.get("/nope").await, 404).await;
     let response = app
@@ -701,10 +701,10 @@ async fn unknown_routes_and_methods_are_json_errors(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_connections_dropped_by_the_server_are_replaced() {
     use sqlx::Connection;
-    let app = spawn_app(Backend::MySql).await;
+    let app = spawn_app(Database::MySql).await;
     assert_eq!(app.titles("pride").await[0], "Pride and Prejudice");
     let database = app.db_url.rsplit('/').next().unwrap().to_owned();
-    let mut admin = sqlx::MySqlConnection::connect(&crate::helpers::mysql_server_url())
+    let mut admin = sqlx::MySqlConnection::connect(&bookstore_testkit::servers::mysql_server_url())
         .await
         .unwrap();
     let ids: Vec<u64> = sqlx::query_scalar(
@@ -728,12 +728,12 @@ async fn mysql_connections_dropped_by_the_server_are_replaced() {
 }
 
 /// The outbox: (rows, the newest row's key and payload), read straight from the database.
-async fn outbox(app: &crate::helpers::TestApp, backend: Backend) -> (i64, String, Vec<u8>) {
+async fn outbox(app: &crate::helpers::TestApp, backend: Database) -> (i64, String, Vec<u8>) {
     use sqlx::Connection;
     const COUNT: &str = "SELECT COUNT(*) FROM outbox";
     const NEWEST: &str = "SELECT event_key, payload FROM outbox ORDER BY id DESC LIMIT 1";
     match backend {
-        Backend::Sqlite => {
+        Database::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
             let n: i64 = sqlx::query_scalar(COUNT)
                 .fetch_one(&mut conn)
@@ -742,7 +742,7 @@ async fn outbox(app: &crate::helpers::TestApp, backend: Backend) -> (i64, String
             let (key, payload) = sqlx::query_as(NEWEST).fetch_one(&mut conn).await.unwrap();
             (n, key, payload)
         }
-        Backend::MySql => {
+        Database::MySql => {
             let mut conn = sqlx::MySqlConnection::connect(&app.db_url).await.unwrap();
             let n: i64 = sqlx::query_scalar(COUNT)
                 .fetch_one(&mut conn)
@@ -754,7 +754,7 @@ async fn outbox(app: &crate::helpers::TestApp, backend: Backend) -> (i64, String
     }
 }
 
-async fn created_books_write_their_event_to_the_outbox(backend: Backend) {
+async fn created_books_write_their_event_to_the_outbox(backend: Database) {
     let app = spawn_app(backend).await;
     let (sample, _, _) = outbox(&app, backend).await;
     assert!(

@@ -4,8 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore_testkit::FreshDatabase;
+
 use crate::backend_tests;
-use crate::helpers::{Backend, cleanup, fresh_mysql_database};
+use crate::helpers::Database;
 
 fn bookstore() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
@@ -174,17 +176,17 @@ fn generate_is_deterministic_for_a_seed() {
 
 backend_tests!(import_loads_good_rows_and_reports_bad_ones_by_line);
 
-async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Backend) {
+async fn import_loads_good_rows_and_reports_bad_ones_by_line(backend: Database) {
     let dir = tempfile::tempdir().unwrap();
     // The MariaDB database goes at the end, whether the test passed or not.
-    let mut made = cleanup::Cleanup::default();
-    let db_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("import.db").display()),
-        Backend::MySql => fresh_mysql_database().await,
+    let db = match backend {
+        Database::Sqlite => None,
+        Database::MySql => Some(FreshDatabase::create().await),
     };
-    if backend == Backend::MySql {
-        made.mysql_urls.push(db_url.clone());
-    }
+    let db_url = match &db {
+        Some(db) => db.url(),
+        None => format!("sqlite://{}", dir.path().join("import.db").display()),
+    };
     let csv = dir.path().join("books.csv");
     std::fs::write(
         &csv,

@@ -7,7 +7,7 @@
 use reqwest::Response;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, Options, TOKEN, TestApp, error_body, spawn_app, spawn_app_with};
+use crate::helpers::{Database, Options, TOKEN, TestApp, error_body, spawn_app, spawn_app_with};
 
 backend_tests!(
     forgetting_a_reader_needs_the_admin_token,
@@ -90,7 +90,7 @@ async fn post_forget(app: &TestApp, headers: &[(&str, &str)], form: &[(&str, &st
     request.send().await.unwrap()
 }
 
-async fn forgetting_a_reader_needs_the_admin_token(backend: Backend) {
+async fn forgetting_a_reader_needs_the_admin_token(backend: Database) {
     let app = spawn_app(backend).await;
     let response = forget_reader(&app, None, "reader-1").await;
     assert!(response.headers().contains_key("www-authenticate"));
@@ -127,7 +127,7 @@ async fn forgetting_a_reader_needs_the_admin_token(backend: Backend) {
     assert!(disabled.events_of_type(FORGOTTEN).await.is_empty());
 }
 
-async fn an_admin_forgets_a_reader_after_their_searches(backend: Backend) {
+async fn an_admin_forgets_a_reader_after_their_searches(backend: Database) {
     let app = spawn_app(backend).await;
     // The reader searches; their search events are keyed by their id.
     let (cookie, uid) = new_visitor(&app).await;
@@ -216,7 +216,7 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-async fn bad_reader_ids_get_400(backend: Backend) {
+async fn bad_reader_ids_get_400(backend: Database) {
     let app = spawn_app(backend).await;
     for (uid, says) in [
         ("", "empty"),
@@ -237,7 +237,7 @@ async fn bad_reader_ids_get_400(backend: Backend) {
     assert!(app.events_of_type(FORGOTTEN).await.is_empty());
 }
 
-async fn the_page_form_forgets_the_visitor(backend: Backend) {
+async fn the_page_form_forgets_the_visitor(backend: Database) {
     let app = spawn_app(backend).await;
     // A new visitor has no history: no form, and no notice.
     let first = app.get("/").await.text().await.unwrap();
@@ -299,7 +299,7 @@ async fn the_page_form_forgets_the_visitor(backend: Backend) {
     assert_eq!(app.events_of_type(FORGOTTEN).await.len(), 3);
 }
 
-async fn forget_requests_that_are_not_the_visitors_own_are_refused(backend: Backend) {
+async fn forget_requests_that_are_not_the_visitors_own_are_refused(backend: Database) {
     let app = spawn_app(backend).await;
     let (cookie, uid) = new_visitor(&app).await;
     let token = form_token(&page(&app, "/", &cookie).await);
@@ -420,7 +420,7 @@ async fn forget_requests_that_are_not_the_visitors_own_are_refused(backend: Back
     assert_eq!(forgotten[0].value["user_id"], uid.as_str());
 }
 
-async fn an_event_log_that_does_not_take_the_event_is_a_503(backend: Backend) {
+async fn an_event_log_that_does_not_take_the_event_is_a_503(backend: Database) {
     use sqlx::Connection;
 
     let app = spawn_app(backend).await;

@@ -2,14 +2,15 @@ use std::net::SocketAddr;
 
 use bookstore_app::WebApp;
 use bookstore_app::config::Config;
+use bookstore_testkit::FreshDatabase;
 use reqwest::{Client, Response};
-use sqlx::Connection;
 use tempfile::TempDir;
 
 pub const TOKEN: &str = "test-admin-token";
 
+/// Where the catalog is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Database {
     Sqlite,
     MySql,
 }
@@ -20,40 +21,13 @@ macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await; })*
+            async fn $name() { super::$name($crate::helpers::Database::Sqlite).await; })*
         }
         mod mysql {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::MySql).await; })*
+            async fn $name() { super::$name($crate::helpers::Database::MySql).await; })*
         }
     };
-}
-
-/// The MariaDB server the tests use: `BOOKSTORE_TEST_MYSQL_URL`, or `dev/services`' default.
-pub fn mysql_server_url() -> String {
-    std::env::var("BOOKSTORE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://bookstore:bookstore@127.0.0.1:3306".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// Creates a uniquely named, empty database and returns its URL.
-pub async fn fresh_mysql_database() -> String {
-    let server = mysql_server_url();
-    let mut conn = sqlx::MySqlConnection::connect(&server)
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "MariaDB is not reachable at {server}: start it with `dev/services start` \
-             (or set BOOKSTORE_TEST_MYSQL_URL): {err}"
-            )
-        });
-    let name = format!("bookstore_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{server}/{name}")
 }
 
 pub struct TestApp {
@@ -63,21 +37,8 @@ pub struct TestApp {
     pub client: Client,
     pub db_url: String,
     _dir: TempDir,
-}
-
-/// Removing what a test made on the shared servers (`support/cleanup.rs`, through the bus
-/// helpers that include it).
-pub use crate::bus::cleanup;
-
-/// A test's MariaDB database goes with its app, whether the test passed or not.
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if self.db_url.starts_with("mysql:") {
-            let mut made = cleanup::Cleanup::default();
-            made.mysql_urls.push(self.db_url.clone());
-            drop(made);
-        }
-    }
+    /// A test's MariaDB database goes with its app, whether the test passed or not.
+    _db: Option<FreshDatabase>,
 }
 
 pub struct Options {
@@ -100,21 +61,25 @@ impl Default for Options {
     }
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub async fn spawn_app(backend: Database) -> TestApp {
     spawn_app_with(backend, Options::default()).await
 }
 
 /// Starts the real web service on a random port against a fresh database of `backend`.
-pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+pub async fn spawn_app_with(backend: Database, options: Options) -> TestApp {
     // Warnings and errors of the service in the output of a failing test.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn")
         .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let db_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("books.db").display()),
-        Backend::MySql => fresh_mysql_database().await,
+    let db = match backend {
+        Database::Sqlite => None,
+        Database::MySql => Some(FreshDatabase::create().await),
+    };
+    let db_url = match &db {
+        Some(db) => db.url(),
+        None => format!("sqlite://{}", dir.path().join("books.db").display()),
     };
     let mut config = Config {
         data_dir: dir.path().to_owned(),
@@ -145,6 +110,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             .unwrap(),
         db_url,
         _dir: dir,
+        _db: db,
     };
     // Searches are answered by the search index, which the catalog topic feeds: the service is
     // ready once the index has the sample catalog.

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bookstore_app::Remotes;
 use bookstore_app::config::Config;
 use bookstore_domain::events::ViewSource;
+use bookstore_testkit::{Backend, Recorder, wait_until};
+use bookstore_testkit_app::{TestBus, uid_cookie};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::book_page::{check_totals, row};
-use crate::bus::{Backend, Recorder, TestBus, uid_cookie, wait_until};
 
 const READER_A: &str = "5b0f7c2e-1d3a-4e6f-8a9b-0c1d2e3f4a51";
 const READER_B: &str = "9c8d7e6f-5a4b-4c3d-8e2f-1a0b9c8d7e62";
@@ -25,11 +26,11 @@ macro_rules! logs {
         $(mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn embedded() {
-                super::$name(crate::bus::Backend::Embedded).await;
+                super::$name(bookstore_testkit::Backend::Embedded).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn kafka() {
-                super::$name(crate::bus::Backend::Kafka).await;
+                super::$name(bookstore_testkit::Backend::Kafka).await;
             }
         })*
     };

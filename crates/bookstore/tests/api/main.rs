@@ -12,8 +12,3 @@ mod helpers;
 mod live;
 mod page;
 mod search;
-
-/// The test event bus (embedded log or Kafka) and its recording consumer, for `live.rs`.
-#[path = "../events/helpers.rs"]
-#[allow(dead_code)]
-mod bus;

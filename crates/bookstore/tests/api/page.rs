@@ -1,7 +1,7 @@
 //! The page, on both backends.
 
 use crate::backend_tests;
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Database, spawn_app};
 
 backend_tests!(
     the_page_has_a_search_box_and_the_catalog,
@@ -14,7 +14,7 @@ backend_tests!(
     a_bad_offset_on_the_page_is_a_400_page,
 );
 
-async fn the_page_has_a_search_box_and_the_catalog(backend: Backend) {
+async fn the_page_has_a_search_box_and_the_catalog(backend: Database) {
     let app = spawn_app(backend).await;
     let response = app.get("/").await;
     assert_eq!(response.status(), 200);
@@ -41,7 +41,7 @@ async fn the_page_has_a_search_box_and_the_catalog(backend: Backend) {
     );
 }
 
-async fn searching_on_the_page_shows_the_best_match_first(backend: Backend) {
+async fn searching_on_the_page_shows_the_best_match_first(backend: Database) {
     let app = spawn_app(backend).await;
     let html = app.get("/?q=pride").await.text().await.unwrap();
     let first = html.find("class=\"book\"").expect("a result");
@@ -61,7 +61,7 @@ async fn searching_on_the_page_shows_the_best_match_first(backend: Backend) {
     );
 }
 
-async fn the_page_pages_with_previous_and_next_links(backend: Backend) {
+async fn the_page_pages_with_previous_and_next_links(backend: Database) {
     let app = spawn_app(backend).await;
     let first = app.get("/").await.text().await.unwrap();
     assert!(
@@ -82,7 +82,7 @@ async fn the_page_pages_with_previous_and_next_links(backend: Backend) {
     );
 }
 
-async fn everything_typed_is_escaped(backend: Backend) {
+async fn everything_typed_is_escaped(backend: Database) {
     let app = spawn_app(backend).await;
     let attack = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>";
     let response = app
@@ -102,7 +102,7 @@ async fn everything_typed_is_escaped(backend: Backend) {
     );
 }
 
-async fn a_new_visitor_gets_a_random_uid_cookie_for_a_year(backend: Backend) {
+async fn a_new_visitor_gets_a_random_uid_cookie_for_a_year(backend: Database) {
     let app = spawn_app(backend).await;
     let mut uids = Vec::new();
     for _ in 0..2 {
@@ -128,7 +128,7 @@ async fn a_new_visitor_gets_a_random_uid_cookie_for_a_year(backend: Backend) {
     assert_ne!(uids[0], uids[1]);
 }
 
-async fn a_known_visitor_keeps_their_uid(backend: Backend) {
+async fn a_known_visitor_keeps_their_uid(backend: Database) {
     let app = spawn_app(backend).await;
     let issued = app.get("/").await.headers()["set-cookie"]
         .to_str()
@@ -175,7 +175,7 @@ async fn a_known_visitor_keeps_their_uid(backend: Backend) {
     }
 }
 
-async fn styles_are_served_locally(backend: Backend) {
+async fn styles_are_served_locally(backend: Database) {
     let app = spawn_app(backend).await;
     let html = app.get("/").await.text().await.unwrap();
     assert!(
@@ -197,7 +197,7 @@ async fn styles_are_served_locally(backend: Backend) {
     assert_eq!(app.get("/static/favicon.svg").await.status(), 200);
 }
 
-async fn a_bad_offset_on_the_page_is_a_400_page(backend: Backend) {
+async fn a_bad_offset_on_the_page_is_a_400_page(backend: Database) {
     let app = spawn_app(backend).await;
     let response = app.get("/?o=-3").await;
     assert_eq!(response.status(), 400);

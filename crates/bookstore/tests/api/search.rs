@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, spawn_app};
+use crate::helpers::{Database, TOKEN, spawn_app};
 
 backend_tests!(
     typos_are_forgiven_by_word_length,
@@ -16,7 +16,7 @@ backend_tests!(
     totals_beyond_ten_thousand_are_a_lower_bound,
 );
 
-async fn typos_are_forgiven_by_word_length(backend: Backend) {
+async fn typos_are_forgiven_by_word_length(backend: Database) {
     let app = spawn_app(backend).await;
     // One letter wrong in 5 to 8 letters, two in 9 or more: found; exact matches rank first.
     assert_eq!(
@@ -47,7 +47,7 @@ async fn typos_are_forgiven_by_word_length(backend: Backend) {
     );
 }
 
-async fn highlight_marks_the_matched_words_escaped(backend: Backend) {
+async fn highlight_marks_the_matched_words_escaped(backend: Database) {
     let app = spawn_app(backend).await;
     let (books, _) = app.list(&[("q", "frankenstien"), ("highlight", "1")]).await;
     let first = &books[0];
@@ -94,7 +94,7 @@ async fn highlight_marks_the_matched_words_escaped(backend: Backend) {
     assert_eq!(response.status(), 400);
 }
 
-async fn the_page_marks_matches_and_loads_its_script_from_itself(backend: Backend) {
+async fn the_page_marks_matches_and_loads_its_script_from_itself(backend: Database) {
     let app = spawn_app(backend).await;
     let response = app.get("/?q=frankenstien").await;
     let csp = response.headers()["content-security-policy"]
@@ -132,7 +132,7 @@ async fn the_page_marks_matches_and_loads_its_script_from_itself(backend: Backen
     );
 }
 
-async fn suggestions_complete_titles_and_authors(backend: Backend) {
+async fn suggestions_complete_titles_and_authors(backend: Database) {
     let app = spawn_app(backend).await;
     let suggest = |q: &'static str| {
         let app = &app;
@@ -165,7 +165,7 @@ async fn suggestions_complete_titles_and_authors(backend: Backend) {
     assert!(suggest(long).await.len() <= 8);
 }
 
-async fn totals_beyond_ten_thousand_are_a_lower_bound(backend: Backend) {
+async fn totals_beyond_ten_thousand_are_a_lower_bound(backend: Database) {
     let app = spawn_app(backend).await;
     // 10,050 books with a word of their own, stored as `bookstore import` stores them (through
     // the outbox, so the index gets them from the catalog topic).

@@ -6,11 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bookstore_domain::events::{Event, SearchEvent};
+use bookstore_testkit::{Backend, KillOnDrop, both, wait_until};
+use bookstore_testkit_app::{TestBus, counts_store, total};
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
-
-use crate::both;
-use crate::helpers::{Backend, KillOnDrop, TestBus, counts_store, total, wait_until};
 
 fn counter(bus: &TestBus, instance: &str) -> KillOnDrop {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bookstore"));
@@ -58,7 +57,7 @@ async fn killed_consumers_lose_nothing_and_count_nothing_twice(backend: Backend)
 
     // Events flow for about eight seconds while the consumer is killed again and again.
     let producer = {
-        let publisher = publisher.publisher.clone();
+        let publisher = publisher.port.clone();
         tokio::spawn(async move {
             let mut expected: BTreeMap<String, u64> = BTreeMap::new();
             for i in 0..EVENTS {
@@ -91,7 +90,7 @@ async fn killed_consumers_lose_nothing_and_count_nothing_twice(backend: Backend)
         eprintln!("killed consumer {round} after {lifetime:?}");
     }
     let expected = producer.await.unwrap();
-    assert_eq!(publisher.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(publisher.port.flush(Duration::from_secs(30)).await, 0);
 
     let counts = counts_store(&bus.path("counts.db")).await;
     let applied_before_recovery = total(&counts).await;
@@ -124,7 +123,7 @@ async fn embedded_consumers_in_other_processes_wake_at_once() {
     let counts = counts_store(&bus.path("counts.db")).await;
     let publish = |query: String| {
         let event = SearchEvent::new(uuid::Uuid::now_v7(), Utc::now(), None, &query, 0, vec![]);
-        publisher.publisher.publish(&Event::BookSearched(event));
+        publisher.port.publish(&Event::BookSearched(event));
     };
     // Until the consumer has joined and applied something.
     wait_until(Duration::from_secs(30), "the consumer to start", || async {

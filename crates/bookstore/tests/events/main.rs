@@ -3,6 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod crashes;
-mod helpers;
 mod pipeline;
 mod retention;

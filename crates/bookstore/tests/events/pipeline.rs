@@ -2,15 +2,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore_app::events::EventBus;
+use bookstore_app::bus::EventBus;
 use bookstore_domain::events::{Event, SearchEvent, normalize_query};
+use bookstore_testkit::{Backend, Recorder, both, wait_until};
+use bookstore_testkit_app::{TestBus, counts_store, total};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
-
-use crate::both;
-use crate::helpers::{Backend, Recorder, TestBus, counts_store, total, wait_until};
 
 const USER_1: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
 const USER_2: &str = "5d7e1f3a-2b4c-4d6e-8f0a-1b2c3d4e5f60";
@@ -72,7 +71,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
     // The page, as user 1; the API anonymously; the API with user 2's cookie, page 2.
     let page = http
         .get(web.url("/?q=%20%20Pride%20%20and%20PREJUDICE"))
-        .header("cookie", crate::helpers::uid_cookie(USER_1))
+        .header("cookie", bookstore_testkit_app::uid_cookie(USER_1))
         .send()
         .await
         .unwrap();
@@ -87,7 +86,7 @@ async fn searches_arrive_with_every_field(backend: Backend) {
         .unwrap();
     let frank: Value = http
         .get(web.url("/api/books?q=Frankenstein&o=0"))
-        .header("cookie", crate::helpers::uid_cookie(USER_2))
+        .header("cookie", bookstore_testkit_app::uid_cookie(USER_2))
         .send()
         .await
         .unwrap()
@@ -369,7 +368,7 @@ async fn two_consumers_split_the_partitions_and_take_over(backend: Backend) {
                 0,
                 vec![],
             );
-            publisher.publisher.publish(&Event::BookSearched(event));
+            publisher.port.publish(&Event::BookSearched(event));
         }
     };
     publish(0..600);

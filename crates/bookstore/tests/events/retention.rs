@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bookstore_app::events::EventBus;
+use bookstore_app::bus::EventBus;
 use bookstore_domain::TopicPartition;
-
-use crate::helpers::{Backend, TestBus, counts_store, total, wait_until};
+use bookstore_testkit::{Backend, wait_until};
+use bookstore_testkit_app::{TestBus, counts_store, total};
 
 /// `events.retention_bytes` of the bounded-load test, per partition (3 partitions).
 const RETENTION_BYTES: u64 = 512 * 1024;
@@ -37,7 +37,7 @@ fn file_size(log: &std::path::Path) -> u64 {
 async fn retained(
     log: &bookstore_eventlog::EventLog,
     topic: &str,
-) -> Vec<bookstore_events::RawMessage> {
+) -> Vec<bookstore_consumer::RawMessage> {
     let mut retained = Vec::new();
     for partition in 0..3 {
         let tp = TopicPartition {

@@ -7,16 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bookstore_app::events::EventBus;
+use bookstore_app::bus::EventBus;
 use bookstore_domain::events::{BookDeletedEvent, BookEvent, CatalogBook, Event};
+use bookstore_testkit::wait_until;
+use bookstore_testkit_app::stores::Replay;
+use bookstore_testkit_app::{Infra, TestBus, test_bus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::helpers::{TestBus, wait_until};
 use crate::infra;
-use crate::support::stores::Replay;
-use crate::support::{Infra, test_bus};
 
 const PARTITIONS: i32 = 3;
 
@@ -41,9 +41,9 @@ fn created(id: i64) -> Event {
 }
 
 /// Publishes `events` and waits until the log has every one.
-async fn deliver_all(publisher: &bookstore_app::events::Publisher, events: &[Event]) {
+async fn deliver_all(publisher: &bookstore_app::bus::Publisher, events: &[Event]) {
     let delivered = publisher
-        .publisher
+        .port
         .deliver(events, Duration::from_secs(30))
         .await;
     assert!(
@@ -136,9 +136,11 @@ async fn a_replay_after_compaction_ends_with_exactly_the_live_catalog(infra: Inf
         .await
         .unwrap();
     }
-    let mut catalog_events = config.events.clone();
-    catalog_events.topic = topic.clone();
-    let publisher = bus.bus.publisher(&catalog_events).await.unwrap();
+    let publisher = bus
+        .bus
+        .publisher(&config.events, config.events.destination(&topic))
+        .await
+        .unwrap();
 
     // Books 1 to 30 created; 1 to 10 replaced; 11 to 20 deleted.
     let mut events: Vec<Event> = (1..=30).map(created).collect();

@@ -3,21 +3,13 @@
 //! recommendation store, Redis for trends).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "../support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 mod compaction;
 mod members;
 mod outbox;
 mod processes;
 mod service;
 
-pub use support::Infra;
+pub use bookstore_testkit_app::Infra;
 
 /// Runs a test body on both: `infra!(name)` makes `name::{embedded, kafka_mariadb_redis}`.
 #[macro_export]

@@ -11,12 +11,11 @@ use bookstore_domain::Record;
 use bookstore_domain::events::{
     BookEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook, SearchEvent,
 };
-use bookstore_domain::recommend::conformance;
+use bookstore_testkit::conformance::recommend as conformance;
+use bookstore_testkit::wait_until;
+use bookstore_testkit_app::stores::{ExpectedRecommendations, wait_for_recommendations};
+use bookstore_testkit_app::{Infra, start_recommend, test_bus, unbounded_query_records};
 use chrono::Utc;
-
-use crate::helpers::wait_until;
-use crate::support::stores::{ExpectedRecommendations, wait_for_recommendations};
-use crate::support::{Infra, start_recommend, test_bus, unbounded_query_records};
 
 const BOOKS: i64 = 40;
 const SEARCHES: usize = 1_500;
@@ -117,22 +116,25 @@ async fn two_members_of_one_group_end_as_the_rules() {
     .await;
 
     let searches = bus.publisher().await;
-    let mut catalog_events = config.events.clone();
-    catalog_events.topic = config.events.catalog_topic.clone();
-    let catalog = bus.bus.publisher(&catalog_events).await.unwrap();
+    let catalog_events = &config.events;
+    let catalog = bus
+        .bus
+        .publisher(catalog_events, catalog_events.catalog())
+        .await
+        .unwrap();
     for (i, event) in all.iter().enumerate() {
         if event.catalog_change().is_some() {
-            catalog.publisher.publish(event)
+            catalog.port.publish(event)
         } else {
-            searches.publisher.publish(event)
+            searches.port.publish(event)
         };
         // A few seconds of events, so that both members apply batches at the same time.
         if i % 50 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert_eq!(searches.publisher.flush(Duration::from_secs(30)).await, 0);
-    assert_eq!(catalog.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(searches.port.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(catalog.port.flush(Duration::from_secs(30)).await, 0);
 
     let store = open_recommend_store(config).await.unwrap();
     wait_for_recommendations(
@@ -141,7 +143,7 @@ async fn two_members_of_one_group_end_as_the_rules() {
         "two members",
     )
     .await;
-    let applied = |s: &bookstore_events::ConsumerStats| s.applied.load(Ordering::Relaxed);
+    let applied = |s: &bookstore_consumer::ConsumerStats| s.applied.load(Ordering::Relaxed);
     eprintln!(
         "two members applied {} and {} events, with {} and {} retries",
         applied(&first_stats),

@@ -10,11 +10,11 @@ use bookstore_app::relay::PublisherSink;
 use bookstore_app::{Catalog, Remotes, open_catalog};
 use bookstore_domain::events::Event;
 use bookstore_domain::{NewBook, NewBookInput, Outbox, OutboxRow, OutboxSink, RowOutcome};
+use bookstore_testkit::{Recorder, http::get_json, wait_until};
+use bookstore_testkit_app::{Infra, start_web, test_bus};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Recorder, wait_until};
 use crate::infra;
-use crate::support::{Infra, get_json, start_web, test_bus};
 
 /// Delivers through the real publisher, then never answers: the relay's round is cut off there,
 /// before the rows are marked sent, which is what a relay killed at that moment leaves behind.
@@ -312,7 +312,7 @@ struct CatalogRecording {
 }
 
 impl CatalogRecording {
-    async fn start(bus: &crate::helpers::TestBus) -> Self {
+    async fn start(bus: &bookstore_testkit_app::TestBus) -> Self {
         let config = &bus.config;
         let recorder = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
@@ -353,7 +353,7 @@ infra!(rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow);
 async fn rows_the_log_can_never_take_go_to_dead_letters_and_later_rows_flow(infra: Infra) {
     let bus = test_bus(infra).await;
     let config = &bus.config;
-    if let bookstore_app::events::EventBus::Kafka(settings) = &bus.bus {
+    if let bookstore_app::bus::EventBus::Kafka(settings) = &bus.bus {
         // The catalog topic takes messages of 20 kB at most: the broker refuses larger ones,
         // although the producer (1 MB) lets them through.
         bookstore_kafka::ensure_topic(
@@ -500,15 +500,15 @@ async fn an_outage_of_the_log_dead_letters_nothing(infra: Infra) {
     events.outbox_max_attempts = 1;
     let mut locker = None;
     let sink = match &bus.bus {
-        bookstore_app::events::EventBus::Kafka(_) => {
-            let port = crate::support::free_port();
+        bookstore_app::bus::EventBus::Kafka(_) => {
+            let port = bookstore_testkit::free_port();
             let unreachable =
-                bookstore_app::events::EventBus::Kafka(bookstore_kafka::KafkaSettings::new([
+                bookstore_app::bus::EventBus::Kafka(bookstore_kafka::KafkaSettings::new([
                     format!("127.0.0.1:{port}"),
                 ]));
             PublisherSink::start(&unreachable, &events).await.unwrap()
         }
-        bookstore_app::events::EventBus::Embedded { log, .. } => {
+        bookstore_app::bus::EventBus::Embedded { log, .. } => {
             let sink = PublisherSink::start(&bus.bus, &events).await.unwrap();
             use sqlx::Connection;
             let url = format!("sqlite://{}", log.path().display());

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::{Infra, Processes, get_json, test_bus};
+use bookstore_testkit::http::get_json;
+use bookstore_testkit_app::{Infra, Processes, test_bus};
 
 const READER_A: &str = "3f1e2d4c-5b6a-4798-8a9b-0c1d2e3f4a5b";
 const READER_B: &str = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d";
@@ -12,7 +13,7 @@ const READER_B: &str = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_on_kafka_mariadb_redis_recommend_to_two_visitors() {
     let bus = test_bus(Infra::Real).await;
-    let processes = Processes::start(&bus).await;
+    let processes = Processes::start(env!("CARGO_BIN_EXE_bookstore"), &bus).await;
     let http = reqwest::Client::new();
     let web = processes.web.clone();
     let rec = processes.rec_ops.clone();
@@ -23,7 +24,7 @@ async fn three_processes_on_kafka_mariadb_redis_recommend_to_two_visitors() {
         async move {
             let response = http
                 .get(format!("{web}/?q={q}"))
-                .header("cookie", crate::helpers::uid_cookie(uid))
+                .header("cookie", bookstore_testkit_app::uid_cookie(uid))
                 .send()
                 .await
                 .unwrap();

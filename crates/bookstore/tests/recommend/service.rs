@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bookstore_app::{Remotes, serve_all};
+use bookstore_testkit::{http::get_json, wait_until};
+use bookstore_testkit_app::{Infra, start_recommend, start_trend, start_web, test_bus};
 use serde_json::Value;
 
-use crate::helpers::wait_until;
 use crate::infra;
-use crate::support::{Infra, get_json, start_recommend, start_trend, start_web, test_bus};
 
 const READER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
 const READER_B: &str = "5d0f3c2e-7a61-4b8e-8c3f-2e9b6a1d4c70";
@@ -30,7 +30,7 @@ fn ids(books: &Value) -> BTreeSet<i64> {
 async fn page_search(http: &reqwest::Client, web: &str, uid: &str, q: &str) -> String {
     let response = http
         .get(format!("{web}/?q={q}"))
-        .header("cookie", crate::helpers::uid_cookie(uid))
+        .header("cookie", bookstore_testkit_app::uid_cookie(uid))
         .send()
         .await
         .unwrap();
@@ -341,7 +341,7 @@ async fn the_all_in_one_recommends_to_two_visitors() {
     let http = reqwest::Client::new();
     let url = format!("http://{web_addr}");
     // Ready: the search index holds the sample catalog.
-    crate::support::wait_ready(&url).await;
+    bookstore_testkit::http::wait_ready(&url).await;
     // What each visitor was shown: the books linked from their result pages.
     let mut shown_a = shown_on(&page_search(&http, &url, READER_A, "austen").await);
     let mut shown_b = shown_on(&page_search(&http, &url, READER_B, "austen").await);
@@ -447,7 +447,7 @@ async fn a_forgotten_reader_is_forgotten_by_every_service(infra: Infra) {
         .build()
         .unwrap()
         .post(format!("{}/forget", web.url))
-        .header("cookie", crate::helpers::uid_cookie(READER_A))
+        .header("cookie", bookstore_testkit_app::uid_cookie(READER_A))
         .header("sec-fetch-site", "same-origin")
         .form(&[("token", token)])
         .send()
@@ -504,29 +504,30 @@ infra!(two_readers_viewing_the_same_books_change_each_others_recommendations);
 /// recommended 11 and B 10, each "because you looked at" a book, and neither a book they opened.
 async fn two_readers_viewing_the_same_books_change_each_others_recommendations(infra: Infra) {
     use bookstore_domain::events::{BookEvent, Event};
-    use bookstore_domain::recommend::conformance::{book, view};
+    use bookstore_testkit::conformance::recommend::{book, view};
 
     let bus = test_bus(infra).await;
     let (rec, _) = start_recommend(&bus.config).await;
     let http = reqwest::Client::new();
-    let mut catalog_events = bus.config.events.clone();
-    catalog_events.topic = bus.config.events.catalog_topic.clone();
-    let catalog = bus.bus.publisher(&catalog_events).await.unwrap();
+    let catalog_events = &bus.config.events;
+    let catalog = bus
+        .bus
+        .publisher(catalog_events, catalog_events.catalog())
+        .await
+        .unwrap();
     let base = chrono::Utc::now() - chrono::Duration::hours(1);
     for i in 1..=16 {
-        catalog
-            .publisher
-            .publish(&Event::BookCreated(BookEvent::new(
-                uuid::Uuid::now_v7(),
-                base,
-                book(i),
-            )));
+        catalog.port.publish(&Event::BookCreated(BookEvent::new(
+            uuid::Uuid::now_v7(),
+            base,
+            book(i),
+        )));
     }
-    assert_eq!(catalog.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(catalog.port.flush(Duration::from_secs(30)).await, 0);
     let views = bus.publisher().await;
     let publish = |events: Vec<Event>| {
         for event in &events {
-            views.publisher.publish(event);
+            views.port.publish(event);
         }
     };
     let similar = |id: i64| {
@@ -552,7 +553,7 @@ async fn two_readers_viewing_the_same_books_change_each_others_recommendations(i
         view(Some(READER_A), 9, base, 1),
         view(Some(READER_A), 10, base, 2),
     ]);
-    assert_eq!(views.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(views.port.flush(Duration::from_secs(30)).await, 0);
     wait_until(Duration::from_secs(30), "A's views applied", || async {
         ids(&similar(9).await) == BTreeSet::from([10])
     })
@@ -569,7 +570,7 @@ async fn two_readers_viewing_the_same_books_change_each_others_recommendations(i
         view(Some(READER_B), 9, base, 3),
         view(Some(READER_B), 11, base, 4),
     ]);
-    assert_eq!(views.publisher.flush(Duration::from_secs(30)).await, 0);
+    assert_eq!(views.port.flush(Duration::from_secs(30)).await, 0);
     wait_until(Duration::from_secs(30), "B's views applied", || async {
         ids(&similar(9).await) == BTreeSet::from([10, 11])
     })

@@ -2,14 +2,6 @@
 //! with its store on SQLite (embedded) and on the real Redis from `dev/services`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../events/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-#[path = "../support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-
 mod service;
 mod tutorial;
 mod views;
@@ -21,8 +13,8 @@ use bookstore_app::config::{Config, TrendStoreKind};
 use bookstore_app::trend::open_trend_store;
 use bookstore_domain::trends::TrendRanking;
 
-pub use helpers::Backend;
-use support::redis_url;
+pub use bookstore_testkit::Backend;
+use bookstore_testkit::servers::redis_url;
 
 /// Runs a test body on each pair of event log and trend store: `stores!(name)` makes
 /// `name::{embedded_log_sqlite, embedded_log_redis, kafka_sqlite, kafka_redis}`.
@@ -31,7 +23,7 @@ macro_rules! stores {
     ($name:ident) => {
         mod $name {
             use bookstore_app::config::TrendStoreKind;
-            use $crate::helpers::Backend;
+            use bookstore_testkit::Backend;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn embedded_log_sqlite() {
                 super::$name(Backend::Embedded, TrendStoreKind::Embedded).await;

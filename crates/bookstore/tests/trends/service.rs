@@ -4,11 +4,11 @@ use std::time::{Duration, Instant};
 
 use bookstore_app::config::TrendStoreKind;
 use bookstore_app::{Remotes, serve_all};
+use bookstore_testkit::{Backend, free_port, process::bookstore_child, wait_until};
+use bookstore_testkit_app::{Running, TestBus, consumer_env, start_trend};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::helpers::{Backend, TestBus, wait_until};
-use crate::support::{self, Running, bookstore_child, consumer_env, free_port, start_trend};
 use crate::{stores, use_store};
 
 const USER_A: &str = "0b1c7a52-0c4e-4c1e-9d0e-9a1f0e2c3d4e";
@@ -19,7 +19,9 @@ async fn start_web(bus: &TestBus, trend_url: &str) -> Running {
         trend_url: Some(trend_url.to_owned()),
         recommend_url: None,
     };
-    support::start_web(&bus.config, remotes).await.0
+    bookstore_testkit_app::start_web(&bus.config, remotes)
+        .await
+        .0
 }
 
 async fn trends(http: &reqwest::Client, trend: &Running, query: &str) -> Vec<Value> {
@@ -61,7 +63,7 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
     }
     let page = http
         .get(format!("{}/?q=Rust", web.url))
-        .header("cookie", crate::helpers::uid_cookie(USER_A))
+        .header("cookie", bookstore_testkit_app::uid_cookie(USER_A))
         .send()
         .await
         .unwrap();
@@ -129,7 +131,7 @@ async fn searches_show_up_in_trends_with_exact_counts(backend: Backend, store: T
 
     // The page shows them, each query a link that runs its search.
     wait_until(Duration::from_secs(5), "the trends on the page", || async {
-        let html = support::get_text(&http, &format!("{}/", web.url)).await;
+        let html = bookstore_testkit::http::get_text(&http, &format!("{}/", web.url)).await;
         html.contains(r#"id="trends""#)
             && html.contains(r#"href="/?q=rust""#)
             && html.contains(r#"href="/?q=Frankenstein""#)
@@ -172,7 +174,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         search(path, "FREE BOOKS at evil.example", Some(made_up)).await;
     }
     // A reader, again and again, for something private.
-    let reader = crate::helpers::uid_cookie(USER_A);
+    let reader = bookstore_testkit_app::uid_cookie(USER_A);
     for _ in 0..10 {
         search("/", "my own diagnosis", Some(reader.clone())).await;
     }
@@ -239,11 +241,11 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         ("9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a", "2001:db8:3::1"),
     ];
     for (uid, from) in READERS {
-        let cookie = Some(crate::helpers::uid_cookie(uid));
+        let cookie = Some(bookstore_testkit_app::uid_cookie(uid));
         search_from("/", "dune", cookie, Some(from)).await;
     }
     wait_until(Duration::from_secs(30), "dune on the page", || async {
-        let html = support::get_text(&http, &format!("{}/", web.url)).await;
+        let html = bookstore_testkit::http::get_text(&http, &format!("{}/", web.url)).await;
         html.contains(r#"href="/?q=dune""#)
     })
     .await;
@@ -256,7 +258,7 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
     // bounded text the search used; the page stays small.
     let huge = format!("{}{}", "long ".repeat(20), "y".repeat(60_000));
     for (uid, from) in READERS {
-        let cookie = Some(crate::helpers::uid_cookie(uid));
+        let cookie = Some(bookstore_testkit_app::uid_cookie(uid));
         search_from("/", &huge, cookie, Some(from)).await;
     }
     wait_until(
@@ -269,7 +271,8 @@ async fn one_person_cannot_steer_the_public_trends(backend: Backend, store: Tren
         let query = t["query"].as_str().unwrap();
         assert!(query.chars().count() <= 200, "{} characters", query.len());
     }
-    let page = || async { support::get_text(&http, &format!("{}/", web.url)).await };
+    let page =
+        || async { bookstore_testkit::http::get_text(&http, &format!("{}/", web.url)).await };
     wait_until(
         Duration::from_secs(10),
         "the long query on the page",
@@ -312,10 +315,10 @@ async fn a_forgotten_reader_is_deleted_and_the_counts_stay(
         ))
     };
     for query in ["my own name", "my own name", "dune"] {
-        searches.publisher.publish(&searched(query));
+        searches.port.publish(&searched(query));
     }
     searches
-        .publisher
+        .port
         .publish(&Event::ReaderForgotten(ReaderForgottenEvent::now(USER_A)));
     wait_until(
         Duration::from_secs(30),
@@ -328,7 +331,7 @@ async fn a_forgotten_reader_is_deleted_and_the_counts_stay(
         },
     )
     .await;
-    searches.publisher.publish(&searched("dune"));
+    searches.port.publish(&searched("dune"));
     wait_until(Duration::from_secs(30), "a later search", || async {
         count_of(&trends(&http, &trend, "ps=100&all=true").await, "dune") == 2
     })
@@ -346,14 +349,14 @@ async fn searches_show_under_trends_within_a_second(http: &reqwest::Client, url:
         let searched = Instant::now();
         let page = http
             .get(format!("{url}/?q={query}"))
-            .header("cookie", crate::helpers::uid_cookie(USER_A))
+            .header("cookie", bookstore_testkit_app::uid_cookie(USER_A))
             .send()
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
         let link = format!(r#"href="/?q={}""#, query.replace(' ', "%20"));
         loop {
-            let html = support::get_text(http, &format!("{url}/")).await;
+            let html = bookstore_testkit::http::get_text(http, &format!("{url}/")).await;
             if html.contains(&link) {
                 break;
             }
@@ -511,8 +514,8 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
             format!("http://127.0.0.1:{trend_port}"),
         ),
     ]);
-    let mut trend = bookstore_child("trend", &env);
-    let mut web = bookstore_child("web", &env);
+    let mut trend = bookstore_child(env!("CARGO_BIN_EXE_bookstore"), "trend", &env);
+    let mut web = bookstore_child(env!("CARGO_BIN_EXE_bookstore"), "web", &env);
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{web_port}");
     let trend_url = format!("http://127.0.0.1:{trend_port}");
@@ -541,7 +544,7 @@ async fn separate_processes_on_kafka_and_redis_show_a_search_within_a_second() {
         Duration::from_secs(60),
         "the trend service to join",
         || async {
-            let html = support::get_text(&http, &format!("{url}/")).await;
+            let html = bookstore_testkit::http::get_text(&http, &format!("{url}/")).await;
             html.contains(r#"href="/?q=warm%20up""#)
         },
     )

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use bookstore_app::Remotes;
+use bookstore_app::bus::EventBus;
 use bookstore_app::config::TrendStoreKind;
-use bookstore_app::events::EventBus;
 use bookstore_domain::events::WireFormat;
+use bookstore_testkit::{Backend, wait_until};
+use bookstore_testkit_app::{TestBus, start_trend, uid_cookie};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestBus, uid_cookie, wait_until};
-use crate::support::{self, start_trend};
 use crate::use_store;
 
 const USER: &str = "5f0c2a8e-3b1d-4c7e-9a2f-6d8e1b4c0a97";
@@ -100,7 +100,7 @@ async fn the_tutorials_readers_read_what_the_web_answered_and_ours_make_trends_o
         trend_url: None,
         recommend_url: None,
     };
-    let (web, stats) = support::start_web(&bus.config, remotes).await;
+    let (web, stats) = bookstore_testkit_app::start_web(&bus.config, remotes).await;
     let http = reqwest::Client::new();
 
     // Anonymous (the API without a cookie) and with a user (a signed cookie); one query holds a

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use bookstore_app::config::TrendStoreKind;
 use bookstore_domain::events::{BookViewedEvent, Event, ResultBook, SearchEvent, ViewSource};
+use bookstore_testkit::{Backend, wait_until};
+use bookstore_testkit_app::{TestBus, start_trend};
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestBus, wait_until};
-use crate::support::start_trend;
 use crate::{stores, use_store};
 
 /// A view of book `id` by `user` now.
@@ -70,7 +70,7 @@ async fn viewed_books_show_up_in_trends_books(backend: Backend, store: TrendStor
     views.push(viewed(20, "b"));
     views.push(searched("not a view"));
     for event in &views {
-        events.publisher.publish(event);
+        events.port.publish(event);
     }
     wait_until(
         Duration::from_secs(30),
@@ -184,7 +184,7 @@ async fn the_stream_tells_when_a_batch_changed_the_trends(backend: Backend, stor
     let events = bus.publisher().await;
     let http = reqwest::Client::new();
     // The consumer is running once a first search is applied.
-    events.publisher.publish(&searched("warm up"));
+    events.port.publish(&searched("warm up"));
     wait_until(Duration::from_secs(60), "the first search", || async {
         let response = http
             .get(format!("{}/trends?all=true", trend.url))
@@ -208,7 +208,7 @@ async fn the_stream_tells_when_a_batch_changed_the_trends(backend: Backend, stor
     );
 
     let published = Instant::now();
-    events.publisher.publish(&searched("live"));
+    events.port.publish(&searched("live"));
     let data = first.changed(Duration::from_secs(10)).await;
     eprintln!("a search announced after {:?}", published.elapsed());
     assert!(
@@ -229,7 +229,7 @@ async fn the_stream_tells_when_a_batch_changed_the_trends(backend: Backend, stor
     assert!(trends.iter().any(|t| t["query_normalized"] == "live"));
     // A view is announced too; many at once are one or a few messages, not one per event.
     for i in 0..50 {
-        events.publisher.publish(&viewed(7, &format!("r{i}")));
+        events.port.publish(&viewed(7, &format!("r{i}")));
     }
     first.changed(Duration::from_secs(10)).await;
     let books = viewed_books(&http, &trend.url, "").await;
@@ -239,7 +239,7 @@ async fn the_stream_tells_when_a_batch_changed_the_trends(backend: Backend, stor
     // to send).
     drop(second);
     wait_until(Duration::from_secs(30), "a free place", || async {
-        events.publisher.publish(&searched("again"));
+        events.port.publish(&searched("again"));
         tokio::time::sleep(Duration::from_millis(300)).await;
         Stream::open(&http, &trend.url).await.status() == 200
     })
@@ -283,9 +283,7 @@ async fn a_stream_ends_after_the_request_timeout_and_a_new_one_follows() {
     while !heard && std::time::Instant::now() < limit {
         let mut response = Stream::open(&http, &trend.url).await;
         assert_eq!(response.status(), 200);
-        events
-            .publisher
-            .publish(&searched(&format!("late {round}")));
+        events.port.publish(&searched(&format!("late {round}")));
         round += 1;
         let mut text = String::new();
         while let Ok(Ok(Some(chunk))) =

@@ -89,8 +89,6 @@
 //! (views) changed the profile, so a store of version 1 is emptied at open and rebuilt from the
 //! log under a new consumer group name ([`positions_group`], [`needs_rebuild`]).
 
-pub mod conformance;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -1596,6 +1594,3 @@ pub struct RecommendStats {
     /// Query records, one per query and partition.
     pub query_records: u64,
 }
-
-#[cfg(test)]
-mod tests;

@@ -53,9 +53,6 @@
 //!
 //! Times count in milliseconds, as the stores keep them.
 
-#[doc(hidden)]
-pub mod conformance;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -8,9 +8,11 @@
 //! store says, so nothing is lost or applied twice. Messages that cannot be decoded, and events a
 //! handler rejects, go to a [`DeadLetters`] sink; stores that are down are retried with backoff.
 
+mod delivery;
 mod pipeline;
 mod stats;
 
+pub use delivery::{Waiting, verdicts};
 pub use pipeline::{
     BatchSettings, DeadLetter, DeadLetters, Flushed, LogRange, Pipeline, RawMessage, SinkError,
     Stopped,

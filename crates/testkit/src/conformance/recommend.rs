@@ -1,23 +1,22 @@
 //! The check every recommendation store passes: fed catalog, search and view events batch by
-//! batch, it holds what [`apply`](super::apply) computes from the same events in one go,
+//! batch, it holds what [`apply`] computes from the same events in one go,
 //! recommends what the rules say (discovery through other users, no book already shown or
 //! viewed, co-viewed books, popular books for a new user), answers "readers who looked at this
 //! also looked at", follows the catalog's updates and deletes, keeps its bounds, forgets, and
 //! refuses a batch whose start is not its stored position. For the stores' tests; it panics on
 //! the first difference.
 
-use chrono::{DateTime, Duration, Utc};
-use uuid::Uuid;
-
-use super::{
-    Changes, KIND_SIMILAR, KIND_VIEWED, Prior, RecommendSettings, SIMILAR_REASON, SimilarBooks,
-    Snapshot, apply,
-};
-use crate::events::{
+use bookstore_domain::events::{
     BookDeletedEvent, BookEvent, BookViewedEvent, CatalogBook, Event, ReaderForgottenEvent,
     ResultBook, SearchEvent, ViewSource,
 };
-use crate::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
+use bookstore_domain::recommend::{
+    CatalogEntry, Changes, KIND_SIMILAR, KIND_VIEWED, MAX_SHOWN_PER_EVENT, POPULAR_REASON, Prior,
+    QueryRecord, RecommendSettings, Recommendation, SIMILAR_REASON, SimilarBooks, Snapshot, apply,
+};
+use bookstore_domain::{Batch, EventHandler, HandlerError, PositionUpdate, RecommendStore, Record};
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
 
 /// The settings the check runs with: small bounds, so that they bite.
 pub fn settings() -> RecommendSettings {
@@ -152,28 +151,27 @@ impl Feed {
 
 /// What the store should hold: every event applied in one go to an empty store.
 pub fn reference(settings: &RecommendSettings, records: &[Record]) -> Snapshot {
-    Snapshot::from(apply(settings, Prior::default(), records))
+    snapshot_of(apply(settings, Prior::default(), records))
 }
 
-impl From<Changes> for Snapshot {
-    fn from(changes: Changes) -> Self {
-        Snapshot {
-            catalog: changes
-                .catalog
-                .into_values()
-                .map(|b| super::CatalogEntry {
-                    id: b.id,
-                    title: b.title,
-                    author: b.author,
-                })
-                .collect(),
-            profiles: changes.profiles.into_iter().collect(),
-            queries: changes.queries.into_iter().collect(),
-            popular: changes.popular.into_iter().collect(),
-            coviews: changes.coviews.into_iter().collect(),
-        }
-        .sorted()
+/// What a store holds after writing `changes` to an empty store.
+fn snapshot_of(changes: Changes) -> Snapshot {
+    Snapshot {
+        catalog: changes
+            .catalog
+            .into_values()
+            .map(|b| CatalogEntry {
+                id: b.id,
+                title: b.title,
+                author: b.author,
+            })
+            .collect(),
+        profiles: changes.profiles.into_iter().collect(),
+        queries: changes.queries.into_iter().collect(),
+        popular: changes.popular.into_iter().collect(),
+        coviews: changes.coviews.into_iter().collect(),
     }
+    .sorted()
 }
 
 /// Runs the check on an empty `store` created with [`settings`].
@@ -263,7 +261,7 @@ pub async fn check_store<S: RecommendStore + SimilarBooks + EventHandler>(store:
     assert!(
         fresh
             .iter()
-            .all(|r| books_of(3).contains(&r.id) && r.reason == super::POPULAR_REASON),
+            .all(|r| books_of(3).contains(&r.id) && r.reason == POPULAR_REASON),
         "a new reader gets Tolkien, the popular books: {fresh:?}"
     );
 
@@ -386,7 +384,7 @@ pub async fn check_store<S: RecommendStore + SimilarBooks + EventHandler>(store:
     let expected_shown: Vec<i64> = {
         // Each event shows its first MAX_SHOWN_PER_EVENT results, so 1000..1115 in that order
         // over the four: the latest `profile_shown` of them, oldest first.
-        let all: Vec<i64> = (1000..1015 + super::MAX_SHOWN_PER_EVENT as i64).collect();
+        let all: Vec<i64> = (1000..1015 + MAX_SHOWN_PER_EVENT as i64).collect();
         all[all.len() - settings.profile_shown..].to_vec()
     };
     assert_eq!(
@@ -438,7 +436,7 @@ pub async fn check_store<S: RecommendStore + SimilarBooks + EventHandler>(store:
     // Forgetting: B searches, is forgotten, and searches again in one batch; "heavy" is
     // forgotten alone. Only B's last search is left of them; the query records keep what their
     // searches added.
-    let heavy_records = |snapshot: &Snapshot| -> Vec<((i32, String), super::QueryRecord)> {
+    let heavy_records = |snapshot: &Snapshot| -> Vec<((i32, String), QueryRecord)> {
         snapshot
             .queries
             .iter()
@@ -610,7 +608,7 @@ async fn check_views<S: RecommendStore + SimilarBooks + EventHandler>(
     for (_, record) in &snapshot.coviews {
         assert!(record.len() <= settings.similar_per_book, "{record:?}");
     }
-    let ids = |list: Vec<super::Recommendation>| list.iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids = |list: Vec<Recommendation>| list.iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.similar(1, 50).await.expect("similar")),
         vec![2, 3],

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bookstore_app::config::{Config, Secret};
 use bookstore_app::recommend::RecommendBackend;
@@ -12,9 +11,10 @@ use bookstore_app::trend::TrendBackend;
 use bookstore_domain::EventHandler;
 use bookstore_domain::recommend::Snapshot;
 use bookstore_domain::trends::{Trend, TrendBoard, TrendRanking};
+use bookstore_testkit::{Cleanup, FreshDatabase, wait_until_settled};
 use chrono::{DateTime, Utc};
 
-use crate::helpers::{RunningConsumer, TestBus};
+use crate::bus::{RunningConsumer, TestBus, made_stores};
 
 /// Every trend `store` holds (up to 1,000), public or not, by count.
 pub async fn all_trends(
@@ -149,37 +149,6 @@ pub async fn wait_for_recommendations(
     .await;
 }
 
-/// Polls `difference` (what a store holds against what it should hold; `None` when they agree)
-/// every 200 ms until it is `None`, for 60 s at most; then checks that it is still `None` half a
-/// second later: nothing arrives late and counts twice.
-pub async fn wait_until_settled<F, Fut>(what: &str, store: &str, mut difference: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<String>>,
-{
-    let mut last = None;
-    let reached = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            last = difference().await;
-            if last.is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "{what}: the {store} never held every event applied once; last difference: {last:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let late = difference().await;
-    assert!(
-        late.is_none(),
-        "{what}: the {store} changed afterwards: {late:?}"
-    );
-}
-
 /// A fresh consumer group in this process reading `topics` from the beginning into `store`.
 pub async fn replay(
     bus: &TestBus,
@@ -211,22 +180,27 @@ pub struct Replay {
     pub recommendations: Arc<dyn RecommendBackend>,
     pub trend_group: RunningConsumer,
     pub rec_group: RunningConsumer,
-    _made: crate::helpers::cleanup::Cleanup,
+    _made: Cleanup,
+    _database: Option<FreshDatabase>,
     _dir: tempfile::TempDir,
 }
 
 impl Replay {
     pub async fn start(bus: &TestBus, config: &Config) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("cannot make a temporary directory");
         let on_mariadb = config
             .recommend
             .db_url
             .as_ref()
             .is_some_and(|url| url.expose().starts_with("mysql:"));
-        let rec_url = if on_mariadb {
-            super::fresh_mysql_url("replay_rec").await
+        let database = if on_mariadb {
+            Some(FreshDatabase::reserve("replay_rec").await)
         } else {
-            format!("sqlite://{}", dir.path().join("rec.db").display())
+            None
+        };
+        let rec_url = match &database {
+            Some(database) => database.url(),
+            None => format!("sqlite://{}", dir.path().join("rec.db").display()),
         };
         let mut fresh = Config {
             data_dir: dir.path().to_owned(), // the embedded trend store's file
@@ -235,15 +209,15 @@ impl Replay {
             recommend: config.recommend.clone(),
             ..Config::default()
         };
-        fresh.trend.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        fresh.trend.redis_prefix = bookstore_testkit::redis::fresh_prefix();
         fresh.recommend.db_url = Some(Secret(rec_url.into()));
-        let made = crate::helpers::made_stores(&fresh);
+        let made = made_stores(&fresh);
         let trends = bookstore_app::trend::open_trend_store(&fresh)
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot open the replay's trend store: {e:#}"));
         let recommendations = bookstore_app::recommend::open_recommend_store(&fresh)
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot open the replay's recommendation store: {e:#}"));
         let events = &bus.config.events;
         let trend_group = replay(bus, vec![events.topic.clone()], {
             let store: Arc<dyn EventHandler> = trends.clone();
@@ -265,6 +239,7 @@ impl Replay {
             trend_group,
             rec_group,
             _made: made,
+            _database: database,
             _dir: dir,
         }
     }

@@ -11,8 +11,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-
-use crate::{DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Relayed, RowOutcome, Settlement};
+use bookstore_domain::{
+    DeadLetteredRow, Outbox, OutboxRow, OutboxSink, Relayed, RepositoryError, RowOutcome,
+    Settlement,
+};
 
 /// One outbox row as the check reads it: id, attempts, last error, dead-lettered, sent.
 pub type RowState = (i64, i64, Option<String>, bool, bool);
@@ -104,7 +106,7 @@ where
     R: Fn(i64) -> RF,
     RF: Future<Output = ()>,
 {
-    let ok = |what: &str, result: Result<u64, crate::RepositoryError>| match result {
+    let ok = |what: &str, result: Result<u64, RepositoryError>| match result {
         Ok(n) => n,
         Err(error) => panic!("{what}: {error}"),
     };

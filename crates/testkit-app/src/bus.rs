@@ -1,49 +1,33 @@
 //! A test event bus per backend (a fresh topic on the real Kafka from `dev/services`, or a fresh
-//! embedded log), the web service on it, consumers, and an in-memory recording handler.
+//! embedded log), the web service on it, consumers, and the query-count store.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use bookstore_app::WebApp;
-use bookstore_app::config::{Config, EventsBackend};
-use bookstore_app::events::{EventBus, Publisher};
-use bookstore_domain::{Batch, EventHandler, HandlerError, Position, Record, TopicPartition};
-use bookstore_events::{ConsumerStats, PublisherStats};
+use bookstore_app::bus::{EventBus, Publisher};
+use bookstore_app::config::{Config, EventsBackend, OpsListen, Secret, TrendStoreKind};
+use bookstore_consumer::{ConsumerStats, PublisherStats};
+use bookstore_domain::EventHandler;
 use bookstore_sqlite::SqliteQueryCounts;
+use bookstore_testkit::servers::{self, kafka_brokers};
+use bookstore_testkit::{Backend, Cleanup, FreshDatabase};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../support/cleanup.rs"]
-pub mod cleanup;
-
-/// The stores of `config` that a test made on the shared servers: the Redis keys under a `test:`
-/// prefix, and the `bookstore_test_` MariaDB databases (catalog and recommendations).
-pub fn made_stores(config: &bookstore_app::config::Config) -> cleanup::Cleanup {
-    let mut made = cleanup::Cleanup::default();
-    if config.trend.store == bookstore_app::config::TrendStoreKind::Redis
-        && config.trend.redis_prefix.starts_with("test:")
+/// The stores of `config` that a test made on the shared Redis: the keys under a `test:` prefix.
+/// (Its MariaDB databases have guards of their own: [`TestBus::fresh_mysql_url`].)
+pub fn made_stores(config: &Config) -> Cleanup {
+    let mut made = Cleanup::default();
+    if config.trend.store == TrendStoreKind::Redis && config.trend.redis_prefix.starts_with("test:")
     {
         made.redis_prefixes.push(config.trend.redis_prefix.clone());
     }
-    made.mysql_urls = [&config.db.url, &config.recommend.db_url]
-        .into_iter()
-        .flatten()
-        .map(|url| url.expose().to_owned())
-        .filter(|url| url.starts_with("mysql:") && url.contains("/bookstore_test_"))
-        .collect();
     made
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Embedded,
-    Kafka,
 }
 
 /// The key the test services sign visitor ids with (`web.cookie_secret`).
@@ -52,29 +36,10 @@ pub const TEST_COOKIE_SECRET: &str = "test-cookie-secret-of-at-least-32-characte
 /// A `Cookie` header value naming the visitor `uid` (a UUID), signed as the test services sign.
 pub fn uid_cookie(uid: &str) -> String {
     let keys = bookstore_web::VisitorKeys::new(TEST_COOKIE_SECRET.into(), false, Vec::new());
-    format!("uid={}", keys.cookie_value(uid.parse().unwrap()))
-}
-
-pub fn kafka_brokers() -> String {
-    std::env::var("BOOKSTORE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-/// Runs a test body once per backend: `both!(name, body)` makes `name::embedded` and
-/// `name::kafka`.
-#[macro_export]
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                super::$name($crate::helpers::Backend::Embedded).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn kafka() {
-                super::$name($crate::helpers::Backend::Kafka).await;
-            }
-        }
-    };
+    let uid = uid
+        .parse()
+        .unwrap_or_else(|e| panic!("a visitor id is a UUID, not {uid:?}: {e}"));
+    format!("uid={}", keys.cookie_value(uid))
 }
 
 pub struct TestBus {
@@ -82,6 +47,8 @@ pub struct TestBus {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub bus: EventBus,
+    /// The MariaDB databases made for this bus's test, dropped with it.
+    databases: Vec<FreshDatabase>,
 }
 
 /// A test's topics, Redis keys and databases go with its bus, whether the test passed or not.
@@ -94,7 +61,7 @@ impl Drop for TestBus {
 impl TestBus {
     /// A fresh topic (Kafka) or log (embedded). Panics, naming the fix, when Kafka is unreachable.
     pub async fn new(backend: Backend) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("cannot make a temporary directory");
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             ..Config::default()
@@ -103,16 +70,14 @@ impl TestBus {
         // Services a test starts (the all-in-one starts them all) take free ports.
         config.trend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.recommend.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let free = bookstore_app::config::OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let free = OpsListen::Addr(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.web.ops_listen = free;
         config.trend.ops_listen = free;
         config.recommend.ops_listen = free;
         config.events.topic = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events.catalog_topic = format!("{}-catalog", config.events.topic);
-        config.web.admin_token = Some(bookstore_app::config::Secret(
-            "test-token".to_owned().into(),
-        ));
-        config.web.cookie_secret = Some(bookstore_app::config::Secret(TEST_COOKIE_SECRET.into()));
+        config.web.admin_token = Some(Secret("test-token".to_owned().into()));
+        config.web.cookie_secret = Some(Secret(TEST_COOKIE_SECRET.into()));
         // One reader makes a trend public, so that a test's own searches show on the page (the
         // tests of trend.min_readers set it back).
         config.trend.min_readers = 1;
@@ -129,15 +94,18 @@ impl TestBus {
                 config.events.session_timeout_ms = 6_000;
             }
         }
-        let bus = EventBus::open(&config).await.unwrap();
+        let bus = EventBus::open(&config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the {backend:?} event bus: {e:#}"));
         if let Err(error) = bus
             .ensure_topics(&config.events, &[config.events.topic.clone()])
             .await
         {
-            panic!(
-                "Kafka at {} is unreachable ({error:#}); start it with `dev/services start` \
-                 (or point BOOKSTORE_TEST_KAFKA_BROKERS at a broker)",
-                config.events.brokers
+            servers::unreachable(
+                "Kafka",
+                &config.events.brokers,
+                "BOOKSTORE_TEST_KAFKA_BROKERS",
+                format!("{error:#}"),
             );
         }
         Self {
@@ -145,6 +113,7 @@ impl TestBus {
             dir,
             config,
             bus,
+            databases: Vec::new(),
         }
     }
 
@@ -152,9 +121,28 @@ impl TestBus {
         &self.config.events.topic
     }
 
+    /// A fresh database name `bookstore_test_<purpose>_<uuid>` on the test MariaDB, for a
+    /// service that creates its database itself (the recommendation service); the database goes
+    /// with the bus. Panics, naming the fix, when MariaDB is unreachable.
+    pub async fn fresh_mysql_url(&mut self, purpose: &str) -> String {
+        let db = FreshDatabase::reserve(purpose).await;
+        let url = db.url();
+        self.databases.push(db);
+        url
+    }
+
+    /// [`TestBus::fresh_mysql_url`], the database created (for the catalog, which the web
+    /// service does not create).
+    pub async fn fresh_mysql_database(&mut self, purpose: &str) -> String {
+        let db = FreshDatabase::create_named(purpose).await;
+        let url = db.url();
+        self.databases.push(db);
+        url
+    }
+
     /// What this bus's test made on the shared servers, as its configuration says at the end:
-    /// its Kafka topics, and its stores (see [`made_stores`]).
-    fn made(&self) -> cleanup::Cleanup {
+    /// its Kafka topics, and its Redis keys (see [`made_stores`]).
+    fn made(&self) -> Cleanup {
         let mut made = made_stores(&self.config);
         if self.backend == Backend::Kafka {
             let e = &self.config.events;
@@ -218,7 +206,10 @@ impl TestBus {
     }
 
     pub async fn publisher(&self) -> Publisher {
-        self.bus.publisher(&self.config.events).await.unwrap()
+        self.bus
+            .publisher(&self.config.events, self.config.events.searches())
+            .await
+            .unwrap_or_else(|e| panic!("cannot start a publisher on the test bus: {e:#}"))
     }
 
     /// Writes a message as a foreign producer would: plain rdkafka, or a raw append.
@@ -231,19 +222,21 @@ impl TestBus {
                     &[(key.map(<[u8]>::to_vec), value.to_vec())],
                 )
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("cannot append to the embedded log: {e}"));
             }
             EventBus::Kafka(settings) => {
-                let producer: FutureProducer = settings.client_config().create().unwrap();
+                let producer: FutureProducer = settings
+                    .client_config()
+                    .create()
+                    .unwrap_or_else(|e| panic!("cannot make a Kafka producer: {e}"));
                 let mut record: FutureRecord<'_, [u8], [u8]> =
                     FutureRecord::to(self.topic()).payload(value);
                 if let Some(key) = key {
                     record = record.key(key);
                 }
-                producer
-                    .send(record, Duration::from_secs(10))
-                    .await
-                    .unwrap();
+                if let Err((error, _)) = producer.send(record, Duration::from_secs(10)).await {
+                    panic!("cannot produce to {}: {error}", self.topic());
+                }
             }
         }
     }
@@ -266,7 +259,7 @@ impl TestBus {
             .bus
             .consumer(&self.config.events, group, topics, handler, stop.clone())
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start a consumer of group {group}: {e:#}"));
         let stats = consumer.stats();
         let task = tokio::spawn(consumer.run());
         RunningConsumer { stop, task, stats }
@@ -274,9 +267,13 @@ impl TestBus {
 
     /// The web service on this bus, on a free port, with its catalog in the temporary directory.
     pub async fn web(&self) -> RunningWeb {
-        let app = WebApp::build(&self.config).await.unwrap();
-        let addr = app.local_addr().unwrap();
-        let ops = app.ops_addr().unwrap();
+        let app = WebApp::build(&self.config)
+            .await
+            .unwrap_or_else(|e| panic!("the web service does not start: {e:#}"));
+        let addr = app.local_addr().expect("the web service's address");
+        let ops = app
+            .ops_addr()
+            .expect("the web service's operations address");
         let stats = app.publisher_stats();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
@@ -319,8 +316,8 @@ impl RunningConsumer {
         tokio::time::timeout(Duration::from_secs(30), &mut self.task)
             .await
             .expect("the consumer stops within 30 s")
-            .unwrap()
-            .unwrap();
+            .expect("the consumer's task panicked")
+            .expect("the consumer failed");
     }
 
     pub fn owned(&self) -> u64 {
@@ -368,94 +365,10 @@ impl RunningWeb {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+            task.await
+                .expect("the web service's task panicked")
+                .expect("the web service failed");
         }
-    }
-}
-
-/// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// An in-memory handler with the full contract (positions checked and moved with each batch),
-/// that keeps every record it applied.
-#[derive(Default)]
-pub struct Recorder {
-    state: Mutex<(BTreeMap<TopicPartition, i64>, Vec<Record>)>,
-}
-
-impl Recorder {
-    pub fn records(&self) -> Vec<Record> {
-        self.state.lock().unwrap().1.clone()
-    }
-
-    pub fn searches(&self) -> Vec<bookstore_domain::events::SearchEvent> {
-        self.records()
-            .into_iter()
-            .filter_map(|r| r.event.as_search().cloned())
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.state.lock().unwrap().1.len()
-    }
-}
-
-#[async_trait]
-impl EventHandler for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
-    }
-
-    async fn positions(&self, _: &str) -> Result<Vec<Position>, HandlerError> {
-        Ok(self
-            .state
-            .lock()
-            .unwrap()
-            .0
-            .iter()
-            .map(|(tp, n)| Position {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                next_offset: *n,
-            })
-            .collect())
-    }
-
-    async fn apply(&self, batch: &Batch) -> Result<(), HandlerError> {
-        let mut state = self.state.lock().unwrap();
-        for u in &batch.positions {
-            let tp = TopicPartition {
-                topic: u.topic.clone(),
-                partition: u.partition,
-            };
-            if state.0.get(&tp).copied() != u.from {
-                return Err(HandlerError::StalePosition(tp.to_string()));
-            }
-        }
-        for u in &batch.positions {
-            state.0.insert(
-                TopicPartition {
-                    topic: u.topic.clone(),
-                    partition: u.partition,
-                },
-                u.to,
-            );
-        }
-        state.1.extend(batch.records.iter().cloned());
-        Ok(())
     }
 }
 
@@ -463,36 +376,12 @@ impl EventHandler for Recorder {
 pub async fn counts_store(path: &Path) -> SqliteQueryCounts {
     let pool = bookstore_sqlite::connect(&format!("sqlite://{}", path.display()), 4)
         .await
-        .unwrap();
-    SqliteQueryCounts::new(pool).await.unwrap()
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    SqliteQueryCounts::new(pool)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the query counts in {}: {e}", path.display()))
 }
 
 pub async fn total(counts: &SqliteQueryCounts) -> u64 {
     counts.counts().await.map(|c| c.values().sum()).unwrap_or(0)
-}
-
-/// A child process that is killed (SIGKILL) if the test ends, or panics, while it still runs:
-/// no test leaves a process behind.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
 }

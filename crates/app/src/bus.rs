@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bookstore_domain::events::WireFormat;
+use bookstore_consumer::{BatchSettings, Pipeline, PublisherStats};
 use bookstore_domain::{EventHandler, EventPublisher};
 use bookstore_eventlog::{EmbeddedConsumer, EmbeddedPublisher, EventLog, PublisherLimits};
-use bookstore_events::{BatchSettings, Pipeline, PublisherStats};
 use bookstore_kafka::{
     KafkaConsumer, KafkaDeadLetters, KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec,
     dead_letter_topic, ensure_topic,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EventsBackend, EventsConfig};
+use crate::config::{Config, Destination, EventsBackend, EventsConfig};
 
 /// The event log a process talks to.
 #[derive(Clone)]
@@ -35,7 +34,8 @@ impl std::fmt::Debug for EventBus {
 
 /// A running publisher and its counters.
 pub struct Publisher {
-    pub publisher: Arc<dyn EventPublisher>,
+    /// The port the services publish through.
+    pub port: Arc<dyn EventPublisher>,
     pub stats: Arc<PublisherStats>,
 }
 
@@ -107,19 +107,18 @@ impl EventBus {
         }
     }
 
-    /// Starts the publisher of `events.topic`, writing `events.format`. A publisher of the catalog
-    /// topic writes version 1 whatever the format: the tutorial's has no catalog events.
-    pub async fn publisher(&self, events: &EventsConfig) -> anyhow::Result<Publisher> {
-        let format = if events.topic == events.catalog_topic {
-            WireFormat::V1
-        } else {
-            events.format
-        };
+    /// Starts a publisher writing to `to`, bounded by `events`' queue and message limits.
+    pub async fn publisher(
+        &self,
+        events: &EventsConfig,
+        to: Destination,
+    ) -> anyhow::Result<Publisher> {
+        let format = to.format;
         match self {
             Self::Embedded { log, partitions } => {
                 let publisher = EmbeddedPublisher::start(
                     log.clone(),
-                    &events.topic,
+                    &to.topic,
                     *partitions,
                     PublisherLimits {
                         queue_capacity: events.queue_capacity,
@@ -132,7 +131,7 @@ impl EventBus {
                 .context("cannot start the embedded event publisher")?;
                 let stats = publisher.stats();
                 Ok(Publisher {
-                    publisher: Arc::new(publisher),
+                    port: Arc::new(publisher),
                     stats,
                 })
             }
@@ -140,13 +139,13 @@ impl EventBus {
                 let publisher = KafkaPublisher::new(
                     settings,
                     &PublisherSettings {
-                        topic: events.topic.clone(),
+                        topic: to.topic.clone(),
                         queue_capacity: events.queue_capacity,
                         queue_max_bytes: events.queue_max_bytes,
                         max_message_bytes: events.max_message_bytes,
                         linger: Duration::from_millis(events.linger_ms),
                         compression: events.compression.clone(),
-                        message_timeout: Duration::from_millis(events.message_timeout_ms),
+                        message_timeout: to.message_timeout,
                         format,
                     },
                 )
@@ -156,7 +155,7 @@ impl EventBus {
                 let bus = self.clone();
                 let events = events.clone();
                 tokio::spawn(async move {
-                    let topics = [events.topic.clone()];
+                    let topics = [to.topic];
                     loop {
                         match bus.ensure_topics(&events, &topics).await {
                             Ok(()) => break,
@@ -168,7 +167,7 @@ impl EventBus {
                     }
                 });
                 Ok(Publisher {
-                    publisher: Arc::new(publisher),
+                    port: Arc::new(publisher),
                     stats,
                 })
             }
@@ -232,7 +231,7 @@ pub enum Consumer {
 
 impl Consumer {
     /// The consumer's counters.
-    pub fn stats(&self) -> Arc<bookstore_events::ConsumerStats> {
+    pub fn stats(&self) -> Arc<bookstore_consumer::ConsumerStats> {
         match self {
             Self::Embedded(c) => c.stats(),
             Self::Kafka(c) => c.stats(),
@@ -250,7 +249,7 @@ impl Consumer {
 
 /// Delivers what the publisher still holds, within `events.flush_timeout_ms`, and says how it went.
 pub async fn flush_publisher(publisher: &Publisher, events: &EventsConfig) {
-    let left = publisher.publisher.flush(events.flush_timeout()).await;
+    let left = publisher.port.flush(events.flush_timeout()).await;
     let stats = &publisher.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     if left > 0 {

@@ -68,12 +68,6 @@ pub fn publish_search(
     } else {
         event
     };
-    if let Some(recommendations) = &state.recommendations {
-        recommendations.searched();
-    }
-    if let Some(trends) = &state.trends {
-        trends.searched();
-    }
     // In the request's span: the request id leads to the event id, which the consumers log.
     match publish(state, &Event::BookSearched(event)) {
         Published::Queued => tracing::debug!(%event_id, "search event queued"),
@@ -105,13 +99,6 @@ pub fn publish_view(
         reason,
     );
     let event_id = event.id;
-    // The next pages should soon show it: "similar" books and the most viewed ones.
-    if let Some(recommendations) = &state.recommendations {
-        recommendations.searched();
-    }
-    if let Some(trends) = &state.trends {
-        trends.searched();
-    }
     match publish(state, &Event::BookViewed(event)) {
         Published::Queued => tracing::debug!(%event_id, "view event queued"),
         Published::Dropped => tracing::debug!(%event_id, "view event dropped"),
@@ -161,13 +148,6 @@ pub fn invalid_reader_id(user_id: &str) -> Option<String> {
 /// caller may ask again (forgetting twice does no harm).
 pub async fn publish_forgotten(state: &WebState, user_id: &str) -> Result<Uuid, ApiError> {
     let event_id = deliver_forgotten(state.events.as_ref(), user_id).await?;
-    // The page's cached answers of the trend and recommendation services should soon show it.
-    if let Some(recommendations) = &state.recommendations {
-        recommendations.searched();
-    }
-    if let Some(trends) = &state.trends {
-        trends.searched();
-    }
     Ok(event_id)
 }
 

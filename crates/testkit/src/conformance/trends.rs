@@ -6,13 +6,12 @@
 //! does it ([`check_views`]). For the stores' tests, each on an empty store; they panic on the
 //! first difference.
 
-use chrono::{DateTime, Utc};
-
-use super::{Audience, TrendBoard, TrendRanking, TrendSettings};
-use crate::events::{
+use bookstore_domain::events::{
     BookViewedEvent, Event, ReaderForgottenEvent, ResultBook, SearchEvent, ViewSource,
 };
-use crate::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStore};
+use bookstore_domain::trends::{Audience, TrendBoard, TrendRanking, TrendSettings};
+use bookstore_domain::{Batch, EventHandler, HandlerError, PositionUpdate, Record, TrendStore};
+use chrono::{DateTime, Utc};
 
 /// The settings the check runs with: a cap that bites, fewer trends kept than searched, and two
 /// readers to make a trend public.
@@ -27,7 +26,7 @@ pub fn settings() -> TrendSettings {
 }
 
 /// Spellings of one query in an order whose shown spelling depends on forgetting the least
-/// common ones ([`super::SPELLINGS_PER_TREND`]): without the bound, `abc` would be shown.
+/// common ones ([`SPELLINGS_PER_TREND`](bookstore_domain::trends::SPELLINGS_PER_TREND)): without the bound, `abc` would be shown.
 const SPELLINGS: [&str; 7] = ["aBC", "abC", "ABC", "abc", "aBc", "ABc", "abc"];
 
 /// Search `i` of the check: seven spellings of four queries, by two users and anonymous ones,

@@ -1,8 +1,20 @@
-use chrono::{DateTime, Duration, Utc};
+//! The recommendation rules (`bookstore_domain::recommend`) through their public API: a search
+//! or a view builds a profile, query records and co-view records within their bounds; applying
+//! events batch by batch, loading only what the needs name as a store does, equals applying them
+//! in one go; partitions merge by adding up; the blend ranks and gives its reasons; records
+//! survive their encoding. The fixtures are those of the stores' conformance check
+//! (`bookstore_testkit::conformance::recommend`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::conformance::{book, search, settings, view};
-use super::*;
-use crate::events::Event;
+use std::collections::HashMap;
+
+use bookstore_domain::Record;
+use bookstore_domain::events::Event;
+use bookstore_domain::recommend::*;
+use bookstore_testkit::conformance::recommend::{
+    self as conformance, book, search, settings, view,
+};
+use chrono::{DateTime, Duration, Utc};
 
 fn base() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
@@ -414,7 +426,7 @@ fn views_in_batches_equal_views_in_one_go() {
             match i % 5 {
                 0 | 1 => search(user, (i * 7 + i / 3) % 4, base(), i as i64),
                 2 if i % 15 == 2 => {
-                    Event::ReaderForgotten(crate::events::ReaderForgottenEvent::new(
+                    Event::ReaderForgotten(bookstore_domain::events::ReaderForgottenEvent::new(
                         uuid::Uuid::now_v7(),
                         base() + Duration::minutes(i as i64),
                         "b".to_owned(),
