@@ -809,8 +809,10 @@ pub struct Database {
 impl Database {
     /// `url`, the value of the configuration key `key`.
     fn resolve(key: &str, url: SecretString) -> anyhow::Result<Self> {
-        let kind = db_kind(url.expose_secret()).map_err(|_| {
-            anyhow::anyhow!("invalid configuration: {key} must start with sqlite:// or mysql://")
+        let kind = db_kind(url.expose_secret()).map_err(|scheme| {
+            anyhow::anyhow!(
+                "invalid configuration: {key} must start with sqlite:// or mysql://, got scheme {scheme:?}"
+            )
         })?;
         Ok(Self { kind, url })
     }
@@ -856,7 +858,6 @@ impl Config {
             bail!("invalid configuration: db.max_connections must be at least 1");
         }
         self.catalog_db()?;
-        self.recommend_db()?;
         if let Some(ratio) = self.telemetry.sampling_ratio
             && !(0.0..=1.0).contains(&ratio)
         {
@@ -955,6 +956,7 @@ impl Config {
         if recommend.group_id.trim().is_empty() {
             bail!("invalid configuration: recommend.group_id must not be empty");
         }
+        self.recommend_db()?;
         if self.web.remote_timeout_ms == 0 {
             bail!("invalid configuration: web.remote_timeout_ms must be at least 1");
         }
@@ -1138,11 +1140,6 @@ impl Config {
         Database::resolve("recommend.db_url", self.recommend_db_url())
     }
 
-    /// The catalog database's kind.
-    pub fn db_kind(&self) -> anyhow::Result<DbKind> {
-        Ok(self.catalog_db()?.kind)
-    }
-
     /// Creates the data dir if the configuration uses it.
     pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data_dir).with_context(|| {
@@ -1196,16 +1193,14 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The kind of database a URL names, from its scheme: the one place a URL is read for it
-/// ([`Config::catalog_db`], [`Config::recommend_db`]).
-pub fn db_kind(url: &str) -> anyhow::Result<DbKind> {
+/// The kind of database a URL names, from its scheme (the scheme when it names none): the one
+/// place a URL is read for it ([`Config::catalog_db`], [`Config::recommend_db`]).
+pub fn db_kind(url: &str) -> Result<DbKind, String> {
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
     match scheme {
         "sqlite" => Ok(DbKind::Sqlite),
         "mysql" | "mariadb" => Ok(DbKind::MySql),
-        _ => bail!(
-            "invalid configuration: db.url must start with sqlite:// or mysql://, got scheme {scheme:?}"
-        ),
+        _ => Err(scheme.to_owned()),
     }
 }
 
@@ -1220,7 +1215,7 @@ mod tests {
         assert_eq!(config.web.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(config.web.page_size, 5);
         assert!(config.web.admin_token.is_none());
-        assert_eq!(config.db_kind().unwrap(), DbKind::Sqlite);
+        assert_eq!(config.catalog_db().unwrap().kind, DbKind::Sqlite);
         assert_eq!(config.events.backend, EventsBackend::Embedded);
         assert_eq!(config.events.topic, "lr-book-searches");
         assert_eq!(config.events.partitions, 3);
@@ -1256,7 +1251,7 @@ mod tests {
             assert_eq!(config.shutdown_timeout_ms, 1234);
             assert_eq!(config.web.listen.port(), 18000);
             assert_eq!(config.web.admin_token.as_ref().unwrap().expose(), "12345");
-            assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+            assert_eq!(config.catalog_db().unwrap().kind, DbKind::MySql);
 
             jail.set_env("BOOKSTORE_RECOMMEND__OPS_LISTEN", "same");
             jail.set_env("BOOKSTORE_TREND__OPS_LISTEN", "0.0.0.0:9101");
@@ -1488,7 +1483,7 @@ mod tests {
             .extract()
             .unwrap();
         config.validate().unwrap();
-        assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+        assert_eq!(config.catalog_db().unwrap().kind, DbKind::MySql);
     }
 
     #[test]

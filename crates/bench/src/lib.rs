@@ -1,12 +1,13 @@
-//! The benchmarks and the load generator. Each measures a path of the system against a baseline
-//! taken in the same run on the same machine, and prints a table; the `bookstore` binary only
-//! dispatches here (`bookstore bench ...`, `bookstore loadgen`).
+//! The benchmarks and the load generator. Each measures a path of the system, against a
+//! baseline taken in the same run on the same machine where there is one to compare with, and
+//! prints a table; the `bookstore` binary only dispatches here (`bookstore bench ...`,
+//! `bookstore loadgen`).
 //!
 //! - [`search`]: the search index against the catalog database's own full-text search.
 //! - [`freshness`]: how long after a write's answer search shows it.
 //! - [`events`]: the event pipeline's throughput and latency per backend against plain rdkafka,
 //!   and the trend stores; [`recommend`] is its recommendation part.
-//! - [`loadgen`]: a running system driven over HTTP.
+//! - [`loadgen`]: a running system driven over HTTP, against its `/healthz` in the same run.
 
 pub mod events;
 pub mod freshness;

@@ -386,7 +386,7 @@ fn each_bookstore_service_runs_a_subcommand_on_a_configuration_that_loads() {
         }
         match service.command.as_str() {
             "web" => {
-                assert_eq!(config.db_kind().unwrap(), DbKind::MySql);
+                assert_eq!(config.catalog_db().unwrap().kind, DbKind::MySql);
                 let token = &service.raw_env["BOOKSTORE_WEB__ADMIN_TOKEN"];
                 assert!(
                     token.starts_with("${") && token.ends_with('}'),

@@ -1,6 +1,7 @@
 //! No SQL is built by string concatenation: every statement the adapters send is a string
-//! literal (or `concat!` of literals), and values go in through binds. This test reads the
-//! source of every crate and fails on any query whose text is built at run time.
+//! literal (or a `concat!` of literals, a `const` string, a dialect's associated `const`, or a
+//! binding declared `&'static str`), and values go in through binds. This test reads the source
+//! of every crate and fails on any query whose text is built at run time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};

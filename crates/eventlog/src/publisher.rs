@@ -152,6 +152,27 @@ impl EmbeddedPublisher {
             .map_err(|_| NotQueued::Full)
     }
 
+    /// Queues each of `items` through `queue`, then waits at most `timeout` for the log's
+    /// verdict on each.
+    async fn deliver_each<T>(
+        &self,
+        items: &[T],
+        timeout: Duration,
+        queue: impl Fn(&T) -> Waiting<String>,
+    ) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting = items.iter().map(queue).collect();
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            Delivery::Undelivered,
+            "the appender has stopped",
+            "not appended",
+        )
+        .await
+    }
+
     /// Queues one message through `enqueue`, counted, with a channel for the log's verdict; or
     /// the verdict at once when it was not queued.
     fn queue_for_verdict(
@@ -237,50 +258,20 @@ impl EventPublisher for EmbeddedPublisher {
     }
 
     async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let waiting: Vec<_> = events
-            .iter()
-            .map(|event| self.queue_for_verdict(|confirm| self.enqueue(event, Some(confirm))))
-            .collect();
-        verdicts(
-            waiting,
-            deadline,
-            timeout,
-            Delivery::Undelivered,
-            "the appender has stopped",
-            "not appended",
-        )
+        self.deliver_each(events, timeout, |event| {
+            self.queue_for_verdict(|confirm| self.enqueue(event, Some(confirm)))
+        })
         .await
     }
 
     async fn deliver_stored(&self, events: &[StoredEvent<'_>], timeout: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let waiting: Vec<_> = events
-            .iter()
-            .map(|stored| {
-                if self.format != WireFormat::V1 {
-                    return Err(Delivery::Refused(format!(
-                        "a {} publisher does not take version 1 messages",
-                        self.format
-                    )));
-                }
-                self.queue_for_verdict(|confirm| {
-                    self.enqueue_bytes(
-                        stored.key.as_bytes().to_vec(),
-                        stored.payload.to_vec(),
-                        Some(confirm),
-                    )
-                })
+        self.deliver_each(events, timeout, |stored| {
+            self.format.takes_stored().map_err(Delivery::Refused)?;
+            self.queue_for_verdict(|confirm| {
+                let (key, value) = (stored.key.as_bytes().to_vec(), stored.payload.to_vec());
+                self.enqueue_bytes(key, value, Some(confirm))
             })
-            .collect();
-        verdicts(
-            waiting,
-            deadline,
-            timeout,
-            Delivery::Undelivered,
-            "the appender has stopped",
-            "not appended",
-        )
+        })
         .await
     }
 
@@ -578,7 +569,7 @@ mod tests {
             .deliver_stored(&[stored], Duration::from_secs(10))
             .await;
         assert!(
-            matches!(&verdict[..], [Delivery::Refused(r)] if r.contains("version 1")),
+            matches!(&verdict[..], [Delivery::Refused(r)] if r.contains("stored in version 1")),
             "{verdict:?}"
         );
     }

@@ -236,6 +236,27 @@ impl KafkaPublisher {
         })
     }
 
+    /// Sends each of `items` through `send`, then waits at most `timeout` for Kafka's verdict
+    /// on each.
+    async fn deliver_each<T>(
+        &self,
+        items: &[T],
+        timeout: Duration,
+        send: impl Fn(&T) -> Waiting<KafkaError>,
+    ) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting = items.iter().map(send).collect();
+        verdicts(
+            waiting,
+            deadline,
+            timeout,
+            |error| delivery_of(&error),
+            "no delivery report",
+            "not confirmed by Kafka",
+        )
+        .await
+    }
+
     /// Sends one message through `send`, given a ticket, and the channel of Kafka's verdict on
     /// it; or the verdict at once when librdkafka did not take it.
     fn send_for_verdict(
@@ -313,53 +334,24 @@ impl EventPublisher for KafkaPublisher {
     }
 
     async fn deliver(&self, events: &[Event], timeout: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let waiting: Vec<_> = events
-            .iter()
-            .map(|event| {
-                // Refused for good: the format cannot carry it, whatever Kafka does.
-                let message = self
-                    .encode(event)
-                    .map_err(|refused| Delivery::Refused(refused.to_string()))?;
-                self.send_for_verdict(|ticket| self.send(event, &message, ticket))
-            })
-            .collect();
-        verdicts(
-            waiting,
-            deadline,
-            timeout,
-            |error| delivery_of(&error),
-            "no delivery report",
-            "not confirmed by Kafka",
-        )
+        self.deliver_each(events, timeout, |event| {
+            // Refused for good: the format cannot carry it, whatever Kafka does.
+            let message = self
+                .encode(event)
+                .map_err(|refused| Delivery::Refused(refused.to_string()))?;
+            self.send_for_verdict(|ticket| self.send(event, &message, ticket))
+        })
         .await
     }
 
     async fn deliver_stored(&self, events: &[StoredEvent<'_>], timeout: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let waiting: Vec<_> = events
-            .iter()
-            .map(|stored| {
-                if self.format != WireFormat::V1 {
-                    return Err(Delivery::Refused(format!(
-                        "a {} publisher does not take version 1 messages",
-                        self.format
-                    )));
-                }
-                let typed = Some((stored.kind, stored.version));
-                self.send_for_verdict(|ticket| {
-                    self.send_bytes(stored.key, stored.payload, typed, ticket)
-                })
+        self.deliver_each(events, timeout, |stored| {
+            self.format.takes_stored().map_err(Delivery::Refused)?;
+            let typed = Some((stored.kind, stored.version));
+            self.send_for_verdict(|ticket| {
+                self.send_bytes(stored.key, stored.payload, typed, ticket)
             })
-            .collect();
-        verdicts(
-            waiting,
-            deadline,
-            timeout,
-            |error| delivery_of(&error),
-            "no delivery report",
-            "not confirmed by Kafka",
-        )
+        })
         .await
     }
 

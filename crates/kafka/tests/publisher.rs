@@ -11,7 +11,7 @@ use bookstore_domain::events::{
     BookEvent, BookViewedEvent, CatalogBook, Event, ReaderForgottenEvent, ResultBook,
     ResultDetails, SearchEvent, ViewSource, WireFormat, decode,
 };
-use bookstore_domain::{Delivery, EventPublisher, Published};
+use bookstore_domain::{Delivery, EventPublisher, Published, StoredEvent};
 use bookstore_kafka::{KafkaPublisher, KafkaSettings, PublisherSettings, TopicSpec, ensure_topic};
 use bookstore_testkit::kafka::KafkaTopic;
 use bookstore_testkit::servers::kafka_brokers;
@@ -282,4 +282,101 @@ async fn the_tutorial_format_writes_searches_bare_and_leaves_the_other_events_ou
     // Nothing after it: the view and the request to be forgotten never reached the topic.
     let next = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
     assert!(next.is_err(), "only the search is on the topic");
+}
+
+#[tokio::test]
+async fn stored_events_go_byte_for_byte_with_their_type_and_version_headers() {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+
+    let settings = settings();
+    let made = KafkaTopic::new("test-stored-events", &kafka_brokers());
+    let topic = made.name.clone();
+    ensure_topic(
+        &settings,
+        &TopicSpec {
+            name: topic.clone(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|err| {
+        panic!(
+            "Kafka is not reachable at {:?}: start it with `dev/services start`: {err}",
+            settings.brokers
+        )
+    });
+    let publisher = KafkaPublisher::new(&settings, &publisher_settings(&topic)).unwrap();
+    let created = event(1, 10);
+    // As an outbox may hold it: the same event, laid out otherwise than `to_json` writes it.
+    let mut payload = created.to_json();
+    payload.push(b'\n');
+    let stored = StoredEvent {
+        key: "1",
+        kind: created.kind(),
+        version: created.version(),
+        payload: &payload,
+    };
+    let verdict = publisher
+        .deliver_stored(&[stored], Duration::from_secs(30))
+        .await;
+    assert_eq!(verdict, [Delivery::Delivered]);
+    let stats = publisher.stats();
+    assert_eq!(stats.delivered.load(Ordering::Relaxed), 1);
+
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set(
+            "group.id",
+            format!("test-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a message within 30 s")
+        .unwrap();
+    assert_eq!(message.key(), Some(&b"1"[..]));
+    assert_eq!(
+        message.payload(),
+        Some(&payload[..]),
+        "the stored bytes, not encoded again"
+    );
+    let headers: Vec<(&str, &[u8])> = message
+        .headers()
+        .map(|h| h.iter().filter_map(|h| Some((h.key, h.value?))).collect())
+        .unwrap_or_default();
+    assert!(
+        headers.contains(&("type", &b"book.created"[..])),
+        "{headers:?}"
+    );
+    let version = created.version().to_string();
+    assert!(
+        headers.contains(&("version", version.as_bytes())),
+        "{headers:?}"
+    );
+
+    // A publisher of another format refuses them, and sends nothing.
+    let mut tutorial = publisher_settings(&topic);
+    tutorial.format = WireFormat::Tutorial;
+    let tutorial = KafkaPublisher::new(&settings, &tutorial).unwrap();
+    let verdict = tutorial
+        .deliver_stored(&[stored], Duration::from_secs(30))
+        .await;
+    assert!(
+        matches!(&verdict[..], [Delivery::Refused(r)] if r.contains("stored in version 1")),
+        "{verdict:?}"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+    assert!(
+        next.is_err(),
+        "only the first publisher's message is on the topic"
+    );
 }

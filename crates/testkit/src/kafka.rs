@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 
-use crate::cleanup::{CLEANUP_TIMEOUT, on_own_runtime, report};
+use crate::guard::{CLEANUP_TIMEOUT, on_own_runtime, report};
 
 /// A fresh topic name `<prefix>-<uuid>` on `brokers` (usually [`crate::servers::kafka_brokers`]);
 /// the test creates the topic (through the code under test), and the topic is deleted when this

@@ -26,6 +26,8 @@ pub mod wait;
 #[cfg(feature = "servers")]
 pub mod cleanup;
 #[cfg(feature = "servers")]
+pub mod guard;
+#[cfg(feature = "servers")]
 pub mod http;
 #[cfg(feature = "servers")]
 pub mod kafka;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use sqlx::migrate::MigrateDatabase;
 
-use crate::cleanup::{CLEANUP_TIMEOUT, on_own_runtime, report};
+use crate::guard::{CLEANUP_TIMEOUT, on_own_runtime, report};
 use crate::servers::{self, mysql_server_url};
 
 /// What every test database's name starts with; nothing else is ever dropped.
@@ -102,14 +102,6 @@ impl FreshDatabase {
     pub fn server(&self) -> &str {
         &self.server
     }
-
-    /// Drops the database now, in the middle of the test (a store lost); the guard drops it again
-    /// at the end if something made it anew.
-    pub async fn drop_now(&self) {
-        if let Err(error) = drop_database(&self.url()).await {
-            panic!("cannot drop the test database {}: {error}", self.name);
-        }
-    }
 }
 
 impl Drop for FreshDatabase {
@@ -147,7 +139,8 @@ pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
         "refusing to drop the database {name:?}: not a test database"
     );
     let mut conn = sqlx::MySqlConnection::connect(&format!("{server}{params}")).await?;
-    let deadline = Instant::now() + CLEANUP_TIMEOUT;
+    // Within the guard's own bound, so that a DROP held up past it says so.
+    let deadline = Instant::now() + CLEANUP_TIMEOUT.saturating_sub(Duration::from_secs(15));
     loop {
         let sessions: Vec<i64> = sqlx::query_scalar(
             "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ? \
@@ -178,7 +171,8 @@ pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
             Ok(Err(error)) => return Err(error),
             Err(_) => {
                 return Err(sqlx::Error::Protocol(format!(
-                    "DROP DATABASE {name} waited {CLEANUP_TIMEOUT:?}"
+                    "DROP DATABASE {name} was held up for {:?}",
+                    CLEANUP_TIMEOUT.saturating_sub(Duration::from_secs(15))
                 )));
             }
         }

@@ -1,7 +1,7 @@
 //! Redis keys a test made on the shared test Redis, all under a prefix of its own
 //! (`test:<uuid>:`), deleted when the test ends, whether it passed or not ([`RedisKeys`]).
 
-use crate::cleanup::{CLEANUP_TIMEOUT, on_own_runtime, report};
+use crate::guard::{CLEANUP_TIMEOUT, on_own_runtime, report};
 use crate::servers::{self, redis_url};
 
 /// A fresh key prefix on the test Redis ([`servers::redis_url`]), `test:<uuid>:`; every key under

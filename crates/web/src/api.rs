@@ -54,8 +54,9 @@ pub async fn list_books(
     );
     let page = state.search.search(&query).await?;
     // An API call names its user only through a signed `uid` cookie it sent.
-    publish_search(&state, &visitor, query.text(), params.offset, &page.books);
-    state.expect_new_answers();
+    if publish_search(&state, &visitor, query.text(), params.offset, &page.books) {
+        state.expect_new_answers();
+    }
     let mut response = if params.highlight {
         Json(highlighted(&state, query.text(), page.books)).into_response()
     } else {

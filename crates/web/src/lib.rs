@@ -74,8 +74,8 @@ pub struct WebState {
 
 impl WebState {
     /// This instance just published an event that changes what the trend and recommendation
-    /// services answer (a search, a view, a forgotten reader): the page keeps their cached
-    /// answers only briefly for a moment, so the next pages show its effect soon.
+    /// services answer (a search, a view, a forgotten reader): for a second, the page keeps
+    /// their answers only briefly, so that the next pages show its effect soon.
     pub(crate) fn expect_new_answers(&self) {
         if let Some(recommendations) = &self.recommendations {
             recommendations.expect_new_answers();

@@ -209,8 +209,9 @@ pub async fn index(
     count_sidebar(&state, trends, viewed_books, recommendations);
     match searched {
         Ok(page) => {
-            publish_search(&state, &visitor, query.text(), params.offset, &page.books);
-            state.expect_new_answers();
+            if publish_search(&state, &visitor, query.text(), params.offset, &page.books) {
+                state.expect_new_answers();
+            }
             let shown = page.books.len() as u64;
             state
                 .click_through

@@ -23,16 +23,17 @@ pub const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
 /// its bounded queue is full), so the response never waits for the event log. `query` is the
 /// search's own cleaned text ([`bookstore_domain::BookQuery::text`]). The reader is the visitor
 /// if its signed cookie came with the request, else the search is anonymous; either way it
-/// carries its client's pseudonym.
+/// carries its client's pseudonym. Returns whether the search made an event (a query that
+/// normalizes to nothing makes none), whether or not the publisher's queue took it.
 pub fn publish_search(
     state: &WebState,
     visitor: &Visitor,
     query: &str,
     offset: u64,
     results: &[Book],
-) {
+) -> bool {
     if normalize_query(query).is_empty() {
-        return;
+        return false;
     }
     let event_id = Uuid::now_v7();
     let user_id = visitor.user_id();
@@ -73,6 +74,7 @@ pub fn publish_search(
         Published::Queued => tracing::debug!(%event_id, "search event queued"),
         Published::Dropped => tracing::debug!(%event_id, "search event dropped"),
     }
+    true
 }
 
 /// Publishes that the visitor opened `book`'s page, from the list `source` at `rank` (and, for a
@@ -147,10 +149,10 @@ pub fn invalid_reader_id(user_id: &str) -> Option<String> {
 /// or slow, or one that refuses the event is [`ApiError::EventLogUnavailable`] (503), and the
 /// caller may ask again (forgetting twice does no harm).
 pub async fn publish_forgotten(state: &WebState, user_id: &str) -> Result<Uuid, ApiError> {
-    let event_id = deliver_forgotten(state.events.as_ref(), user_id).await?;
-    Ok(event_id)
+    deliver_forgotten(state.events.as_ref(), user_id).await
 }
 
+/// [`publish_forgotten`] through `events` (the tests give it a scripted publisher).
 async fn deliver_forgotten(events: &dyn EventPublisher, user_id: &str) -> Result<Uuid, ApiError> {
     let event = ReaderForgottenEvent::now(user_id);
     let event_id = event.id;

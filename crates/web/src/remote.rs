@@ -11,10 +11,10 @@ use bookstore_domain::recommend::Recommendation;
 use bookstore_domain::trends::{Trend, ViewedBook};
 use serde::de::DeserializeOwned;
 
-/// How long a cache entry filled just after one of this instance's searches lives: that search
-/// may not have reached the services yet.
-const FRESH_AFTER_SEARCH: Duration = Duration::from_millis(200);
-const SEARCH_SETTLES: Duration = Duration::from_secs(1);
+/// How long a cache entry filled within [`CHANGE_SETTLES`] of one of this instance's events (a
+/// search, a view, a forgotten reader) lives: that event may not have reached the services yet.
+const FRESH_AFTER_CHANGE: Duration = Duration::from_millis(200);
+const CHANGE_SETTLES: Duration = Duration::from_secs(1);
 /// Answers cached at most (one per visitor for recommendations); past it, expired ones go.
 const MAX_CACHED: usize = 10_000;
 
@@ -43,7 +43,7 @@ struct RemoteJson<T> {
     timeout: Duration,
     cache_ttl: Duration,
     cache: Mutex<HashMap<String, Cached<T>>>,
-    last_search: Mutex<Option<Instant>>,
+    last_change: Mutex<Option<Instant>>,
 }
 
 impl<T: DeserializeOwned> RemoteJson<T> {
@@ -64,21 +64,21 @@ impl<T: DeserializeOwned> RemoteJson<T> {
             timeout,
             cache_ttl,
             cache: Mutex::new(HashMap::new()),
-            last_search: Mutex::new(None),
+            last_change: Mutex::new(None),
         })
     }
 
     fn expect_new_answers(&self) {
-        if let Ok(mut last) = self.last_search.lock() {
+        if let Ok(mut last) = self.last_change.lock() {
             *last = Some(Instant::now());
         }
     }
 
     fn ttl(&self, at: Instant) -> Duration {
-        let last_search = self.last_search.lock().ok().and_then(|l| *l);
-        match last_search {
-            Some(searched) if at < searched + SEARCH_SETTLES => {
-                FRESH_AFTER_SEARCH.min(self.cache_ttl)
+        let last_change = self.last_change.lock().ok().and_then(|l| *l);
+        match last_change {
+            Some(changed) if at < changed + CHANGE_SETTLES => {
+                FRESH_AFTER_CHANGE.min(self.cache_ttl)
             }
             _ => self.cache_ttl,
         }

@@ -59,6 +59,17 @@ impl WireFormat {
             },
         }
     }
+
+    /// Whether a publisher writing this format may send events stored in their version 1 form
+    /// as they are (only a version 1 publisher may); the refusal's reason when it may not.
+    pub fn takes_stored(self) -> Result<(), String> {
+        match self {
+            WireFormat::V1 => Ok(()),
+            other => Err(format!(
+                "a {other} publisher does not take events stored in version 1"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for WireFormat {
